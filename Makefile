@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   - create .venv, install churnml, run the whole job on the bundled simulator's data
+#   make test   - create .venv, install churnml with test tools, run the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test lint bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/churnml demo $(ARGS)
+
+test: install
+	$(BIN)/ruff check src pipelines tests benchmarks
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src pipelines tests benchmarks
+	$(BIN)/ruff format --check src pipelines tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench_features.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""Features pipeline: customer history → label times → point-in-time features → training set on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from churnml.config import Config
+from churnml.data import load_dataset
+from churnml.dataset import Dataset
+from churnml.simulate import simulate
+from churnml.training_set import TrainingSet, build_training_set, write_training_set
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    dataset: Dataset
+    training_set: TrainingSet
+    path: Path
+
+
+def load_data(config: Config, base_dir: Path | None = None) -> Dataset:
+    """The configured data, or the bundled simulator's business when no data is configured."""
+    if config.data.dir is None and not config.data.tables:
+        sim = config.simulate
+        return simulate(sim.customers, sim.months, sim.seed, sim.start).to_dataset()
+    return load_dataset(config.data, base_dir=base_dir)
+
+
+def training_set_dir(config: Config) -> Path:
+    return Path(config.output.dir) / config.name / "training_set"
+
+
+def run(config: Config, base_dir: Path | None = None) -> FeaturesResult:
+    dataset = load_data(config, base_dir)
+    training_set = build_training_set(dataset, config.labels, config.features)
+    path = write_training_set(training_set, training_set_dir(config))
+    return FeaturesResult(dataset=dataset, training_set=training_set, path=path)

@@ -1,0 +1,100 @@
+"""Training sets: label times joined with point-in-time features, saved with everything that made them.
+
+The Parquet file carries its own metadata (feature specifications and dtypes, label settings, data
+fingerprint), so a model trained from it can validate inputs and explain itself later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churnml import __version__, io
+from churnml.config import FeatureConfig, LabelConfig
+from churnml.dataset import Dataset
+from churnml.features import FeatureSpec, build_features, feature_catalogue
+from churnml.labels import LabelTimes, make_label_times
+
+TRAINING_SET_FILE = "training_set.parquet"
+LABEL_TIMES_FILE = "label_times.parquet"
+SUMMARY_FILE = "training_set.json"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """``frame``: customer_id, cutoff, label, then one column per feature spec, in catalogue order."""
+
+    frame: pd.DataFrame
+    specs: tuple[FeatureSpec, ...]
+    label_settings: dict[str, Any]
+    fingerprint: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    @property
+    def labeled(self) -> pd.DataFrame:
+        return self.frame.loc[self.frame["label"].notna()]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "churnml_version": __version__,
+            "data_fingerprint": self.fingerprint,
+            "labels": self.label_settings,
+            "features": [dataclasses.asdict(spec) for spec in self.specs],
+            "rows": len(self.frame),
+        }
+
+    def summary(self) -> pd.DataFrame:
+        return LabelTimes(self.frame[["customer_id", "cutoff", "label"]], self.label_settings).summary()
+
+
+def build_training_set(dataset: Dataset, labels: LabelConfig, features: FeatureConfig) -> TrainingSet:
+    """Label every eligible (customer, cutoff) and compute its features from rows before the cutoff."""
+    label_times = make_label_times(dataset, labels)
+    specs = tuple(feature_catalogue(dataset, features))
+    built = build_features(dataset, label_times.frame[["customer_id", "cutoff"]], features)
+    frame = pd.concat(
+        [label_times.frame.reset_index(drop=True), built[[spec.name for spec in specs]]], axis=1
+    )
+    return TrainingSet(
+        frame=frame, specs=specs, label_settings=label_times.settings, fingerprint=dataset.fingerprint()
+    )
+
+
+def write_training_set(training_set: TrainingSet, out_dir: str | Path) -> Path:
+    """Write the training set, its label times and a readable summary; each file atomically."""
+    out_dir = Path(out_dir)
+    metadata = training_set.metadata()
+    io.write_parquet(
+        out_dir / LABEL_TIMES_FILE,
+        training_set.frame[["customer_id", "cutoff", "label"]],
+        metadata={"labels": training_set.label_settings},
+    )
+    io.write_json(
+        out_dir / SUMMARY_FILE,
+        {
+            **{k: v for k, v in metadata.items() if k != "features"},
+            "feature_names": training_set.feature_names,
+            "per_cutoff": training_set.summary().to_dict(orient="records"),
+        },
+    )
+    return io.write_parquet(out_dir / TRAINING_SET_FILE, training_set.frame, metadata=metadata)
+
+
+def read_training_set(path: str | Path) -> TrainingSet:
+    """Read a training set written by :func:`write_training_set` (a file or its directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / TRAINING_SET_FILE
+    metadata = io.read_parquet_metadata(path)
+    specs = tuple(FeatureSpec(**spec) for spec in metadata["features"])
+    frame = pd.read_parquet(path)
+    return TrainingSet(
+        frame=frame, specs=specs, label_settings=metadata["labels"], fingerprint=metadata["data_fingerprint"]
+    )
