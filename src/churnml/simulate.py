@@ -78,6 +78,8 @@ CAMPAIGN_HOUR = np.array([10, 15, 11, 9])
 CAMPAIGN_OPEN_OFFSET = np.array([0.0, 0.3, -0.2, -0.5])
 
 PENDING, ACTIVE, CHURNED = 0, 1, 2
+HAZARD_BASE = 0.0011  # daily chance that an engaged customer starts slipping away (before risk factors)
+RECOVERY_RATE = 1 / 60  # daily chance that a slipping customer turns around
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,9 @@ def _calendar(start: date, months: int) -> _Calendar:
     )
 
 
-def _business_seconds(rng: np.random.Generator, size: int, mean_h: float = 13.0, sd_h: float = 3.2) -> np.ndarray:
+def _business_seconds(
+    rng: np.random.Generator, size: int, mean_h: float = 13.0, sd_h: float = 3.2
+) -> np.ndarray:
     """Seconds into the day, clustered around office hours."""
     hours = np.clip(rng.normal(mean_h, sd_h, size), 0.0, 23.999)
     return (hours * 3600).astype(np.int64)
@@ -420,7 +424,13 @@ def _push(buffer: np.ndarray, counter: np.ndarray, idx: np.ndarray, values: np.n
 
 def _new_subscriptions(log: _Log, state: _State, idx: np.ndarray, start_s: np.ndarray) -> None:
     rows = log.n_subs + np.arange(len(idx), dtype=np.int64)
-    _append(log.sub, cust=idx.astype(np.int32), start=start_s, plan=state.plan[idx].copy(), mrr=state.mrr[idx].copy())
+    _append(
+        log.sub,
+        cust=idx.astype(np.int32),
+        start=start_s,
+        plan=state.plan[idx].copy(),
+        mrr=state.mrr[idx].copy(),
+    )
     log.n_subs += len(idx)
     state.current_sub[idx] = rows
 
@@ -431,11 +441,13 @@ def _end_subscriptions(log: _Log, state: _State, idx: np.ndarray, end_s: np.ndar
 
 # ---------------------------------------------------------------------------------------------------
 # One simulated day, in order: signups, renewals (at midnight), win-backs, behaviour, events, tickets,
-# campaigns.
+# campaigns. Times are int64 seconds from the calendar origin until the frames are built.
 
 
 @dataclass(frozen=True)
 class _Rngs:
+    """One independent generator per component, so changing one component leaves the others' draws alone."""
+
     customers: np.random.Generator
     behaviour: np.random.Generator
     activity: np.random.Generator
@@ -446,18 +458,29 @@ class _Rngs:
     details: np.random.Generator
 
 
-def _rngs(seed: int) -> _Rngs:
-    children = np.random.default_rng(seed).spawn(8)
-    return _Rngs(*children)
+@dataclass(frozen=True)
+class _World:
+    """What stays fixed during a run."""
+
+    cust: _Customers
+    cal: _Calendar
+    rngs: _Rngs
+    coef: Coefficients
+    crisis_start: int  # first day of a six-week stretch where support is overloaded
 
 
-def _signups(t: int, idx: np.ndarray, cust: _Customers, cal: _Calendar, state: _State, log: _Log) -> None:
+def _signups(t: int, idx: np.ndarray, w: _World, state: _State, log: _Log) -> None:
     state.status[idx] = ACTIVE
-    state.billing_day[idx] = min(int(cal.dom[t]), 28)
+    state.billing_day[idx] = min(int(w.cal.dom[t]), 28)
     state.cycle_start[idx] = t
     paid = idx[state.plan[idx] > 0]
-    time = t * DAY_S + cust.signup_sec[paid] + 30
-    _append(log.tx, cust=paid.astype(np.int32), time=time, amount=state.mrr[paid].copy(), failed=np.zeros(len(paid), bool))
+    _append(
+        log.tx,
+        cust=paid.astype(np.int32),
+        time=t * DAY_S + w.cust.signup_sec[paid] + 30,
+        amount=state.mrr[paid].copy(),
+        failed=np.zeros(len(paid), bool),
+    )
 
 
 def _window_counts(counts: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -467,13 +490,12 @@ def _window_counts(counts: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
     return counts[:, recent].sum(axis=1, dtype=np.int64), counts[:, prior].sum(axis=1, dtype=np.int64)
 
 
-def _contributions(
-    t: int, idx: np.ndarray, cust: _Customers, state: _State, coef: Coefficients
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-factor log-odds contributions for the customers renewing on day t, and their recent usage."""
+def _contributions(t: int, idx: np.ndarray, w: _World, state: _State) -> tuple[np.ndarray, np.ndarray]:
+    """Per-factor log-odds for the customers renewing at midnight of day t, and their 30-day usage."""
+    cust, coef = w.cust, w.coef
     tenure = t - cust.signup_day[idx] - cust.signup_sec[idx] / DAY_S
     recent, prior = _window_counts(state.daily_counts[idx], t)
-    recent = recent * WINDOW / np.clip(tenure, 1.0, WINDOW)
+    recent = recent * WINDOW / np.clip(tenure, 1.0, WINDOW)  # per 30 days of tenure for new customers
     opened, closed, sat = state.ticket_open[idx], state.ticket_close[idx], state.ticket_sat[idx]
     closed_recent = (closed < t) & (closed >= t - 60)
     low_sat = (closed_recent & (sat <= 2)).sum(axis=1)
@@ -494,17 +516,15 @@ def _contributions(
     return np.column_stack(parts), recent
 
 
-def _renewals(
-    t: int, cust: _Customers, state: _State, log: _Log, rngs: _Rngs, coef: Coefficients
-) -> None:
-    """Monthly renewal at midnight of the billing day: churn decision, plan changes, payment."""
-    due = (state.status == ACTIVE) & (state.billing_day == (min(int(_DOM[0][t]), 99))) & (t - state.cycle_start >= 20)
+def _renewals(t: int, w: _World, state: _State, log: _Log) -> None:
+    """Monthly renewal at midnight of the billing day: churn decision, then plan change and payment."""
+    due = (state.status == ACTIVE) & (state.billing_day == w.cal.dom[t]) & (t - state.cycle_start >= 20)
     idx = np.flatnonzero(due)
     if len(idx) == 0:
         return
-    contrib, recent = _contributions(t, idx, cust, state, coef)
-    prob = sigmoid(coef.base + contrib.sum(axis=1))
-    churned = rngs.churn.random(len(idx)) < prob
+    contrib, recent = _contributions(t, idx, w, state)
+    prob = sigmoid(w.coef.base + contrib.sum(axis=1))
+    churned = w.rngs.churn.random(len(idx)) < prob
     cause = true_cause_codes(contrib)
     _append(
         log.truth,
@@ -515,14 +535,14 @@ def _renewals(
         churned=churned,
         cause=cause.astype(np.int8),
     )
-    _churn(t, idx[churned], cause[churned] == BILLING, state, log, rngs)
+    _churn(t, idx[churned], cause[churned] == BILLING, w, state, log)
     stay = ~churned
-    _plan_changes(t, idx[stay], recent[stay], cust, state, log, rngs, coef)
-    _payments(t, idx[stay], state, log, rngs)
+    _plan_changes(t, idx[stay], recent[stay], w, state, log)
+    _payments(t, idx[stay], w, state, log)
     state.cycle_start[idx[stay]] = t
 
 
-def _churn(t: int, idx: np.ndarray, involuntary: np.ndarray, state: _State, log: _Log, rngs: _Rngs) -> None:
+def _churn(t: int, idx: np.ndarray, involuntary: np.ndarray, w: _World, state: _State, log: _Log) -> None:
     """End the subscription at the renewal date; billing-driven churn shows as a failed dunning run."""
     state.status[idx] = CHURNED
     state.churn_day[idx] = t
@@ -530,24 +550,20 @@ def _churn(t: int, idx: np.ndarray, involuntary: np.ndarray, state: _State, log:
     _end_subscriptions(log, state, idx, np.full(len(idx), t * DAY_S, np.int64))
     lost = idx[involuntary & (state.plan[idx] > 0)]
     for delay in (0, 3, 7):
-        time = (t + delay) * DAY_S + rngs.payments.integers(3600, 6 * 3600, len(lost))
-        _append(log.tx, cust=lost.astype(np.int32), time=time, amount=state.mrr[lost].copy(), failed=np.ones(len(lost), bool))
+        _append(
+            log.tx,
+            cust=lost.astype(np.int32),
+            time=(t + delay) * DAY_S + w.rngs.payments.integers(3600, 6 * 3600, len(lost)),
+            amount=state.mrr[lost].copy(),
+            failed=np.ones(len(lost), bool),
+        )
 
 
-def _plan_changes(
-    t: int,
-    idx: np.ndarray,
-    recent: np.ndarray,
-    cust: _Customers,
-    state: _State,
-    log: _Log,
-    rngs: _Rngs,
-    coef: Coefficients,
-) -> None:
+def _plan_changes(t: int, idx: np.ndarray, recent: np.ndarray, w: _World, state: _State, log: _Log) -> None:
     """Busy customers upgrade, quiet pro teams downgrade: a new subscription row from the renewal date."""
-    busy = np.clip(np.log((recent + 2) / (coef.typical_events_30d + 2)), -2.0, 2.0)
+    busy = np.clip(np.log((recent + 2) / (w.coef.typical_events_30d + 2)), -2.0, 2.0)
     plan = state.plan[idx]
-    u = rngs.churn.random(len(idx))
+    u = w.rngs.churn.random(len(idx))
     up = ((plan == 0) & (u < 0.03 * np.exp(0.7 * busy))) | ((plan == 1) & (u < 0.012 * np.exp(0.7 * busy)))
     down = (plan == 2) & (u < 0.01 * np.exp(-0.7 * busy))
     change = idx[up | down]
@@ -555,60 +571,66 @@ def _plan_changes(
         return
     _end_subscriptions(log, state, change, np.full(len(change), t * DAY_S, np.int64))
     state.plan[change] = np.where(up[up | down], state.plan[change] + 1, 1).astype(np.int8)
-    state.mrr[change] = _fee(state.plan[change], cust.seats[change])
+    state.mrr[change] = _fee(state.plan[change], w.cust.seats[change])
     _new_subscriptions(log, state, change, np.full(len(change), t * DAY_S, np.int64))
 
 
-def _payments(t: int, idx: np.ndarray, state: _State, log: _Log, rngs: _Rngs) -> None:
+def _payments(t: int, idx: np.ndarray, w: _World, state: _State, log: _Log) -> None:
     """Charge the fee; expired cards and flaky payers fail, dunning retries after 3 and 7 days recover."""
-    rng = rngs.payments
+    rng = w.rngs.payments
     pay = idx[state.plan[idx] > 0]
     expired = t >= state.card_expiry[pay]
-    first_fail = rng.random(len(pay)) < np.where(expired, 0.75, _PFAIL[0][pay])
+    first_fail = rng.random(len(pay)) < np.where(expired, 0.75, w.cust.pfail[pay])
     second_fail = first_fail & (rng.random(len(pay)) < 0.5)
-    state.card_expiry[pay[expired]] += 3 * 365
+    state.card_expiry[pay[expired]] += 3 * 365  # the customer enters a new card
     amount = state.mrr[pay]
     times = [(t + delay) * DAY_S + rng.integers(3600, 6 * 3600, len(pay)) for delay in (0, 3, 7)]
     attempts = [np.ones(len(pay), bool), first_fail, second_fail]
     outcomes = [first_fail, second_fail, np.zeros(len(pay), bool)]
     for time, made, failed in zip(times, attempts, outcomes, strict=True):
-        _append(log.tx, cust=pay[made].astype(np.int32), time=time[made], amount=amount[made], failed=failed[made])
+        _append(
+            log.tx, cust=pay[made].astype(np.int32), time=time[made], amount=amount[made], failed=failed[made]
+        )
     for time, failed in zip(times[:2], outcomes[:2], strict=True):
         _push(state.fail_time, state.fail_n, pay[failed], time[failed] / DAY_S)
     asks = first_fail & (rng.random(len(pay)) < 0.3)
     opened = times[0][asks] + rng.integers(1800, 48 * 3600, int(asks.sum()))
-    _open_tickets(pay[asks], opened, np.full(int(asks.sum()), BILLING_CATEGORY, np.int8), state, log, rngs)
+    _open_tickets(pay[asks], opened, np.full(int(asks.sum()), BILLING_CATEGORY, np.int8), w, state, log)
 
 
-def _reactivations(t: int, cust: _Customers, cal: _Calendar, state: _State, log: _Log, rngs: _Rngs) -> None:
-    """A few voluntary churners come back 1-12 months later with a new subscription."""
+def _reactivations(t: int, w: _World, state: _State, log: _Log) -> None:
+    """A few voluntary churners come back 1-12 months later with a new subscription on their old plan."""
     since = t - state.churn_day
     pool = np.flatnonzero(
         (state.status == CHURNED) & state.voluntary & ~state.reactivated & (since >= 30) & (since <= 365)
     )
-    back = pool[rngs.churn.random(len(pool)) < 0.0006]
+    back = pool[w.rngs.churn.random(len(pool)) < 0.0006]
     if len(back) == 0:
         return
     state.status[back] = ACTIVE
     state.reactivated[back] = True
-    state.billing_day[back] = min(int(cal.dom[t]), 28)
+    state.billing_day[back] = min(int(w.cal.dom[t]), 28)
     state.cycle_start[back] = t
-    state.disengagement[back] = 0.0
-    state.phase[back] = 0
-    state.drift[back] = 0.0
-    start = t * DAY_S + _business_seconds(rngs.churn, len(back))
+    state.disengagement[back], state.phase[back], state.drift[back] = 0.0, 0, 0.0
+    start = t * DAY_S + _business_seconds(w.rngs.churn, len(back))
     _new_subscriptions(log, state, back, start)
     paid = state.plan[back] > 0
-    _append(log.tx, cust=back[paid].astype(np.int32), time=start[paid] + 30, amount=state.mrr[back[paid]].copy(), failed=np.zeros(int(paid.sum()), bool))
+    _append(
+        log.tx,
+        cust=back[paid].astype(np.int32),
+        time=start[paid] + 30,
+        amount=state.mrr[back[paid]].copy(),
+        failed=np.zeros(int(paid.sum()), bool),
+    )
 
 
-def _behaviour(t: int, cust: _Customers, state: _State, rngs: _Rngs) -> None:
+def _behaviour(t: int, w: _World, state: _State) -> None:
     """Latent disengagement: episodes start at a risk-dependent hazard, deepen over weeks, may recover."""
-    rng = rngs.behaviour
+    cust, rng = w.cust, w.rngs.behaviour
     active = np.flatnonzero(state.status == ACTIVE)
     onboarded = cust.onboarded[active] & (cust.onboard_day[active] <= t)
     pain = (state.pain_start[active] <= t) & (t < state.pain_end[active])
-    hazard = 0.0011 * np.exp(
+    hazard = HAZARD_BASE * np.exp(
         0.6 * (cust.channel[active] == PROMOTION)
         + 0.5 * ~onboarded
         + 1.0 * pain
@@ -617,7 +639,7 @@ def _behaviour(t: int, cust: _Customers, state: _State, rngs: _Rngs) -> None:
     )
     u = rng.random(len(active))
     phase = state.phase[active]
-    phase = np.where((phase == 0) & (u < hazard), 1, np.where((phase == 1) & (u < 1 / 60), 2, phase))
+    phase = np.where((phase == 0) & (u < hazard), 1, np.where((phase == 1) & (u < RECOVERY_RATE), 2, phase))
     level = state.disengagement[active]
     level = np.where(phase == 1, np.minimum(level + state.speed[active], 1.0), level)
     level = np.where(phase == 2, np.maximum(level - 1 / 20, 0.0), level)
@@ -627,19 +649,20 @@ def _behaviour(t: int, cust: _Customers, state: _State, rngs: _Rngs) -> None:
         state.drift[active] = 0.85 * state.drift[active] + rng.normal(0.0, 0.13, len(active))
 
 
-def _activity_multiplier(t: int, cust: _Customers, state: _State) -> np.ndarray:
+def _activity_multiplier(t: int, w: _World, state: _State) -> np.ndarray:
     """Current usage relative to the customer's base rate (drift, disengagement, onboarding boost)."""
-    onboarded = cust.onboarded & (cust.onboard_day <= t)
+    onboarded = w.cust.onboarded & (w.cust.onboard_day <= t)
     return np.exp(state.drift + DISENGAGED_LOG_RATE * state.disengagement) * np.where(onboarded, 1.25, 1.0)
 
 
-def _events(t: int, multiplier: np.ndarray, cust: _Customers, cal: _Calendar, state: _State, log: _Log, rngs: _Rngs) -> None:
+def _events(t: int, multiplier: np.ndarray, w: _World, state: _State, log: _Log) -> None:
     """Poisson activity counts for the day; individual events get their type and time at the end."""
     trickle = (state.status == CHURNED) & (t - state.churn_day < TRICKLE_DAYS)
-    rate = cust.base_rate * np.select([state.status == ACTIVE, trickle], [multiplier, TRICKLE_FACTOR], 0.0)
-    rate *= WEEKEND_FACTOR if cal.weekday[t] >= 5 else 1.0
+    rate = w.cust.base_rate * np.select([state.status == ACTIVE, trickle], [multiplier, TRICKLE_FACTOR], 0.0)
+    if w.cal.weekday[t] >= 5:
+        rate *= WEEKEND_FACTOR
     idx = np.flatnonzero(rate > 0)
-    counts = rngs.activity.poisson(rate[idx])
+    counts = w.rngs.activity.poisson(rate[idx])
     busy = counts > 0
     slot = t % (2 * WINDOW)
     state.daily_counts[:, slot] = 0
@@ -650,89 +673,337 @@ def _events(t: int, multiplier: np.ndarray, cust: _Customers, cal: _Calendar, st
 
 
 def _open_tickets(
-    idx: np.ndarray, opened_s: np.ndarray, category: np.ndarray, state: _State, log: _Log, rngs: _Rngs
+    idx: np.ndarray, opened_s: np.ndarray, category: np.ndarray, w: _World, state: _State, log: _Log
 ) -> None:
     """Resolution time depends on priority and the support team's load; slow answers get bad ratings."""
-    rng, m = rngs.support, len(idx)
+    rng, m = w.rngs.support, len(idx)
     if m == 0:
         return
     priority = rng.choice(len(PRIORITIES), m, p=PRIORITY_P).astype(np.int8)
     hours = np.exp(rng.normal(np.log(MEDIAN_RESOLUTION_H[priority]), 0.9))
     day = opened_s // DAY_S
-    hours *= np.where((day >= _CRISIS[0]) & (day < _CRISIS[0] + 42), 2.5, 1.0)
+    hours *= np.where((day >= w.crisis_start) & (day < w.crisis_start + 42), 2.5, 1.0)
     hours *= np.where(rng.random(m) < 0.04, 12.0, 1.0)  # tickets that get stuck
     closed_s = opened_s + (hours * 3600).astype(np.int64)
     score = np.clip(np.round(4.3 - 0.7 * np.log(hours / 24.0) + rng.normal(0.0, 1.0, m)), 1, 5)
     sat = np.where(rng.random(m) < 0.55, score, np.nan)
-    _append(log.ticket, cust=idx.astype(np.int32), opened=opened_s, closed=closed_s, priority=priority, category=category, sat=sat)
+    _append(
+        log.ticket,
+        cust=idx.astype(np.int32),
+        opened=opened_s,
+        closed=closed_s,
+        priority=priority,
+        category=category,
+        sat=sat,
+    )
     opened_d, closed_d = opened_s / DAY_S, closed_s / DAY_S
-    _push(state.ticket_open, state.ticket_n.copy(), idx, opened_d)
-    _push(state.ticket_close, state.ticket_n.copy(), idx, closed_d)
-    _push(state.ticket_sat, state.ticket_n, idx, sat)
+    slot = state.ticket_n[idx] % TICKET_SLOTS
+    state.ticket_open[idx, slot], state.ticket_close[idx, slot], state.ticket_sat[idx, slot] = (
+        opened_d,
+        closed_d,
+        sat,
+    )
+    state.ticket_n[idx] += 1
     bad = (sat <= 2) | (hours > 72)
     state.pain_start[idx[bad]] = opened_d[bad] + np.minimum(hours[bad] / 24.0, 3.0)
     state.pain_end[idx[bad]] = closed_d[bad] + 30.0
 
 
-def _tickets(t: int, cust: _Customers, cal: _Calendar, state: _State, log: _Log, rngs: _Rngs) -> None:
+def _tickets(t: int, w: _World, state: _State, log: _Log) -> None:
+    """Customers with more friction (and those slipping away) contact support more."""
+    rng = w.rngs.support
     active = np.flatnonzero(state.status == ACTIVE)
-    weekday = 1.2 if cal.weekday[t] < 5 else 0.4
-    slipping = np.where(state.phase[active] == 1, 1.4, 1.0)
-    p = 0.008 * weekday * cust.friction[active] * slipping
-    idx = active[rngs.support.random(len(active)) < p]
-    sec = _business_seconds(rngs.support, len(idx), 12.0, 3.0)
-    sec = np.where(cust.signup_day[idx] == t, np.maximum(sec, cust.signup_sec[idx] + 600), sec)
-    category = rngs.support.choice(len(CATEGORIES), len(idx), p=CATEGORY_P).astype(np.int8)
-    _open_tickets(idx, t * DAY_S + np.minimum(sec, DAY_S - 1), category, state, log, rngs)
+    weekday = 1.2 if w.cal.weekday[t] < 5 else 0.4
+    p = 0.008 * weekday * w.cust.friction[active] * np.where(state.phase[active] == 1, 1.4, 1.0)
+    idx = active[rng.random(len(active)) < p]
+    sec = _business_seconds(rng, len(idx), 12.0, 3.0)
+    sec = np.where(w.cust.signup_day[idx] == t, np.maximum(sec, w.cust.signup_sec[idx] + 600), sec)
+    category = rng.choice(len(CATEGORIES), len(idx), p=CATEGORY_P).astype(np.int8)
+    _open_tickets(idx, t * DAY_S + np.minimum(sec, DAY_S - 1), category, w, state, log)
 
 
-def _campaign(t: int, multiplier: np.ndarray, cust: _Customers, cal: _Calendar, state: _State, log: _Log, rngs: _Rngs) -> None:
-    """Send the day's campaign; disengaged and departed customers open less."""
-    kind = int(cal.campaign[t])
+def _campaign(t: int, multiplier: np.ndarray, w: _World, state: _State, log: _Log) -> None:
+    """Send the day's campaign to opted-in customers; disengaged and departed customers open less."""
+    kind = int(w.cal.campaign[t])
     if kind < 0:
         return
     since = t - state.churn_day
-    churned = state.status == CHURNED
+    active, churned = state.status == ACTIVE, state.status == CHURNED
     audience = {
-        "newsletter": (state.status == ACTIVE) | (churned & (since < 60)),
-        "product_update": (state.status == ACTIVE) | (churned & (since < 60)),
-        "upgrade_offer": (state.status == ACTIVE) & (state.plan < 2),
+        "newsletter": active | (churned & (since < 60)),
+        "product_update": active | (churned & (since < 60)),
+        "upgrade_offer": active & (state.plan < 2),
         "winback": churned & (since >= 30) & (since < 120),
     }[CAMPAIGNS[kind]]
-    idx = np.flatnonzero(audience & cust.opt_in & (cust.signup_day < t))
-    rng, m = rngs.marketing, len(idx)
+    idx = np.flatnonzero(audience & w.cust.opt_in & (w.cust.signup_day < t))
+    rng, m = w.rngs.marketing, len(idx)
     sent = t * DAY_S + int(CAMPAIGN_HOUR[kind]) * 3600 + rng.integers(0, 1800, m)
-    engaged = np.where(state.status[idx] == ACTIVE, multiplier[idx], 0.15)
-    p_open = sigmoid(cust.open_base[idx] + CAMPAIGN_OPEN_OFFSET[kind] + np.log(engaged))
-    opened = rng.random(m) < p_open
+    engaged = np.where(active[idx], multiplier[idx], 0.15)
+    opened = rng.random(m) < sigmoid(w.cust.open_base[idx] + CAMPAIGN_OPEN_OFFSET[kind] + np.log(engaged))
     clicked = opened & (rng.random(m) < 0.2)
     open_s = np.where(opened, sent + 60 + rng.exponential(8 * 3600, m).astype(np.int64), NO_TIME)
     click_s = np.where(clicked, open_s + 5 + rng.exponential(600, m).astype(np.int64), NO_TIME)
-    _append(log.message, cust=idx.astype(np.int32), sent=sent, opened=open_s, clicked=click_s, campaign=np.full(m, kind, np.int8))
+    _append(
+        log.message,
+        cust=idx.astype(np.int32),
+        sent=sent,
+        opened=open_s,
+        clicked=click_s,
+        campaign=np.full(m, kind, np.int8),
+    )
 
 
-# Per-run constants read by helpers above (set by `_run`); module-level to keep helper signatures short.
-_DOM: list[np.ndarray] = [np.zeros(0)]
-_PFAIL: list[np.ndarray] = [np.zeros(0)]
-_CRISIS: list[int] = [0]
-
-
-def _run(cust: _Customers, cal: _Calendar, rngs: _Rngs, coef: Coefficients) -> tuple[_Log, _State]:
+def _run(w: _World) -> _Log:
     """Step through the days; each step is vectorised over customers."""
-    state = _initial_state(cust, rngs.behaviour)
+    cust = w.cust
+    state = _initial_state(cust, w.rngs.behaviour)
     log = _Log()
-    _new_subscriptions(log, state, np.arange(cust.n), cust.signup_day.astype(np.int64) * DAY_S + cust.signup_sec)
-    state.current_sub[:] = np.arange(cust.n)
-    _DOM[0], _PFAIL[0] = cal.dom, cust.pfail
-    _CRISIS[0] = int(rngs.support.integers(0, max(cal.n_days - 42, 1)))
-    first = np.searchsorted(cust.signup_day, np.arange(cal.n_days + 1))
-    for t in range(cal.n_days):
-        _signups(t, np.arange(first[t], first[t + 1]), cust, cal, state, log)
-        _renewals(t, cust, state, log, rngs, coef)
-        _reactivations(t, cust, cal, state, log, rngs)
-        _behaviour(t, cust, state, rngs)
-        multiplier = _activity_multiplier(t, cust, state)
-        _events(t, multiplier, cust, cal, state, log, rngs)
-        _tickets(t, cust, cal, state, log, rngs)
-        _campaign(t, multiplier, cust, cal, state, log, rngs)
-    return log, state
+    _new_subscriptions(
+        log, state, np.arange(cust.n), cust.signup_day.astype(np.int64) * DAY_S + cust.signup_sec
+    )
+    first = np.searchsorted(cust.signup_day, np.arange(w.cal.n_days + 1))
+    for t in range(w.cal.n_days):
+        _signups(t, np.arange(first[t], first[t + 1]), w, state, log)
+        _renewals(t, w, state, log)
+        _reactivations(t, w, state, log)
+        _behaviour(t, w, state)
+        multiplier = _activity_multiplier(t, w, state)
+        _events(t, multiplier, w, state, log)
+        _tickets(t, w, state, log)
+        _campaign(t, multiplier, w, state, log)
+    return log
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building the contract tables from the run's log.
+
+
+def _cat(chunks: Sequence[np.ndarray], dtype: type | str) -> np.ndarray:
+    return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype)
+
+
+def _labels(codes: np.ndarray, labels: Sequence[str] | pa.Array) -> pd.Series:
+    """Codes to a ``str`` column via Arrow: fast and memory-light even for tens of millions of rows."""
+    array = labels if isinstance(labels, pa.Array) else pa.array(list(labels), pa.string())
+    return array.take(pa.array(codes)).to_pandas()
+
+
+def _times(origin: pd.Timestamp, seconds: np.ndarray) -> np.ndarray:
+    """Seconds from the origin to tz-naive datetime64[ns]; NO_TIME becomes NaT."""
+    ns = origin.value + seconds.astype(np.int64) * 10**9
+    return np.where(seconds == NO_TIME, NAT, ns).view("datetime64[ns]")
+
+
+def _order(cust: np.ndarray, time: np.ndarray) -> np.ndarray:
+    return np.lexsort((time, cust))
+
+
+def _customer_ids(n: int) -> pa.Array:
+    width = max(6, len(str(n)))
+    return pa.array([f"C{i:0{width}d}" for i in range(1, n + 1)], pa.string())
+
+
+def _customers_frame(w: _World, ids: pa.Array) -> pd.DataFrame:
+    cust = w.cust
+    return pd.DataFrame(
+        {
+            "customer_id": ids.to_pandas(),
+            "signup_at": _times(w.cal.origin, cust.signup_day.astype(np.int64) * DAY_S + cust.signup_sec),
+            "plan": _labels(cust.plan, PLANS),
+            "mrr": _fee(cust.plan, cust.seats).astype(np.float64),
+            "acquisition_channel": _labels(cust.channel, CHANNELS),
+            "country": _labels(cust.country, COUNTRIES),
+            "company_size": _labels(cust.size, SIZES),
+        }
+    )
+
+
+def _events_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    """Expand daily counts into events with a type (the customer's mix) and a time of day, then sort."""
+    rng, cust = w.rngs.details, w.cust
+    counts = _cat(log.event_count, np.int64)
+    who = np.repeat(_cat(log.event_cust, np.int32), counts)
+    day = np.repeat(_cat(log.event_day, np.int64), counts)
+    sec = _business_seconds(rng, len(who), 13.5, 3.5)
+    first_day = cust.signup_day[who] == day
+    signup_sec = cust.signup_sec[who]
+    sec = np.where(first_day, signup_sec + 1 + sec * (DAY_S - 1 - signup_sec) // DAY_S, sec)
+    kind = np.zeros(len(who), np.int64)
+    u = rng.random(len(who))
+    for k in range(len(ACTIVITY_EVENTS) - 1):
+        kind += u > cust.event_mix[:, k][who]
+    del u, first_day, signup_sec
+    onboard = np.flatnonzero(cust.onboarded)
+    who = np.concatenate([who, onboard])
+    seconds = np.concatenate(
+        [day * DAY_S + sec, cust.onboard_day[onboard].astype(np.int64) * DAY_S + cust.onboard_sec[onboard]]
+    )
+    kind = np.concatenate([kind, len(ACTIVITY_EVENTS) + cust.onboard_type[onboard].astype(np.int64)])
+    del day, sec
+    span = w.cal.n_days * DAY_S
+    key = (who.astype(np.int64) * span + seconds) * len(EVENT_TYPES) + kind
+    del who, seconds, kind
+    key.sort()
+    kind = key % len(EVENT_TYPES)
+    key //= len(EVENT_TYPES)
+    who, seconds = key // span, key % span
+    del key
+    value = np.full(len(kind), np.nan)
+    core = kind == ACTIVITY_EVENTS.index("core_feature_use")
+    value[core] = np.round(rng.lognormal(2.3, 0.8, int(core.sum())), 1)  # minutes in the core feature
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who, ids),
+            "timestamp": _times(w.cal.origin, seconds),
+            "event_type": _labels(kind, EVENT_TYPES),
+            "value": value,
+        }
+    )
+
+
+def _subscriptions_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    who = _cat(log.sub["cust"], np.int32)
+    end = np.full(len(who), NO_TIME, np.int64)
+    end[_cat(log.sub_end["row"], np.int64)] = _cat(log.sub_end["end"], np.int64)
+    start = _cat(log.sub["start"], np.int64)
+    order = _order(who, start)
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "start_at": _times(w.cal.origin, start[order]),
+            "end_at": _times(w.cal.origin, end[order]),
+            "plan": _labels(_cat(log.sub["plan"], np.int8)[order], PLANS),
+            "mrr": _cat(log.sub["mrr"], np.float64)[order],
+        }
+    )
+
+
+def _transactions_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    who, time = _cat(log.tx["cust"], np.int32), _cat(log.tx["time"], np.int64)
+    keep = np.flatnonzero(time <= w.cal.end_s)  # dunning retries after the end have not happened yet
+    order = keep[_order(who[keep], time[keep])]
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "timestamp": _times(w.cal.origin, time[order]),
+            "amount": _cat(log.tx["amount"], np.float64)[order],
+            "status": _labels(_cat(log.tx["failed"], bool)[order].astype(np.int8), ("paid", "failed")),
+        }
+    )
+
+
+def _tickets_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    """Tickets opened by the end; those closed later are still open (no closing time, no rating)."""
+    who, opened = _cat(log.ticket["cust"], np.int32), _cat(log.ticket["opened"], np.int64)
+    closed, sat = _cat(log.ticket["closed"], np.int64), _cat(log.ticket["sat"], np.float64)
+    keep = np.flatnonzero(opened <= w.cal.end_s)
+    order = keep[_order(who[keep], opened[keep])]
+    open_at_end = closed[order] > w.cal.end_s
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "opened_at": _times(w.cal.origin, opened[order]),
+            "closed_at": _times(w.cal.origin, np.where(open_at_end, NO_TIME, closed[order])),
+            "priority": _labels(_cat(log.ticket["priority"], np.int8)[order], PRIORITIES),
+            "satisfaction": np.where(open_at_end, np.nan, sat[order]),
+            "category": _labels(_cat(log.ticket["category"], np.int8)[order], CATEGORIES),
+        }
+    )
+
+
+def _messages_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    """Opens and clicks after the end have not happened yet."""
+    who, sent = _cat(log.message["cust"], np.int32), _cat(log.message["sent"], np.int64)
+    order = _order(who, sent)
+    opened = _cat(log.message["opened"], np.int64)[order]
+    clicked = _cat(log.message["clicked"], np.int64)[order]
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "sent_at": _times(w.cal.origin, sent[order]),
+            "opened_at": _times(w.cal.origin, np.where(opened > w.cal.end_s, NO_TIME, opened)),
+            "clicked_at": _times(w.cal.origin, np.where(clicked > w.cal.end_s, NO_TIME, clicked)),
+            "campaign": _labels(_cat(log.message["campaign"], np.int8)[order], CAMPAIGNS),
+        }
+    )
+
+
+def _truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    who, day = _cat(log.truth["cust"], np.int32), _cat(log.truth["day"], np.int64)
+    order = _order(who, day)
+    contrib = np.concatenate(log.truth["contrib"]) if log.truth["contrib"] else np.zeros((0, len(FACTORS)))
+    cause = _cat(log.truth["cause"], np.int8)[order]
+    churned = _cat(log.truth["churned"], bool)[order]
+    frame = pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "renewal_at": _times(w.cal.origin, day[order] * DAY_S),
+            "churn_prob": _cat(log.truth["prob"], np.float64)[order],
+            "churned": churned,
+            "involuntary": churned & (cause == BILLING),
+            "true_cause": _labels(cause, (*FACTORS, "none")),
+            "contrib_base": np.full(len(order), w.coef.base),
+        }
+    )
+    for k, name in enumerate(FACTORS):
+        frame[f"contrib_{name}"] = contrib[order, k]
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public API.
+
+
+def simulate(n_customers: int, months: int, seed: int, start: date = date(2025, 1, 1)) -> Simulation:
+    """Simulate ``n_customers`` signing up from a year before ``start`` until a month before the end.
+
+    Rows run from ``start - 365 days`` to ``start + months``; the same arguments give identical tables.
+    """
+    if n_customers <= 0 or months <= 0:
+        raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
+    cal = _calendar(start, months)
+    rngs = _Rngs(*np.random.default_rng(seed).spawn(8))
+    cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
+    crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
+    w = _World(cust=cust, cal=cal, rngs=rngs, coef=COEF, crisis_start=crisis)
+    log = _run(w)
+    ids = _customer_ids(n_customers)
+    tables = {
+        "customers": _customers_frame(w, ids),
+        "events": _events_frame(log, w, ids),
+        "subscriptions": _subscriptions_frame(log, w, ids),
+        "transactions": _transactions_frame(log, w, ids),
+        "tickets": _tickets_frame(log, w, ids),
+        "messages": _messages_frame(log, w, ids),
+    }
+    params = {
+        "n_customers": int(n_customers),
+        "months": int(months),
+        "seed": int(seed),
+        "start": start.isoformat(),
+        "prehistory_days": PREHISTORY_DAYS,
+        "version": VERSION,
+    }
+    end = cal.origin + pd.Timedelta(seconds=cal.end_s)
+    return Simulation(tables=tables, truth=_truth_frame(log, w, ids), end=end, params=params)
+
+
+def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> Path:
+    """Write each contract table, ``truth_renewals`` and ``simulation.json`` (each file atomically)."""
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
+    out_dir = Path(out_dir)
+    frames = {name: sim.tables[name] for name in TABLES if name in sim.tables}
+    frames["truth_renewals"] = sim.truth
+    for name, frame in frames.items():
+        target = out_dir / f"{name}.{fmt}"
+        if fmt == "parquet":
+            write_parquet(target, frame, metadata={"simulation": sim.params})
+        else:
+            write_csv(target, frame)
+    rows = {name: len(frame) for name, frame in frames.items()}
+    write_json(
+        out_dir / "simulation.json",
+        {"params": sim.params, "end": sim.end.isoformat(), "rows": rows, "format": fmt},
+    )
+    return out_dir

@@ -1,0 +1,70 @@
+"""Configuration: YAML + pydantic + key.path=value overrides; errors name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from churnml.config import Config, apply_overrides, describe, load_config
+from churnml.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_yaml_equals_embedded_defaults() -> None:
+    assert load_config(ROOT / "configs" / "default.yaml") == load_config(None)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    assert isinstance(load_config(path), Config)
+
+
+def test_overrides_parse_types_and_nest() -> None:
+    config = load_config(None, ["labels.horizon_days=60", "features.windows=[30,7]", "data.end=2025-06-01"])
+    assert config.labels.horizon_days == 60
+    assert config.features.windows == [7, 30]
+    assert str(config.data.end.date()) == "2025-06-01"
+
+
+def test_overrides_create_sections_without_touching_input() -> None:
+    raw = {"labels": {"horizon_days": 30}}
+    result = apply_overrides(raw, ["data.tables.events.path=ev.csv"])
+    assert result["data"]["tables"]["events"]["path"] == "ev.csv"
+    assert raw == {"labels": {"horizon_days": 30}}
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("labels.horizon_days=abc", "labels.horizon_days"),
+        ("labels.horizon_dayz=3", "labels.horizon_dayz"),
+        ("labels.definition=churny", "labels.definition"),
+        ("features.windows=[0]", "features.windows"),
+        ("data.tables.payments.path=x.csv", "data.tables"),
+    ],
+)
+def test_invalid_values_name_the_key(override: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert named in str(info.value)
+
+
+def test_malformed_override_and_missing_file() -> None:
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(None, ["labels"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("does/not/exist.yaml")
+
+
+def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labels: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_every_key_is_documented() -> None:
+    undocumented = [key for key, _, meaning in describe() if not meaning]
+    assert undocumented == []
