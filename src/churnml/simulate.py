@@ -78,6 +78,7 @@ CAMPAIGN_HOUR = np.array([10, 15, 11, 9])
 CAMPAIGN_OPEN_OFFSET = np.array([0.0, 0.3, -0.2, -0.5])
 
 PENDING, ACTIVE, CHURNED = 0, 1, 2
+BASE_PFAIL, FLAKY_PFAIL, FLAKY_SHARE = 0.02, 0.35, 0.15  # first-attempt failure chance of a payment
 HAZARD_BASE = 0.0011  # daily chance that an engaged customer starts slipping away (before risk factors)
 RECOVERY_RATE = 1 / 60  # daily chance that a slipping customer turns around
 
@@ -86,18 +87,19 @@ RECOVERY_RATE = 1 / 60  # daily chance that a slipping customer turns around
 class Coefficients:
     """Log-odds weights of the churn model at each renewal; docs/simulator.md mirrors these numbers."""
 
-    base: float = -3.55
-    engagement_level: float = 0.55  # x log((typical + 2) / (recent + 2)), clipped to [-1, 3]
-    engagement_trend: float = 1.1  # x log((prior + 2) / (recent + 2)), clipped to [0, 3]; tenure >= 60 d
+    base: float = -4.05
+    engagement_level: float = 0.7  # x log((typical + 2) / (recent + 2)), clipped to [-1, 3]
+    engagement_trend: float = 1.5  # x log((prior + 2) / (recent + 2)), clipped to [0, 3]; tenure >= 60 d
     typical_events_30d: float = 16.0
     support_low_satisfaction: float = 0.8  # per ticket rated <= 2, closed in the last 60 days (max 2)
     support_backlog: float = 0.6  # per ticket open for more than 3 days (max 2)
     support_slow: float = 0.3  # per ticket closed in the last 60 days after more than 3 days (max 2)
-    billing_failed: float = 0.8  # per failed payment attempt in the last 35 days (max 3)
+    billing_failed: float = 1.25  # per failed payment attempt in the last 35 days (max 3)
     no_onboarding: float = 0.5
     onboarded: float = -0.35
     promotion: float = 0.8
-    tenure_new: float = 1.1  # x exp(-(tenure_months - 1) / 3)
+    tenure_new: float = 1.0  # at the first renewal, fading as f = exp(-(tenure_months - 1) / 3) ...
+    tenure_loyal: float = -0.3  # ... towards this: tenure_new * f + tenure_loyal * (1 - f)
     tenure_months_scale: float = 3.0
     plan_free: float = 0.35
     plan_pro: float = -0.3
@@ -178,9 +180,9 @@ def promotion_contribution(channel: np.ndarray, coef: Coefficients = COEF) -> np
 
 
 def tenure_contribution(tenure_days: np.ndarray, coef: Coefficients = COEF) -> np.ndarray:
-    """New customers: risk is highest at the first renewal and fades over the first months."""
-    months = tenure_days / 30.44
-    return coef.tenure_new * np.exp(-np.maximum(months - 1.0, 0.0) / coef.tenure_months_scale)
+    """New customers: risk is highest at the first renewal and turns into loyalty over the first months."""
+    fade = np.exp(-np.maximum(tenure_days / 30.44 - 1.0, 0.0) / coef.tenure_months_scale)
+    return coef.tenure_new * fade + coef.tenure_loyal * (1.0 - fade)
 
 
 def plan_contribution(plan: np.ndarray, coef: Coefficients = COEF) -> np.ndarray:
@@ -213,7 +215,7 @@ def _calendar(start: date, months: int) -> _Calendar:
     origin = pd.Timestamp(start) - pd.Timedelta(days=PREHISTORY_DAYS)
     end = pd.Timestamp(start) + pd.DateOffset(months=months)
     days = pd.date_range(origin, end - pd.Timedelta(days=1), freq="D")
-    dom, weekday, month = days.day.to_numpy(), days.weekday.to_numpy(), days.month.to_numpy()
+    dom, weekday, month = days.day.to_numpy(), days.day_of_week.to_numpy(), days.month.to_numpy()
     index = np.arange(len(days))
     campaign = np.full(len(days), -1, dtype=np.int8)
     campaign[(weekday == 1) & ((index // 7) % 2 == 0)] = CAMPAIGNS.index("newsletter")
@@ -307,7 +309,7 @@ def _draw_customers(rng: np.random.Generator, n: int, n_days: int) -> _Customers
         onboard_type=(rng.random(n) < consult_p).astype(np.int8),
         base_rate=BASE_RATE_BY_PLAN[plan] * RATE_BY_SIZE[size] * rng.lognormal(0.0, 0.6, n),
         fit=rng.normal(0.0, 0.5, n),
-        pfail=np.where(rng.random(n) < 0.12, 0.22, 0.02),
+        pfail=np.where(rng.random(n) < FLAKY_SHARE, FLAKY_PFAIL, BASE_PFAIL),
         card_expiry=signup_day + rng.integers(30, 4 * 365, n).astype(np.int32),
         opt_in=rng.random(n) < 0.75,
         open_base=rng.normal(-0.6, 0.8, n),

@@ -1,0 +1,243 @@
+"""The simulator: deterministic, contract-conformant, and its churn behaves like a real business."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from churnml.contract import ACTIVITY_TABLES, TABLES
+from churnml.dataset import Dataset
+from churnml.simulate import FACTORS, Simulation, simulate, write_simulation
+
+
+@pytest.fixture(scope="module")
+def sim() -> Simulation:
+    """Big enough for churn statistics to be stable, small enough to take about a second."""
+    return simulate(n_customers=4000, months=12, seed=11)
+
+
+@pytest.fixture(scope="module")
+def small() -> Simulation:
+    return simulate(n_customers=300, months=3, seed=5)
+
+
+def _digests(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def _renewals_with_signup(sim: Simulation) -> pd.DataFrame:
+    customers = sim.tables["customers"].set_index("customer_id")
+    return sim.truth.join(customers, on="customer_id")
+
+
+# --- determinism -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_same_seed_gives_byte_identical_files(tmp_path: Path, fmt: str) -> None:
+    first = write_simulation(simulate(200, 3, seed=3), tmp_path / "a", fmt=fmt)
+    second = write_simulation(simulate(200, 3, seed=3), tmp_path / "b", fmt=fmt)
+    assert _digests(first) == _digests(second)
+    assert len(_digests(first)) == len(TABLES) + 2  # tables, truth, simulation.json
+
+
+def test_other_seed_gives_other_data(tmp_path: Path) -> None:
+    first = _digests(write_simulation(simulate(200, 3, seed=3), tmp_path / "a"))
+    second = _digests(write_simulation(simulate(200, 3, seed=4), tmp_path / "b"))
+    assert all(first[name] != second[name] for name in first if name != "simulation.json")
+
+
+def test_written_files_round_trip(tmp_path: Path, small: Simulation) -> None:
+    out = write_simulation(small, tmp_path / "sim")
+    for name, frame in small.tables.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"), frame)
+    meta = json.loads((out / "simulation.json").read_text())
+    assert meta["params"] == small.params
+    assert meta["rows"] == {
+        **{n: len(f) for n, f in small.tables.items()},
+        "truth_renewals": len(small.truth),
+    }
+
+
+def test_rejects_empty_simulation() -> None:
+    with pytest.raises(ValueError):
+        simulate(0, 12, seed=1)
+
+
+# --- contract --------------------------------------------------------------------------------------
+
+
+def test_tables_follow_the_contract(small: Simulation) -> None:
+    assert set(small.tables) == set(TABLES)
+    for name, spec in TABLES.items():
+        frame = small.tables[name]
+        assert set(spec.columns) <= set(frame.columns), name
+        if not spec.extra_columns_allowed:
+            assert list(frame.columns) == [c for c in spec.columns if c in frame.columns], name
+        for column in spec.timestamps:
+            assert frame[column].dtype == "datetime64[ns]", (name, column)
+        for column in spec.numeric:
+            assert frame[column].dtype == "float64", (name, column)
+        assert isinstance(frame["customer_id"].dtype, pd.StringDtype)
+        assert frame["customer_id"].str.fullmatch(r"C\d{6}").all()
+
+
+def test_to_dataset(small: Simulation) -> None:
+    dataset = small.to_dataset()
+    assert isinstance(dataset, Dataset)
+    assert dataset.end == small.end == pd.Timestamp(date(2025, 1, 1)) + pd.DateOffset(months=3)
+    assert dataset.customers["customer_id"].is_unique
+
+
+def test_no_row_after_end_or_before_signup(sim: Simulation) -> None:
+    signup = sim.tables["customers"].set_index("customer_id")["signup_at"]
+    for name in ACTIVITY_TABLES:
+        frame, spec = sim.tables[name], TABLES[name]
+        for column in spec.timestamps:
+            assert (frame[column].dropna() <= sim.end).all(), (name, column)
+        assert frame["customer_id"].isin(signup.index).all(), name
+        assert (frame[spec.time_column] >= frame["customer_id"].map(signup)).all(), name
+    messages, tickets = sim.tables["messages"], sim.tables["tickets"]
+    assert (messages["opened_at"].dropna() > messages.loc[messages["opened_at"].notna(), "sent_at"]).all()
+    assert messages.loc[messages["clicked_at"].notna(), "opened_at"].notna().all()
+    assert (tickets["closed_at"].dropna() > tickets.loc[tickets["closed_at"].notna(), "opened_at"]).all()
+    assert tickets.loc[tickets["closed_at"].isna(), "satisfaction"].isna().all()
+    assert tickets["satisfaction"].dropna().isin([1.0, 2.0, 3.0, 4.0, 5.0]).all()
+
+
+def test_tables_sorted_by_customer_and_time(sim: Simulation) -> None:
+    for name, spec in TABLES.items():
+        frame = sim.tables[name]
+        expected = frame.sort_values(["customer_id", spec.time_column], kind="stable")
+        assert frame.index.equals(expected.index), name
+
+
+def test_subscriptions_do_not_overlap(sim: Simulation) -> None:
+    subs = sim.tables["subscriptions"]
+    previous_end = subs.groupby("customer_id")["end_at"].shift()
+    has_previous = subs["customer_id"].duplicated()
+    assert previous_end[has_previous].notna().all(), "only the last subscription may be open"
+    assert (subs.loc[has_previous, "start_at"] >= previous_end[has_previous]).all()
+    assert ((subs["end_at"] > subs["start_at"]) | subs["end_at"].isna()).all()
+
+
+def test_payments_only_while_subscribed(sim: Simulation) -> None:
+    """Charges go through inside a subscription period; failed dunning retries up to a week after its end."""
+    tx = sim.tables["transactions"].reset_index(names="tx")
+    pairs = tx.merge(sim.tables["subscriptions"], on="customer_id")
+    started = pairs["timestamp"] >= pairs["start_at"]
+    inside = started & (pairs["end_at"].isna() | (pairs["timestamp"] <= pairs["end_at"]))
+    dunning = started & (pairs["timestamp"] <= pairs["end_at"] + pd.Timedelta(days=8))
+    assert set(tx["tx"]) == set(pairs.loc[inside | dunning, "tx"])
+    assert set(tx.loc[tx["status"] == "paid", "tx"]) <= set(pairs.loc[inside, "tx"])
+
+
+# --- business behaviour ----------------------------------------------------------------------------
+
+
+def test_monthly_churn_rate_is_realistic(sim: Simulation) -> None:
+    assert 0.03 <= sim.truth["churned"].mean() <= 0.09
+
+
+def test_churned_subscriptions_end_at_the_renewal(sim: Simulation) -> None:
+    churned = sim.truth.loc[sim.truth["churned"], ["customer_id", "renewal_at"]]
+    ends = sim.tables["subscriptions"][["customer_id", "end_at"]]
+    matched = churned.merge(ends, left_on=["customer_id", "renewal_at"], right_on=["customer_id", "end_at"])
+    assert len(matched) == len(churned)
+
+
+def test_promotion_customers_churn_more_than_organic(sim: Simulation) -> None:
+    rate = _renewals_with_signup(sim).groupby("acquisition_channel")["churned"].mean()
+    assert rate["promotion"] > 1.5 * rate["organic"]
+
+
+def test_onboarded_customers_churn_less(sim: Simulation) -> None:
+    events = sim.tables["events"]
+    onboarded = events.loc[events["event_type"].str.startswith("onboarding"), "customer_id"].unique()
+    is_onboarded = sim.truth["customer_id"].isin(onboarded)
+    assert 0.2 < is_onboarded.mean() < 0.8
+    assert (
+        sim.truth.loc[is_onboarded, "churned"].mean() < 0.7 * sim.truth.loc[~is_onboarded, "churned"].mean()
+    )
+
+
+def test_churn_risk_is_highest_for_new_customers(sim: Simulation) -> None:
+    renewals = _renewals_with_signup(sim)
+    tenure_days = (renewals["renewal_at"] - renewals["signup_at"]).dt.days
+    assert (
+        renewals.loc[tenure_days < 100, "churned"].mean() > renewals.loc[tenure_days > 200, "churned"].mean()
+    )
+
+
+def test_churners_slip_away_before_leaving(sim: Simulation) -> None:
+    renewals = _renewals_with_signup(sim)
+    churners = renewals.loc[
+        renewals["churned"] & ((renewals["renewal_at"] - renewals["signup_at"]).dt.days >= 60),
+        ["customer_id", "renewal_at"],
+    ]
+    events = sim.tables["events"][["customer_id", "timestamp"]].merge(churners, on="customer_id")
+    before = events["renewal_at"] - events["timestamp"]
+    last = ((before > pd.Timedelta(0)) & (before <= pd.Timedelta(days=30))).sum()
+    previous = ((before > pd.Timedelta(days=30)) & (before <= pd.Timedelta(days=60))).sum()
+    assert last < 0.9 * previous
+
+
+def test_disengaged_customers_open_fewer_messages(sim: Simulation) -> None:
+    """Messages sent in the month before a churn are opened less often than messages overall."""
+    churns = sim.truth.loc[sim.truth["churned"], ["customer_id", "renewal_at"]]
+    messages = sim.tables["messages"].merge(churns, on="customer_id", how="left")
+    before = messages["renewal_at"] - messages["sent_at"]
+    slipping = (before > pd.Timedelta(0)) & (before <= pd.Timedelta(days=30))
+    overall = sim.tables["messages"]["opened_at"].notna().mean()
+    assert messages.loc[slipping, "opened_at"].notna().mean() < overall
+
+
+# --- ground truth ----------------------------------------------------------------------------------
+
+
+def test_truth_probability_is_sigmoid_of_contributions(sim: Simulation) -> None:
+    truth = sim.truth
+    contrib = [f"contrib_{name}" for name in ("base", *FACTORS)]
+    assert set(contrib) <= set(truth.columns)
+    expected = 1.0 / (1.0 + np.exp(-truth[contrib].sum(axis=1)))
+    np.testing.assert_allclose(truth["churn_prob"], expected, rtol=1e-12)
+
+
+def test_true_cause_is_the_largest_positive_factor(sim: Simulation) -> None:
+    truth = sim.truth
+    factors = truth[[f"contrib_{name}" for name in FACTORS]]
+    largest = factors.idxmax(axis=1).str.removeprefix("contrib_")
+    expected = largest.where(factors.max(axis=1) > 0, "none")
+    assert (truth["true_cause"] == expected).all()
+    assert (truth.loc[truth["involuntary"], "true_cause"] == "billing").all()
+    assert truth.loc[truth["involuntary"], "churned"].all()
+    assert truth.loc[truth["churned"], "true_cause"].nunique() >= 5
+
+
+def test_involuntary_churn_shows_failed_payments(sim: Simulation) -> None:
+    lost = sim.truth.loc[sim.truth["involuntary"], ["customer_id", "renewal_at"]]
+    assert len(lost) > 0
+    failed = sim.tables["transactions"].query("status == 'failed'")
+    pairs = lost.merge(failed, on="customer_id")
+    at_renewal = (pairs["timestamp"] >= pairs["renewal_at"]) & (
+        pairs["timestamp"] < pairs["renewal_at"] + pd.Timedelta(days=1)
+    )
+    assert pairs.loc[at_renewal, ["customer_id", "renewal_at"]].drop_duplicates().shape[0] == len(lost)
+
+
+def test_oracle_auc_is_high_but_not_trivial(sim: Simulation) -> None:
+    auc = roc_auc_score(sim.truth["churned"], sim.truth["churn_prob"])
+    assert 0.75 <= auc <= 0.9
+
+
+def test_enough_events_for_benchmarks(sim: Simulation) -> None:
+    subs = sim.tables["subscriptions"]
+    active_years = ((subs["end_at"].fillna(sim.end) - subs["start_at"]).dt.days / 365.25).sum()
+    assert len(sim.tables["events"]) / active_years >= 150
