@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churnml.config import DataConfig, ReadOptions, TableSource
@@ -247,46 +249,55 @@ def _select_columns(name: str, frame: pd.DataFrame, mapping: Mapping[str, str]) 
 # -------------------------------------------------------------------------------------- normalisation
 
 
-def _is_blank(values: pd.Series) -> pd.Series:
-    """Missing, or a string that is empty after stripping: 'no value' however the file spelled it."""
-    blank = values.isna()
-    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
-        blank |= values.astype(STRING_DTYPE).str.strip().eq("").fillna(False).astype(bool)
-    return blank
+def _integral_float_as_int(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _as_text(values: pd.Series) -> pd.Series:
-    """Values as stripped strings (missing stays missing); integral floats lose their '.0' so 17.0 == '17'."""
+    """Values as stripped strings, blanks missing; integral floats lose their '.0' so that 17.0 == '17'."""
     if pd.api.types.is_float_dtype(values):
-        finite = values.dropna()
-        if np.array_equal(finite, np.round(finite)):
+        finite = values.dropna().to_numpy()
+        if np.all(np.abs(finite) < 2**53) and np.array_equal(finite, np.round(finite)):
             values = values.astype("Int64")
+    elif values.dtype == object:  # mixed Python values: per element, as object columns already are
+        values = values.map(_integral_float_as_int, na_action="ignore")
     text = values.astype(STRING_DTYPE).str.strip()
     return text.mask(text.eq("").fillna(False).astype(bool))
 
 
-def _parse_timestamps(values: pd.Series, date_format: str | None) -> pd.Series:
-    """Timestamps as tz-naive UTC wall time (any datetime64 unit); values that do not parse become NaT."""
+def _parse_timestamps(values: pd.Series, date_format: str | None) -> tuple[pd.Series, pd.Series]:
+    """(timestamps as tz-naive UTC, any datetime64 unit; which values were blank). Unparseable -> NaT."""
+    if isinstance(values.dtype, pd.ArrowDtype) and (
+        pa.types.is_timestamp(values.dtype.pyarrow_dtype) or pa.types.is_date(values.dtype.pyarrow_dtype)
+    ):
+        values = pd.Series(pa.array(values).to_pandas(date_as_object=False).array, index=values.index)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.dt.tz_convert("UTC").dt.tz_localize(None), values.isna()
     if pd.api.types.is_datetime64_dtype(values):
-        return values
-    parsed = pd.to_datetime(_as_text(values), format=date_format or "ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None)
+        return values, values.isna()
+    text = _as_text(values)
+    parsed = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None), text.isna()
 
 
-def _parse_numbers(values: pd.Series, decimal: str) -> pd.Series:
-    """float64 values; text that is not a finite number becomes NaN (the caller reports it)."""
-    if pd.api.types.is_bool_dtype(values):
-        return values.astype("float64")
-    if pd.api.types.is_numeric_dtype(values):
-        numbers = values.astype("float64")
+def _text_to_float(text: pd.Series) -> pd.Series:
+    """Arrow's cast when every value is a number (fast); else pandas, which turns bad values into NaN."""
+    try:
+        return pd.Series(pc.cast(_arrow_text(text), pa.float64()).to_numpy(), index=text.index)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def _parse_numbers(values: pd.Series, decimal: str) -> tuple[pd.Series, pd.Series]:
+    """(float64 values, which values were blank); text that is not a finite number becomes NaN."""
+    if pd.api.types.is_numeric_dtype(values):  # bools included
+        numbers, blank = values.astype("float64"), values.isna()
     else:
         text = _as_text(values)
         if decimal != ".":
             text = text.str.replace(decimal, ".", regex=False)
-        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
-    return numbers.where(np.isfinite(numbers))
+        numbers, blank = _text_to_float(text), text.isna()
+    return numbers.where(np.isfinite(numbers)), blank
 
 
 def _fail(
@@ -305,8 +316,7 @@ def _normalise_timestamps(
     """Parse once, check every rule on the parsed values, and return datetime64[ns]."""
     spec = TABLES[name]
     values = raw[column]
-    parsed = _parse_timestamps(values, date_format)
-    blank = _is_blank(values)
+    parsed, blank = _parse_timestamps(values, date_format)
     how = f"with date_format '{date_format}'" if date_format else "as ISO 8601 (YYYY-MM-DD[ HH:MM:SS][+TZ])"
     _fail(
         name,
@@ -340,14 +350,14 @@ def _normalise_timestamps(
 
 
 def _normalise_numbers(name: str, column: str, raw: pd.DataFrame, decimal: str) -> pd.Series:
-    numbers = _parse_numbers(raw[column], decimal)
+    numbers, blank = _parse_numbers(raw[column], decimal)
     hint = f" (decimal separator '{decimal}'; set data.tables.{name}.read.decimal if it differs)"
     _fail(
         name,
         column,
         "values that are not finite numbers" + hint,
         raw,
-        numbers.isna() & ~_is_blank(raw[column]),
+        numbers.isna() & ~blank,
     )
     advice = NON_NEGATIVE.get((name, column))
     if advice:
@@ -410,38 +420,126 @@ def _require_tables(frames: Mapping[str, pd.DataFrame], where: str) -> None:
         )
 
 
-def _resolve_end(end: datetime | pd.Timestamp | None, tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
+def _resolve_end(end: datetime | None, times: list[pd.Series]) -> pd.Timestamp:
     """The configured end as naive UTC, else the latest time-column value (the extraction moment)."""
     if end is not None:
         stamp = pd.Timestamp(end)
         if stamp.tz is not None:
             stamp = stamp.tz_convert("UTC").tz_localize(None)
         return stamp.as_unit("ns")
-    latest = [table[TABLES[name].time_column].max() for name, table in tables.items()]
-    return max(stamp for stamp in latest if pd.notna(stamp)).as_unit("ns")
+    return max(stamp for stamp in (values.max() for values in times) if pd.notna(stamp)).as_unit("ns")
 
 
-def _drop(
-    warnings: list[DataWarning], table: pd.DataFrame, name: str, column: str, problem: str, mask: pd.Series
-) -> pd.DataFrame:
-    """Drop the rows in ``mask`` and record a counted warning (with examples) when there are any."""
+def _warn(
+    warnings: list[DataWarning], table: pd.DataFrame, name: str, column: str, problem: str, mask: np.ndarray
+) -> None:
+    """Record a counted warning (with examples) for the rows in ``mask``, when there are any."""
     count = int(mask.sum())
-    if not count:
-        return table
-    shown = [c for c in dict.fromkeys(["customer_id", column]) if c in table]
-    warnings.append(DataWarning(name, column, problem, count, example_rows(table[shown], mask)))
-    return table.loc[~mask]
+    if count:
+        shown = [c for c in dict.fromkeys(["customer_id", column]) if c in table]
+        warnings.append(DataWarning(name, column, problem, count, example_rows(table[shown], mask)))
 
 
-def _customer_codes(ids: pd.Series, customers: pd.Index) -> np.ndarray:
-    """Position of each row's customer in the sorted customer ids, -1 for unknown ones (one hash pass)."""
-    return customers.get_indexer(ids)
+def _arrow_text(values: pd.Series) -> pa.ChunkedArray:
+    """A string column as Arrow without copying (pandas' ``str`` dtype is Arrow-backed)."""
+    array = pa.array(values, type=pa.large_string())
+    return array if isinstance(array, pa.ChunkedArray) else pa.chunked_array([array])
 
 
-def _sort_activity(table: pd.DataFrame, codes: np.ndarray, time_column: str) -> pd.DataFrame:
-    """Stable sort by (customer_id, time): codes index sorted ids, so their order is the ids' order."""
+def _sorted_ids(ids: pd.Series) -> pa.Array:
+    """The customer ids in sorted (code point) order, as Arrow, so that a code's order is the id's order."""
+    values = _arrow_text(ids)
+    return pc.take(values, pc.array_sort_indices(values)).combine_chunks()
+
+
+def _customer_codes(ids: pd.Series, known: pa.Array) -> np.ndarray:
+    """Position of each row's customer in ``known``, -1 for unknown ones: one Arrow hash pass, no Python."""
+    codes = pc.index_in(_arrow_text(ids), value_set=known)
+    return np.asarray(pc.fill_null(codes, -1), dtype=np.int64)
+
+
+def _stable_order(codes: np.ndarray, times: np.ndarray) -> np.ndarray | None:
+    """Row order sorting by (customer, time), ties kept in input order; None when already in order."""
+    step = np.diff(codes)
+    if np.all((step > 0) | ((step == 0) & (np.diff(times) >= 0))):
+        return None
+    keys = pa.table({"code": codes, "time": times})
+    return pc.sort_indices(keys, sort_keys=[("code", "ascending"), ("time", "ascending")]).to_numpy()
+
+
+def _take(values: pd.Series, rows: np.ndarray) -> pd.Series:
+    """``values`` at ``rows``; text goes through a dictionary because taking strings one by one is slow."""
+    if not isinstance(values.dtype, pd.StringDtype):
+        return values.take(rows).reset_index(drop=True)
+    encoded = pc.dictionary_encode(_arrow_text(values)).combine_chunks()
+    taken = pa.DictionaryArray.from_arrays(encoded.indices.take(pa.array(rows)), encoded.dictionary)
+    return pd.Series(taken.dictionary_decode(), dtype=values.dtype)
+
+
+def _finish_activity(
+    table: pd.DataFrame, codes: np.ndarray, keep: np.ndarray, known: pa.Array, time_column: str
+) -> pd.DataFrame:
+    """Keep the ``keep`` rows, sorted by (customer_id, time), in one take per column; new RangeIndex."""
+    rows = np.flatnonzero(keep)
     times = table[time_column].to_numpy().view("i8")
-    return table.take(np.lexsort((times, codes))).reset_index(drop=True)
+    order = _stable_order(codes[rows], times[rows])
+    if order is not None:
+        rows = rows[order]
+    if len(rows) == len(table) and order is None:
+        return table.reset_index(drop=True)
+    columns = {c: _take(table[c], rows) for c in table.columns if c != "customer_id"}
+    ids = pd.Series(known.take(pa.array(codes[rows])), dtype=STRING_DTYPE)
+    return pd.DataFrame({"customer_id": ids, **columns})[list(table.columns)]
+
+
+def _drop_unknown_customers(
+    activity: Mapping[str, pd.DataFrame],
+    codes: Mapping[str, np.ndarray],
+    policy: Literal["drop", "error"],
+    warnings: list[DataWarning],
+) -> dict[str, np.ndarray]:
+    """Rows to keep per activity table: those whose customer exists (or raise, with ``policy='error'``)."""
+    keep = {}
+    for name, table in activity.items():
+        unknown = codes[name] < 0
+        if policy == "error":
+            problem = (
+                "rows for customers that are not in the customers table "
+                "(data.unknown_customers: drop skips them with a warning)"
+            )
+            _fail(name, "customer_id", problem, table, pd.Series(unknown, index=table.index))
+        _warn(warnings, table, name, "customer_id", "rows for customers not in customers dropped", unknown)
+        keep[name] = ~unknown
+    return keep
+
+
+def _drop_after_end(
+    customers: pd.DataFrame,
+    activity: Mapping[str, pd.DataFrame],
+    codes: Mapping[str, np.ndarray],
+    keep: dict[str, np.ndarray],
+    known: pa.Array,
+    end: pd.Timestamp,
+    warnings: list[DataWarning],
+) -> pd.DataFrame:
+    """Enforce a configured end: drop later rows, and customers who signed up later with all their rows.
+
+    Narrows ``keep`` in place and returns the remaining customers.
+    """
+    late = (customers["signup_at"] > end).to_numpy()
+    problem = f"customers who signed up after end {end} dropped"
+    _warn(warnings, customers, "customers", "signup_at", problem, late)
+    gone = np.zeros(len(known), dtype=bool)
+    gone[_customer_codes(customers.loc[late, "customer_id"], known)] = True
+    for name, table in activity.items():
+        time_column = TABLES[name].time_column
+        after = keep[name] & (table[time_column] > end).to_numpy()
+        _warn(warnings, table, name, time_column, f"rows after end {end} dropped", after)
+        orphaned = keep[name] & ~after & gone[np.maximum(codes[name], 0)]
+        problem = "rows of customers who signed up after end dropped"
+        _warn(warnings, table, name, "customer_id", problem, orphaned)
+        keep[name] &= ~(after | orphaned)
+    return customers.loc[~late]
 
 
 def _build_dataset(
@@ -458,63 +556,25 @@ def _build_dataset(
         raw = _select_columns(name, frames[name], mappings.get(name, {}))
         read = options.get(name, ReadOptions())
         tables[name] = _normalise_table(name, raw, read.date_format, read.decimal, now)
-    if tables["customers"].empty:
+    customers = tables["customers"]
+    if customers.empty:
         raise DataValidationError("customers", None, "the table has no rows")
+    activity = {name: tables[name] for name in ACTIVITY_TABLES if name in tables}
+
+    # Customers are matched by their position among the sorted ids: one hash pass per table, and the
+    # same codes then sort each table by customer.
+    known = _sorted_ids(customers["customer_id"])
+    codes = {name: _customer_codes(table["customer_id"], known) for name, table in activity.items()}
     warnings: list[DataWarning] = []
-    activity = [name for name in ACTIVITY_TABLES if name in tables]
-
-    known = pd.Index(tables["customers"]["customer_id"]).sort_values()
-    codes = {name: _customer_codes(tables[name]["customer_id"], known) for name in activity}
-    for name in activity:
-        unknown = pd.Series(codes[name] < 0, index=tables[name].index)
-        if unknown_customers == "error":
-            _fail(
-                name,
-                "customer_id",
-                "rows for customers that are not in the customers table",
-                tables[name],
-                unknown,
-            )
-        tables[name] = _drop(
-            warnings,
-            tables[name],
-            name,
-            "customer_id",
-            "rows for customers not in customers dropped",
-            unknown,
-        )
-        codes[name] = codes[name][~unknown.to_numpy()]
-
-    stamp = _resolve_end(end, tables)
+    keep = _drop_unknown_customers(activity, codes, unknown_customers, warnings)
+    times = [table[TABLES[name].time_column][keep[name]] for name, table in activity.items()]
+    stamp = _resolve_end(end, [customers["signup_at"], *times])
     if end is not None:
-        for name in tables:
-            time_column = TABLES[name].time_column
-            after = tables[name][time_column] > stamp
-            tables[name] = _drop(
-                warnings, tables[name], name, time_column, f"rows after end {stamp} dropped", after
-            )
-            if name in codes:
-                codes[name] = codes[name][~after.to_numpy()]
-        remaining = pd.Index(tables["customers"]["customer_id"]).sort_values()
-        if len(remaining) < len(known):
-            known = remaining
-            for name in activity:
-                gone = pd.Series(
-                    _customer_codes(tables[name]["customer_id"], known) < 0, index=tables[name].index
-                )
-                tables[name] = _drop(
-                    warnings,
-                    tables[name],
-                    name,
-                    "customer_id",
-                    "rows of customers who signed up after end dropped",
-                    gone,
-                )
-                codes[name] = _customer_codes(tables[name]["customer_id"], known)
+        customers = _drop_after_end(customers, activity, codes, keep, known, stamp, warnings)
 
-    for name in activity:
-        tables[name] = _sort_activity(tables[name], codes[name], TABLES[name].time_column)
-    tables["customers"] = tables["customers"].reset_index(drop=True)
+    result = {"customers": customers.reset_index(drop=True)}
+    for name, table in activity.items():
+        result[name] = _finish_activity(table, codes[name], keep[name], known, TABLES[name].time_column)
     for warning in warnings:
         logger.warning("%s", warning)
-    return Dataset(tables=tables, end=stamp, warnings=tuple(warnings))
+    return Dataset(tables=result, end=stamp, warnings=tuple(warnings))
