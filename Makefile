@@ -4,7 +4,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?= -n 2
+# --dist loadgroup keeps each xdist_group (e.g. the training end-to-end tests) on one worker.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test lint bench install clean
 
@@ -21,9 +22,18 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/churnml demo $(ARGS)
 
-test: install
+test: install chromium
 	$(BIN)/ruff check src pipelines tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The report test opens risk_report.html in headless Chromium (from the system packages).
+.PHONY: chromium
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+			|| echo "warning: could not install chromium; the report browser test needs it"; \
+	fi
 
 lint: install
 	$(BIN)/ruff check src pipelines tests benchmarks

@@ -132,17 +132,254 @@ def features(config: ConfigOption = None, overrides: OverridesArg = None) -> Non
     print_training_summary(result, time.perf_counter() - started)
 
 
+def print_train_summary(result, config: Config, elapsed: float) -> None:
+    """Model vs baselines on the test cutoff, the registry decision, and where to look further."""
+    from churnml.evaluate import summary_rows
+    from churnml.tracking import ui_command
+
+    b = result.split.boundaries
+    console.print(
+        f"train cutoffs {b['train_cutoffs'][0]} .. {b['train_cutoffs'][-1]} ({b['train_rows']:,} rows)   "
+        f"validation {', '.join(b['validation_cutoffs'])} ({b['validation_rows']:,} tuning + "
+        f"{b['calibration_rows']:,} calibration rows)   test {b['test_cutoff']} ({b['test_rows']:,} rows)"
+    )
+    trials = result.study.trials
+    console.print(
+        f"tuning: {len(trials)} trials in study {result.study.study_name}, best #{result.study.best_trial.number}; "
+        f"calibration: {result.model.calibrator.method}; trees: {result.model.info['best_iteration'] + 1}"
+    )
+    table = Table(
+        "scorer",
+        "ROC-AUC",
+        "PR-AUC",
+        "log loss",
+        "Brier",
+        "ECE",
+        "lift@10%",
+        "best profit",
+        "at depth",
+        title=f"test cutoff {b['test_cutoff']}",
+    )
+    for row in summary_rows(result.evaluation):
+        table.add_row(
+            row["scorer"],
+            *(f"{row[k]:.4f}" for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece")),
+            f"{row['lift_top10']:.2f}",
+            f"{row['best_profit']:,.0f}",
+            f"{row['best_fraction']:.1%}",
+        )
+    console.print(table)
+    metrics = result.evaluation.model.metrics
+    console.print(
+        f"campaign: contact the top {metrics['best_fraction']:.1%} ({int(metrics['best_contacted']):,} customers): "
+        f"expected profit {metrics['best_profit']:,.0f}, ROI {metrics['best_roi']:.0%}; at that depth "
+        f"precision {metrics['op_precision']:.1%}, recall {metrics['op_recall']:.1%}"
+    )
+    if result.decision is not None:
+        verdict = (
+            "[green]promoted to champion[/]" if result.decision.promoted else "[yellow]stays challenger[/]"
+        )
+        console.print(
+            f"registered {config.tracking.registered_model} v{result.version}: {verdict} ({result.decision.reason})"
+        )
+    console.print(f"model + plots: {result.out_dir}   MLflow run: {result.run_id}   ({elapsed:.1f} s)")
+    console.print(f"MLflow UI: {ui_command(config)}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def train(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    training_set: Annotated[
+        Path | None,
+        typer.Option(
+            help="Existing training set (file or directory) to train on; default: build it from the data."
+        ),
+    ] = None,
+) -> None:
+    """Tune, calibrate, evaluate, track in MLflow and register a churn model."""
+    from churnml.pipelines import train as pipeline
+    from churnml.training_set import read_training_set
+
+    cfg = load_config(config, overrides or [])
+    started = time.perf_counter()
+    loaded = None
+    if training_set is not None:
+        if not training_set.exists():
+            raise ChurnmlError(f"--training-set: {training_set} does not exist")
+        loaded = read_training_set(training_set)
+    result = pipeline.run(cfg, training_set=loaded)
+    print_train_summary(result, cfg, time.perf_counter() - started)
+
+
+def _figure(text: str | None) -> str:
+    try:
+        return f"{float(text):.4f}"  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return ""
+
+
+@app.command()
+@_user_errors
+def models(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """List the registered model's versions with their aliases and test figures."""
+    from churnml import registry
+    from churnml.tracking import session
+
+    cfg = load_config(config, overrides or [])
+    name = cfg.tracking.registered_model
+    with session(cfg):
+        rows = registry.versions(name)
+    if not rows:
+        console.print(f"no registered model named {name!r} yet: run `churnml train`")
+        return
+    table = Table(
+        "version", "aliases", "created", "test cutoff", "ROC-AUC", "ECE", "promotion decision", title=name
+    )
+    for row in rows:
+        tags = row["tags"]
+        table.add_row(
+            row["version"],
+            row["aliases"],
+            row["created"],
+            tags.get("test_cutoff", ""),
+            _figure(tags.get("test_roc_auc")),
+            _figure(tags.get("test_ece")),
+            tags.get("promotion.reason", ""),
+        )
+    console.print(table)
+
+
+@app.command()
+@_user_errors
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version to promote.")],
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    alias: Annotated[str, typer.Option(help="Alias to point at the version.")] = "champion",
+    reason: Annotated[str, typer.Option(help="Why (kept as a version tag).")] = "manual promotion",
+) -> None:
+    """Point an alias (default: champion) at a model version, overriding the automatic decision."""
+    from mlflow.exceptions import MlflowException
+
+    from churnml import registry
+    from churnml.tracking import session
+
+    cfg = load_config(config, overrides or [])
+    name = cfg.tracking.registered_model
+    with session(cfg):
+        try:
+            registry.promote(name, version, alias=alias, reason=reason)
+        except MlflowException as exc:
+            raise ChurnmlError(f"cannot promote {name} v{version}: {exc.message}") from None
+    console.print(f"{name} v{version} is now '{alias}'")
+
+
+def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -> None:
+    """Headline figures, risk groups, the top of the ranked list and where the report is."""
+    from churnml.report import top_table
+    from churnml.risk import load_playbook
+
+    s = result.summary
+    console.print(
+        f"as of {s['as_of'][:10]}: {int(s['customers_scored']):,} active customers scored with "
+        f"{s['model_uri']}{' v' + s['model_version'] if s['model_version'] else ''}; "
+        f"[bold]{int(s['customers_at_risk']):,} at risk[/] ({s['share_at_risk']:.1%}), "
+        f"expected revenue at risk {s['revenue_at_risk_at_risk_customers']:,.0f}, "
+        f"expected churners next period {s['expected_churners']:,.1f}"
+        + (
+            f", {int(s['newly_at_risk']):,} newly at risk since {s['previous_as_of'][:10]}"
+            if s["previous_as_of"]
+            else ""
+        )
+    )
+    groups = Table("risk group", "customers", "revenue at risk", "play", "owner", title="risk groups")
+    for row in result.groups.itertuples(index=False):
+        if row.customers:
+            groups.add_row(
+                row.label, f"{row.customers:,}", f"{row.revenue_at_risk:,.0f}", row.play, row.owner
+            )
+    console.print(groups)
+    table = Table(
+        "#",
+        "customer",
+        "churn p",
+        "band",
+        "revenue at risk",
+        "segment",
+        "group",
+        "top driver",
+        "play",
+        title=f"top {top} by {'revenue at risk' if s['rank_by'] == 'revenue' else 'churn probability'}",
+    )
+    for row in top_table(result.risk_list, top, load_playbook(config.risk.playbook)):
+        table.add_row(*row)
+    console.print(table)
+    t = s["timings"]
+    console.print(
+        f"explained {s['customers_explained']:,} customers ({s['rows_contributions']:,} SHAP rows, "
+        f"{s['contributions_seconds']:.1f} s on {s['explain_device']}); total {elapsed:.1f} s "
+        f"(features {t['features_s']:.1f} s, explain {t['explain_s']:.1f} s, report {t['report_s']:.1f} s)"
+    )
+    # Paths are never wrapped, so they can be copied from any terminal.
+    console.print(f"risk list: {result.out_dir / 'risk_list.csv'}", highlight=False, soft_wrap=True)
+    console.print(f"report: [bold]{result.report_path}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_user_errors
+def score(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Score customers active at this date (default: end of the data)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Model URI or directory (default: models:/<tracking.registered_model>@champion)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default: <output.dir>/<name>/score).")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Rows of the ranked list to print.", min=0)] = 10,
+) -> None:
+    """Score active customers: ranked risk list with drivers, risk groups and plays, and an HTML report."""
+    from churnml.pipelines import score as pipeline
+
+    extra = [f"scoring.out_dir={out}"] if out is not None else []
+    cfg = load_config(config, [*(overrides or []), *extra])
+    started = time.perf_counter()
+    result = pipeline.run(cfg, as_of=as_of, model_uri=model)
+    print_score_summary(result, cfg, time.perf_counter() - started, top)
+
+
 @app.command()
 @_user_errors
 def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     """Run the whole job end to end on embedded defaults (the bundled simulator's business)."""
     from churnml.pipelines import features as pipeline
+    from churnml.pipelines import train as train_pipeline
 
-    cfg: Config = load_config(config, overrides or [])
+    # A small trial budget keeps the demo to a few minutes; `churnml train` uses the configured one.
+    cfg: Config = load_config(config, ["tune.n_trials=10", *(overrides or [])])
     console.rule("[bold]churnml demo: features")
     started = time.perf_counter()
     result = pipeline.run(cfg)
     print_training_summary(result, time.perf_counter() - started)
+    console.rule("[bold]churnml demo: train")
+    started = time.perf_counter()
+    trained = train_pipeline.run(cfg, training_set=result.training_set)
+    print_train_summary(trained, cfg, time.perf_counter() - started)
+    console.rule("[bold]churnml demo: score")
+    from churnml.pipelines import score as score_pipeline
+
+    started = time.perf_counter()
+    scored = score_pipeline.run(cfg, dataset=result.dataset)
+    print_score_summary(scored, cfg, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,6 +146,332 @@ class OutputConfig(_Model):
     dir: str = Field("outputs", description="Where results are written (created if missing).")
 
 
+class SplitConfig(_Model):
+    test_cutoff: dt.date | None = Field(
+        None, description="Cutoff to test on. None = the latest cutoff whose labels are all observed."
+    )
+    validation_cutoffs: int = Field(
+        1,
+        ge=1,
+        description="Labeled cutoffs before the test cutoff used for early stopping, tuning and calibration.",
+    )
+    train_cutoffs: int | None = Field(
+        None, ge=1, description="Train on only this many most recent cutoffs before validation; None = all."
+    )
+    calibration_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of validation customers (by a hash of customer_id) held out to fit and choose the "
+        "calibrator; the rest drive early stopping and tuning.",
+    )
+
+
+class TuneConfig(_Model):
+    n_trials: int | None = Field(
+        30, ge=1, description="Optuna trial budget (total for the study); None = no limit."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="Optuna time budget in seconds for this run; None = no limit."
+    )
+    metric: Literal["logloss", "auc", "aucpr"] = Field(
+        "logloss", description="Validation metric that early stopping, pruning and the tuning objective use."
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL (e.g. postgresql://... for a shared study). "
+        "None = sqlite:///<output.dir>/<name>/optuna.db (resumable).",
+    )
+    study_name: str | None = Field(
+        None,
+        description="Study name. None = derived from config name, data fingerprint, split and search settings.",
+    )
+    n_jobs: int = Field(
+        1,
+        ge=1,
+        description="Parallel trials in this process (>1 loses exact reproducibility; never with SQLite).",
+    )
+    startup_trials: int = Field(8, ge=1, description="Random trials before TPE starts modelling the space.")
+    pruner: Literal["optimistic", "median", "none"] = Field(
+        "optimistic",
+        description="optimistic: stop a trial only when it cannot catch up with the best finished one "
+        "(see tune.OptimisticPruner); median: Optuna's median rule; none: never prune.",
+    )
+    pruner_warmup: float = Field(
+        3.0,
+        gt=0,
+        description="Learning progress (rounds x learning rate) a trial makes before the pruner may "
+        "stop it. Progress, not rounds: a slow learner is compared with a fast one at equal progress.",
+    )
+    prune_interval: float = Field(
+        0.25, gt=0, description="Learning progress between reports to the pruner (each is a storage write)."
+    )
+    progress_bar: bool = Field(True, description="Show Optuna's progress bar (off when timeout_s is set).")
+
+
+class ModelConfig(_Model):
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="XGBoost device; cuda trains on a GPU where one exists."
+    )
+    nthread: int = Field(2, ge=1, description="XGBoost threads; fixed so the same seed gives the same model.")
+    max_rounds: int = Field(
+        2000, ge=1, description="Most boosting rounds; early stopping picks the number used."
+    )
+    early_stopping_rounds: int = Field(
+        50, ge=1, description="Stop when the validation metric has not improved for this many rounds."
+    )
+    refit_on: Literal["train", "train+validation"] = Field(
+        "train+validation",
+        description="Rows the final model is refitted on with the tuned parameters and number of rounds: "
+        "the training cutoffs, or those plus the validation tuning slice (more recent; the calibration "
+        "slice stays unseen). Baselines are fitted on the same rows.",
+    )
+    params: dict[str, float | int | str] = Field(
+        default_factory=dict,
+        description="Fixed XGBoost parameters; they override (and are not searched by) the tuner, e.g. {max_depth: 4}.",
+    )
+
+
+class CalibrationConfig(_Model):
+    method: Literal["auto", "isotonic", "sigmoid", "none"] = Field(
+        "auto",
+        description="auto = whichever of isotonic and sigmoid has the lower cross-validated log loss on the "
+        "calibration slice.",
+    )
+    folds: int = Field(5, ge=2, description="Cross-validation folds (by customer) that choose the method.")
+
+
+class EvaluationConfig(_Model):
+    top_fractions: list[float] = Field(
+        [0.05, 0.1, 0.2], description="Shares of customers, highest risk first, for lift and churn capture."
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Probability at or above which a customer is flagged (precision/recall). "
+        "None = the campaign's most profitable targeting depth.",
+    )
+    ece_bins: int = Field(10, ge=2, description="Bins of the expected calibration error.")
+    ece_strategy: Literal["quantile", "uniform"] = Field(
+        "quantile", description="ECE bins of equal size (quantile) or equal probability width (uniform)."
+    )
+    recency_feature: str | None = Field(
+        None,
+        description="Feature of the recency-rule baseline (days since last activity). "
+        "None = the first 'recency' family feature.",
+    )
+
+
+class CampaignConfig(_Model):
+    cost_per_contact: float = Field(20.0, ge=0, description="Cost of contacting one customer.")
+    success_rate: float = Field(
+        0.25, gt=0, le=1, description="Share of contacted would-be churners the campaign retains."
+    )
+    customer_value: float = Field(
+        500.0, ge=0, description="Value of retaining one customer (if no value_feature)."
+    )
+    value_feature: str | None = Field(
+        None, description="Feature giving each customer's value instead (e.g. mrr), times value_multiplier."
+    )
+    value_multiplier: float = Field(
+        12.0, gt=0, description="Multiplier of value_feature (e.g. 12 months of mrr)."
+    )
+
+
+class TrackingConfig(_Model):
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. None = $MLFLOW_TRACKING_URI, else sqlite:///<output.dir>/mlflow.db "
+        "with artifacts in <output.dir>/mlartifacts.",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment name. None = the config name.")
+    registered_model: str = Field("churn-model", description="Registered model name.")
+    register_model: bool = Field(
+        True, description="Register the model and run the champion/challenger decision."
+    )
+    promotion_metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = Field(
+        "roc_auc", description="Test metric on which a challenger must beat the champion to be promoted."
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, description="How much better than the champion the challenger must be to be promoted."
+    )
+
+
+class ScoringConfig(_Model):
+    as_of: dt.datetime | None = Field(
+        None, description="Score customers active at this moment. None = the end of the data."
+    )
+    model_uri: str | None = Field(
+        None,
+        description="Model to score with: an MLflow model URI or a directory written by ChurnModel.save. "
+        "None = models:/<tracking.registered_model>@champion.",
+    )
+    out_dir: str | None = Field(
+        None, description="Directory of the risk list and report. None = <output.dir>/<name>/score."
+    )
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="Where SHAP contributions are computed; cuda needs a GPU build of XGBoost."
+    )
+    nthread: int = Field(2, ge=1, description="CPU threads for scoring and explaining.")
+    batch_size: int = Field(
+        20_000, ge=1, description="Rows per pred_contribs call (bounds memory: rows x features x 4 bytes)."
+    )
+    explain: Literal["at_risk", "all"] = Field(
+        "at_risk",
+        description="Whose drivers are computed: at_risk (customers at or above risk.at_risk_threshold, "
+        "the only ones that get a risk group and a play) or all. Explaining is ~100x the cost of scoring.",
+    )
+    explain_top: int = Field(
+        100,
+        ge=0,
+        description="The first customers of the ranking always get drivers, at risk or not, so the head of "
+        "the list has reasons.",
+    )
+    explain_max: int | None = Field(
+        30_000,
+        ge=0,
+        description="Explain at most this many customers, the first in the ranking; None = no cap.",
+    )
+    global_sample: int = Field(
+        1000,
+        ge=0,
+        description="Customers sampled from everyone scored (not only the at-risk) for the global drivers plot.",
+    )
+    log_to_mlflow: bool = Field(True, description="Log the risk list and report to an MLflow scoring run.")
+
+
+class SegmentConfig(_Model):
+    new_days: int = Field(30, ge=0, description="Tenure (days) below which a customer is new (onboarding).")
+    slipping_days: int = Field(
+        30, gt=0, description="No activity for at least this many days: slipping away."
+    )
+    inactive_days: int = Field(
+        90, gt=0, description="No activity for at least this many days (or ever): inactive."
+    )
+    past_due_days: int = Field(
+        35,
+        gt=0,
+        description="A failed payment in this many days and no successful payment since: past due.",
+    )
+    activity_feature: str | None = Field(
+        None,
+        description="Feature giving days since the last activity. None = evaluation.recency_feature, else the "
+        "first 'recency' feature of the model.",
+    )
+
+
+class ReportConfig(_Model):
+    title: str = Field("Customers at risk", description="Title of risk_report.html.")
+    table_rows: int = Field(
+        1000, ge=1, description="Rows of the ranked list shown in the report (the CSV has every customer)."
+    )
+    waterfalls: int = Field(5, ge=0, description="Top customers with a waterfall explanation in the report.")
+
+
+class RiskConfig(_Model):
+    bands: dict[str, float] = Field(
+        {"low": 0.0, "medium": 0.1, "high": 0.3},
+        description="Risk bands: name -> lowest churn probability in the band, increasing from 0. "
+        "Fixed thresholds, so a band means the same thing in every run.",
+    )
+    at_risk_threshold: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Churn probability at or above which a customer is at risk (gets a risk group and a play).",
+    )
+    rank_by: Literal["revenue", "probability"] = Field(
+        "revenue",
+        description="Rank by expected revenue at risk (probability x customer value) or by probability.",
+    )
+    value: Literal["feature", "constant"] = Field(
+        "feature",
+        description="Customer value: value_feature x value_months (falls back to constant_value when the "
+        "model has no such feature), or constant_value for everyone.",
+    )
+    value_feature: str = Field("mrr", description="Feature holding the monthly revenue of a customer.")
+    value_months: float = Field(
+        12.0, gt=0, description="Months of revenue lost with a churned customer (value = mrr x months)."
+    )
+    constant_value: float = Field(500.0, ge=0, description="Value of every customer with value=constant.")
+    top_k: int = Field(3, ge=1, le=10, description="Drivers (reasons) per customer in the risk list.")
+    exclude_from_reasons: list[str] = Field(
+        default_factory=list,
+        description="Features, signals or families never given as reasons; 'non_actionable' drops every "
+        "feature the catalogue marks non-actionable (tenure, plan price...). Risk groups still use them.",
+    )
+    playbook: str | None = Field(
+        None,
+        description="YAML file mapping driver signals/families to risk groups and plays. "
+        "None = the built-in playbook (configs/playbook.yaml is a copy to edit).",
+    )
+    segments: SegmentConfig = Field(default_factory=SegmentConfig, description="Retention segments.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="The HTML report.")
+
+    @field_validator("bands")
+    @classmethod
+    def _increasing_bands(cls, value: dict[str, float]) -> dict[str, float]:
+        # Ordered by threshold, whatever order the mapping came in (YAML round trips may sort keys).
+        ordered = dict(sorted(value.items(), key=lambda item: item[1]))
+        lows = list(ordered.values())
+        if not lows or lows[0] != 0 or any(b <= a for a, b in pairwise(lows)):
+            raise ValueError(
+                "bands need one band starting at 0 and distinct lower bounds, e.g. {low: 0, medium: 0.1, high: 0.3}"
+            )
+        if lows[-1] >= 1:
+            raise ValueError("every band's lower bound must be below 1")
+        return ordered
+
+
+class ServingConfig(_Model):
+    model_uri: str | None = Field(
+        None,
+        description="Model the service loads: an MLflow model URI, a ChurnModel directory or bentoml:<tag>. "
+        "None = $CHURNML_MODEL_URI, else models:/<tracking.registered_model>@champion.",
+    )
+    host: str = Field("127.0.0.1", description="Address the service listens on (0.0.0.0 in a container).")
+    port: int = Field(3000, ge=1, le=65535, description="Port the service listens on.")
+    workers: int = Field(1, ge=1, description="Worker processes; each holds its own copy of the model.")
+    nthread: int = Field(
+        1, ge=1, description="XGBoost threads per worker (workers x nthread should not exceed the cores)."
+    )
+    max_batch_size: int = Field(
+        1000,
+        ge=1,
+        description="Adaptive batching: most records of concurrent /predict requests merged in one call.",
+    )
+    max_latency_ms: int = Field(
+        10_000,
+        ge=1,
+        description="Adaptive batching deadline: a request still queued after this long is refused (503). "
+        "A load-shedding limit, not a target; batching waits adapt to the load on their own.",
+    )
+    max_records: int = Field(1000, ge=1, description="Most records in one /predict or /explain request.")
+    max_customers: int = Field(100, ge=1, description="Most customers in one /score_history request.")
+    max_rows: int = Field(
+        10_000, ge=1, description="Most rows of one table for one customer in a /score_history request."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (e.g. https://crm.example.com); empty = CORS off.",
+    )
+    api_key_env: str = Field(
+        "CHURNML_API_KEY",
+        description="Environment variable holding the API key; when it is set and non-empty, API calls "
+        "without it get 401 (health, metrics and the OpenAPI document stay open).",
+    )
+    timeout_s: int = Field(60, ge=1, description="Longest a request may run before the server gives up.")
+    access_log: bool = Field(
+        False, description="Log every request (BentoML's access log); /metrics counts them either way."
+    )
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans for API requests (configure an exporter in BentoML's config). Off by "
+        "default: on 2 cores they cost about a third of a small request's time.",
+    )
+
+
 class Config(_Model):
     """Top-level churnml configuration."""
 
@@ -155,6 +482,16 @@ class Config(_Model):
     labels: LabelConfig = Field(default_factory=LabelConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    campaign: CampaignConfig = Field(default_factory=CampaignConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -8,6 +8,7 @@ import pytest
 
 from churnml.config import Config, apply_overrides, describe, load_config
 from churnml.errors import ConfigError
+from churnml.risk import load_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,9 +17,18 @@ def test_default_yaml_equals_embedded_defaults() -> None:
     assert load_config(ROOT / "configs" / "default.yaml") == load_config(None)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+PLAYBOOK = ROOT / "configs" / "playbook.yaml"
+RUN_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if p != PLAYBOOK)
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path: Path) -> None:
     assert isinstance(load_config(path), Config)
+
+
+def test_shipped_playbook_is_the_built_in_one() -> None:
+    """configs/playbook.yaml is the copy users edit: it must load and equal the built-in playbook."""
+    assert load_playbook(PLAYBOOK) == load_playbook(None)
 
 
 def test_overrides_parse_types_and_nest() -> None:
@@ -52,7 +62,7 @@ def test_invalid_values_name_the_key(override: str, named: str) -> None:
 
 
 def test_malformed_override_and_missing_file() -> None:
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         load_config(None, ["labels"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("does/not/exist.yaml")

@@ -1,0 +1,327 @@
+"""Benchmark the prediction service over real HTTP on 127.0.0.1, next to the in-process floor.
+
+    python benchmarks/bench_serving.py                      # trains a small model in a temp MLflow store
+    python benchmarks/bench_serving.py --tracking-uri sqlite:///outputs/mlflow.db   # the registered champion
+
+Starts the real server (``bentoml serve serving.service:ChurnService``, as ``churnml serve`` does) and
+drives it from a separate client process (asyncio + aiohttp, closed loop, request bodies serialised up
+front), bounded in requests and seconds per scenario:
+
+- single-record ``/predict`` at ``--concurrency`` clients (target on 2 cores: p99 <= 50 ms, no errors);
+- 1000-record ``/predict`` batches, one at a time (target: <= 200 ms);
+- single-record ``/explain`` and one-customer ``/score_history``.
+
+The floor is the same model in this process: ``ChurnModel.predict_proba`` (one thread, as one worker) on
+the same records, and TreeSHAP contributions for /explain. Client and server share the machine's cores, so
+check ``uptime`` and re-run when other jobs are busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Client (runs in its own process).
+
+
+async def _drive(
+    url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float
+) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    sent = 0
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # One warm-up request per client: connections open, the batching dispatcher trained.
+        await asyncio.gather(
+            *(session.post(url, data=bodies[0], headers=headers) for _ in range(concurrency))
+        )
+        deadline = time.perf_counter() + max_seconds
+        started = time.perf_counter()
+
+        async def worker(k: int) -> None:
+            nonlocal sent
+            while sent < max_requests and time.perf_counter() < deadline:
+                body = bodies[(sent + k) % len(bodies)]
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as answer:
+                        await answer.read()
+                        if answer.status != 200:
+                            errors[str(answer.status)] = errors.get(str(answer.status), 0) + 1
+                            continue
+                except aiohttp.ClientError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "sent": sent}
+
+
+def _client(
+    url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float, out
+) -> None:
+    out.send(asyncio.run(_drive(url, bodies, concurrency, max_requests, max_seconds)))
+    out.close()
+
+
+def drive(url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float) -> dict:
+    """Run the load from a separate process (spawned: it shares nothing with this one)."""
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_client, args=(url, bodies, concurrency, max_requests, max_seconds, send))
+    process.start()
+    result = receive.recv()
+    process.join(timeout=30)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model, data, server.
+
+
+def train_small(directory: Path, customers: int, trials: int) -> list[str]:
+    """Train and register a champion in a temp store; returns the config overrides that point at it."""
+    from churnml.config import load_config
+    from churnml.pipelines import train
+    from churnml.simulate import simulate
+    from churnml.training_set import build_training_set
+
+    overrides = [
+        f"simulate.customers={customers}",
+        "simulate.months=12",
+        f"tune.n_trials={trials}",
+        "tune.progress_bar=false",
+        f"output.dir={directory}",
+        f"tracking.uri=sqlite:///{directory / 'mlflow.db'}",
+    ]
+    config = load_config(None, overrides)
+    sim = config.simulate
+    dataset = simulate(sim.customers, sim.months, sim.seed, sim.start).to_dataset()
+    train.run(config, training_set=build_training_set(dataset, config.labels, config.features))
+    return overrides
+
+
+def feature_rows(config, model, n: int) -> pd.DataFrame:
+    """Realistic feature records: the simulated business's customers at its end."""
+    from churnml.pipelines import score
+    from churnml.simulate import simulate
+
+    sim = config.simulate
+    dataset = simulate(sim.customers, sim.months, sim.seed, sim.start).to_dataset()
+    frame = score.active_customer_features(dataset, model, pd.Timestamp(dataset.end), config)
+    repeats = -(-n // len(frame))
+    return pd.concat([frame] * repeats, ignore_index=True).head(n), dataset
+
+
+def as_records(model, frame: pd.DataFrame) -> list[dict]:
+    out = []
+    for row in frame.to_dict("records"):
+        record = {"customer_id": str(row["customer_id"])}
+        for column in model.columns:
+            value = row[column.name]
+            missing = value is None or (not isinstance(value, str) and pd.isna(value))
+            record[column.name] = (
+                None if missing else (str(value) if column.dtype == "category" else float(value))
+            )
+        out.append(record)
+    return out
+
+
+def history_body(dataset, customer_id: str, as_of: pd.Timestamp) -> bytes:
+    def plain(value):
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return None
+        return value.isoformat() if isinstance(value, pd.Timestamp) else value
+
+    tables = {}
+    for name, frame in dataset.tables.items():
+        own = frame.loc[frame["customer_id"] == customer_id]
+        rows = [{k: plain(v) for k, v in r.items()} for r in own.to_dict("records")]
+        tables[name] = rows if name != "customers" else rows[0]
+    history = {"customer": tables.pop("customers"), **tables}
+    for rows in history.values():
+        for row in rows if isinstance(rows, list) else []:
+            row.pop("customer_id", None)
+    return json.dumps({"customers": [history], "as_of": as_of.isoformat()}).encode()
+
+
+def start_server(overrides: list[str], port: int, workers: int, nthread: int) -> subprocess.Popen:
+    from churnml import serve
+
+    pinned = [
+        *overrides,
+        f"serving.workers={workers}",
+        f"serving.nthread={nthread}",
+        "serving.max_records=1000",
+    ]
+    config, env = serve.server_environment(None, pinned)
+    command = serve.serve_command(config, "127.0.0.1", port)
+    log = open(Path(tempfile.gettempdir()) / f"churnml-bench-server-{port}.log", "w")  # noqa: SIM115
+    return subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report.
+
+
+def summary(name: str, result: dict, records_per_request: int) -> dict:
+    lat = np.array(result["latencies"]) * 1000
+    ok = len(lat)
+    return {
+        "scenario": name,
+        "requests": ok,
+        "errors": sum(result["errors"].values()),
+        "p50_ms": float(np.percentile(lat, 50)) if ok else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if ok else float("nan"),
+        "max_ms": float(lat.max()) if ok else float("nan"),
+        "req_per_s": ok / result["elapsed"],
+        "records_per_s": ok * records_per_request / result["elapsed"],
+        "error_kinds": result["errors"],
+    }
+
+
+def floor_ms(function, repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tracking-uri", help="MLflow store holding the champion (default: train a small one)"
+    )
+    parser.add_argument("--model", default=None, help="model URI (default: models:/churn-model@champion)")
+    parser.add_argument(
+        "--customers", type=int, default=3000, help="simulated customers (training and records)"
+    )
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=6000, help="most single-record requests")
+    parser.add_argument("--seconds", type=float, default=15.0, help="most seconds per scenario")
+    parser.add_argument("--batches", type=int, default=40, help="1000-record requests")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--nthread", type=int, default=1)
+    parser.add_argument("--port", type=int, default=3987)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    from churnml import serve
+    from churnml.config import load_config
+    from churnml.explain import contributions
+
+    if args.tracking_uri:
+        overrides = [f"tracking.uri={args.tracking_uri}", f"simulate.customers={args.customers}"]
+    else:
+        started = time.perf_counter()
+        overrides = train_small(
+            Path(tempfile.mkdtemp(prefix="churnml-bench-serving-")), args.customers, args.trials
+        )
+        print(f"trained a champion in a temp store in {time.perf_counter() - started:.0f} s")
+    if args.model:
+        overrides.append(f"serving.model_uri={args.model}")
+    config = load_config(None, overrides)
+    loaded = serve.load_served_model(config)
+    model = loaded.model
+    model.trained_booster.set_param({"nthread": args.nthread})  # as one worker
+    frame, dataset = feature_rows(config, model, 1000)
+    records = as_records(model, frame)
+    singles = [json.dumps({"records": [r]}).encode() for r in records]
+    batch = [json.dumps({"records": records}).encode()]
+    explains = [json.dumps({"records": [r], "top_k": 3}).encode() for r in records[:200]]
+    as_of = pd.Timestamp(dataset.end)
+    histories = [history_body(dataset, c, as_of) for c in frame["customer_id"].unique()[:50]]
+    booster = model.trained_booster
+    print(
+        f"model {loaded.version}: {booster.num_boosted_rounds()} trees, {len(model.columns)} features; "
+        f"server workers={args.workers} nthread={args.nthread}; load {os.getloadavg()[0]:.2f} (1 min)"
+    )
+
+    floors = {
+        "predict 1 record": floor_ms(lambda: model.predict_proba(frame.head(1)), 300),
+        "predict 1000 records": floor_ms(lambda: model.predict_proba(frame), 30),
+        "explain 1 record": floor_ms(lambda: contributions(model, frame.head(1)), 100),
+    }
+
+    server = start_server(overrides, args.port, args.workers, args.nthread)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        serve.wait_ready(url, timeout_s=180)
+        results = [
+            summary(
+                f"/predict 1 record x{args.concurrency} clients",
+                drive(f"{url}/predict", singles, args.concurrency, args.requests, args.seconds),
+                1,
+            ),
+            summary(
+                "/predict 1000 records x1 client",
+                drive(f"{url}/predict", batch, 1, args.batches, args.seconds),
+                1000,
+            ),
+            summary(
+                "/explain 1 record x4 clients",
+                drive(f"{url}/explain", explains, 4, 2000, args.seconds / 2),
+                1,
+            ),
+            summary(
+                "/score_history 1 customer x4 clients",
+                drive(f"{url}/score_history", histories, 4, 500, args.seconds / 2),
+                1,
+            ),
+        ]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+    print(
+        f"\n{'scenario':40} {'ok':>6} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>8} {'rec/s':>9}"
+    )
+    for r in results:
+        print(
+            f"{r['scenario']:40} {r['requests']:6d} {r['errors']:4d} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
+            f"{r['max_ms']:8.1f} {r['req_per_s']:8.0f} {r['records_per_s']:9.0f}"
+            + (f"  errors: {r['error_kinds']}" if r["errors"] else "")
+        )
+    print("\nin-process floor (same model, one thread)       p50 ms   p99 ms")
+    for name, (p50, p99) in floors.items():
+        print(f"  {name:44} {p50:8.2f} {p99:8.2f}")
+    single, batched = results[0], results[1]
+    print(
+        f"\ntargets: single /predict p99 {single['p99_ms']:.1f} ms <= 50 with {single['errors']} errors: "
+        f"{'met' if single['p99_ms'] <= 50 and not single['errors'] else 'NOT met'}; "
+        f"1000-record batch p50 {batched['p50_ms']:.1f} ms / p99 {batched['p99_ms']:.1f} ms <= 200: "
+        f"{'met' if batched['p99_ms'] <= 200 and not batched['errors'] else 'NOT met'}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "floors": floors}, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

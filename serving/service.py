@@ -1,0 +1,190 @@
+"""The churnml prediction service (BentoML 1.4): calibrated churn probability, risk band and reasons for
+apps, from the same model and feature code as the batch pipeline.
+
+The model is read when this module is imported, because the request models are generated from its feature
+specification (one typed field per feature, categories from training); ``__init__`` then builds the scorer
+of each worker from that same loaded model. Which model: ``CHURNML_MODEL_URI``, else ``serving.model_uri`` in
+the config named by ``CHURNML_CONFIG``, else ``models:/<tracking.registered_model>@champion`` in the MLflow
+store of the config (or ``MLFLOW_TRACKING_URI``). ``churnml serve`` sets these for you.
+
+Run: ``churnml serve`` (or ``bentoml serve serving.service:ChurnService``). Docs: serving/README.md.
+"""
+
+import gc
+import os
+from functools import cache
+from typing import Annotated
+
+import bentoml
+from bentoml.validators import ContentType
+from pydantic import Field
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
+
+from churnml import serve
+from churnml.explain import model_typical_values
+from churnml.serving_schemas import (
+    RESPONSE_EXAMPLES,
+    ErrorBody,
+    Explanation,
+    HistoryScore,
+    Prediction,
+    Timestamp,
+    example_record,
+    feature_record_model,
+    history_model,
+)
+
+CONFIG = serve.service_config()
+SETTINGS = CONFIG.serving
+MODEL_URI = serve.model_uri(CONFIG)
+API_KEY = os.environ.get(SETTINGS.api_key_env, "").strip()
+
+
+@cache
+def served_model() -> serve.LoadedModel:
+    """The model of this process, loaded once (the import needs its spec, ``__init__`` the rest)."""
+    return serve.load_served_model(CONFIG, MODEL_URI)
+
+
+_SPEC = served_model().model
+HISTORY_EXAMPLE = {
+    "customer": {
+        "customer_id": "C-000123",
+        "signup_at": "2025-01-10T09:30:00",
+        "plan": "pro",
+        "mrr": 99.0,
+        "acquisition_channel": "organic",
+        "country": "DE",
+        "company_size": "11-50",
+    },
+    "events": [
+        {"timestamp": "2025-05-02T10:00:00", "event_type": "login"},
+        {"timestamp": "2025-05-02T10:05:00", "event_type": "core_feature_use", "value": 3.0},
+    ],
+    "subscriptions": [{"start_at": "2025-01-10T09:30:00", "end_at": None, "plan": "pro", "mrr": 99.0}],
+    "transactions": [{"timestamp": "2025-05-10T00:00:00", "amount": 99.0, "status": "paid"}],
+    "tickets": [{"opened_at": "2025-04-20T08:00:00", "closed_at": "2025-04-21T08:00:00", "priority": "high"}],
+    "messages": [{"sent_at": "2025-05-15T07:00:00", "opened_at": "2025-05-15T12:00:00"}],
+}
+EXAMPLE_RECORD = example_record(_SPEC, model_typical_values(_SPEC))
+
+CustomerFeatures = feature_record_model(_SPEC)
+CustomerHistory = history_model(_SPEC, SETTINGS.max_rows)
+Records = Annotated[
+    list[CustomerFeatures],  # type: ignore[valid-type]
+    Field(min_length=1, max_length=SETTINGS.max_records, description="Customers' feature records."),
+]
+Histories = Annotated[
+    list[CustomerHistory],  # type: ignore[valid-type]
+    Field(min_length=1, max_length=SETTINGS.max_customers, description="Customers' raw recent history."),
+]
+TopK = Annotated[int, Field(ge=1, le=10, description="How many drivers to give per customer.")]
+TOP_K = CONFIG.risk.top_k
+JSON = ContentType("application/json")  # saves BentoML a JSON-schema build per response to find it
+UNTRACED = ["/predict", "/explain", "/score_history", "/livez", "/readyz", "/healthz", "/metrics"]
+
+
+def _bento_model_tag() -> str | None:
+    return MODEL_URI.removeprefix(serve.BENTO_SCHEME) if MODEL_URI.startswith(serve.BENTO_SCHEME) else None
+
+
+@bentoml.service(
+    name="churn_service",
+    workers=SETTINGS.workers,
+    traffic={"timeout": SETTINGS.timeout_s},
+    http={"host": SETTINGS.host, "port": SETTINGS.port},
+    logging={"access": {"enabled": SETTINGS.access_log}},
+    tracing={} if SETTINGS.tracing else {"excluded_urls": ",".join(UNTRACED)},
+)
+class ChurnService:
+    """Churn probability, risk band and reasons for one or many customers; every response names the model
+    version that produced it."""
+
+    if _bento_model_tag():  # declared at class level so `bentoml build` packs the model into the Bento
+        bento_model = bentoml.models.BentoModel(_bento_model_tag())
+
+    def __init__(self) -> None:
+        self.scorer = serve.Scorer(served_model(), CONFIG)
+        gc.freeze()  # the model and modules are long-lived: keep full collections (tail latency) short
+
+    def __is_ready__(self) -> bool:
+        """``/readyz`` answers 200 once the model is loaded and the scorer built."""
+        return getattr(self, "scorer", None) is not None
+
+    @bentoml.api(
+        batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms
+    )
+    def predict(self, records: Records) -> Annotated[list[Prediction], JSON]:
+        """Calibrated churn probability, risk band and model version for each feature record.
+
+        Records of concurrent requests are batched adaptively into one model call.
+        """
+        return self.scorer.predict(records)
+
+    @bentoml.api
+    def explain(self, records: Records, top_k: TopK = TOP_K) -> Annotated[list[Explanation], JSON]:
+        """The prediction plus the top drivers: readable sentences with their SHAP contributions."""
+        return self.scorer.explain(records, top_k)
+
+    @bentoml.api
+    def score_history(
+        self,
+        customers: Histories,
+        as_of: Annotated[
+            Timestamp | None,
+            Field(
+                description="Score at this moment (ISO 8601, naive = UTC); features see rows strictly "
+                "before it. Default: now."
+            ),
+        ] = None,
+        top_k: TopK = TOP_K,
+        include_features: Annotated[bool, Field(description="Also return the computed features.")] = False,
+    ) -> Annotated[list[HistoryScore], JSON]:
+        """Score customers from their raw history in the data contract's shape: features are computed by
+        the training feature builders at ``as_of``, then probability, band and drivers."""
+        try:
+            return self.scorer.score_history(customers, as_of, top_k, include_features)
+        except serve.ClientError as exc:
+            return JSONResponse(exc.body(), status_code=422)  # type: ignore[return-value]
+
+
+def openapi_document() -> dict:
+    """BentoML's document of this service, completed with error bodies, examples and the key scheme."""
+    example = {"records": [EXAMPLE_RECORD]}
+    return serve.complete_openapi(
+        ChurnService.openapi_spec.asdict(),
+        request_examples={
+            "/predict": example,
+            "/explain": {**example, "top_k": TOP_K},
+            "/score_history": {
+                "customers": [HISTORY_EXAMPLE],
+                "as_of": "2025-06-01T00:00:00",
+                "top_k": TOP_K,
+                "include_features": False,
+            },
+        },
+        schema_examples={
+            **RESPONSE_EXAMPLES,
+            "CustomerFeatures": EXAMPLE_RECORD,
+            "CustomerHistory": HISTORY_EXAMPLE,
+        },
+        error_schema=ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"),
+        auth=bool(API_KEY),
+        title="churnml prediction service",
+        version=served_model().version,
+    )
+
+
+# Outermost first: CORS answers preflights before the key is checked.
+if SETTINGS.cors_origins:
+    ChurnService.add_asgi_middleware(
+        CORSMiddleware,
+        allow_origins=list(SETTINGS.cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["content-type", "x-api-key", "authorization"],
+    )
+ChurnService.add_asgi_middleware(serve.OpenAPIMiddleware, document=openapi_document)
+if API_KEY:
+    ChurnService.add_asgi_middleware(serve.ApiKeyMiddleware, key=API_KEY)
+ChurnService.add_asgi_middleware(serve.ErrorMessageMiddleware)

@@ -1,0 +1,326 @@
+"""Why a customer is at risk: SHAP contributions from the booster, summed per signal, told in words.
+
+Contributions come from XGBoost's own TreeSHAP (``pred_contribs=True``, what ``shap.TreeExplainer``
+calls for XGBoost) with ``iteration_range=model.iteration_range``, so the explanation uses exactly the
+trees of the score, and each row's contributions add up to its margin. The features of one behaviour
+(the 7/30/90-day windows of login activity...) share a catalogue ``signal``; their contributions are
+summed into one driver, so correlated windows do not split one reason into three weak ones.
+
+Each driver is phrased with the catalogue's reason template and the customer's value of the signal's
+strongest feature, beside the typical value among retained customers: "No login for 41 days (retained
+customers: 3)". Typical values are medians (modes for categories) of customers who stayed: the
+training set's label-0 rows when the model carries them in ``model.info["typical_values"]`` (see
+:func:`typical_values`), else the scored population's low-risk customers (the scoring pipeline's
+fallback, written beside the risk list). :func:`explain_rows` is all a scorer or a service needs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from churnml.features.catalogue import FeatureSpec
+from churnml.model import ChurnModel
+
+NON_ACTIONABLE = "non_actionable"  # keyword of exclude_from_reasons: every non-actionable feature
+TYPICAL_KEY = "typical_values"  # where a model's info carries the typical values of retained customers
+_FORMAT = re.compile(r"\{value(?::([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One reason pushing a customer's risk up: a signal, its summed contribution and the sentence."""
+
+    signal: str
+    family: str
+    feature: str  # the signal's feature contributing most for this customer, whose value is shown
+    contribution: float  # log-odds, summed over the signal's features (> 0: raises risk)
+    value: Any
+    typical: Any
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "family": self.family,
+            "feature": self.feature,
+            "contribution": self.contribution,
+            "value": _plain(self.value),
+            "typical": _plain(self.typical),
+            "text": self.text,
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Contributions.
+
+
+def contributions(
+    model: ChurnModel,
+    frame: pd.DataFrame,
+    batch_size: int = 20_000,
+    device: str = "cpu",
+    nthread: int | None = None,
+) -> np.ndarray:
+    """SHAP values in log-odds, shape (rows, features + 1); the last column is the bias.
+
+    Rows sum to ``model.margin(frame)``. Batches bound memory (rows x features x 4 bytes per call);
+    ``device="cuda"`` runs TreeSHAP on a GPU (on a copy of the booster: the model stays on CPU).
+    """
+    prepared = model.prepare(frame)
+    booster = model.trained_booster
+    if device != "cpu" or nthread is not None:
+        booster = booster.copy()
+        booster.set_param({"device": device, **({"nthread": nthread} if nthread else {})})
+    width = len(model.columns) + 1
+    out = np.empty((len(prepared), width), dtype=np.float32)
+    for start in range(0, len(prepared), max(batch_size, 1)):
+        part = prepared.iloc[start : start + batch_size]
+        matrix = xgb.DMatrix(part, enable_categorical=True, missing=np.nan, nthread=nthread or -1)
+        out[start : start + len(part)] = booster.predict(
+            matrix, pred_contribs=True, iteration_range=model.iteration_range
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Signals: which features add up to one driver.
+
+
+def feature_specs(model: ChurnModel) -> list[FeatureSpec]:
+    """A catalogue spec per model column (a plain one for columns the model has no spec for)."""
+    known = {spec["name"]: spec for spec in model.specs}
+    specs = []
+    for column in model.columns:
+        spec = known.get(column.name)
+        if spec is not None:
+            specs.append(spec if isinstance(spec, FeatureSpec) else FeatureSpec(**spec))
+            continue
+        specs.append(
+            FeatureSpec(
+                name=column.name,
+                family="other",
+                table="",
+                aggregate="",
+                window_days=None,
+                dtype=column.dtype,
+                reason=f"{column.name.replace('_', ' ').capitalize()}: {{value}}",
+                signal=column.name,
+            )
+        )
+    return specs
+
+
+def excluded_features(specs: Sequence[FeatureSpec], exclude: Sequence[str]) -> np.ndarray:
+    """Mask of features never given as reasons: named, of a named signal or family, or non-actionable."""
+    names = set(exclude)
+    drop_non_actionable = NON_ACTIONABLE in names
+    return np.array(
+        [
+            bool({s.name, s.signal, s.family} & names) or (drop_non_actionable and not s.actionable)
+            for s in specs
+        ],
+        dtype=bool,
+    )
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Signals in first-appearance order and the 0/1 membership matrix (features x signals)."""
+
+    names: tuple[str, ...]
+    membership: np.ndarray
+    families: tuple[str, ...]  # family of each signal (its first feature's)
+
+    @classmethod
+    def of(cls, specs: Sequence[FeatureSpec]) -> Signals:
+        names = list(dict.fromkeys(s.signal for s in specs))
+        index = {name: k for k, name in enumerate(names)}
+        membership = np.zeros((len(specs), len(names)), dtype=np.float32)
+        for row, spec in enumerate(specs):
+            membership[row, index[spec.signal]] = 1.0
+        families = tuple(next(s.family for s in specs if s.signal == name) for name in names)
+        return cls(tuple(names), membership, families)
+
+    def sum(self, contribs: np.ndarray) -> np.ndarray:
+        """Per-signal contributions (rows x signals); ``contribs`` may include the bias column."""
+        return contribs[:, : self.membership.shape[0]] @ self.membership
+
+
+# ---------------------------------------------------------------------------------------------------
+# Typical values and sentences.
+
+
+def typical_values(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Median of each numeric column and most frequent level of each categorical one (JSON-able).
+
+    Pass the retained customers: ``typical_values(train.loc[train.label == 0], model.feature_names)``
+    at fit time (stored as ``model.info["typical_values"]``), or the scored low-risk customers.
+    """
+    out: dict[str, Any] = {}
+    for name in columns if columns is not None else frame.columns:
+        if name not in frame.columns:
+            continue
+        values = frame[name]
+        if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values):
+            counts = values.dropna().astype(str).value_counts()
+            out[name] = str(counts.index[0]) if len(counts) else None
+        else:
+            median = pd.to_numeric(values, errors="coerce").median()
+            out[name] = None if pd.isna(median) else float(median)
+    return out
+
+
+def model_typical_values(model: ChurnModel) -> dict[str, Any]:
+    """Typical values stored with the model at fit time ({} when the model has none)."""
+    return dict(model.info.get(TYPICAL_KEY) or {})
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def format_value(spec: FeatureSpec, value: Any) -> str:
+    """A value as the spec's reason template writes it (``{value:.0f}`` -> "41")."""
+    match = _FORMAT.search(spec.reason)
+    fmt = (match.group(1) or "") if match else ""
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def render(spec: FeatureSpec, value: Any, typical: Any = None) -> str:
+    """The reason sentence: the template filled with the customer's value, the typical one beside it.
+
+    A missing value (no such event yet) reads "No login yet" for "No login for ... days" templates,
+    else "<description>: none yet".
+    """
+    if _missing(value):
+        head = spec.reason.split(" for {value", 1)[0]
+        if spec.reason.startswith("No ") and head != spec.reason:
+            text = f"{head} yet"
+        else:
+            text = f"{(spec.description or spec.name).rstrip('.')}: none yet"
+    else:
+        text = spec.explain(_plain(value))
+    if _missing(typical):
+        return text
+    shown = format_value(spec, typical)
+    if _FORMAT.search(spec.reason) is None:  # a flag-like template: say the typical value plainly
+        shown = str(_plain(typical))
+    return f"{text} (retained customers: {shown})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Drivers per row.
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """Everything needed to turn contributions into drivers for one model (built once, reused)."""
+
+    model: ChurnModel
+    specs: tuple[FeatureSpec, ...]
+    signals: Signals  # every signal (risk groups use them all)
+    reason_signals: Signals  # signals that may be given as reasons (exclusions applied)
+    typical: Mapping[str, Any]
+
+    @classmethod
+    def of(
+        cls, model: ChurnModel, typical: Mapping[str, Any] | None = None, exclude: Sequence[str] = ()
+    ) -> Explainer:
+        specs = feature_specs(model)
+        dropped = excluded_features(specs, exclude)
+        reason_signals = Signals.of(specs)
+        membership = reason_signals.membership * (~dropped)[:, None]
+        keep = membership.sum(axis=0) > 0
+        reason_signals = Signals(
+            tuple(n for n, k in zip(reason_signals.names, keep, strict=True) if k),
+            membership[:, keep],
+            tuple(f for f, k in zip(reason_signals.families, keep, strict=True) if k),
+        )
+        typical = model_typical_values(model) if typical is None else dict(typical)
+        return cls(model, tuple(specs), Signals.of(specs), reason_signals, typical)
+
+    def drivers(self, frame: pd.DataFrame, contribs: np.ndarray, top_k: int = 3) -> list[list[Driver]]:
+        """Up to ``top_k`` drivers per row with a positive summed contribution, strongest first."""
+        n_features = len(self.specs)
+        features = contribs[:, :n_features]
+        # Excluded features are zeroed, so neither their signal sums nor their values are used.
+        features = features * (self.reason_signals.membership.sum(axis=1) > 0)
+        per_signal = features @ self.reason_signals.membership
+        k = min(top_k, per_signal.shape[1])
+        if k == 0:
+            return [[] for _ in range(len(frame))]
+        top = np.argsort(-per_signal, axis=1, kind="stable")[:, :k]
+        lead = self._lead_features(features)
+        prepared = self.model.prepare(frame)
+        columns = [prepared[spec.name].to_numpy(dtype=object) for spec in self.specs]
+        out: list[list[Driver]] = []
+        for row in range(len(frame)):
+            drivers = []
+            for signal in top[row]:
+                contribution = float(per_signal[row, signal])
+                if contribution <= 0:
+                    break
+                feature = int(lead[row, signal])
+                spec = self.specs[feature]
+                value = columns[feature][row]
+                typical = self.typical.get(spec.name)
+                drivers.append(
+                    Driver(
+                        signal=self.reason_signals.names[signal],
+                        family=spec.family,
+                        feature=spec.name,
+                        contribution=contribution,
+                        value=_plain(value),
+                        typical=typical,
+                        text=render(spec, value, typical),
+                    )
+                )
+            out.append(drivers)
+        return out
+
+    def _lead_features(self, features: np.ndarray) -> np.ndarray:
+        """Per row and reason signal: index of the signal's feature with the largest contribution."""
+        membership = self.reason_signals.membership
+        lead = np.zeros((len(features), membership.shape[1]), dtype=np.int64)
+        for signal in range(membership.shape[1]):
+            members = np.flatnonzero(membership[:, signal])
+            lead[:, signal] = members[np.argmax(features[:, members], axis=1)]
+        return lead
+
+
+def explain_rows(
+    model: ChurnModel,
+    frame: pd.DataFrame,
+    top_k: int = 3,
+    typical: Mapping[str, Any] | None = None,
+    exclude: Sequence[str] = (),
+    contribs: np.ndarray | None = None,
+    **contribution_options: Any,
+) -> list[list[Driver]]:
+    """Drivers of each row of ``frame`` (feature columns, extra columns ignored): the serving entry point.
+
+    ``typical`` defaults to the model's stored typical values; ``contribs`` may be passed when already
+    computed (e.g. in batches); other keyword arguments go to :func:`contributions`.
+    """
+    if contribs is None:
+        contribs = contributions(model, frame, **contribution_options)
+    return Explainer.of(model, typical, exclude).drivers(frame, contribs, top_k)

@@ -1,0 +1,659 @@
+"""Point-in-time feature values for (customer, cutoff) pairs, computed from catalogue specs.
+
+The rule: a feature at cutoff t sees a row only if its table's time column is strictly before t, and a
+later fact on that row (a ticket's closed_at and satisfaction, a message's opened_at, a subscription's
+end_at) only if that fact happened strictly before t too. A later fact is therefore treated as its own
+event at max(row time, fact time): it exists at t exactly when that moment is before t.
+
+All queries run at once per table (see ``timeline.py``): O((rows + queries) log rows), no loop over
+customers or cutoffs. Nothing crosses customers, so partitions of customers give identical results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from churnml.config import FeatureConfig
+from churnml.contract import FAILED_PAYMENT_STATUSES, TABLES
+from churnml.dataset import Dataset
+from churnml.features.catalogue import (
+    HIGH_PRIORITIES,
+    LIFECYCLE_STAGES,
+    FeatureSpec,
+    feature_catalogue,
+)
+from churnml.features.timeline import (
+    DAY_NS,
+    NAT,
+    NEVER,
+    Clock,
+    Timeline,
+    count_below,
+    last_at_least,
+    local_cumsum,
+    range_sum,
+)
+
+__all__ = ["AGGREGATES", "build_features", "compute"]
+HOUR_NS = 3600 * 10**9
+REACTIVATION_GAP_NS = DAY_NS  # a subscription starting this long after the previous ended is a comeback
+
+
+def _ns(column: pd.Series) -> np.ndarray:
+    """Timestamps as int64 nanoseconds (NaT -> NAT), whatever the datetime64 unit."""
+    return np.asarray(column.to_numpy(dtype="datetime64[ns]")).view(np.int64)
+
+
+def _text(column: pd.Series) -> pa.ChunkedArray | pa.Array:
+    """A text column as Arrow strings without copying when it already is (pandas ``str`` dtype)."""
+    array = pa.array(column) if column.dtype != object else pa.array(column, from_pandas=True)
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = pa.array(column.astype(str), from_pandas=True)
+    return array
+
+
+def _lookup(values: pd.Series, keys: pa.Array, missing: int) -> np.ndarray:
+    """Position of each value in ``keys`` (``missing`` where absent) via Arrow's hash lookup."""
+    found = pc.index_in(_text(values), value_set=keys)
+    return np.asarray(found.fill_null(missing)).astype(np.int64)
+
+
+class _Context:
+    """Everything the aggregates share: customer codes, queries, and lazily built, cached timelines.
+
+    Queries are kept sorted by (customer, cutoff) so binary searches walk memory in order.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        customer_ids: pa.Array,
+        codes: np.ndarray,
+        t_ns: np.ndarray,
+        event_types: set[str],
+    ) -> None:
+        self.dataset = dataset
+        self.customer_ids = customer_ids  # sorted: a customer's code is its position here
+        self.n_customers = len(customer_ids)  # the code of customers missing from the customers table
+        self.codes = codes
+        self.t = t_ns
+        self.event_types = event_types  # every event type some spec filters on
+        self.clock = _clock(dataset, t_ns, self.n_customers + 1)
+        self._cache: dict[tuple, object] = {}
+
+    def cached(self, key: tuple, make: Callable[[], object]):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    # -- tables ------------------------------------------------------------------------------------
+
+    def frame(self, table: str) -> pd.DataFrame:
+        return self.dataset.tables[table]
+
+    def has(self, table: str, column: str | None = None) -> bool:
+        frame = self.dataset.get(table)
+        return frame is not None and (column is None or column in frame.columns)
+
+    def row_codes(self, table: str) -> np.ndarray:
+        return self.cached(
+            ("codes", table),
+            lambda: _lookup(self.frame(table)["customer_id"], self.customer_ids, self.n_customers),
+        )
+
+    def base(self, table: str) -> Timeline:
+        """All rows of a table by (customer, time column)."""
+
+        def make() -> Timeline:
+            frame = self.frame(table)
+            rows = np.arange(len(frame), dtype=np.int64)
+            return Timeline.build(
+                self.row_codes(table), _ns(frame[TABLES[table].time_column]), rows, self.clock
+            )
+
+        return self.cached(("base", table), make)
+
+    def column(self, table: str, column: str) -> np.ndarray:
+        """A numeric column (or derived one) in the table's row order, float64."""
+
+        def make() -> np.ndarray:
+            frame = self.frame(table)
+            if table == "tickets" and column == "resolution_hours":
+                opened, closed = _ns(frame["opened_at"]), _ns(frame["closed_at"])
+                hours = (closed - opened) / HOUR_NS
+                return np.where(closed == NAT, np.nan, hours)
+            return frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+        return self.cached(("column", table, column), make)
+
+    def fact_ns(self, table: str, column: str) -> np.ndarray:
+        """When a later fact became known, per base-timeline row: max(row time, fact); NEVER if missing."""
+
+        def make() -> np.ndarray:
+            base = self.base(table)
+            fact = _ns(self.frame(table)[column])[base.rows]
+            return np.where(fact == NAT, NEVER, np.maximum(fact, base.ns))
+
+        return self.cached(("fact", table, column), make)
+
+    def mask(self, table: str, row_filter: str) -> np.ndarray:
+        """Rows (in base-timeline order) that a named filter keeps."""
+        return self.cached(("mask", table, row_filter), lambda: _row_mask(self, table, row_filter))
+
+    def event_type_index(self) -> tuple[np.ndarray, dict[str, int]]:
+        """Per base events row, the index of its type among the types the specs mention (-1 other)."""
+
+        def make() -> tuple[np.ndarray, dict[str, int]]:
+            types = sorted(self.event_types)
+            index = _lookup(self.frame("events")["event_type"], pa.array(types, pa.string()), -1)
+            return index[self.base("events").rows], {name: k for k, name in enumerate(types)}
+
+        return self.cached(("event_type_index",), make)
+
+    # -- timelines and positions -------------------------------------------------------------------
+
+    def timeline(
+        self,
+        table: str,
+        event_type: str | None = None,
+        row_filter: str | None = None,
+        time: str | None = None,
+        column: str | None = None,
+    ) -> Timeline:
+        """The rows a spec aggregates: optional event type, named filter, non-null value column, and
+        anchored on a later-fact time when ``time`` is given (rows without that fact are left out)."""
+        key = ("timeline", table, event_type, row_filter, time, column)
+        return self.cached(key, lambda: self._make_timeline(table, event_type, row_filter, time, column))
+
+    def _make_timeline(self, table, event_type, row_filter, time, column) -> Timeline:
+        base = self.base(table)
+        keep = np.ones(len(base), bool)
+        if event_type is not None:
+            index, position = self.event_type_index()
+            keep &= index == position[event_type]
+        if row_filter is not None:
+            keep &= self.mask(table, row_filter)
+        if column is not None:
+            keep &= ~np.isnan(self.column(table, column)[base.rows])
+        if time is not None:
+            eff = self.fact_ns(table, time)
+            keep &= eff != NEVER
+            return Timeline.build(base.codes[keep], eff[keep], base.rows[keep], self.clock)
+        return base if keep.all() else base.subset(keep)
+
+    def position(self, tl: Timeline, days_back: float = 0) -> np.ndarray:
+        """Per query, the first row of ``tl`` at or after t - days_back (rows before it are visible)."""
+        key = ("position", id(tl), days_back)
+        return self.cached(key, lambda: tl.position(self.codes, self.t - int(days_back * DAY_NS)))
+
+    def start(self, tl: Timeline) -> np.ndarray:
+        return self.cached(("start", id(tl)), lambda: tl.start(self.codes))
+
+    def window(self, tl: Timeline, days: int | None, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Row range [a, b) of ``tl`` in [t - shift - days, t - shift) (from the first row when days is None)."""
+        b = self.position(tl, shift)
+        a = self.start(tl) if days is None else self.position(tl, shift + days)
+        return a, b
+
+    # -- customers -----------------------------------------------------------------------------------
+
+    @cached_property
+    def customer_rows(self) -> np.ndarray:
+        """customers-table row of each query's customer; -1 for customers not in the table."""
+        order = np.full(self.n_customers + 1, -1, np.int64)
+        order[self.row_codes("customers")] = np.arange(len(self.frame("customers")))
+        return order[self.codes]
+
+    @cached_property
+    def signed_up(self) -> np.ndarray:
+        """Whether the customer had signed up before the cutoff: static facts are known from then on."""
+        signup = _ns(self.frame("customers")["signup_at"])
+        rows = self.customer_rows
+        at = np.where(rows >= 0, signup[np.maximum(rows, 0)], NAT)
+        return (at != NAT) & (at < self.t)
+
+    @cached_property
+    def tenure_days(self) -> np.ndarray:
+        signup = _ns(self.frame("customers")["signup_at"])[np.maximum(self.customer_rows, 0)]
+        return np.where(self.signed_up, (self.t - signup) / DAY_NS, np.nan)
+
+    def customer_value(self, column: str) -> np.ndarray:
+        """A numeric customers column per query, NaN before signup or for unknown customers."""
+        values = self.column("customers", column)
+        return np.where(self.signed_up, values[np.maximum(self.customer_rows, 0)], np.nan)
+
+    def customer_codes(self, column: str, categories: Sequence[str]) -> np.ndarray:
+        codes = _category_codes(self.frame("customers")[column], categories)
+        return np.where(self.signed_up, codes[np.maximum(self.customer_rows, 0)], -1)
+
+
+def _clock(dataset: Dataset, t_ns: np.ndarray, n_codes: int) -> Clock:
+    """A clock covering every timestamp of every table (row times and later facts alike)."""
+    lows, highs = [], []
+    for name, frame in dataset.tables.items():
+        for column in TABLES[name].timestamps if name in TABLES else ():
+            if column in frame.columns and len(frame):
+                values = _ns(frame[column])
+                values = values[values != NAT]
+                if len(values):
+                    lows.append(values.min())
+                    highs.append(values.max())
+    if not lows:
+        lows = highs = [int(t_ns.min()) if len(t_ns) else 0]
+    return Clock.covering(int(min(lows)), int(max(highs)), n_codes)
+
+
+def _category_codes(column: pd.Series, categories: Sequence[str]) -> np.ndarray:
+    """Codes of a text column's values among ``categories`` (-1 missing or unseen)."""
+    codes = pd.Index(list(categories), dtype="str").get_indexer(column.astype("str"))
+    return np.where(column.notna().to_numpy(bool), codes, -1).astype(np.int64)
+
+
+def _lower_in(column: pd.Series, values: frozenset[str]) -> np.ndarray:
+    return column.astype("str").str.lower().isin(values).to_numpy(bool) & column.notna().to_numpy(bool)
+
+
+def _row_mask(ctx: _Context, table: str, row_filter: str) -> np.ndarray:
+    base = ctx.base(table)
+    frame = ctx.frame(table)
+    if row_filter in ("paid", "failed"):
+        failed = _lower_in(frame["status"], FAILED_PAYMENT_STATUSES)[base.rows]
+        return failed if row_filter == "failed" else ~failed
+    if row_filter == "high_priority":
+        return _lower_in(frame["priority"], HIGH_PRIORITIES)[base.rows]
+    if table == "subscriptions" and row_filter in ("plan_change", "downgrade", "reactivation"):
+        # Compared with the customer's previous subscription: both started before any cutoff that sees
+        # this one, and a comeback needs the previous end to precede this start, so it is known too.
+        same = np.zeros(len(base), bool)
+        same[1:] = base.codes[1:] == base.codes[:-1]
+        prev = np.maximum(np.arange(len(base)) - 1, 0)
+        if row_filter == "plan_change":
+            plan = frame["plan"].to_numpy(dtype=object)[base.rows]
+            known = frame["plan"].notna().to_numpy(bool)[base.rows]
+            return same & known & known[prev] & (plan != plan[prev])
+        if row_filter == "downgrade":
+            mrr = ctx.column(table, "mrr")[base.rows]
+            return same & (mrr < mrr[prev])
+        end = _ns(frame["end_at"])[base.rows]
+        return same & (end[prev] != NAT) & (base.ns - end[prev] >= REACTIVATION_GAP_NS)
+    raise ValueError(f"unknown row filter {row_filter!r} for table {table!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Aggregates: each takes the context and a spec, returns float64 values (or category codes) per query.
+
+
+def _gather(values: np.ndarray, index: np.ndarray, ok: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    if len(values) == 0:
+        return np.full(len(index), fill, dtype=np.result_type(values.dtype, type(fill)))
+    return np.where(ok, values[np.clip(index, 0, len(values) - 1)], fill)
+
+
+def _spec_timeline(ctx: _Context, spec: FeatureSpec, column: str | None = None) -> Timeline:
+    return ctx.timeline(spec.table, spec.event_type, spec.row_filter, spec.time, column)
+
+
+def _count(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    a, b = ctx.window(_spec_timeline(ctx, spec), spec.window_days)
+    return (b - a).astype(np.float64)
+
+
+def _sums(ctx: _Context, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    tl = _spec_timeline(ctx, spec, spec.column)
+    cumsum = ctx.cached(
+        ("cumsum", id(tl), spec.column),
+        lambda: local_cumsum(tl.codes, ctx.column(spec.table, spec.column)[tl.rows]),
+    )
+    a, b = ctx.window(tl, spec.window_days)
+    return range_sum(cumsum, ctx.start(tl), a, b), (b - a)
+
+
+def _sum(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    return _sums(ctx, spec)[0]
+
+
+def _mean(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    total, count = _sums(ctx, spec)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _last(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    tl = _spec_timeline(ctx, spec, spec.column)
+    p = ctx.position(tl)
+    values = ctx.column(spec.table, spec.column)[tl.rows]
+    return _gather(values, p - 1, p > ctx.start(tl))
+
+
+def _days_since_last(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    tl = _spec_timeline(ctx, spec)
+    p = ctx.position(tl)
+    last = _gather(tl.ns, p - 1, p > ctx.start(tl), fill=NAT)
+    return np.where(last != NAT, (ctx.t - last) / DAY_NS, np.nan)
+
+
+def _day_starts(ctx: _Context) -> np.ndarray:
+    """Running count of (customer, calendar day) starts over the events timeline."""
+
+    def make() -> np.ndarray:
+        tl = ctx.base("events")
+        day = tl.ns // DAY_NS
+        first = np.ones(len(tl), bool)
+        first[1:] = (tl.codes[1:] != tl.codes[:-1]) | (day[1:] != day[:-1])
+        return np.cumsum(first)
+
+    return ctx.cached(("day_starts",), make)
+
+
+def _active_days_between(ctx: _Context, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distinct calendar days among events rows [a, b) of one customer: day starts after a, plus a's day."""
+    starts = _day_starts(ctx)
+    if len(starts) == 0:
+        return np.zeros(len(a))
+    inner = starts[np.clip(b - 1, 0, len(starts) - 1)] - starts[np.clip(a, 0, len(starts) - 1)]
+    return np.where(b > a, inner + 1, 0).astype(np.float64)
+
+
+def _active_days(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    return _active_days_between(ctx, *ctx.window(ctx.base("events"), spec.window_days))
+
+
+def _distinct(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    total = np.zeros(len(ctx.t))
+    for kind in spec.event_types or ():
+        a, b = ctx.window(ctx.timeline("events", kind), spec.window_days)
+        total += b > a
+    return total
+
+
+def _change(last: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    return (last - prev) / (prev + 1.0)
+
+
+def _trend(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    tl, w = ctx.base("events"), spec.window_days
+    a, b = ctx.window(tl, w)
+    c, _ = ctx.window(tl, w, shift=w)
+    return _change((b - a).astype(np.float64), (a - c).astype(np.float64))
+
+
+def _active_days_trend(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    tl, w = ctx.base("events"), spec.window_days
+    a, b = ctx.window(tl, w)
+    c, _ = ctx.window(tl, w, shift=w)
+    return _change(_active_days_between(ctx, a, b), _active_days_between(ctx, c, a))
+
+
+def _rate(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Share of the rows in the window that pass the filter, or whose later fact is known by t."""
+    base = ctx.timeline(spec.table)
+    a, b = ctx.window(base, spec.window_days)
+    if spec.time is None:
+        hit_a, hit_b = ctx.window(ctx.timeline(spec.table, row_filter=spec.row_filter), spec.window_days)
+        hits = hit_b - hit_a
+    else:
+        known = ctx.fact_ns(spec.table, spec.time)
+        if spec.row_filter is not None:
+            known = np.where(ctx.mask(spec.table, spec.row_filter), known, NEVER)
+        hits = count_below(known, a, b, ctx.t)
+    n = b - a
+    return np.where(n > 0, hits / np.maximum(n, 1), np.nan)
+
+
+def _open_at_cutoff(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    opened = ctx.window(ctx.base("tickets"), None)
+    closed = ctx.window(ctx.timeline("tickets", time="closed_at"), None)
+    return ((opened[1] - opened[0]) - (closed[1] - closed[0])).astype(np.float64)
+
+
+def _oldest_open_age(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """The first ticket (by opening) not closed before t is the oldest open one. Its index is a binary
+    search on the running maximum of closing times, which never decreases within a customer."""
+    base = ctx.base("tickets")
+
+    def make() -> Timeline:
+        closing = ctx.fact_ns("tickets", "closed_at")
+        running = pd.Series(closing).groupby(base.codes, sort=False).cummax().to_numpy(np.int64)
+        return Timeline.build(base.codes, running, base.rows, ctx.clock)
+
+    running = ctx.cached(("running_close",), make)
+    first_open = running.position(ctx.codes, ctx.t)
+    opened_before = ctx.position(base)
+    opened = _gather(base.ns, first_open, first_open < opened_before, fill=NAT)
+    return np.where(opened != NAT, (ctx.t - opened) / DAY_NS, np.nan)
+
+
+def _current_subscription(ctx: _Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query: row of the latest subscription active at t (-1 none), position and start of the
+    customer's subscriptions started before t."""
+
+    def make() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        base = ctx.base("subscriptions")
+        lo, p = ctx.window(base, None)
+        ends = ctx.fact_ns("subscriptions", "end_at")
+        return last_at_least(ends, lo, p, ctx.t), p, lo
+
+    return ctx.cached(("current_subscription",), make)
+
+
+def _current(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """A subscription attribute at t: the active subscription's, else (plan only) the latest one's,
+    else (no subscription yet or no subscriptions table) the customers table's."""
+    categorical = spec.dtype == "category"
+    if categorical:
+        fallback = (
+            ctx.customer_codes(spec.column, spec.categories) if ctx.has("customers", spec.column) else None
+        )
+    else:
+        fallback = ctx.customer_value(spec.column) if ctx.has("customers", spec.column) else None
+    if fallback is None:
+        fallback = np.full(len(ctx.t), -1 if categorical else np.nan)
+    if spec.table != "subscriptions" or not ctx.has("subscriptions", spec.column):
+        return fallback
+    active, p, lo = _current_subscription(ctx)
+    base = ctx.base("subscriptions")
+    if categorical:
+        values = _category_codes(ctx.frame("subscriptions")[spec.column], spec.categories)[base.rows]
+        latest = np.where(active >= 0, active, p - 1)
+        return np.where(p > lo, _gather(values, latest, p > lo, fill=-1), fallback)
+    values = ctx.column("subscriptions", spec.column)[base.rows]
+    ended = 0.0  # every subscription has ended: nothing recurring any more
+    return np.where(active >= 0, _gather(values, active, active >= 0), np.where(p > lo, ended, fallback))
+
+
+def _active(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    return (_current_subscription(ctx)[0] >= 0).astype(np.float64)
+
+
+def _subscription_age(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    active = _current_subscription(ctx)[0]
+    start = _gather(ctx.base("subscriptions").ns, active, active >= 0, fill=NAT)
+    return np.where(start != NAT, (ctx.t - start) / DAY_NS, np.nan)
+
+
+def _static(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    if spec.dtype == "category":
+        return ctx.customer_codes(spec.column, spec.categories)
+    column = ctx.frame("customers")[spec.column]
+    if spec.row_filter is not None:  # a flag: the attribute equals this value
+        flag = column.astype("str").eq(spec.row_filter).to_numpy(bool).astype(np.float64)
+        values = np.where(column.notna().to_numpy(bool), flag, np.nan)
+    else:
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(ctx.signed_up, _gather(values, ctx.customer_rows, ctx.customer_rows >= 0), np.nan)
+
+
+def _tenure(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    return ctx.tenure_days
+
+
+def _lifecycle(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    tenure = ctx.tenure_days
+    stage = np.full(len(tenure), -1, np.int64)
+    for code in reversed(range(len(LIFECYCLE_STAGES))):
+        limit = LIFECYCLE_STAGES[code][1]
+        stage[(tenure < limit) if limit is not None else ~np.isnan(tenure)] = code
+    levels = list(spec.categories or ())
+    remap = np.array([levels.index(name) if name in levels else -1 for name, _ in LIFECYCLE_STAGES] + [-1])
+    return remap[stage]
+
+
+AGGREGATES: dict[str, Callable[[_Context, FeatureSpec], np.ndarray]] = {
+    "count": _count,
+    "sum": _sum,
+    "mean": _mean,
+    "last": _last,
+    "days_since_last": _days_since_last,
+    "active_days": _active_days,
+    "distinct": _distinct,
+    "trend": _trend,
+    "active_days_trend": _active_days_trend,
+    "rate": _rate,
+    "open_at_cutoff": _open_at_cutoff,
+    "oldest_open_age": _oldest_open_age,
+    "current": _current,
+    "active": _active,
+    "subscription_age": _subscription_age,
+    "static": _static,
+    "tenure": _tenure,
+    "lifecycle": _lifecycle,
+}
+
+
+# Columns a row filter or derived column reads.
+_FILTER_COLUMNS = {
+    "paid": "status",
+    "failed": "status",
+    "high_priority": "priority",
+    "plan_change": "plan",
+    "downgrade": "mrr",
+    "reactivation": "end_at",
+}
+_DERIVED_COLUMNS = {"resolution_hours": ("opened_at", "closed_at")}
+
+
+def _available(ctx: _Context, spec: FeatureSpec) -> bool:
+    """Whether the dataset has what a spec reads (specs reused on other data may ask for more)."""
+    if spec.aggregate == "current":  # falls back to the customers table on its own
+        return ctx.has(spec.table) or ctx.has("customers", spec.column)
+    if not ctx.has(spec.table):
+        return False
+    needed = [*_DERIVED_COLUMNS.get(spec.column or "", (spec.column,)), spec.time]
+    if spec.aggregate != "static":  # on a static spec the filter is a value, not a column
+        needed.append(_FILTER_COLUMNS.get(spec.row_filter or ""))
+    if spec.event_type or spec.event_types:
+        needed.append("event_type")
+    if spec.aggregate in ("open_at_cutoff", "oldest_open_age"):
+        needed.append("closed_at")
+    return all(ctx.has(spec.table, column) for column in needed if column is not None)
+
+
+def _missing(spec: FeatureSpec, n: int) -> np.ndarray:
+    return np.full(n, -1 if spec.dtype == "category" else np.nan)
+
+
+def _sorted_customer_ids(dataset: Dataset) -> pa.Array:
+    ids = _text(dataset.customers["customer_id"])
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    return ids.take(pc.array_sort_indices(ids))
+
+
+def compute(
+    dataset: Dataset, customer_ids: pd.Series, t_ns: np.ndarray, specs: Sequence[FeatureSpec]
+) -> dict[str, np.ndarray]:
+    """Values per spec for queries in the given order: float64 arrays, category specs as int codes."""
+    ids = _sorted_customer_ids(dataset)
+    codes = _lookup(customer_ids, ids, len(ids))
+    order = np.lexsort((t_ns, codes))
+    types = {
+        kind
+        for spec in specs
+        for kind in (spec.event_types or ()) + ((spec.event_type,) if spec.event_type else ())
+    }
+    ctx = _Context(dataset, ids, codes[order], t_ns[order], types)
+    out = {}
+    for spec in specs:
+        if spec.aggregate not in AGGREGATES:
+            raise ValueError(f"feature {spec.name!r}: unknown aggregate {spec.aggregate!r}")
+        found = AGGREGATES[spec.aggregate](ctx, spec) if _available(ctx, spec) else _missing(spec, len(order))
+        values = np.empty_like(found)
+        values[order] = found
+        out[spec.name] = values
+    return out
+
+
+def _cutoff_columns(cutoffs: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
+    missing = {"customer_id", "cutoff"} - set(cutoffs.columns)
+    if missing:
+        raise ValueError(f"cutoffs need columns customer_id and cutoff; missing {sorted(missing)}")
+    cutoff = cutoffs["cutoff"]
+    if isinstance(cutoff.dtype, pd.DatetimeTZDtype):
+        raise ValueError("cutoffs must be tz-naive, like the dataset's timestamps")
+    t_ns = _ns(pd.Series(pd.to_datetime(cutoff)))
+    if (t_ns == NAT).any():
+        raise ValueError("cutoffs contain missing values (NaT)")
+    return cutoffs["customer_id"].reset_index(drop=True), t_ns
+
+
+def _partitions(dataset: Dataset, customer_ids: pd.Series, parts: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split customers into ``parts`` contiguous groups of sorted ids: (customer ids, query positions)."""
+    ids = _sorted_customer_ids(dataset)
+    groups = np.array_split(np.arange(len(ids)), parts)
+    codes = _lookup(customer_ids, ids, 0)  # queries for unknown customers go with the first group
+    bounds = np.array([g[0] if len(g) else len(ids) for g in groups])
+    group_of = np.searchsorted(bounds, codes, side="right") - 1
+    return [
+        (np.asarray(ids.take(pa.array(group)).to_pylist(), dtype=object), np.flatnonzero(group_of == k))
+        for k, group in enumerate(groups)
+    ]
+
+
+def _assemble(
+    customer_ids: pd.Series, t_ns: np.ndarray, values: dict[str, np.ndarray], specs: Sequence[FeatureSpec]
+) -> pd.DataFrame:
+    columns: dict[str, object] = {
+        "customer_id": customer_ids.reset_index(drop=True),
+        "cutoff": pd.Series(t_ns.view("datetime64[ns]")),
+    }
+    for spec in specs:
+        if spec.dtype == "category":
+            columns[spec.name] = pd.Categorical.from_codes(
+                values[spec.name].astype(np.int64),
+                categories=pd.Index(list(spec.categories or ()), dtype="str"),
+            )
+        else:
+            columns[spec.name] = values[spec.name].astype(np.float64, copy=False)
+    return pd.DataFrame(columns)
+
+
+def build_features(
+    dataset: Dataset,
+    cutoffs: pd.DataFrame,
+    config: FeatureConfig,
+    specs: Sequence[FeatureSpec] | None = None,
+) -> pd.DataFrame:
+    """One row per cutoffs row (same order, index reset): customer_id, cutoff, then one column per spec.
+
+    ``specs`` defaults to the dataset's catalogue; pass a training set's specs to score new data with
+    exactly the same columns. With ``config.partitions > 1`` customers are split into groups built
+    independently (as a distributed run would) and the results concatenated: identical values.
+    """
+    specs = list(feature_catalogue(dataset, config) if specs is None else specs)
+    customer_ids, t_ns = _cutoff_columns(cutoffs)
+    if config.partitions <= 1 or len(customer_ids) == 0:
+        return _assemble(customer_ids, t_ns, compute(dataset, customer_ids, t_ns, specs), specs)
+    values = {spec.name: _missing(spec, len(t_ns)) for spec in specs}
+    for ids, rows in _partitions(dataset, customer_ids, config.partitions):
+        if len(rows) == 0:
+            continue
+        part = compute(dataset.subset(ids), customer_ids.iloc[rows].reset_index(drop=True), t_ns[rows], specs)
+        for name, column in part.items():
+            values[name][rows] = column
+    return _assemble(customer_ids, t_ns, values, specs)

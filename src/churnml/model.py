@@ -1,0 +1,231 @@
+"""The ChurnModel: an XGBoost booster, its calibrator and the feature specification, saved as plain files.
+
+Everything a scorer needs travels together, so serving, batch scoring and explanations cannot disagree
+about columns, dtypes, categories or the number of trees:
+
+- ``prepare`` checks the input has every feature and casts it exactly as in training (categoricals with
+  the *training* categories, unseen values becoming missing, as XGBoost does not handle them itself);
+- ``margin``/``predict_proba`` always pass ``iteration_range`` (plain ``Booster.predict`` would use
+  every tree, not the early-stopped number);
+- ``save``/``load`` write the booster as JSON, the calibrator and spec as JSON: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from churnml import io
+from churnml.calibrate import Calibrator, sigmoid
+from churnml.errors import DataValidationError
+
+BOOSTER_FILE = "booster.json"
+CALIBRATOR_FILE = "calibrator.json"
+SPEC_FILE = "feature_spec.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    """One model input: ``dtype`` float64 or category (with the training categories, in code order)."""
+
+    name: str
+    dtype: str
+    categories: tuple[Any, ...] | None = None
+
+
+def _spec_dict(spec: Any) -> dict[str, Any]:
+    return dict(spec) if isinstance(spec, dict) else dataclasses.asdict(spec)
+
+
+def feature_columns(frame: pd.DataFrame, specs: Sequence[Any]) -> tuple[FeatureColumn, ...]:
+    """Model inputs from feature specs (anything with ``name`` and ``dtype``) and the training frame."""
+    columns = []
+    for spec in map(_spec_dict, specs):
+        name, dtype = spec["name"], spec["dtype"]
+        if dtype == "category":
+            values = frame[name]
+            if spec.get("categories") is not None:  # declared by the feature catalogue
+                categories = list(spec["categories"])
+            elif isinstance(values.dtype, pd.CategoricalDtype):
+                categories = [c for c in values.cat.categories]
+            else:
+                categories = sorted(values.dropna().astype(str).unique())
+            columns.append(FeatureColumn(name, "category", tuple(_plain(c) for c in categories)))
+        elif dtype == "float64":
+            columns.append(FeatureColumn(name, "float64"))
+        else:
+            raise ValueError(f"feature {name!r}: unsupported dtype {dtype!r} (float64 or category)")
+    return tuple(columns)
+
+
+def _plain(value: Any) -> Any:
+    """Categories as JSON-able Python scalars."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
+class ChurnModel:
+    """Booster (already cut to its best iteration) + calibrator + input specification."""
+
+    booster: xgb.Booster | None
+    columns: tuple[FeatureColumn, ...]
+    calibrator: Calibrator = field(default_factory=Calibrator)
+    specs: tuple[dict[str, Any], ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def untrained(cls, frame: pd.DataFrame, specs: Sequence[Any]) -> ChurnModel:
+        """Inputs fixed from the training frame and feature specs; the booster comes from ``with_booster``."""
+        return cls(booster=None, columns=feature_columns(frame, specs), specs=tuple(map(_spec_dict, specs)))
+
+    def with_booster(self, booster: xgb.Booster, **info: Any) -> ChurnModel:
+        return dataclasses.replace(self, booster=booster, info={**self.info, **info})
+
+    def xy(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """Training input (cast exactly as at scoring time) and integer labels of a labeled frame."""
+        return self.prepare(frame), frame["label"].to_numpy(dtype=np.int64)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def trained_booster(self) -> xgb.Booster:
+        if self.booster is None:
+            raise ValueError("this ChurnModel has no booster yet (see tune.fit_model)")
+        return self.booster
+
+    @property
+    def iteration_range(self) -> tuple[int, int]:
+        """Trees to use; pass it to every ``Booster.predict`` (including ``pred_contribs``)."""
+        return (0, self.trained_booster.num_boosted_rounds())
+
+    def with_calibrator(self, calibrator: Calibrator) -> ChurnModel:
+        return dataclasses.replace(self, calibrator=calibrator)
+
+    def with_info(self, **info: Any) -> ChurnModel:
+        return dataclasses.replace(self, info={**self.info, **info})
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's input columns, in training order and dtypes; extra columns are ignored.
+
+        Raises DataValidationError naming missing columns or values that are not numbers.
+        """
+        missing = [c.name for c in self.columns if c.name not in frame.columns]
+        if missing:
+            raise DataValidationError("features", ", ".join(missing), "required feature column(s) missing")
+        prepared = {}
+        for column in self.columns:
+            values = frame[column.name]
+            if column.dtype == "category":
+                prepared[column.name] = _as_category(values, column.categories or ())
+            else:
+                prepared[column.name] = _as_float(values, column.name)
+        return pd.DataFrame(prepared, index=frame.index)
+
+    def dmatrix(self, frame: pd.DataFrame) -> xgb.DMatrix:
+        return xgb.DMatrix(self.prepare(frame), enable_categorical=True, missing=np.nan)
+
+    def margin(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw log-odds of churn, from the best iteration's trees."""
+        return self.trained_booster.predict(
+            self.dmatrix(frame), output_margin=True, iteration_range=self.iteration_range
+        )
+
+    def raw_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated probability (the booster's sigmoid)."""
+        return sigmoid(self.margin(frame))
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of churn within the label horizon, one per row."""
+        return self.calibrator(self.margin(frame))
+
+    def spec_document(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "columns": [dataclasses.asdict(c) for c in self.columns],
+            "features": list(self.specs),
+            "info": self.info,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write booster, calibrator and spec as JSON files into ``directory`` (each atomically)."""
+        directory = Path(directory)
+        raw = bytes(self.trained_booster.save_raw("json"))
+        io.write_with(directory / BOOSTER_FILE, lambda tmp: tmp.write_bytes(raw))
+        io.write_json(directory / CALIBRATOR_FILE, self.calibrator.to_dict())
+        io.write_json(directory / SPEC_FILE, self.spec_document())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ChurnModel:
+        directory = Path(directory)
+        booster = xgb.Booster()
+        booster.load_model(bytearray((directory / BOOSTER_FILE).read_bytes()))
+        calibrator = Calibrator.from_dict(json.loads((directory / CALIBRATOR_FILE).read_text()))
+        spec = json.loads((directory / SPEC_FILE).read_text())
+        if spec.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory}: unsupported model format {spec.get('format_version')!r}")
+        columns = tuple(
+            FeatureColumn(c["name"], c["dtype"], None if c["categories"] is None else tuple(c["categories"]))
+            for c in spec["columns"]
+        )
+        return cls(
+            booster=booster,
+            columns=columns,
+            calibrator=calibrator,
+            specs=tuple(spec.get("features", ())),
+            info=spec.get("info", {}),
+        )
+
+
+def _as_float(values: pd.Series, name: str) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    try:
+        return values.astype("float64")
+    except (TypeError, ValueError):
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numbers.isna()
+        raise DataValidationError(
+            "features",
+            name,
+            "values are not numbers",
+            examples=values.loc[bad].head(3).to_string(),
+            count=int(bad.sum()),
+        ) from None
+
+
+def _as_category(values: pd.Series, categories: Sequence[Any]) -> pd.Series:
+    """Cast to the training categories (in their order, so codes match); unseen values become missing."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    if all(isinstance(c, str) for c in categories):
+        # JSON, CSV and pandas 3 may hand over str, object or numbers: compare as text.
+        values = values.astype(object).where(values.isna(), values.astype(str))
+    values = values.where(values.isin(list(categories)))
+    return pd.Series(
+        pd.Categorical(values, categories=list(categories)), index=values.index, name=values.name
+    )
+
+
+def load_model(uri: str | Path) -> ChurnModel:
+    """A ChurnModel from a directory written by ``save`` or from any MLflow model URI.
+
+    ``models:/churn-model@champion``, ``runs:/<id>/model``, ``models:/<model_id>`` all work.
+    """
+    path = Path(str(uri))
+    if path.is_dir() and (path / BOOSTER_FILE).exists():
+        return ChurnModel.load(path)
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(str(uri)).unwrap_python_model().model

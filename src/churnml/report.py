@@ -1,0 +1,417 @@
+"""``risk_report.html``: one self-contained file a churn prevention manager can open from an email.
+
+Headline figures, the ranked table (searchable and sortable with a few lines of inline JavaScript),
+risk groups with their plays, the global drivers (a SHAP summary beeswarm and contributions per
+signal), a waterfall for each top customer, the score distribution and the trend. Plots are PNGs
+embedded as base64 and drawn with matplotlib's object API (no pyplot state, no display); nothing is
+loaded from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io as bytes_io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from churnml import io
+from churnml.config import Config
+from churnml.explain import Explainer
+from churnml.model import ChurnModel
+from churnml.risk import Playbook, group_membership
+from churnml.segments import SEGMENTS
+
+TEMPLATE = "risk_report.html.j2"
+BAND_COLOURS = ("#4c9a5b", "#e0a030", "#c8423b", "#7a1f1a", "#3f0d0a")
+GROUP_COLOURS = ("#3b6ea5", "#c8423b", "#e0a030", "#4c9a5b", "#8e5ea2", "#5aa5a0", "#d17a2e", "#7f7f7f")
+
+
+@dataclass(frozen=True)
+class Explained:
+    """SHAP contributions of the explained and sampled customers, with the feature values behind them."""
+
+    customers: pd.DataFrame  # customer_id, rank, explained (drivers given), sampled (global sample)
+    contributions: np.ndarray  # rows x (features + bias), log-odds
+    features: pd.DataFrame  # the model's input columns for the same rows
+
+    def global_rows(self) -> np.ndarray:
+        """Rows of the random sample of all scored customers (every row if there is no sample): global
+        drivers must not be judged on the at-risk customers alone."""
+        sampled = self.customers["sampled"].to_numpy(bool)
+        return np.flatnonzero(sampled) if sampled.any() else np.arange(len(self.customers))
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained", dpi=96)
+    return fig, fig.add_subplot()
+
+
+def png(fig) -> str:
+    """A figure as a data URI (base64 PNG)."""
+    buffer = bytes_io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _signal_label(signal: str) -> str:
+    return signal.replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots.
+
+
+def distribution_plot(risk_list: pd.DataFrame, bands: dict[str, float]) -> str:
+    """Histogram of churn probability, bars coloured by band, thresholds marked."""
+    fig, ax = _figure()
+    p = risk_list["churn_probability"].to_numpy(float)
+    edges = np.linspace(0, max(0.05, float(p.max()) if len(p) else 1.0), 41)
+    counts, edges = np.histogram(p, bins=edges)
+    lows = list(bands.values())
+    names = list(bands)
+    band = np.clip(np.searchsorted(lows, edges[:-1], side="right") - 1, 0, len(lows) - 1)
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=[BAND_COLOURS[b % 5] for b in band])
+    for low, name in zip(lows[1:], names[1:], strict=True):
+        ax.axvline(low, color="black", ls=":", lw=1)
+        ax.text(low, ax.get_ylim()[1] * 0.95, f" {name} ≥ {low:g}", va="top", fontsize=8)
+    ax.set(xlabel="churn probability (calibrated)", ylabel="customers", title="Score distribution")
+    ax.set_yscale("symlog", linthresh=10)
+    return png(fig)
+
+
+def _group_colour(group: str, playbook: Playbook) -> str:
+    names = list(playbook.groups)
+    return GROUP_COLOURS[names.index(group) % len(GROUP_COLOURS)] if group in names else "#7f7f7f"
+
+
+def group_plot(groups: pd.DataFrame, playbook: Playbook) -> str:
+    """Revenue at risk and customers per risk group."""
+    shown = groups.loc[groups["customers"] > 0].iloc[::-1]
+    fig, ax = _figure(7.0, 0.45 * max(len(shown), 2) + 1.2)
+    colours = [_group_colour(g, playbook) for g in shown["risk_group"]]
+    ax.barh(shown["label"], shown["revenue_at_risk"], color=colours)
+    for y, (revenue, n) in enumerate(zip(shown["revenue_at_risk"], shown["customers"], strict=True)):
+        ax.text(revenue, y, f"  {n:,} customers", va="center", fontsize=8)
+    ax.set(xlabel="expected revenue at risk", title="Risk groups")
+    ax.margins(x=0.25)
+    return png(fig)
+
+
+def beeswarm_plot(explained: Explained, model: ChurnModel, max_display: int = 15) -> str:
+    """SHAP summary (beeswarm) over the sampled customers: one row per feature, most important on top,
+    each dot a customer, colour the feature value (low blue, high red)."""
+    from matplotlib import colormaps
+
+    sample = explained.global_rows()
+    values = explained.contributions[sample, :-1]
+    importance = np.abs(values).mean(axis=0)
+    top = np.argsort(-importance)[:max_display][::-1]
+    fig, ax = _figure(8.0, 0.32 * len(top) + 1.5)
+    rng = np.random.default_rng(0)
+    cmap = colormaps["coolwarm"]
+    for y, feature in enumerate(top):
+        name = model.feature_names[feature]
+        column = explained.features[name].iloc[sample]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            raw = column.cat.codes.to_numpy(float)
+            raw[raw < 0] = np.nan
+        else:
+            raw = pd.to_numeric(column, errors="coerce").to_numpy(float)
+        lo, hi = np.nanpercentile(raw, [5, 95]) if np.isfinite(raw).any() else (0.0, 1.0)
+        scaled = np.clip((raw - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+        colours = np.where(
+            np.isnan(scaled)[:, None], np.array([[0.6, 0.6, 0.6, 1.0]]), cmap(np.nan_to_num(scaled))
+        )
+        jitter = rng.uniform(-0.3, 0.3, len(raw))
+        ax.scatter(values[:, feature], y + jitter, c=colours, s=6, linewidths=0)
+    ax.set_yticks(range(len(top)), [model.feature_names[f] for f in top], fontsize=8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel="SHAP value (log-odds of churn; > 0 raises risk)", title="Global drivers: SHAP summary")
+    sm = _scalar_mappable(cmap)
+    bar = fig.colorbar(sm, ax=ax, ticks=[0, 1], aspect=40)
+    bar.ax.set_yticklabels(["low", "high"])
+    bar.set_label("feature value")
+    return png(fig)
+
+
+def _scalar_mappable(cmap):
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    return ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
+
+
+def signal_importance(explained: Explained, explainer: Explainer, playbook: Playbook) -> pd.DataFrame:
+    """Mean |SHAP| per signal (windows summed first) over the sampled customers, with its risk group."""
+    per_signal = explainer.signals.sum(explained.contributions[explained.global_rows()])
+    groups, membership = group_membership(explainer.signals, playbook)
+    group = [groups[int(np.argmax(row))] for row in membership]
+    table = pd.DataFrame(
+        {
+            "signal": explainer.signals.names,
+            "family": explainer.signals.families,
+            "risk_group": group,
+            "mean_abs_shap": np.abs(per_signal).mean(axis=0) if len(per_signal) else 0.0,
+            "mean_shap": per_signal.mean(axis=0) if len(per_signal) else 0.0,
+        }
+    )
+    return table.sort_values("mean_abs_shap", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def signal_plot(importance: pd.DataFrame, playbook: Playbook, max_display: int = 15) -> str:
+    top = importance.head(max_display).iloc[::-1]
+    fig, ax = _figure(7.0, 0.32 * len(top) + 1.3)
+    colours = [_group_colour(g, playbook) for g in top["risk_group"]]
+    ax.barh([_signal_label(s) for s in top["signal"]], top["mean_abs_shap"], color=colours)
+    for y, g in enumerate(top["risk_group"]):
+        ax.text(top["mean_abs_shap"].iloc[y], y, f"  {playbook.groups[g].label}", va="center", fontsize=7)
+    ax.margins(x=0.3)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set(xlabel="mean |SHAP| (log-odds), windows of a signal summed", title="Global drivers by signal")
+    return png(fig)
+
+
+def waterfall_plot(contribs: np.ndarray, explainer: Explainer, title: str, max_display: int = 9) -> str:
+    """One customer: from the average margin (bias) through the largest signal contributions to the
+    customer's margin; the remaining signals are one bar."""
+    per_signal = explainer.signals.sum(contribs[None, :])[0]
+    bias = float(contribs[-1])
+    order = np.argsort(-np.abs(per_signal))
+    shown = order[: max_display - 1]
+    rest = float(per_signal[order[max_display - 1 :]].sum()) if len(order) >= max_display else 0.0
+    labels = [_signal_label(explainer.signals.names[i]) for i in shown]
+    values = [float(per_signal[i]) for i in shown]
+    if len(order) >= max_display:
+        labels.append(f"{len(order) - len(shown)} other signals")
+        values.append(rest)
+    fig, ax = _figure(7.0, 0.36 * len(values) + 1.4)
+    start = bias
+    for y, value in enumerate(values):
+        colour = "#c8423b" if value > 0 else "#3b6ea5"
+        ax.barh(len(values) - 1 - y, value, left=start, color=colour)
+        ax.text(
+            start + value,
+            len(values) - 1 - y,
+            f" {value:+.2f}",
+            va="center",
+            fontsize=7,
+            ha="left" if value >= 0 else "right",
+        )
+        start += value
+    ax.set_yticks(range(len(values)), labels[::-1], fontsize=8)
+    ax.axvline(bias, color="grey", ls=":", lw=1)
+    ax.axvline(start, color="black", lw=1)
+    ax.set(
+        xlabel=f"log-odds of churn (uncalibrated): average customer {bias:+.2f} → this customer {start:+.2f}",
+        title=title,
+    )
+    ax.margins(x=0.15)
+    return png(fig)
+
+
+def trend_plot(risk_list: pd.DataFrame, history: pd.DataFrame | None) -> str | None:
+    """Change in probability since the previous run, and at-risk counts over runs."""
+    change = risk_list["probability_change"].dropna().to_numpy(float)
+    runs = history if history is not None and len(history) > 1 else None
+    if len(change) == 0 and runs is None:
+        return None
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained", dpi=96)
+    left, right = fig.subplots(1, 2)
+    if len(change):
+        left.hist(change, bins=40, color="#8e5ea2")
+        left.axvline(0, color="black", lw=0.8)
+        left.set_yscale("symlog", linthresh=10)
+    left.set(
+        xlabel="change in churn probability since the previous run",
+        ylabel="customers",
+        title="Probability change",
+    )
+    if runs is not None:
+        dates = pd.to_datetime(runs["as_of"]).dt.strftime("%Y-%m-%d")
+        right.plot(dates, runs["customers_at_risk"], marker="o", color="#c8423b")
+        right.set(ylabel="customers at risk", title="At-risk customers per run")
+        right.tick_params(axis="x", rotation=30, labelsize=7)
+    else:
+        right.text(0.5, 0.5, "one earlier run so far", ha="center", va="center")
+        right.set_axis_off()
+    return png(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The document.
+
+
+def _money(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def table_rows(risk_list: pd.DataFrame, top_k: int, limit: int) -> list[dict[str, Any]]:
+    """Rows of the HTML table: display text plus sort keys."""
+    rows = []
+    for record in risk_list.head(limit).to_dict(orient="records"):
+        change = record["probability_change"]
+        has_change = change is not None and not (isinstance(change, float) and math.isnan(change))
+        rows.append(
+            {
+                "rank": record["rank"],
+                "customer_id": record["customer_id"],
+                "probability": record["churn_probability"],
+                "probability_text": f"{record['churn_probability']:.1%}",
+                "band": record["risk_band"],
+                "revenue": record["revenue_at_risk"],
+                "revenue_text": _money(record["revenue_at_risk"]),
+                "segment": SEGMENTS.get(record["segment"], record["segment"]),
+                "stage": _cell(record["lifecycle_stage"]),
+                "group": _cell(record["risk_group"]),
+                "drivers": [d for d in (record.get(f"driver_{k + 1}") for k in range(top_k)) if d],
+                "play": _cell(record["play"]),
+                "change": change if has_change else "",
+                "change_text": f"{change:+.1%}" if has_change else "",
+                "new": bool(record["newly_at_risk"]),
+            }
+        )
+    return rows
+
+
+def waterfalls(
+    risk_list: pd.DataFrame, explained: Explained, explainer: Explainer, count: int
+) -> list[dict[str, Any]]:
+    """Waterfall plots of the top explained customers of the ranking."""
+    chosen = explained.customers.loc[explained.customers["explained"]].sort_values("rank").head(count)
+    by_id = risk_list.set_index("customer_id")
+    out = []
+    for position, row in chosen.iterrows():
+        listed = by_id.loc[row["customer_id"]]
+        title = (
+            f"#{int(row['rank'])} {row['customer_id']}: {listed['churn_probability']:.1%} churn probability, "
+            f"{_money(listed['revenue_at_risk'])} at risk"
+        )
+        out.append(
+            {
+                "customer_id": row["customer_id"],
+                "rank": int(row["rank"]),
+                "group": _cell(listed["risk_group"]),
+                "play": _cell(listed["play"]),
+                "drivers": [
+                    listed[c] for c in listed.index if c.startswith("driver_") and isinstance(listed[c], str)
+                ],
+                "image": waterfall_plot(explained.contributions[position], explainer, title),
+            }
+        )
+    return out
+
+
+def render(context: dict[str, Any]) -> str:
+    env = Environment(
+        loader=PackageLoader("churnml", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = _money
+    env.filters["pct"] = lambda v: (
+        "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
+    )
+    return env.get_template(TEMPLATE).render(**context)
+
+
+def build_context(
+    risk_list: pd.DataFrame,
+    groups: pd.DataFrame,
+    summary: dict[str, Any],
+    explained: Explained,
+    model: ChurnModel,
+    playbook: Playbook,
+    config: Config,
+    history: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    settings = config.risk
+    explainer = Explainer.of(model, {}, ())
+    importance = signal_importance(explained, explainer, playbook)
+    limit = settings.report.table_rows
+    at_risk = risk_list.loc[risk_list["at_risk"]]
+    shown = at_risk if len(at_risk) else risk_list
+    return {
+        "title": settings.report.title,
+        "summary": summary,
+        "generated_for": config.name,
+        "bands": settings.bands,
+        "band_names": list(settings.bands),
+        "rows": table_rows(shown, settings.top_k, limit),
+        "rows_total": len(shown),
+        "rows_limit": limit,
+        "groups": groups.loc[groups["customers"] > 0].to_dict(orient="records"),
+        "all_groups": groups.to_dict(orient="records"),
+        "group_plot": group_plot(groups, playbook) if (groups["customers"] > 0).any() else None,
+        "distribution_plot": distribution_plot(risk_list, settings.bands),
+        "beeswarm_plot": beeswarm_plot(explained, model),
+        "signal_plot": signal_plot(importance, playbook),
+        "importance": importance.head(10).to_dict(orient="records"),
+        "playbook": playbook,
+        "waterfalls": waterfalls(risk_list, explained, explainer, settings.report.waterfalls),
+        "trend_plot": trend_plot(risk_list, history),
+        "band_counts": risk_list["risk_band"]
+        .value_counts()
+        .reindex(list(settings.bands), fill_value=0)
+        .to_dict(),
+        "segment_counts": {
+            SEGMENTS[k]: int(v)
+            for k, v in risk_list["segment"].value_counts().reindex(list(SEGMENTS), fill_value=0).items()
+        },
+        "escape": html.escape,
+    }
+
+
+def write_report(
+    path: Path,
+    risk_list: pd.DataFrame,
+    groups: pd.DataFrame,
+    summary: dict[str, Any],
+    explained: Explained,
+    model: ChurnModel,
+    playbook: Playbook,
+    config: Config,
+    history: pd.DataFrame | None = None,
+) -> Path:
+    """Render the report to ``path`` (atomically)."""
+    context = build_context(risk_list, groups, summary, explained, model, playbook, config, history)
+    return io.write_text(path, render(context))
+
+
+def top_table(risk_list: pd.DataFrame, n: int = 10, playbook: Playbook | None = None) -> list[Sequence[str]]:
+    """The first ``n`` rows as short display strings (for the terminal); groups by their playbook label."""
+    labels = {name: group.label for name, group in playbook.groups.items()} if playbook else {}
+    rows = []
+    for record in risk_list.head(n).to_dict(orient="records"):
+        rows.append(
+            (
+                str(record["rank"]),
+                str(record["customer_id"]),
+                f"{record['churn_probability']:.1%}",
+                str(record["risk_band"]),
+                _money(record["revenue_at_risk"]),
+                SEGMENTS.get(record["segment"], record["segment"]),
+                labels.get(record["risk_group"], _cell(record["risk_group"])),
+                _cell(record.get("driver_1")),
+                _cell(record["play"]),
+            )
+        )
+    return rows

@@ -1,0 +1,370 @@
+"""The ranked risk list: customer value, risk bands, ranking, risk groups with their plays, and trend.
+
+Pure functions over plain frames and arrays, composed by ``pipelines/score.py``:
+
+- **value and revenue at risk**: calibrated probability x customer value (MRR x months, or a constant);
+- **bands** from fixed probability thresholds (never quantiles of the run: "high" means the same every
+  month);
+- **ranking** by revenue at risk (or probability), ties broken by probability then customer id;
+- **risk groups**: each at-risk customer joins the playbook group whose signals add the most risk
+  (SHAP contributions summed per group), and gets that group's play;
+- **trend** against the previous run's list: probability change and a ``newly_at_risk`` flag.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from churnml.config import RiskConfig
+from churnml.errors import ConfigError
+from churnml.explain import Driver, Signals
+
+NO_GROUP = None  # customers below the at-risk threshold (or not explained) have no risk group
+
+
+class PlayGroup(BaseModel):
+    """A risk group: what to do (play), who does it, and which driver signals/families belong to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str
+    play: str
+    description: str = ""
+    owner: str = ""
+    signals: list[str] = Field(default_factory=list, description="Signal names or shell patterns.")
+    families: list[str] = Field(default_factory=list, description="Feature families (second pass).")
+    causes: list[str] = Field(default_factory=list, description="Simulator factors this group stands for.")
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_group: str
+    groups: dict[str, PlayGroup]
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> Playbook:
+        if self.default_group not in self.groups:
+            raise ValueError(f"default_group {self.default_group!r} is not one of the groups")
+        return self
+
+    def group_of(self, signal: str, family: str) -> str:
+        """The group of a driver signal: first signal pattern match, else first family match, else default."""
+        for name, group in self.groups.items():
+            if any(fnmatch.fnmatchcase(signal, pattern) for pattern in group.signals):
+                return name
+        for name, group in self.groups.items():
+            if family in group.families:
+                return name
+        return self.default_group
+
+    def cause_groups(self) -> dict[str, str]:
+        """Simulator factor -> group."""
+        return {cause: name for name, group in self.groups.items() for cause in group.causes}
+
+
+def _group(label, play, description, owner, signals=(), families=(), causes=()) -> dict[str, Any]:
+    return {
+        "label": label,
+        "play": play,
+        "description": description,
+        "owner": owner,
+        "signals": list(signals),
+        "families": list(families),
+        "causes": list(causes),
+    }
+
+
+# configs/playbook.yaml is this, written out (a test keeps them equal).
+DEFAULT_PLAYBOOK: dict[str, Any] = {
+    "default_group": "other",
+    "groups": {
+        "failed_payments": _group(
+            "Failed payments",
+            "Billing outreach",
+            "Ask the billing contact to update the card before the next retry; offer invoicing.",
+            "Billing operations",
+            ["failed_payments", "payments"],
+            ["billing"],
+            ["billing"],
+        ),
+        "support_trouble": _group(
+            "Support trouble",
+            "Success-manager call",
+            "A senior success manager calls within 48 hours, closes open tickets and follows up.",
+            "Customer success",
+            ["support_*"],
+            ["support"],
+            ["support"],
+        ),
+        "weak_onboarding": _group(
+            "Weak onboarding",
+            "Webinar invitation",
+            "Invite to the next onboarding webinar or book a one-to-one setup consultation.",
+            "Onboarding team",
+            ["onboarding_*"],
+            [],
+            ["onboarding"],
+        ),
+        "new_customer": _group(
+            "New customer",
+            "First-renewal check-in",
+            "Welcome call before the first renewals; confirm the customer reached first value.",
+            "Customer success",
+            ["tenure", "subscription_age", "subscription_status", "reactivations"],
+            ["tenure"],
+            ["tenure"],
+        ),
+        "promotion": _group(
+            "Promotion-acquired",
+            "Loyalty offer",
+            "Offer an annual plan at a loyalty price before the promotional price runs out.",
+            "Lifecycle marketing",
+            ["acquisition"],
+            [],
+            ["promotion"],
+        ),
+        "plan_fit": _group(
+            "Plan fit",
+            "Plan review",
+            "Review the plan against actual use; suggest the plan that fits (up or down).",
+            "Account management",
+            ["plan", "plan_changes", "mrr"],
+            [],
+            ["plan"],
+        ),
+        "fading_usage": _group(
+            "Fading usage",
+            "Re-engagement campaign",
+            "Usage tips and a nudge sequence on the features the customer stopped using.",
+            "Lifecycle marketing",
+            [
+                "activity",
+                "*_activity",
+                "activity_trend",
+                "feature_breadth",
+                "usage_value",
+                "email_engagement",
+            ],
+            ["recency", "frequency", "engagement"],
+            ["engagement"],
+        ),
+        "other": _group(
+            "Other",
+            "Account review",
+            "The account owner reviews the drivers and picks a play.",
+            "Account management",
+        ),
+    },
+}
+
+
+def load_playbook(path: str | Path | None = None) -> Playbook:
+    """The playbook in ``path`` (YAML), or the built-in one; errors name the file and the key."""
+    raw: Any = DEFAULT_PLAYBOOK
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"risk.playbook: file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"risk.playbook: {path} is not valid YAML: {exc}") from None
+    try:
+        return Playbook.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"risk.playbook {path or '(built-in)'}: {problems}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Value, bands, ranking.
+
+
+def customer_value(frame: pd.DataFrame, config: RiskConfig) -> tuple[np.ndarray, str]:
+    """Value of each customer and how it was computed (value_feature x value_months, or the constant).
+
+    Falls back to the constant when the model has no value feature (e.g. transactions-only data).
+    """
+    if config.value == "feature" and config.value_feature in frame.columns:
+        monthly = pd.to_numeric(frame[config.value_feature], errors="coerce").astype(float)
+        value = monthly.fillna(0.0).clip(lower=0.0).to_numpy() * config.value_months
+        return value, f"{config.value_feature} x {config.value_months:g} months"
+    return np.full(len(frame), config.constant_value, dtype=float), f"constant {config.constant_value:g}"
+
+
+def band_of(probability: np.ndarray, bands: Mapping[str, float]) -> np.ndarray:
+    """Band name per probability: the last band whose lower bound is at or below it."""
+    names = np.array(list(bands), dtype=object)
+    lows = np.array(list(bands.values()), dtype=float)
+    index = np.searchsorted(lows, np.asarray(probability, dtype=float), side="right") - 1
+    return names[np.clip(index, 0, len(names) - 1)]
+
+
+def rank(frame: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Sorted copy with a 1-based ``rank`` column first: revenue at risk (or probability) descending,
+    ties by probability (or revenue), then customer id, so the order is total and reproducible."""
+    keys = (
+        ["revenue_at_risk", "churn_probability"]
+        if by == "revenue"
+        else ["churn_probability", "revenue_at_risk"]
+    )
+    ordered = frame.sort_values(
+        [*keys, "customer_id"], ascending=[False, False, True], kind="stable"
+    ).reset_index(drop=True)
+    ordered.insert(0, "rank", np.arange(1, len(ordered) + 1))
+    return ordered
+
+
+# ---------------------------------------------------------------------------------------------------
+# Risk groups.
+
+
+def group_membership(signals: Signals, playbook: Playbook) -> tuple[list[str], np.ndarray]:
+    """Groups (playbook order) and the 0/1 matrix signals x groups."""
+    groups = list(playbook.groups)
+    membership = np.zeros((len(signals.names), len(groups)), dtype=np.float32)
+    for row, (signal, family) in enumerate(zip(signals.names, signals.families, strict=True)):
+        membership[row, groups.index(playbook.group_of(signal, family))] = 1.0
+    return groups, membership
+
+
+def assign_groups(signal_contribs: np.ndarray, signals: Signals, playbook: Playbook) -> np.ndarray:
+    """Per row: the group whose signals add the most risk (net), or the default group if none adds any."""
+    groups, membership = group_membership(signals, playbook)
+    per_group = signal_contribs @ membership
+    best = per_group.argmax(axis=1) if len(per_group) else np.zeros(0, dtype=int)
+    names = np.array(groups, dtype=object)[best]
+    positive = per_group.max(axis=1) > 0 if len(per_group) else np.zeros(0, dtype=bool)
+    return np.where(positive, names, playbook.default_group).astype(object)
+
+
+def driver_columns(drivers: Sequence[Sequence[Driver]], top_k: int) -> dict[str, list[str | None]]:
+    """``driver_1`` .. ``driver_k`` sentence columns (None where a customer has fewer drivers)."""
+    return {
+        f"driver_{k + 1}": [row[k].text if len(row) > k else None for row in drivers] for k in range(top_k)
+    }
+
+
+def with_plays(frame: pd.DataFrame, playbook: Playbook) -> pd.DataFrame:
+    """``play`` and ``play_owner`` columns from each row's ``risk_group``."""
+    plays = {name: group.play for name, group in playbook.groups.items()}
+    owners = {name: group.owner for name, group in playbook.groups.items()}
+    return frame.assign(
+        play=frame["risk_group"].map(plays).astype(object),
+        play_owner=frame["risk_group"].map(owners).astype(object),
+    )
+
+
+def group_summary(risk_list: pd.DataFrame, playbook: Playbook) -> pd.DataFrame:
+    """One row per playbook group: at-risk customers, revenue at risk, expected churners, the play."""
+    grouped = risk_list.loc[risk_list["risk_group"].notna()].groupby("risk_group", sort=False)
+    stats = pd.DataFrame(
+        {
+            "customers": grouped.size(),
+            "revenue_at_risk": grouped["revenue_at_risk"].sum(),
+            "expected_churners": grouped["churn_probability"].sum(),
+            "mean_probability": grouped["churn_probability"].mean(),
+        }
+    )
+    rows = []
+    for name, group in playbook.groups.items():
+        found = stats.loc[name] if name in stats.index else None
+        rows.append(
+            {
+                "risk_group": name,
+                "label": group.label,
+                "customers": int(found["customers"]) if found is not None else 0,
+                "revenue_at_risk": float(found["revenue_at_risk"]) if found is not None else 0.0,
+                "expected_churners": float(found["expected_churners"]) if found is not None else 0.0,
+                "mean_probability": float(found["mean_probability"]) if found is not None else np.nan,
+                "play": group.play,
+                "owner": group.owner,
+                "description": group.description,
+            }
+        )
+    summary = pd.DataFrame(rows)
+    return summary.sort_values(["revenue_at_risk", "customers"], ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Trend.
+
+
+def add_trend(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """``previous_probability``, ``probability_change`` and ``newly_at_risk`` against an earlier list.
+
+    Newly at risk: at risk now and not at risk before (customers new to the list count as not at risk
+    before). Without a previous list the columns are missing values and no one is newly at risk.
+    """
+    if previous is None or previous.empty:
+        return current.assign(previous_probability=np.nan, probability_change=np.nan, newly_at_risk=False)
+    before = previous.set_index("customer_id")
+    prev_p = current["customer_id"].map(before["churn_probability"]).astype(float)
+    prev_at_risk = current["customer_id"].map(before["at_risk"]).astype("boolean").fillna(False)
+    return current.assign(
+        previous_probability=prev_p,
+        probability_change=current["churn_probability"] - prev_p,
+        newly_at_risk=current["at_risk"].to_numpy(bool) & ~prev_at_risk.to_numpy(bool),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Headline figures and the simulator's ground truth.
+
+
+def headline(risk_list: pd.DataFrame) -> dict[str, float]:
+    """Figures for the top of the report and the MLflow run."""
+    at_risk = risk_list["at_risk"].to_numpy(bool)
+    change = risk_list["probability_change"]
+    return {
+        "customers_scored": float(len(risk_list)),
+        "customers_at_risk": float(at_risk.sum()),
+        "share_at_risk": float(at_risk.mean()) if len(risk_list) else 0.0,
+        "revenue_at_risk": float(risk_list["revenue_at_risk"].sum()),
+        "revenue_at_risk_at_risk_customers": float(risk_list.loc[at_risk, "revenue_at_risk"].sum()),
+        "expected_churners": float(risk_list["churn_probability"].sum()),
+        "expected_churn_rate": float(risk_list["churn_probability"].mean()) if len(risk_list) else 0.0,
+        "newly_at_risk": float(risk_list["newly_at_risk"].sum()),
+        "mean_probability_change": float(change.mean()) if change.notna().any() else float("nan"),
+    }
+
+
+def true_causes(truth: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+    """Each customer's true dominant churn cause at ``as_of`` (simulator truth table).
+
+    The cause of the first renewal decision in ``[as_of, as_of + horizon)`` (the decision the score is
+    about), else of the latest decision before ``as_of``. ``none`` (no positive factor) is dropped.
+    """
+    end = as_of + pd.Timedelta(days=horizon_days)
+    rows = truth[["customer_id", "renewal_at", "true_cause"]]
+    ahead = rows.loc[(rows["renewal_at"] >= as_of) & (rows["renewal_at"] < end)]
+    ahead = ahead.sort_values("renewal_at").drop_duplicates("customer_id", keep="first")
+    before = rows.loc[rows["renewal_at"] < as_of].sort_values("renewal_at")
+    before = before.drop_duplicates("customer_id", keep="last")
+    before = before.loc[~before["customer_id"].isin(ahead["customer_id"])]
+    causes = pd.concat([ahead, before], ignore_index=True)
+    return causes.loc[causes["true_cause"] != "none", ["customer_id", "true_cause"]].reset_index(drop=True)
+
+
+def cause_confusion(
+    risk_list: pd.DataFrame, causes: pd.DataFrame, playbook: Playbook
+) -> tuple[pd.DataFrame, float, int]:
+    """Confusion table (true cause x assigned group) over at-risk customers with a known cause, the
+    share whose group is the cause's group, and how many customers were compared."""
+    joined = risk_list.loc[risk_list["risk_group"].notna(), ["customer_id", "risk_group"]].merge(
+        causes, on="customer_id", how="inner"
+    )
+    expected = joined["true_cause"].map(playbook.cause_groups())
+    table = pd.crosstab(joined["true_cause"], joined["risk_group"])
+    matched = float((expected == joined["risk_group"]).mean()) if len(joined) else float("nan")
+    return table, matched, len(joined)

@@ -1,0 +1,640 @@
+"""Serving churn scores over HTTP: model loading, the scoring behind each endpoint, HTTP middleware and
+the launcher of ``churnml serve``.
+
+The BentoML service (``serving/service.py``) is a thin shell around :class:`Scorer`, so what the
+endpoints compute is plain Python, tested without a server, and made of the same pieces as the batch
+pipeline: ``ChurnModel.predict_proba`` (same casting and trees), ``risk.band_of`` (same thresholds),
+``explain.Explainer`` (same drivers) and, for raw histories, ``data.dataset_from_frames`` (same
+validation) and ``features.build_features`` (same feature code, the model's own specs).
+
+Settings come from the churnml config (``CHURNML_CONFIG`` file + ``CHURNML_OVERRIDES`` JSON list, set by
+``churnml serve``) and the environment: ``CHURNML_MODEL_URI`` beats ``serving.model_uri``, which beats
+``models:/<tracking.registered_model>@champion``; ``MLFLOW_TRACKING_URI`` is honoured as in training.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnml.config import Config, load_config
+from churnml.errors import ChurnmlError, DataValidationError
+from churnml.explain import Explainer, contributions, model_typical_values
+from churnml.model import ChurnModel, load_model
+from churnml.risk import band_of
+from churnml.serving_schemas import (
+    DriverOut,
+    Explanation,
+    HistoryScore,
+    Prediction,
+    RecordEncoder,
+    example_record,
+    feature_record_model,
+    history_tables,
+    records_frame,
+)
+
+ENV_CONFIG = "CHURNML_CONFIG"
+ENV_OVERRIDES = "CHURNML_OVERRIDES"
+ENV_MODEL_URI = "CHURNML_MODEL_URI"
+BENTO_SCHEME = "bentoml:"  # CHURNML_MODEL_URI=bentoml:churn-model:v3 serves a model from BentoML's store
+BENTO_ARTIFACT = "churn_model"
+SERVICE = "serving.service:ChurnService"
+log = logging.getLogger(__name__)
+FUTURE_TOLERANCE = timedelta(days=1)  # as data.py: a moment this far past the wall clock is not "now"
+# Paths that never need the API key: health, metrics, the OpenAPI document and its UI.
+OPEN_PATHS = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json"})
+OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings and model loading.
+
+
+def service_config() -> Config:
+    """The churnml config of this server process (from the environment ``churnml serve`` sets)."""
+    overrides = json.loads(os.environ.get(ENV_OVERRIDES) or "[]")
+    return load_config(os.environ.get(ENV_CONFIG) or None, overrides)
+
+
+def model_uri(config: Config) -> str:
+    return (
+        os.environ.get(ENV_MODEL_URI)
+        or config.serving.model_uri
+        or f"models:/{config.tracking.registered_model}@champion"
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and the version it is (``churn-model/3``, a bentoml tag, or the URI it came from)."""
+
+    model: ChurnModel
+    version: str
+    uri: str
+
+
+def load_served_model(config: Config, uri: str | None = None) -> LoadedModel:
+    """Load the model to serve; registry aliases are resolved first so the version reported is the one
+    loaded. Raises ChurnmlError with what to do when there is none."""
+    uri = uri or model_uri(config)
+    try:
+        if uri.startswith(BENTO_SCHEME):
+            return _load_bento_model(uri.removeprefix(BENTO_SCHEME))
+        return _load_mlflow_model(uri, config)
+    except ChurnmlError:
+        raise
+    except Exception as exc:  # MLflow and BentoML raise many types for "not there"
+        from churnml.tracking import tracking_uri
+
+        raise ChurnmlError(
+            f"cannot load model {uri!r} (MLflow store {tracking_uri(config)}): "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}\n"
+            "Train and register one (`churnml train`), or set CHURNML_MODEL_URI / serving.model_uri to a model "
+            "URI (models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model), a model directory or "
+            "bentoml:<tag>."
+        ) from exc
+
+
+def _load_mlflow_model(uri: str, config: Config) -> LoadedModel:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from churnml import registry
+    from churnml.tracking import tracking_uri
+
+    store = tracking_uri(config)
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    version = uri
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri.removeprefix("models:/").split("@", 1)
+        found = registry.alias_version(MlflowClient(), name, alias)
+        if found is None:
+            raise ChurnmlError(
+                f"no model version of {name!r} holds the alias {alias!r} in {store}: train and register one "
+                "(`churnml train`) or promote a version (`churnml promote <version>`)"
+            )
+        version = f"{name}/{found.version}"
+        uri = f"models:/{version}"
+    elif uri.startswith("models:/") and uri.count("/") == 2:
+        version = uri.removeprefix("models:/")
+    return LoadedModel(load_model(uri), version, uri)
+
+
+def _load_bento_model(tag: str) -> LoadedModel:
+    import bentoml
+
+    stored = bentoml.models.get(tag)
+    version = stored.info.metadata.get("model_version") or str(stored.tag)
+    return LoadedModel(
+        ChurnModel.load(stored.path_of(BENTO_ARTIFACT)), str(version), f"{BENTO_SCHEME}{stored.tag}"
+    )
+
+
+def export_bento_model(config: Config, uri: str | None = None) -> str:
+    """Copy the model (default: the champion) into BentoML's local model store, so ``bentoml build``
+    packs it into the Bento; returns the tag. The tag's version is the registry version, so exporting the
+    same version twice reuses the stored copy."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    loaded = load_served_model(config, uri)
+    name = config.tracking.registered_model
+    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in loaded.version.rsplit("/", 1)[-1])
+    tag = f"{name}:v{label}" if loaded.version != loaded.uri else name
+    if ":" in tag:
+        try:
+            return str(bentoml.models.get(tag).tag)
+        except NotFound:
+            pass
+    metadata = {"model_version": loaded.version, "source_uri": loaded.uri}
+    with bentoml.models.create(tag, metadata=metadata, labels={"framework": "xgboost"}) as stored:
+        loaded.model.save(stored.path_of(BENTO_ARTIFACT))
+    return str(stored.tag)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scoring: what each endpoint computes.
+
+
+class ClientError(ChurnmlError):
+    """A request the model cannot score because of its content (answered 422, naming where)."""
+
+    def __init__(self, message: str, loc: Sequence[str | int] = ()):
+        super().__init__(message)
+        self.loc = list(loc)
+
+    def body(self) -> dict[str, Any]:
+        detail = {"type": "invalid_request", "loc": self.loc, "msg": str(self)}
+        where = ".".join(map(str, self.loc))
+        return {"error": f"{where}: {self}" if where else str(self), "detail": [detail]}
+
+
+@dataclass
+class Scorer:
+    """The served model with everything scoring needs, built once per worker."""
+
+    loaded: LoadedModel
+    config: Config
+    explainer: Explainer = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Each worker is its own process with its own model: cap XGBoost's threads per worker.
+        self.model.trained_booster.set_param({"nthread": self.config.serving.nthread})
+        self.explainer = Explainer.of(self.model, None, self.config.risk.exclude_from_reasons)
+        self.encoder = RecordEncoder(self.model)
+        self.fast = self._fast_path_agrees()
+
+    def _fast_path_agrees(self) -> bool:
+        """Whether the pandas-free path gives ``predict_proba``'s probabilities exactly, on records with
+        every category, missing values and a spread of numbers; the service uses it only then."""
+        record_model = feature_record_model(self.model)
+        rng = np.random.default_rng(0)
+        base = example_record(self.model)
+        rows = [base, {k: None for k in base}]
+        for k in range(64):
+            row = {}
+            for column in self.model.columns:
+                if column.dtype == "category":
+                    choices = [None, *(column.categories or ())]
+                    row[column.name] = choices[k % len(choices)]
+                else:
+                    row[column.name] = (
+                        None if k % 7 == 0 else float(rng.choice([-1, 1]) * rng.exponential(50))
+                    )
+            rows.append(row)
+        records = [record_model.model_validate(row) for row in rows]
+        slow = self.model.predict_proba(records_frame(self.model, records))
+        agrees = bool(np.array_equal(self._fast_proba(records), slow))
+        if not agrees:
+            log.warning("fast prediction path disagrees with ChurnModel.predict_proba: using the latter")
+        return agrees
+
+    def _fast_proba(self, records: Sequence[Any]) -> np.ndarray:
+        margin = self.model.trained_booster.inplace_predict(
+            self.encoder(records),
+            iteration_range=self.model.iteration_range,
+            predict_type="margin",
+            missing=np.nan,
+        )
+        return self.model.calibrator(margin)
+
+    def probabilities(self, records: Sequence[Any]) -> np.ndarray:
+        """``ChurnModel.predict_proba`` of the records (through the checked pandas-free path when it agrees)."""
+        if self.fast:
+            return self._fast_proba(records)
+        return self.model.predict_proba(records_frame(self.model, records))
+
+    @property
+    def model(self) -> ChurnModel:
+        return self.loaded.model
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    def example_record(self) -> dict[str, Any]:
+        return example_record(self.model, model_typical_values(self.model))
+
+    def _predictions(self, ids: Sequence[str | None], probability: np.ndarray) -> list[dict[str, Any]]:
+        bands = band_of(probability, self.config.risk.bands)
+        threshold = self.config.risk.at_risk_threshold
+        return [
+            {
+                "customer_id": customer,
+                "churn_probability": float(p),
+                "risk_band": str(band),
+                "at_risk": bool(p >= threshold),
+                "model_version": self.version,
+            }
+            for customer, p, band in zip(ids, probability, bands, strict=True)
+        ]
+
+    def predict(self, records: Sequence[Any]) -> list[Prediction]:
+        """Calibrated probability, band and model version per validated feature record."""
+        if not records:
+            return []
+        ids = [record.customer_id for record in records]
+        return [
+            Prediction.model_construct(**row) for row in self._predictions(ids, self.probabilities(records))
+        ]
+
+    def _explained(self, frame: pd.DataFrame, top_k: int) -> list[dict[str, Any]]:
+        probability = self.model.predict_proba(frame)
+        contribs = contributions(self.model, frame)
+        drivers = self.explainer.drivers(frame, contribs, top_k)
+        rows = self._predictions(list(frame["customer_id"]), probability)
+        for row, found in zip(rows, drivers, strict=True):
+            row["drivers"] = [DriverOut.model_construct(**_finite(d.as_dict())) for d in found]
+        return rows
+
+    def explain(self, records: Sequence[Any], top_k: int) -> list[Explanation]:
+        """The prediction plus the top drivers as sentences with their SHAP contributions."""
+        if not records:
+            return []
+        frame = records_frame(self.model, records)
+        return [Explanation.model_construct(**row) for row in self._explained(frame, top_k)]
+
+    def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
+        """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
+        from churnml.data import dataset_from_frames
+        from churnml.features import FeatureSpec, build_features
+
+        if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
+            raise ClientError("as_of lies in the future: nothing is known about customers then", ["as_of"])
+        for index, history in enumerate(histories):
+            if history.customer.signup_at >= as_of:
+                raise ClientError(
+                    f"customer {history.customer.customer_id!r} signed up at {history.customer.signup_at}, "
+                    f"not before as_of {as_of}: there is nothing to score yet",
+                    ["customers", index, "customer", "signup_at"],
+                )
+        try:
+            dataset = dataset_from_frames(history_tables(histories))
+        except DataValidationError as exc:
+            problem = exc.problem + (f"\n{exc.examples}" if exc.examples else "")
+            raise ClientError(
+                problem, ["customers", exc.table, *([exc.column] if exc.column else [])]
+            ) from None
+        cutoffs = pd.DataFrame(
+            {
+                "customer_id": [h.customer.customer_id for h in histories],
+                "cutoff": pd.Series([as_of] * len(histories), dtype="datetime64[ns]"),
+            }
+        )
+        specs = [FeatureSpec(**spec) for spec in self.model.specs]
+        frame = build_features(dataset, cutoffs, self.config.features, specs=specs)
+        numeric = [c.name for c in self.model.columns if c.dtype != "category"]
+        infinite = np.isinf(frame[numeric].to_numpy(dtype=float))
+        if infinite.any():
+            row, column = (int(i[0]) for i in np.nonzero(infinite))
+            raise ClientError(
+                f"the history gives feature {numeric[column]!r} an infinite value", ["customers", row]
+            )
+        return frame
+
+    def score_history(
+        self, histories: Sequence[Any], as_of: datetime | None, top_k: int, include_features: bool
+    ) -> list[HistoryScore]:
+        """Probability, band and drivers of each customer's history at ``as_of`` (default: now)."""
+        as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
+        frame = self.history_features(histories, as_of)
+        rows = self._explained(frame, top_k)
+        names = self.model.feature_names
+        for position, row in enumerate(rows):
+            row["as_of"] = as_of.replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive means UTC here
+            row["features"] = (
+                {name: _plain(frame[name].iloc[position]) for name in names} if include_features else None
+            )
+        return [HistoryScore.model_construct(**row) for row in rows]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    return value
+
+
+def _finite(driver: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(v) if k in ("value", "typical") else v for k, v in driver.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP: API keys, readable validation errors, the OpenAPI document.
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _send_json(send: Callable, status: int, body: dict[str, Any], headers: Sequence = ()) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def is_open_path(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+class ApiKeyMiddleware:
+    """Refuse calls without the API key (``X-API-Key: <key>`` or ``Authorization: Bearer <key>``) with
+    401; health, metrics and the OpenAPI document stay open, as do CORS preflights."""
+
+    def __init__(self, app: Callable, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS" or is_open_path(scope["path"]):
+            return await self.app(scope, receive, send)
+        given = _header(scope, b"x-api-key")
+        if given is None:
+            auth = _header(scope, b"authorization") or ""
+            scheme, _, token = auth.partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        if given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self.key):
+            return await self.app(scope, receive, send)
+        message = "missing or wrong API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"
+        detail = [{"type": "unauthorized", "loc": ["header", "X-API-Key"], "msg": message}]
+        await _send_json(send, 401, {"error": message, "detail": detail}, [(b"www-authenticate", b"ApiKey")])
+
+
+def summarize_errors(detail: Sequence[dict[str, Any]], limit: int = 5) -> str:
+    """``records.0.plan: Input should be 'basic', 'free' or 'pro'; ...``: the fields named in one line."""
+    parts = []
+    for item in detail[:limit]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or "body"
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    more = f" (and {len(detail) - limit} more)" if len(detail) > limit else ""
+    return "; ".join(parts) + more
+
+
+class ErrorMessageMiddleware:
+    """Rewrite BentoML's 400 answers ("1 validation error for Input") so that ``error`` names the fields.
+
+    BentoML's own body keeps its shape (``error`` + ``detail`` list); only ``error`` is replaced.
+    """
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def rewrite(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 400:
+                held["start"] = message
+                return
+            if "start" not in held or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            try:
+                data = json.loads(body)
+                data["error"] = summarize_errors(data["detail"])
+                body = json.dumps(data).encode()
+            except (ValueError, KeyError, TypeError):
+                pass
+            start = held["start"]
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
+
+
+class OpenAPIMiddleware:
+    """Serve ``/docs.json`` from ``document()`` (BentoML's document completed by :func:`complete_openapi`)."""
+
+    def __init__(self, app: Callable, document: Callable[[], dict[str, Any]]) -> None:
+        self.app, self.document, self._cached = app, document, None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"] == "/docs.json" and scope.get("method") == "GET":
+            if self._cached is None:
+                self._cached = self.document()
+            return await _send_json(send, 200, self._cached)
+        return await self.app(scope, receive, send)
+
+
+def complete_openapi(
+    spec: dict[str, Any],
+    request_examples: dict[str, dict[str, Any]],
+    schema_examples: dict[str, Any],
+    error_schema: dict[str, Any],
+    auth: bool,
+    title: str,
+    version: str,
+) -> dict[str, Any]:
+    """BentoML's OpenAPI document, completed: OpenAPI 3.1 (pydantic writes JSON Schema 2020-12, with
+    ``null`` types), the real error bodies (400 invalid request, 401 API key, 422 unscorable history),
+    an example per request and per schema, and the API key schemes when a key is required."""
+    spec = json.loads(json.dumps(spec))
+    spec["openapi"] = "3.1.0"
+    spec["info"] = {**spec.get("info", {}), "title": title, "version": version}
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    error_schema = dict(error_schema)
+    schemas.update(error_schema.pop("$defs", {}))
+    schemas["ErrorBody"] = error_schema
+    for name, example in schema_examples.items():
+        if name in schemas:
+            schemas[name]["examples"] = [example]
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, item in spec.get("paths", {}).items():
+        operation = item.get("post")
+        if operation is None:
+            continue
+        responses = operation.setdefault("responses", {})
+        responses.pop("404", None)
+        responses["400"] = {"description": "Invalid request; `error` names the fields.", "content": error_ref}
+        if path == "/score_history":
+            responses["422"] = {
+                "description": "Valid JSON the model cannot score (a history breaking the data contract).",
+                "content": error_ref,
+            }
+        if auth:
+            responses["401"] = {"description": "Missing or wrong API key.", "content": error_ref}
+            operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+        media = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if media is not None and path in request_examples:
+            media["example"] = request_examples[path]
+    if auth:
+        spec["components"]["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+        }
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launching.
+
+
+def service_dir() -> Path:
+    """The directory holding ``serving/service.py``: the current one, else the source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / "serving" / "service.py").is_file():
+            return base
+    raise ChurnmlError("serving/service.py not found: run `churnml serve` from the churnml checkout")
+
+
+def server_environment(
+    config_path: str | Path | None, overrides: Sequence[str], model: str | None = None
+) -> tuple[Config, dict[str, str]]:
+    """The config a server process will load, and the environment variables that make it load it.
+
+    The server runs from the service directory, so the MLflow store this shell resolves (a relative
+    ``output.dir``, ``$MLFLOW_TRACKING_URI``) is pinned as an override.
+    """
+    from churnml.tracking import tracking_uri
+
+    pinned = [*overrides, f"tracking.uri={tracking_uri(load_config(config_path, overrides))}"]
+    env = {
+        ENV_CONFIG: str(Path(config_path).resolve()) if config_path else "",
+        ENV_OVERRIDES: json.dumps(pinned),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    if model:
+        env[ENV_MODEL_URI] = model
+    return load_config(config_path, pinned), env
+
+
+@cache
+def bentoml_executable() -> str:
+    candidate = Path(sys.executable).with_name("bentoml")
+    return str(candidate) if candidate.exists() else "bentoml"
+
+
+def serve_command(config: Config, host: str | None = None, port: int | None = None) -> list[str]:
+    return [
+        bentoml_executable(),
+        "serve",
+        SERVICE,
+        "--working-dir",
+        str(service_dir()),
+        "--host",
+        host or config.serving.host,
+        "--port",
+        str(port or config.serving.port),
+    ]
+
+
+def run_server(
+    config_path: str | Path | None,
+    overrides: Sequence[str],
+    model: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> int:
+    """Run the service in the foreground (Ctrl+C stops it); returns the server's exit status.
+
+    The model is loaded here first, so a missing champion is one clear error rather than a crashing worker.
+    """
+    config, env = server_environment(config_path, overrides, model)
+    loaded = load_served_model(config, model)
+    print(f"serving {loaded.version} on http://{host or config.serving.host}:{port or config.serving.port}")
+    return subprocess.call(serve_command(config, host, port), env={**os.environ, **env})
+
+
+def build_bento(config_path: str | Path | None, overrides: Sequence[str], model: str | None = None) -> str:
+    """Export the model into BentoML's store and build the Bento (service, churnml wheel, model)."""
+    config, _ = server_environment(config_path, overrides, model)
+    tag = export_bento_model(config, model)
+    root = service_dir()
+    dist = root / "serving" / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(root),
+        ],
+        check=True,
+    )
+    env = {**os.environ, ENV_MODEL_URI: f"{BENTO_SCHEME}{tag}", "BENTOML_DO_NOT_TRACK": "true"}
+    subprocess.run(
+        [bentoml_executable(), "build", "-f", "serving/bentofile.yaml", "."], cwd=root, env=env, check=True
+    )
+    return tag
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    """Block until ``url/readyz`` answers 200 (every worker loaded the model); raise after ``timeout_s``.
+
+    ``bentoml.serve`` returns as soon as the processes are started, before the model is loaded.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise ChurnmlError(f"the server at {url} was not ready after {timeout_s:.0f} s: see its log")

@@ -1,0 +1,381 @@
+"""Request and response models of the prediction service, generated from the model's feature specification.
+
+Why generated: the service must refuse exactly what the model cannot score, and say which field is wrong.
+One pydantic model per request shape is built from the ChurnModel's columns when the service starts:
+
+- a **feature record** has one required field per model feature (``null`` = missing, as in training),
+  floats strict and finite within float32 (XGBoost turns larger values into ``inf`` and refuses them),
+  categoricals restricted to the training categories (an unseen category is an error naming the field and
+  the allowed values, not silently missing), unknown fields refused;
+- a **customer history** has the data contract's tables (``churnml.contract``), with the customer
+  attributes the model's profile features read; rows are validated again by ``churnml.data`` exactly as a
+  batch load is, and fed to the same feature builders as training.
+
+Field names of the generated models are ``f0, f1...`` with the feature name as alias, so any feature name
+(``model_type``, names with spaces) is safe. Response models are plain classes shared by every model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
+
+from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
+from churnml.model import ChurnModel
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads features as float32
+AMOUNT_MAX = 1e12  # raw money and values: sums over thousands of rows stay far from float overflow
+EARLIEST = datetime(1678, 1, 1)  # pandas' nanosecond timestamps hold 1677-09-21 .. 2262-04-11
+LATEST = datetime(2262, 1, 1)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=False)
+
+CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(max_length=256)]
+FeatureFloat = Annotated[float, Field(strict=True, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+Money = Annotated[float, Field(strict=True, ge=0, le=AMOUNT_MAX)]
+Value = Annotated[float, Field(strict=True, ge=-AMOUNT_MAX, le=AMOUNT_MAX)]
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """Timestamps as naive UTC (what ``churnml.data`` produces), within what pandas can hold."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"timestamp must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_naive_utc)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Feature records (/predict, /explain).
+
+
+def field_key(position: int) -> str:
+    """Python name of the generated field of the model's ``position``-th feature (the alias is the feature)."""
+    return f"f{position}"
+
+
+def example_record(model: ChurnModel, typical: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A valid feature record: typical values where the model has them, else 0 / the first category."""
+    typical = typical or {}
+    record: dict[str, Any] = {"customer_id": "C-000123"}
+    for column in model.columns:
+        value = typical.get(column.name)
+        if column.dtype == "category":
+            categories = list(column.categories or ())
+            record[column.name] = value if value in categories else (categories[0] if categories else None)
+        else:
+            number = value if isinstance(value, int | float) and math.isfinite(value) else 0.0
+            record[column.name] = float(number)
+    return record
+
+
+def feature_record_model(model: ChurnModel) -> type[BaseModel]:
+    """``CustomerFeatures``: one required, nullable field per model feature, typed from the spec."""
+    descriptions = {spec.get("name"): spec.get("description") or "" for spec in model.specs}
+    fields: dict[str, Any] = {
+        "customer_id": (
+            CustomerId | None,
+            Field(None, description="Your id for the customer; echoed back in the response."),
+        )
+    }
+    for position, column in enumerate(model.columns):
+        if column.dtype == "category":
+            categories = tuple(column.categories or ())
+            kind: Any = Literal[categories] if categories else None  # type: ignore[valid-type]
+            note = f"One of the training categories {list(categories)}, or null if unknown."
+        else:
+            kind = FeatureFloat
+            note = "A finite number, or null if missing (as in training)."
+        description = f"{descriptions.get(column.name) or column.name} {note}".strip()
+        fields[field_key(position)] = (kind | None, Field(..., alias=column.name, description=description))
+    config = ConfigDict(**STRICT, title="CustomerFeatures")
+    return create_model("CustomerFeatures", __config__=config, **fields)
+
+
+def records_frame(model: ChurnModel, records: Sequence[BaseModel]) -> pd.DataFrame:
+    """Validated feature records as the frame ``ChurnModel.prepare`` expects (None -> missing)."""
+    columns: dict[str, Any] = {"customer_id": [r.customer_id for r in records]}  # type: ignore[attr-defined]
+    for position, column in enumerate(model.columns):
+        key = field_key(position)
+        values = [getattr(r, key) for r in records]
+        columns[column.name] = (
+            np.array(values, dtype=object) if column.dtype == "category" else np.array(values, dtype=float)
+        )
+    return pd.DataFrame(columns)
+
+
+class RecordEncoder:
+    """Validated feature records -> the float32 matrix XGBoost reads, without pandas (the hot path).
+
+    Categoricals become their code in the training categories, exactly the codes ``ChurnModel.prepare``
+    gives (the booster knows which features are categorical); ``None`` becomes NaN, XGBoost's missing.
+    ``churnml.serve.Scorer`` checks at start-up that this gives ``predict_proba``'s margins bit for bit.
+    """
+
+    def __init__(self, model: ChurnModel) -> None:
+        self.values = attrgetter(*(field_key(p) for p in range(len(model.columns))))
+        self.categorical = [
+            (position, {category: code for code, category in enumerate(column.categories or ())})
+            for position, column in enumerate(model.columns)
+            if column.dtype == "category"
+        ]
+        self.width = len(model.columns)
+
+    def __call__(self, records: Sequence[BaseModel]) -> np.ndarray:
+        rows = []
+        for record in records:
+            values = self.values(record)
+            values = list(values) if self.width > 1 else [values]
+            for position, codes in self.categorical:
+                value = values[position]
+                if value is not None:
+                    values[position] = codes.get(value)  # validated: always a training category
+            rows.append(values)
+        return np.array(rows, dtype=np.float32).reshape(len(rows), self.width)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Customer histories (/score_history): the data contract's tables, nested per customer.
+
+
+class _Row(BaseModel):
+    model_config = STRICT
+
+    customer_id: CustomerId | None = Field(
+        None, description="Optional; when given it must be the customer's own id."
+    )
+
+
+class EventRow(_Row):
+    timestamp: Timestamp = Field(description="When the event happened (ISO 8601; naive = UTC).")
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="What happened, e.g. login."
+    )
+    value: Value | None = Field(None, description="Optional numeric value of the event.")
+
+
+class SubscriptionRow(_Row):
+    start_at: Timestamp
+    end_at: Timestamp | None = Field(None, description="Empty while the subscription is active.")
+    plan: Text | None = None
+    mrr: Money | None = Field(None, description="Monthly recurring revenue.")
+
+
+class TransactionRow(_Row):
+    timestamp: Timestamp
+    amount: Money
+    status: Text | None = Field(None, description="e.g. paid, failed, declined, chargeback.")
+
+
+class TicketRow(_Row):
+    opened_at: Timestamp
+    closed_at: Timestamp | None = None
+    priority: Text | None = None
+    satisfaction: Value | None = None
+    category: Text | None = None
+
+
+class MessageRow(_Row):
+    sent_at: Timestamp
+    opened_at: Timestamp | None = None
+    clicked_at: Timestamp | None = None
+    campaign: Text | None = None
+
+
+ROW_MODELS: dict[str, type[_Row]] = {
+    "events": EventRow,
+    "subscriptions": SubscriptionRow,
+    "transactions": TransactionRow,
+    "tickets": TicketRow,
+    "messages": MessageRow,
+}
+
+
+def extra_customer_attributes(model: ChurnModel) -> dict[str, str]:
+    """Customer attributes outside the contract that the model's profile features read: column -> dtype."""
+    extras = {}
+    for spec in model.specs:
+        column = spec.get("column")
+        if spec.get("table") == "customers" and column and column not in CUSTOMERS.columns:
+            extras[column] = spec.get("dtype", "float64")
+    return extras
+
+
+def customer_model(model: ChurnModel) -> type[BaseModel]:
+    """``Customer``: the contract's customer columns plus the extra attributes the model uses."""
+    fields: dict[str, Any] = {
+        "customer_id": (CustomerId, Field(description="The customer's id.")),
+        "signup_at": (Timestamp, Field(description="When the customer signed up.")),
+        "plan": (Text | None, None),
+        "mrr": (Money | None, Field(None, description="Monthly recurring revenue.")),
+        "acquisition_channel": (Text | None, None),
+        "country": (Text | None, None),
+        "company_size": (Text | None, None),
+    }
+    for column, dtype in extra_customer_attributes(model).items():
+        kind = Value if dtype == "float64" else Text
+        fields[column] = (kind | None, Field(None, description=f"Customer attribute {column!r}."))
+    return create_model("Customer", __config__=ConfigDict(**STRICT, title="Customer"), **fields)
+
+
+def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
+    """``CustomerHistory``: one customer and their rows of each activity table (each may be empty)."""
+
+    def rows(table: str) -> tuple[Any, Any]:
+        spec = TABLES[table]
+        kind = Annotated[list[ROW_MODELS[table]], Field(max_length=max_rows)]  # type: ignore[valid-type]
+        described = f"The customer's {table} ({', '.join(spec.required[1:])} required), any order."
+        return kind, Field(default_factory=list, description=described)
+
+    def same_customer(history: Any) -> Any:
+        own = history.customer.customer_id
+        for table in ACTIVITY_TABLES:
+            for index, row in enumerate(getattr(history, table)):
+                if row.customer_id is not None and row.customer_id != own:
+                    raise ValueError(
+                        f"{table}[{index}].customer_id is {row.customer_id!r}, not the customer's {own!r}"
+                    )
+        return history
+
+    config = ConfigDict(**STRICT, title="CustomerHistory")
+    return create_model(
+        "CustomerHistory",
+        __config__=config,
+        __validators__={"_same_customer": model_validator(mode="after")(same_customer)},
+        customer=(customer_model(model), Field(description="The customers-table row.")),
+        **{table: rows(table) for table in ACTIVITY_TABLES},
+    )
+
+
+def history_tables(histories: Sequence[BaseModel]) -> dict[str, pd.DataFrame]:
+    """Contract tables of the customers sent: every table present (empty when no rows were sent), every
+    contract column present, so features see the same tables and columns as in training."""
+    tables: dict[str, pd.DataFrame] = {}
+    customers = [h.customer.model_dump() for h in histories]  # type: ignore[attr-defined]
+    tables["customers"] = pd.DataFrame(customers, columns=list(dict.fromkeys(customers[0])))
+    for table in ACTIVITY_TABLES:
+        columns = list(TABLES[table].columns)
+        rows = [
+            {**row.model_dump(), "customer_id": h.customer.customer_id}  # type: ignore[attr-defined]
+            for h in histories
+            for row in getattr(h, table)
+        ]
+        tables[table] = pd.DataFrame(rows, columns=columns).astype({c: object for c in columns if not rows})
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------------
+# Responses. (Examples live in RESPONSE_EXAMPLES: BentoML's OpenAPI writer refuses ``examples`` keys, so
+# ``churnml.serve.complete_openapi`` adds them to the document.)
+
+ResponseConfig = ConfigDict(extra="forbid")
+
+
+class Prediction(BaseModel):
+    """The score of one record: calibrated probability, its risk band and the model that produced it."""
+
+    model_config = ResponseConfig
+
+    customer_id: str | None = Field(description="The customer_id sent, if any.")
+    churn_probability: float = Field(
+        ge=0, le=1, description="Calibrated probability of churn within the label horizon."
+    )
+    risk_band: str = Field(description="Band of the probability (fixed thresholds, config risk.bands).")
+    at_risk: bool = Field(description="Probability at or above risk.at_risk_threshold.")
+    model_version: str = Field(description="The model that produced the score, e.g. churn-model/3.")
+
+
+class DriverOut(BaseModel):
+    """One reason pushing the risk up, as the risk list gives it."""
+
+    model_config = ResponseConfig
+
+    signal: str = Field(description="The behaviour (all windows of one activity add up to one signal).")
+    family: str
+    feature: str = Field(description="The signal's feature contributing most; its value is shown.")
+    contribution: float = Field(description="SHAP contribution in log-odds, summed over the signal (> 0).")
+    value: float | str | None = Field(description="The customer's value of the feature.")
+    typical: float | str | None = Field(description="Typical value among retained customers, if known.")
+    text: str = Field(description="The reason as a sentence.")
+
+
+class Explanation(Prediction):
+    """A prediction with its top drivers."""
+
+    drivers: list[DriverOut] = Field(description="Strongest first; only signals that raise the risk.")
+
+
+class HistoryScore(Explanation):
+    """The score of one customer's history at the as-of time, with the features it was computed from."""
+
+    as_of: datetime = Field(description="Features see only rows strictly before this moment (UTC).")
+    features: dict[str, float | str | None] | None = Field(
+        description="The computed features (when include_features is true), else null."
+    )
+
+
+class ErrorItem(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="Where: request field, list index, record field...")
+    msg: str
+    url: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: a one-line message naming the field(s), and one item per problem."""
+
+    error: str
+    detail: list[ErrorItem] = Field(default_factory=list)
+
+
+_PREDICTION_EXAMPLE = {
+    "customer_id": "C-000123",
+    "churn_probability": 0.23,
+    "risk_band": "medium",
+    "at_risk": True,
+    "model_version": "churn-model/3",
+}
+_DRIVER_EXAMPLE = {
+    "signal": "login_activity",
+    "family": "recency",
+    "feature": "days_since_last_login",
+    "contribution": 0.82,
+    "value": 41.0,
+    "typical": 3.0,
+    "text": "No login for 41 days (retained customers: 3)",
+}
+_EXPLANATION_EXAMPLE = {**_PREDICTION_EXAMPLE, "drivers": [_DRIVER_EXAMPLE]}
+RESPONSE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "Prediction": _PREDICTION_EXAMPLE,
+    "DriverOut": _DRIVER_EXAMPLE,
+    "Explanation": _EXPLANATION_EXAMPLE,
+    "HistoryScore": {**_EXPLANATION_EXAMPLE, "as_of": "2025-06-01T00:00:00Z", "features": None},
+    "ErrorBody": {
+        "error": "records.0.plan: Input should be 'basic', 'free' or 'pro'",
+        "detail": [
+            {
+                "type": "literal_error",
+                "loc": ["records", 0, "plan"],
+                "msg": "Input should be 'basic', 'free' or 'pro'",
+            }
+        ],
+    },
+}

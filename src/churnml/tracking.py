@@ -1,0 +1,166 @@
+"""MLflow tracking: where runs go, the parent run of a pipeline run, and one nested run per Optuna trial.
+
+The default store is embedded: ``sqlite:///<output.dir>/mlflow.db`` with artifacts in
+``<output.dir>/mlartifacts``, so nothing needs a server. ``tracking.uri`` in the config, else
+``$MLFLOW_TRACKING_URI``, points it at a real server. Nothing is set at import time: ``session`` sets the
+URI for the duration of a pipeline run and restores the previous one afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from churnml.config import Config
+from churnml.split import Split
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri(config: Config) -> str:
+    """Config first, then the environment, then the embedded SQLite store under ``output.dir``."""
+    if config.tracking.uri:
+        return config.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(Path(config.output.dir) / 'mlflow.db').resolve()}"
+
+
+def is_embedded(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def artifact_location(config: Config) -> str:
+    return (Path(config.output.dir) / "mlartifacts").resolve().as_uri()
+
+
+def experiment_name(config: Config) -> str:
+    return config.tracking.experiment or config.name
+
+
+def ui_command(config: Config) -> str:
+    """The command that opens the MLflow UI on this config's runs."""
+    uri = tracking_uri(config)
+    if not is_embedded(uri):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000"
+
+
+@contextmanager
+def session(config: Config) -> Iterator[str]:
+    """Point MLflow at the configured store and experiment; yield the experiment id; restore after."""
+    previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
+    uri = tracking_uri(config)
+    if is_embedded(uri):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        client = MlflowClient()
+        name = experiment_name(config)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            location = artifact_location(config) if is_embedded(uri) else None
+            experiment_id = client.create_experiment(name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        yield experiment_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as ``section.key`` -> text, for MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:6000]
+    return flat
+
+
+class TrialLogger:
+    """Optuna callback: each finished trial becomes a nested MLflow run under the parent run.
+
+    Uses MlflowClient with explicit run ids (not the fluent active-run stack), so it is safe with
+    parallel trials, and replaces optuna_integration's deprecated MLflowCallback.
+    """
+
+    def __init__(self, parent_run_id: str, experiment_id: str, metric: str):
+        self.parent_run_id, self.experiment_id, self.metric = parent_run_id, experiment_id, metric
+        self.client = MlflowClient()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number:03d}",
+            tags={
+                PARENT_TAG: self.parent_run_id,
+                "optuna.study": study.study_name,
+                "optuna.state": trial.state.name,
+            },
+        )
+        timestamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
+        metrics = (
+            [Metric(f"valid_{self.metric}", float(trial.value), timestamp, 0)]
+            if trial.value is not None
+            else []
+        )
+        if trial.intermediate_values:
+            last = trial.intermediate_values[max(trial.intermediate_values)]
+            metrics.append(Metric(f"valid_{self.metric}_last_report", float(last), timestamp, 0))
+        params = [Param(k, str(v)) for k, v in trial.params.items()]
+        params.append(Param("trial_number", str(trial.number)))
+        tags = [RunTag(f"optuna.{k}", str(v)) for k, v in trial.user_attrs.items()]
+        self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+        status = "FINISHED" if trial.state != optuna.trial.TrialState.FAIL else "FAILED"
+        self.client.set_terminated(run.info.run_id, status=status)
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Nested runs of a parent run (the trial runs)."""
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'", max_results=10_000
+    )
+
+
+def log_inputs(config: Config, fingerprint: str, label_settings: dict[str, Any], split: Split) -> None:
+    """Parent-run params: the whole config, the data fingerprint, label settings and split boundaries."""
+    params = flatten(config.model_dump(mode="json"))
+    params["data_fingerprint"] = fingerprint
+    params.update(flatten({k: v for k, v in label_settings.items() if k != "cutoffs"}, "label_settings."))
+    params.update(split.params())
+    mlflow.log_params(params)
+    test_cutoff = split.boundaries["test_cutoff"]
+    mlflow.set_tags({"churnml.data_fingerprint": fingerprint, "churnml.test_cutoff": test_cutoff})
+    mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+    mlflow.log_dict(split.boundaries, "split.json")
+
+
+def log_study(study: optuna.Study, metric: str) -> None:
+    """Tuning summary on the parent run (each trial has its own nested run)."""
+    states = [t.state for t in study.trials]
+    best = study.best_trial
+    mlflow.log_params(
+        {f"best.{k}": v for k, v in best.params.items()} | {"optuna.study_name": study.study_name}
+    )
+    mlflow.log_metrics(
+        {
+            f"valid_{metric}": float(best.value),
+            "tune_trials_complete": float(states.count(optuna.trial.TrialState.COMPLETE)),
+            "tune_trials_pruned": float(states.count(optuna.trial.TrialState.PRUNED)),
+            "best_trial": float(best.number),
+        }
+    )

@@ -1,0 +1,236 @@
+"""Explanations: SHAP contributions that add up to the score, drivers that agree with their sign, and
+reasons a person can read."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from churnml.explain import (
+    Explainer,
+    contributions,
+    excluded_features,
+    explain_rows,
+    feature_specs,
+    render,
+    typical_values,
+)
+from churnml.features.catalogue import FeatureSpec
+from churnml.model import ChurnModel
+
+
+def _spec(name: str, signal: str, family: str, reason: str, **kwargs) -> FeatureSpec:
+    return FeatureSpec(
+        name=name,
+        family=family,
+        table="events",
+        aggregate="count",
+        window_days=None,
+        dtype=kwargs.pop("dtype", "float64"),
+        reason=reason,
+        signal=signal,
+        **kwargs,
+    )
+
+
+SPECS = [
+    _spec("days_since_last_login", "login_activity", "recency", "No login for {value:.0f} days"),
+    _spec(
+        "events_login_count_7d", "login_activity", "frequency", "{value:.0f} login events in the last 7 days"
+    ),
+    _spec(
+        "events_login_count_30d",
+        "login_activity",
+        "frequency",
+        "{value:.0f} login events in the last 30 days",
+    ),
+    _spec(
+        "failed_payments_30d", "failed_payments", "billing", "{value:.0f} failed payments in the last 30 days"
+    ),
+    _spec("tenure_days", "tenure", "tenure", "Customer for {value:.0f} days", actionable=False),
+    _spec(
+        "plan",
+        "plan",
+        "billing",
+        "On the {value} plan",
+        dtype="category",
+        categories=("basic", "free", "pro"),
+    ),
+]
+
+
+def _frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    quiet = rng.exponential(12, n)
+    quiet[rng.random(n) < 0.05] = np.nan  # never logged in
+    logins = rng.poisson(np.where(np.isnan(quiet), 0, 30 / (1 + np.nan_to_num(quiet))), n)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "days_since_last_login": quiet,
+            "events_login_count_7d": np.minimum(logins, rng.poisson(3, n)).astype(float),
+            "events_login_count_30d": logins.astype(float),
+            "failed_payments_30d": rng.poisson(0.2, n).astype(float),
+            "tenure_days": rng.uniform(0, 800, n),
+            "plan": pd.Categorical(
+                rng.choice(["free", "basic", "pro"], n), categories=["basic", "free", "pro"]
+            ),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> ChurnModel:
+    """A small real booster on data where churn follows login recency, failed payments and tenure."""
+    frame = _frame(3000, 0)
+    logit = (
+        -3
+        + 0.08 * np.nan_to_num(frame["days_since_last_login"], nan=60)
+        + 1.2 * frame["failed_payments_30d"]
+        + 1.0 * (frame["tenure_days"] < 60)
+        + 0.5 * (frame["plan"] == "free")
+    )
+    y = (np.random.default_rng(1).random(len(frame)) < 1 / (1 + np.exp(-logit))).astype(int)
+    untrained = ChurnModel.untrained(frame, SPECS)
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "nthread": 2, "seed": 0}
+    matrix = xgb.DMatrix(untrained.prepare(frame), label=y, enable_categorical=True)
+    return untrained.with_booster(xgb.train(params, matrix, num_boost_round=40), best_iteration=39)
+
+
+@pytest.fixture(scope="module")
+def rows() -> pd.DataFrame:
+    return _frame(400, 2)
+
+
+def test_contributions_sum_to_the_margin(model: ChurnModel, rows: pd.DataFrame) -> None:
+    contribs = contributions(model, rows)
+    assert contribs.shape == (len(rows), len(model.columns) + 1)
+    np.testing.assert_allclose(contribs.sum(axis=1), model.margin(rows), atol=1e-4)
+
+
+def test_contributions_equal_shap_tree_explainer(model: ChurnModel, rows: pd.DataFrame) -> None:
+    shap = pytest.importorskip("shap")
+    expected = shap.TreeExplainer(model.trained_booster).shap_values(
+        xgb.DMatrix(model.prepare(rows), enable_categorical=True)
+    )
+    np.testing.assert_allclose(contributions(model, rows)[:, :-1], expected, atol=1e-5)
+
+
+def test_contributions_use_only_the_models_trees(model: ChurnModel, rows: pd.DataFrame) -> None:
+    """A booster with extra trees beyond the model's range must not change the explanation."""
+    longer = model.trained_booster.copy()
+    matrix = xgb.DMatrix(model.prepare(rows), enable_categorical=True)
+    longer.update(xgb.DMatrix(model.prepare(rows), label=np.ones(len(rows)), enable_categorical=True), 40)
+    cut = dataclasses.replace(model, booster=longer[: model.iteration_range[1]])
+    np.testing.assert_allclose(contributions(cut, rows), contributions(model, rows), atol=1e-6)
+    full = longer.predict(matrix, pred_contribs=True)
+    assert not np.allclose(full, contributions(model, rows), atol=1e-3)
+
+
+def test_batches_and_threads_give_the_same_values(model: ChurnModel, rows: pd.DataFrame) -> None:
+    whole = contributions(model, rows)
+    np.testing.assert_array_equal(contributions(model, rows, batch_size=37, nthread=1), whole)
+    assert model.trained_booster.num_boosted_rounds() == 40  # the model's booster is not modified
+
+
+def test_windows_of_one_signal_are_summed(model: ChurnModel, rows: pd.DataFrame) -> None:
+    explainer = Explainer.of(model, {})
+    contribs = contributions(model, rows)
+    per_signal = explainer.signals.sum(contribs)
+    assert explainer.signals.names == ("login_activity", "failed_payments", "tenure", "plan")
+    np.testing.assert_allclose(per_signal[:, 0], contribs[:, :3].sum(axis=1), atol=1e-5)
+    np.testing.assert_allclose(per_signal.sum(axis=1) + contribs[:, -1], contribs.sum(axis=1), atol=1e-4)
+
+
+def test_drivers_push_risk_up_strongest_first(model: ChurnModel, rows: pd.DataFrame) -> None:
+    contribs = contributions(model, rows)
+    explainer = Explainer.of(model, {})
+    per_signal = explainer.signals.sum(contribs)
+    drivers = explainer.drivers(rows, contribs, top_k=3)
+    assert len(drivers) == len(rows)
+    names = list(explainer.signals.names)
+    features = [s.name for s in explainer.specs]
+    for row, found in enumerate(drivers):
+        assert len(found) <= 3
+        expected = sorted((v for v in per_signal[row] if v > 0), reverse=True)[:3]
+        np.testing.assert_allclose([d.contribution for d in found], expected, atol=1e-5)
+        for driver in found:
+            assert driver.contribution > 0
+            assert per_signal[row, names.index(driver.signal)] == pytest.approx(driver.contribution)
+            # The value shown is the signal's own feature that pushed risk up the most.
+            lead = contribs[row, features.index(driver.feature)]
+            assert lead > 0 and explainer.specs[features.index(driver.feature)].signal == driver.signal
+    assert any(found for found in drivers)
+
+
+def test_explain_rows_is_the_serving_entry_point(model: ChurnModel, rows: pd.DataFrame) -> None:
+    typical = typical_values(model.prepare(rows), model.feature_names)
+    drivers = explain_rows(model, rows.head(5).drop(columns="customer_id"), top_k=2, typical=typical)
+    assert len(drivers) == 5
+    payload = json.dumps([[d.as_dict() for d in found] for found in drivers])  # JSON-able for a service
+    assert "retained customers" in payload
+
+
+def test_non_actionable_and_named_features_are_never_reasons(model: ChurnModel, rows: pd.DataFrame) -> None:
+    specs = feature_specs(model)
+    assert excluded_features(specs, ["non_actionable"]).tolist() == [False] * 4 + [True, False]
+    assert excluded_features(specs, ["billing"]).tolist() == [False] * 3 + [True, False, True]
+    drivers = explain_rows(model, rows, top_k=4, exclude=["non_actionable", "failed_payments"])
+    signals = {d.signal for found in drivers for d in found}
+    assert signals and not signals & {"tenure", "failed_payments"}
+    everything = {d.signal for found in explain_rows(model, rows, top_k=4) for d in found}
+    assert {"tenure", "failed_payments"} <= everything
+
+
+def test_reasons_read_well() -> None:
+    login, tenure, plan = SPECS[0], SPECS[4], SPECS[5]
+    assert render(login, 41.2, 3.0) == "No login for 41 days (retained customers: 3)"
+    assert render(login, np.nan, 3.0) == "No login yet (retained customers: 3)"
+    assert render(login, 12.0) == "No login for 12 days"
+    assert render(tenure, 20.0, 412.5) == "Customer for 20 days (retained customers: 412)"
+    assert render(plan, "free", "basic") == "On the free plan (retained customers: basic)"
+    trend = _spec("events_trend_30d", "activity_trend", "engagement", "Activity changed by {value:+.0%}")
+    assert render(trend, -0.62, 0.05) == "Activity changed by -62% (retained customers: +5%)"
+    counted = _spec(
+        "satisfaction_last", "support", "support", "Last rating was {value:g}", description="Last rating."
+    )
+    assert render(counted, None) == "Last rating: none yet"
+
+
+def test_typical_values_are_medians_and_modes() -> None:
+    frame = pd.DataFrame(
+        {"a": [1.0, 2.0, 9.0, np.nan], "b": pd.Categorical(["x", "y", "y", None]), "c": [np.nan] * 4}
+    )
+    assert typical_values(frame) == {"a": 2.0, "b": "y", "c": None}
+    assert typical_values(frame, ["a", "missing"]) == {"a": 2.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32)),
+    typical=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32)),
+)
+def test_rendering_never_fails(value: float | None, typical: float | None) -> None:
+    for spec in SPECS:
+        text = render(spec, value, typical)
+        assert text and "{" not in text
+        has_typical = typical is not None and not math.isnan(typical)
+        assert ("retained customers" in text) == has_typical
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no NVIDIA GPU on this machine")
+def test_gpu_contributions_equal_cpu(model: ChurnModel, rows: pd.DataFrame) -> None:
+    """scoring.device=cuda: TreeSHAP on the GPU gives the CPU's values, and leaves the model on CPU."""
+    np.testing.assert_allclose(
+        contributions(model, rows, device="cuda"), contributions(model, rows), atol=1e-4
+    )
+    assert json.loads(model.trained_booster.save_config())["learner"]["generic_param"]["device"] == "cpu"

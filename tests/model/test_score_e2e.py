@@ -1,0 +1,235 @@
+"""Scoring end to end: a model trained and registered in a temporary MLflow store scores the simulated
+business; the list, its drivers and groups are checked against the model and the simulator's truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from churnml import cli
+from churnml import report as report_module
+from churnml.cli import app
+from churnml.config import Config
+from churnml.errors import ChurnmlError
+from churnml.explain import Explainer
+from churnml.labels import make_label_times
+from churnml.pipelines import score, train
+from churnml.pipelines.train import TrainResult
+from churnml.report import signal_importance
+from churnml.risk import cause_confusion, load_playbook, true_causes
+from churnml.simulate import Simulation, simulate
+from churnml.training_set import TrainingSet
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("score_e2e")]
+
+# The conftest's training set is this simulation; one quick trial with fixed tree settings.
+SIM = ["simulate.customers=1500", "simulate.months=9", "simulate.seed=7"]
+QUICK = ["tune.n_trials=1", "model.params={max_depth: 4, learning_rate: 0.1}", "scoring.global_sample=600"]
+
+
+@pytest.fixture(scope="session")
+def sim() -> Simulation:
+    return simulate(1500, 9, 7)
+
+
+@pytest.fixture(scope="session")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, make_config: Callable[..., Config], training_set: TrainingSet
+) -> tuple[Config, TrainResult]:
+    config = make_config(tmp_path_factory.mktemp("score"), *SIM, *QUICK)
+    return config, train.run(config, training_set=training_set)
+
+
+@pytest.fixture(scope="session")
+def first(trained: tuple[Config, TrainResult], sim: Simulation) -> score.ScoreResult:
+    """A month before the end of the data, so the simulator's next renewal decisions are known."""
+    config, _ = trained
+    return score.run(config, as_of=sim.end - pd.DateOffset(months=1), dataset=sim.to_dataset())
+
+
+@pytest.fixture(scope="session")
+def second(
+    trained: tuple[Config, TrainResult], sim: Simulation, first: score.ScoreResult
+) -> score.ScoreResult:
+    """At the end of the data (the default), a month after ``first``: the trend run."""
+    config, _ = trained
+    return score.run(config, dataset=sim.to_dataset())
+
+
+def test_every_active_customer_listed_once_ranked_and_banded(
+    first: score.ScoreResult, trained: tuple[Config, TrainResult], sim: Simulation
+) -> None:
+    config, result = trained
+    risk_list = first.risk_list
+    as_of = pd.Timestamp(first.summary["as_of"])
+    eligible = make_label_times(sim.to_dataset(), config.labels, [as_of]).frame["customer_id"]
+    assert sorted(risk_list["customer_id"]) == sorted(eligible)
+    assert risk_list["rank"].tolist() == list(range(1, len(risk_list) + 1))
+    assert risk_list["revenue_at_risk"].is_monotonic_decreasing
+    p = risk_list["churn_probability"].to_numpy()
+    expected_band = np.select([p >= 0.3, p >= 0.1], ["high", "medium"], "low")
+    assert (risk_list["risk_band"].to_numpy() == expected_band).all()
+    assert (risk_list["at_risk"] == (p >= config.risk.at_risk_threshold)).all()
+    np.testing.assert_allclose(risk_list["revenue_at_risk"], p * risk_list["customer_value"])
+    assert set(risk_list["segment"]) <= {"cancelled_past_due", "new", "inactive", "slipping_away", "active"}
+    assert result.model.iteration_range == (0, result.model.info["best_iteration"] + 1)
+
+
+def test_files_written_and_csv_matches_parquet(second: score.ScoreResult) -> None:
+    names = {p.name for p in second.out_dir.iterdir()}
+    expected = {"risk_list.csv", "risk_list.parquet", "risk_groups.csv", "risk_report.html", "summary.json"}
+    assert expected <= names
+    assert not [p for p in second.out_dir.parent.iterdir() if p.name.startswith(".score")]
+    parquet = pd.read_parquet(second.out_dir / "risk_list.parquet")
+    csv = pd.read_csv(second.out_dir / "risk_list.csv")
+    assert (
+        csv["customer_id"].tolist()
+        == parquet["customer_id"].tolist()
+        == second.risk_list["customer_id"].tolist()
+    )
+    np.testing.assert_allclose(csv["churn_probability"], parquet["churn_probability"])
+
+
+def test_contributions_add_up_to_the_score(
+    first: score.ScoreResult, trained: tuple[Config, TrainResult]
+) -> None:
+    _, result = trained
+    model, explained = result.model, first.explained
+    np.testing.assert_allclose(
+        explained.contributions.sum(axis=1), model.margin(explained.features), atol=1e-4
+    )
+    listed = first.risk_list.set_index("customer_id").loc[explained.customers["customer_id"]]
+    np.testing.assert_allclose(
+        listed["churn_probability"], model.predict_proba(explained.features), rtol=1e-6
+    )
+
+
+def test_drivers_and_groups_where_needed(
+    first: score.ScoreResult, trained: tuple[Config, TrainResult]
+) -> None:
+    config, result = trained
+    risk_list = first.risk_list
+    at_risk = risk_list["at_risk"]
+    assert at_risk.any() and (~at_risk).any()
+    assert risk_list.loc[at_risk, "risk_group"].notna().all()
+    assert risk_list.loc[~at_risk, "risk_group"].isna().all()
+    assert (risk_list["play"].notna() == risk_list["risk_group"].notna()).all()
+    head = risk_list.head(config.scoring.explain_top)
+    assert head["driver_1"].notna().mean() > 0.9  # the head of the list always has reasons
+    # Reasons agree with the sign of the contributions: each driver's signal adds risk for that customer.
+    explained = first.explained
+    explainer = Explainer.of(result.model, {})
+    rows = explained.customers["explained"].to_numpy()
+    drivers = explainer.drivers(explained.features[rows], explained.contributions[rows], config.risk.top_k)
+    texts = first.risk_list.set_index("customer_id").loc[explained.customers["customer_id"][rows]]
+    for found, (_, listed) in zip(drivers, texts.iterrows(), strict=True):
+        assert all(d.contribution > 0 for d in found)
+        assert [d.contribution for d in found] == sorted((d.contribution for d in found), reverse=True)
+        assert sum(isinstance(listed[f"driver_{k + 1}"], str) for k in range(3)) == len(found)
+    assert "retained customers:" in risk_list["driver_1"].dropna().iloc[0]
+
+
+def test_drivers_recover_the_simulators_truth(
+    first: score.ScoreResult, trained: tuple[Config, TrainResult], sim: Simulation
+) -> None:
+    config, result = trained
+    playbook = load_playbook()
+    as_of = pd.Timestamp(first.summary["as_of"])
+    causes = true_causes(sim.truth, as_of, config.labels.horizon_days)
+    table, matched, compared = cause_confusion(first.risk_list, causes, playbook)
+    print(f"\nassigned group vs true cause ({compared} at-risk customers, {matched:.0%} match):\n{table}")
+    assert compared >= 40
+    assert matched > 0.5
+    importance = signal_importance(first.explained, Explainer.of(result.model, {}), playbook)
+    top_groups = set(importance.head(6)["risk_group"])
+    print(importance.head(10).to_string())
+    assert {"fading_usage", "failed_payments"} <= top_groups
+
+
+def test_scoring_is_an_mlflow_run_with_the_outputs(
+    first: score.ScoreResult, trained: tuple[Config, TrainResult]
+) -> None:
+    config, result = trained
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.experiment_id == client.get_run(result.run_id).info.experiment_id
+    assert run.data.tags["churnml.stage"] == "score"
+    assert run.data.params["model_version"] == str(result.version)
+    assert run.data.metrics["customers_at_risk"] == first.risk_list["at_risk"].sum()
+    artifacts = {a.path for a in client.list_artifacts(first.run_id, "scoring")}
+    assert {"scoring/risk_list.csv", "scoring/risk_list.parquet", "scoring/risk_report.html"} <= artifacts
+
+
+def test_trend_against_the_previous_run(first: score.ScoreResult, second: score.ScoreResult) -> None:
+    assert second.summary["previous_as_of"][:10] == first.summary["as_of"][:10]
+    before = first.risk_list.set_index("customer_id")
+    now = second.risk_list.set_index("customer_id")
+    common = now.index.intersection(before.index)
+    assert len(common) > 0.8 * len(now)
+    np.testing.assert_allclose(
+        now.loc[common, "previous_probability"], before.loc[common, "churn_probability"]
+    )
+    np.testing.assert_allclose(
+        now.loc[common, "probability_change"],
+        now.loc[common, "churn_probability"] - before.loc[common, "churn_probability"],
+    )
+    was = before["at_risk"].reindex(now.index, fill_value=False).astype(bool)
+    assert (now["newly_at_risk"] == (now["at_risk"] & ~was)).all()
+    history = pd.read_csv(second.out_dir / "history.csv")
+    assert len(history) == 2 and history["as_of"].is_monotonic_increasing
+
+
+def test_as_of_after_the_data_is_a_clear_error(trained: tuple[Config, TrainResult], sim: Simulation) -> None:
+    config, _ = trained
+    with pytest.raises(ChurnmlError, match="after the end of the data"):
+        score.run(config, as_of=sim.end + pd.Timedelta(days=1), dataset=sim.to_dataset())
+
+
+def test_missing_model_is_a_clear_error(trained: tuple[Config, TrainResult], sim: Simulation) -> None:
+    config, _ = trained
+    with pytest.raises(ChurnmlError, match=r"models:/no-such-model@champion(.|\n)*churnml train"):
+        score.run(config, model_uri="models:/no-such-model@champion", dataset=sim.to_dataset())
+
+
+def test_failed_run_leaves_previous_outputs_intact(
+    trained: tuple[Config, TrainResult],
+    sim: Simulation,
+    second: score.ScoreResult,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config, _ = trained
+    before = {p.name: p.read_bytes() for p in second.out_dir.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the report")
+
+    monkeypatch.setattr(report_module, "write_report", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        score.run(config, dataset=sim.to_dataset())
+    assert {p.name: p.read_bytes() for p in second.out_dir.iterdir()} == before
+    assert not [p for p in second.out_dir.parent.iterdir() if p.name.startswith(".score")]
+
+
+def test_cli_scores_and_prints_the_top_of_the_list(
+    trained: tuple[Config, TrainResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _ = trained
+    monkeypatch.setattr(cli.console, "width", 220)  # a wide terminal: the table is not abbreviated
+    runner = CliRunner()
+    common = [*SIM, *QUICK, f"output.dir={config.output.dir}", f"tracking.uri={config.tracking.uri}"]
+    result = runner.invoke(app, ["score", "--out", str(tmp_path / "cli"), "--top", "10", *common])
+    assert result.exit_code == 0, result.output
+    assert "risk_report.html" in result.output and "top 10 by revenue at risk" in result.output
+    listed = pd.read_csv(tmp_path / "cli" / "risk_list.csv")
+    assert all(customer in result.output for customer in listed["customer_id"].head(10))
+    assert listed["customer_id"].iloc[10] not in result.output
+    error = runner.invoke(app, ["score", "--as-of", "2031-01-01", "--out", str(tmp_path / "cli"), *common])
+    assert error.exit_code == 2 and "after the end of the data" in error.output
+    assert "Traceback" not in error.output

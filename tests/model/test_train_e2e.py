@@ -1,0 +1,303 @@
+"""The training pipeline end to end on simulated data with a real MLflow SQLite store, and the behaviour
+of the model it produces (input validation, reload, determinism, champion/challenger)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import xgboost as xgb
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from churnml import registry
+from churnml.cli import app
+from churnml.config import Config
+from churnml.errors import DataValidationError
+from churnml.mlflow_model import input_frame, log_model
+from churnml.model import ChurnModel, FeatureColumn, load_model
+from churnml.pipelines import train
+from churnml.pipelines.train import TrainResult
+from churnml.tracking import child_runs, session
+from churnml.training_set import TrainingSet
+from churnml.tune import OptimisticPruner, PruningCallback
+
+# One group: the trained model is a module fixture, built once on whichever worker runs the group.
+pytestmark = pytest.mark.xdist_group("train_e2e")
+
+PLOTS = {"roc.png", "pr.png", "calibration.png", "lift_gain.png", "profit.png", "feature_importance.png"}
+
+
+@pytest.fixture(scope="module")
+def first(
+    tmp_path_factory: pytest.TempPathFactory, make_config: Callable[..., Config], training_set: TrainingSet
+) -> tuple[Config, TrainResult]:
+    config = make_config(tmp_path_factory.mktemp("first"))
+    return config, train.run(config, training_set=training_set)
+
+
+def _client(config: Config) -> MlflowClient:
+    return MlflowClient(tracking_uri=config.tracking.uri, registry_uri=config.tracking.uri)
+
+
+@pytest.mark.slow
+def test_parent_run_has_config_split_metrics_and_plots(first: tuple[Config, TrainResult]) -> None:
+    config, result = first
+    client = _client(config)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    params, metrics = run.data.params, run.data.metrics
+    assert params["split.test_cutoff"] == result.split.boundaries["test_cutoff"]
+    assert params["split.train_cutoffs"].count(",") == len(result.split.boundaries["train_cutoffs"]) - 1
+    assert params["data_fingerprint"] and params["tune.n_trials"] == "4"
+    assert params["calibration.chosen"] in {"isotonic", "sigmoid"}
+    for name in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_lift_top10"):
+        assert np.isfinite(metrics[name])
+    for name in ("test_best_profit", "test_best_roi", "test_op_precision", "test_logreg_roc_auc"):
+        assert name in metrics
+    assert metrics["test_roc_auc"] == pytest.approx(result.evaluation.model.metrics["roc_auc"])
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
+    assert {f"evaluation/{p}" for p in PLOTS} <= artifacts
+    assert {"config.json", "split.json"} <= {a.path for a in client.list_artifacts(result.run_id)}
+
+
+@pytest.mark.slow
+def test_each_trial_is_a_nested_run(first: tuple[Config, TrainResult]) -> None:
+    config, result = first
+    client = _client(config)
+    experiment_id = client.get_run(result.run_id).info.experiment_id
+    children = child_runs(client, experiment_id, result.run_id)
+    assert len(children) == len(result.study.trials) == 4
+    numbers = sorted(int(run.data.params["trial_number"]) for run in children)
+    assert numbers == [0, 1, 2, 3]
+    complete = [run for run in children if run.data.tags["optuna.state"] == "COMPLETE"]
+    assert complete and all("valid_logloss" in run.data.metrics for run in complete)
+    assert all("learning_rate" in run.data.params for run in children)
+
+
+@pytest.mark.slow
+def test_registered_as_champion_and_reloads_identically(first: tuple[Config, TrainResult]) -> None:
+    config, result = first
+    client = _client(config)
+    name = config.tracking.registered_model
+    assert result.decision is not None and result.decision.promoted
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == result.version
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == result.version
+    assert champion.tags["test_cutoff"] == result.split.boundaries["test_cutoff"]
+
+    test = result.split.test
+    expected = result.model.predict_proba(test)
+    mlflow.set_tracking_uri(config.tracking.uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        assert np.array_equal(pyfunc.predict(input_frame(result.model, test)), expected)
+        assert np.array_equal(pyfunc.predict(test), expected)  # extra columns ignored, categories accepted
+        reloaded = load_model(f"models:/{name}@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert np.array_equal(reloaded.predict_proba(test), expected)
+    assert np.array_equal(ChurnModel.load(result.out_dir / "model").predict_proba(test), expected)
+    assert reloaded.calibrator == result.model.calibrator
+    assert (expected > 0).all() and (expected < 1).all()
+
+
+@pytest.mark.slow
+def test_saved_model_is_plain_json(first: tuple[Config, TrainResult]) -> None:
+    _, result = first
+    directory = result.out_dir / "model"
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "booster.json",
+        "calibrator.json",
+        "feature_spec.json",
+    ]
+    spec = json.loads((directory / "feature_spec.json").read_text())
+    assert [c["name"] for c in spec["columns"]] == result.model.feature_names
+    assert all(f["reason"] for f in spec["features"])  # reason templates travel with the model
+    assert json.loads((directory / "calibrator.json").read_text())["method"] == result.model.calibrator.method
+    metrics = json.loads((result.out_dir / "evaluation" / "metrics.json").read_text())["metrics"]
+    assert set(metrics) >= {"model", "uncalibrated", "logreg", "recency"}
+
+
+@pytest.mark.slow
+def test_model_uses_only_its_best_trees(first: tuple[Config, TrainResult]) -> None:
+    _, result = first
+    model = result.model
+    assert model.booster.num_boosted_rounds() == model.info["best_iteration"] + 1
+    assert model.iteration_range == (0, model.info["best_iteration"] + 1)
+
+
+@pytest.mark.slow
+def test_prepare_validates_and_casts_like_training(first: tuple[Config, TrainResult]) -> None:
+    _, result = first
+    model, test = result.model, result.split.test.head(50)
+    category = next(c for c in model.columns if c.dtype == "category")
+    numeric = next(c for c in model.columns if c.dtype == "float64")
+    # Column order, extra columns and text categoricals (as JSON gives them) change nothing.
+    as_json = input_frame(model, test)[list(reversed(model.feature_names))].assign(extra=1)
+    assert np.array_equal(model.predict_proba(as_json), model.predict_proba(test))
+    # An unseen category is treated as missing, not as an error or a wrong code.
+    unseen = test.assign(**{category.name: "never-seen-before"})
+    missing = test.assign(**{category.name: np.nan})
+    assert model.prepare(unseen)[category.name].isna().all()
+    assert np.array_equal(model.predict_proba(unseen), model.predict_proba(missing))
+    # Integers (JSON numbers) are fine; text in a numeric column and missing columns are named errors.
+    assert np.allclose(
+        model.predict_proba(test.assign(**{numeric.name: test[numeric.name].fillna(0).astype(int)})),
+        model.predict_proba(
+            test.assign(**{numeric.name: test[numeric.name].fillna(0).astype(int).astype(float)})
+        ),
+    )
+    with pytest.raises(DataValidationError, match=numeric.name):
+        model.predict_proba(test.assign(**{numeric.name: "lots"}))
+    with pytest.raises(DataValidationError, match="missing"):
+        model.predict_proba(test.drop(columns=[numeric.name, category.name]))
+
+
+@pytest.mark.slow
+def test_same_config_and_seed_give_the_same_model(
+    first: tuple[Config, TrainResult],
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    training_set: TrainingSet,
+) -> None:
+    _, result = first
+    again = train.run(make_config(tmp_path), training_set=training_set)
+    assert again.study.study_name == result.study.study_name  # derived from data, split and settings
+    assert again.study.best_params == result.study.best_params
+    assert bytes(again.model.booster.save_raw("json")) == bytes(result.model.booster.save_raw("json"))
+    assert again.model.calibrator == result.model.calibrator
+    assert again.evaluation.metrics() == result.evaluation.metrics()
+
+
+@pytest.mark.slow
+def test_worse_challenger_is_not_promoted_and_can_be_overridden(
+    first: tuple[Config, TrainResult],
+    tmp_path: Path,
+    make_config: Callable[..., Config],
+    training_set: TrainingSet,
+) -> None:
+    config, result = first
+    shutil.copy(Path(config.output.dir) / "mlflow.db", tmp_path / "mlflow.db")  # the registry, with v1
+    weak = make_config(tmp_path, "model.max_rounds=2", "model.params={max_depth: 1}")
+    worse = train.run(weak, training_set=training_set)
+    name = weak.tracking.registered_model
+    client = _client(weak)
+    assert worse.decision is not None and not worse.decision.promoted
+    assert worse.decision.champion_version == result.version
+    assert worse.decision.champion == pytest.approx(result.evaluation.model.metrics["roc_auc"])
+    assert worse.decision.challenger < worse.decision.champion
+    assert str(client.get_model_version_by_alias(name, "champion").version) == result.version
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == worse.version
+    tags = client.get_run(worse.run_id).data.tags
+    assert tags["promotion.promoted"] == "false" and "does not beat" in tags["promotion.reason"]
+
+    overrides = [f"output.dir={tmp_path}", f"tracking.uri={weak.tracking.uri}"]
+    listed = CliRunner().invoke(app, ["models", *overrides])
+    assert listed.exit_code == 0, listed.output
+    assert f"│ {worse.version} " in listed.output
+    with session(weak):
+        aliases = {row["version"]: row["aliases"] for row in registry.versions(name)}
+    assert aliases == {result.version: "champion", worse.version: "challenger"}
+    promoted = CliRunner().invoke(app, ["promote", worse.version, *overrides])
+    assert promoted.exit_code == 0, promoted.output
+    assert str(client.get_model_version_by_alias(name, "champion").version) == worse.version
+    with session(weak):
+        assert {row["version"]: row["aliases"] for row in registry.versions(name)}[worse.version] == (
+            "challenger, champion"
+        )
+    missing = CliRunner().invoke(app, ["promote", "99", *overrides])
+    assert missing.exit_code == 2 and "cannot promote" in missing.output
+
+
+@pytest.mark.slow
+def test_champion_on_other_features_is_kept(tmp_path: Path, make_config: Callable[..., Config]) -> None:
+    """A champion that cannot score the new test rows (different features) is not replaced automatically."""
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "label": [0, 1, 0, 1]})
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(frame[["x"]], frame["label"]), 2)
+    tiny = ChurnModel(booster, (FeatureColumn("x", "float64"),))
+
+    def cannot_score(uri: str) -> float:
+        raise DataValidationError("features", "y", "required feature column(s) missing")
+
+    with session(make_config(tmp_path)), mlflow.start_run():
+        uri = log_model(tiny, frame).model_uri
+        first_version, decision = registry.register_and_decide(uri, "m", "roc_auc", 0.7, cannot_score)
+        assert decision.promoted and first_version == "1"
+        _, decision = registry.register_and_decide(uri, "m", "roc_auc", 0.9, cannot_score)
+        assert not decision.promoted and "promote by hand" in decision.reason
+        assert str(MlflowClient().get_model_version_by_alias("m", "champion").version) == first_version
+
+
+# --- tuning internals: the pruner and the pruning callback ---------------------------------------------
+
+SLOW_BEST = {4: 0.191, 8: 0.184, 12: 0.181, 16: 0.1795, 20: 0.1786, 28: 0.1776, 40: 0.1766}
+FAST_DEEP = {4: 0.186, 8: 0.180, 12: 0.179, 16: 0.1779, 20: 0.1776}
+
+
+def _study(curves: list[dict[int, float]], startup: int = 2) -> optuna.Study:
+    study = optuna.create_study(pruner=OptimisticPruner(n_startup_trials=startup, n_warmup_steps=4))
+    for curve in curves:
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=min(curve.values()), intermediate_values=curve, params={}, distributions={}
+            )
+        )
+    return study
+
+
+@pytest.mark.parametrize(
+    ("at_step_12", "pruned"),
+    [
+        (0.1805, False),  # behind the early leader, but could still beat the best (a median rule prunes it)
+        (0.1812, True),  # would need to improve more than any finished trial did from here
+        (0.19, True),
+    ],
+)
+def test_optimistic_pruner_stops_only_hopeless_trials(at_step_12: float, pruned: bool) -> None:
+    study = _study([FAST_DEEP, SLOW_BEST])
+    trial = study.ask()
+    trial.report(0.2, 8)
+    trial.report(at_step_12, 12)
+    assert trial.should_prune() is pruned
+
+
+def test_optimistic_pruner_waits_for_warmup_and_startup_trials() -> None:
+    trial = _study([FAST_DEEP, SLOW_BEST]).ask()
+    trial.report(0.5, 3)
+    assert not trial.should_prune()  # step 3 < warm-up 4
+    lonely = _study([SLOW_BEST], startup=2).ask()
+    lonely.report(0.5, 12)
+    assert not lonely.should_prune()  # one finished trial < 2 startup trials
+
+
+def test_pruning_callback_reports_at_equal_learning_progress() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.steps: list[tuple[int, int]] = []
+            self.epoch = 0
+
+        def report(self, value: float, step: int) -> None:
+            self.steps.append((self.epoch, step))
+
+        def should_prune(self) -> bool:
+            return False
+
+    def steps(learning_rate: float, rounds: int) -> list[tuple[int, int]]:
+        recorder = Recorder()
+        callback = PruningCallback(recorder, "validation-logloss", learning_rate, interval=0.25)  # type: ignore[arg-type]
+        for epoch in range(rounds):
+            recorder.epoch = epoch
+            callback.after_iteration(None, epoch, {"validation": {"logloss": [0.5]}})
+        return recorder.steps
+
+    # Progress = rounds x learning rate: step k is reported once k x 0.25 is reached.
+    assert steps(0.1, 10) == [(2, 1), (4, 2), (7, 3), (9, 4)]
+    assert steps(0.025, 40) == [(9, 1), (19, 2), (29, 3), (39, 4)]

@@ -1,0 +1,335 @@
+"""The prediction service over real HTTP: each endpoint, the error cases, authentication, CORS, health and
+metrics, and that ``/score_history`` gives the batch pipeline's probability for the same customer and
+as-of time."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from churnml.explain import explain_rows
+from churnml.pipelines import score
+from churnml.risk import band_of
+from churnml.serve import summarize_errors
+
+if TYPE_CHECKING:
+    from conftest import Live, Trained
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
+
+AS_OF = pd.Timestamp("2025-08-17 06:00:00")  # not a cutoff of training: any moment works
+
+
+@pytest.fixture(scope="session")
+def batch(live: Live, tmp_path_factory: pytest.TempPathFactory) -> score.ScoreResult:
+    """The batch scoring pipeline at AS_OF on the same data and registered champion."""
+    trained = live.trained
+    config = trained.config.model_copy(
+        update={
+            "scoring": trained.config.scoring.model_copy(
+                update={"log_to_mlflow": False, "out_dir": str(tmp_path_factory.mktemp("score"))}
+            )
+        }
+    )
+    return score.run(config, as_of=AS_OF, dataset=trained.dataset)
+
+
+@pytest.fixture(scope="session")
+def features(trained: Trained) -> pd.DataFrame:
+    """Batch features of the customers active at AS_OF (what the pipeline scores)."""
+    return score.active_customer_features(trained.dataset, trained.model, AS_OF, trained.config)
+
+
+def records(model, frame: pd.DataFrame) -> list[dict]:
+    """Feature rows as JSON records (NaN -> null, categories as text)."""
+    out = []
+    for row in frame.to_dict("records"):
+        record = {"customer_id": row["customer_id"]}
+        for column in model.columns:
+            value = row[column.name]
+            missing = value is None or (not isinstance(value, str) and pd.isna(value))
+            record[column.name] = (
+                None if missing else (str(value) if column.dtype == "category" else float(value))
+            )
+        out.append(record)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Endpoints.
+
+
+def test_predict_gives_the_models_probability_band_and_version(live: Live, features: pd.DataFrame) -> None:
+    trained = live.trained
+    frame = features.head(40)
+    answer = live.post("/predict", {"records": records(trained.model, frame)})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    expected = trained.model.predict_proba(frame)
+    assert [r["customer_id"] for r in body] == frame["customer_id"].tolist()
+    np.testing.assert_allclose([r["churn_probability"] for r in body], expected, rtol=0, atol=1e-12)
+    assert [r["risk_band"] for r in body] == list(band_of(expected, trained.config.risk.bands))
+    assert [r["at_risk"] for r in body] == list(expected >= trained.config.risk.at_risk_threshold)
+    assert {r["model_version"] for r in body} == {trained.version}
+
+
+def test_concurrent_predictions_are_batched_without_mixing_answers(
+    live: Live, features: pd.DataFrame
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = live.trained.model
+    frame = features.head(24)
+    expected = dict(zip(frame["customer_id"], model.predict_proba(frame), strict=True))
+    bodies = [{"records": [r]} for r in records(model, frame)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: live.post("/predict", b), bodies))
+    for answer in answers:
+        assert answer.status_code == 200
+        (row,) = answer.json()
+        assert row["churn_probability"] == pytest.approx(expected[row["customer_id"]], abs=1e-12)
+
+
+def test_explain_gives_the_explain_modules_drivers(live: Live, features: pd.DataFrame) -> None:
+    model = live.trained.model
+    frame = features.head(5)
+    answer = live.post("/explain", {"records": records(model, frame), "top_k": 2})
+    assert answer.status_code == 200, answer.text
+    expected = explain_rows(model, frame, top_k=2)
+    for row, drivers in zip(answer.json(), expected, strict=True):
+        assert row["model_version"] == live.trained.version
+        assert [d["text"] for d in row["drivers"]] == [d.text for d in drivers]
+        assert [d["contribution"] for d in row["drivers"]] == pytest.approx([d.contribution for d in drivers])
+        assert all(d["contribution"] > 0 for d in row["drivers"]) and len(row["drivers"]) <= 2
+
+
+def test_score_history_equals_the_batch_pipeline(live: Live, batch: score.ScoreResult) -> None:
+    """Raw histories, rows after the as-of time included, give the risk list's probability."""
+    listed = batch.risk_list.set_index("customer_id")
+    # The highest, a middle and the lowest risk customers, and a few more.
+    order = listed.sort_values("churn_probability").index
+    chosen = [order[-1], order[-2], order[len(order) // 2], order[0], order[1]]
+    histories = [live.trained.history(c) for c in chosen]
+    assert any(e["timestamp"] >= AS_OF.isoformat() for h in histories for e in h["events"])
+    answer = live.post(
+        "/score_history",
+        {"customers": histories, "as_of": AS_OF.isoformat(), "include_features": True, "top_k": 3},
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["customer_id"] for r in body] == chosen
+    for row in body:
+        expected = listed.loc[row["customer_id"]]
+        assert row["churn_probability"] == pytest.approx(expected["churn_probability"], rel=1e-12, abs=1e-15)
+        assert row["risk_band"] == expected["risk_band"]
+        assert row["model_version"] == live.trained.version
+        assert pd.Timestamp(row["as_of"]).tz_convert(None) == AS_OF
+        assert row["features"] is not None and len(row["features"]) == len(live.trained.model.columns)
+    # Same leading reason; the risk list adds typical values of its scored population, which a service
+    # scoring a few customers does not have (unless the model carries them, see explain.typical_values).
+    top = body[0]
+    listed_reason = listed.loc[top["customer_id"], "driver_1"].split(" (retained customers")[0]
+    assert top["drivers"] and top["drivers"][0]["text"].split(" (retained customers")[0] == listed_reason
+
+
+def test_score_history_features_equal_the_training_feature_builders(
+    live: Live, features: pd.DataFrame
+) -> None:
+    chosen = features["customer_id"].iloc[:3].tolist()
+    histories = [live.trained.history(c) for c in chosen]
+    body = live.post(
+        "/score_history", {"customers": histories, "as_of": AS_OF.isoformat(), "include_features": True}
+    ).json()
+    expected = features.set_index("customer_id")
+    for row in body:
+        for name, value in row["features"].items():
+            want = expected.loc[row["customer_id"], name]
+            if value is None:
+                assert pd.isna(want), name
+            elif isinstance(value, str):
+                assert value == str(want), name
+            else:
+                assert value == pytest.approx(float(want), rel=1e-12), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: 4xx naming the field, never a 5xx.
+
+
+def _example(live: Live, features: pd.DataFrame) -> dict:
+    return records(live.trained.model, features.head(1))[0]
+
+
+def _categorical(live: Live) -> str:
+    return next(c.name for c in live.trained.model.columns if c.dtype == "category")
+
+
+def _numeric(live: Live) -> str:
+    return next(c.name for c in live.trained.model.columns if c.dtype != "category")
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown", "missing", "string", "boolean", "too_large", "unseen_category", "category_type"],
+)
+def test_bad_records_get_400_naming_the_field(live: Live, features: pd.DataFrame, case: str) -> None:
+    record = _example(live, features)
+    numeric, categorical = _numeric(live), _categorical(live)
+    field = numeric
+    if case == "unknown":
+        record["no_such_feature"], field = 1.0, "no_such_feature"
+    elif case == "missing":
+        del record[numeric]
+    elif case == "string":
+        record[numeric] = "12"
+    elif case == "boolean":
+        record[numeric] = True
+    elif case == "too_large":
+        record[numeric] = 1e39  # finite in JSON, infinite as XGBoost's float32
+    elif case == "unseen_category":
+        record[categorical], field = "no-such-level", categorical
+    elif case == "category_type":
+        record[categorical], field = 3, categorical
+    answer = live.post("/predict", {"records": [record]})
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert f"records.0.{field}" in body["error"]
+    assert body["detail"][0]["loc"] == ["records", 0, field]
+    if case == "unseen_category":
+        column = next(c for c in live.trained.model.columns if c.name == categorical)
+        assert all(repr(level) in body["error"] for level in column.categories)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_get_400(live: Live, features: pd.DataFrame, literal: str) -> None:
+    record = _example(live, features)
+    record[_numeric(live)] = 0.5
+    raw = json.dumps({"records": [record]}).replace("0.5", literal, 1)
+    answer = requests.post(
+        f"{live.url}/predict",
+        data=raw,
+        headers={"X-API-Key": live.api_key, "content-type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    assert "finite" in answer.json()["error"]
+
+
+def test_malformed_json_oversize_and_empty_batches_get_400(live: Live, features: pd.DataFrame) -> None:
+    headers = {"X-API-Key": live.api_key, "content-type": "application/json"}
+    broken = requests.post(f"{live.url}/predict", data='{"records": [', headers=headers, timeout=30)
+    assert broken.status_code == 400 and "JSON" in broken.json()["error"]
+    record = _example(live, features)
+    oversize = live.post("/predict", {"records": [record] * (live.max_records + 1)})
+    assert oversize.status_code == 400 and f"at most {live.max_records}" in oversize.json()["error"]
+    assert live.post("/explain", {"records": []}).status_code == 400
+    assert live.post("/explain", {"records": [record], "top_k": 0}).json()["detail"][0]["loc"] == ["top_k"]
+    assert live.post("/predict", [record]).status_code == 400  # the list must be under "records"
+
+
+def test_histories_breaking_the_contract_get_a_4xx_naming_where(live: Live, features: pd.DataFrame) -> None:
+    customer = features["customer_id"].iloc[0]
+    history = live.trained.history(customer)
+    as_of = AS_OF.isoformat()
+
+    ended_before_start = json.loads(json.dumps(history))
+    sub = ended_before_start["subscriptions"][0]
+    sub["end_at"] = "2000-01-01T00:00:00"
+    answer = live.post("/score_history", {"customers": [ended_before_start], "as_of": as_of})
+    assert answer.status_code == 422 and "subscriptions.end_at" in answer.json()["error"]
+
+    duplicate = live.post("/score_history", {"customers": [history, history], "as_of": as_of})
+    assert duplicate.status_code == 422 and "duplicate" in duplicate.json()["error"]
+
+    early = live.post("/score_history", {"customers": [history], "as_of": "2000-01-01T00:00:00"})
+    assert early.status_code == 422 and "signup_at" in early.json()["error"]
+
+    future = live.post("/score_history", {"customers": [history], "as_of": "2999-01-01T00:00:00"})
+    assert future.status_code in (400, 422) and "as_of" in future.json()["error"]
+
+    other = json.loads(json.dumps(history))
+    other["events"][0]["customer_id"] = "someone-else"
+    assert live.post("/score_history", {"customers": [other], "as_of": as_of}).status_code == 400
+
+    typo = json.loads(json.dumps(history))
+    typo["events"][0]["timestmp"] = typo["events"][0].pop("timestamp")
+    answer = live.post("/score_history", {"customers": [typo], "as_of": as_of})
+    assert answer.status_code == 400 and "customers.0.events.0.timestmp" in answer.json()["error"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Authentication, CORS, health, metrics, OpenAPI.
+
+
+def test_api_key_is_required_and_health_stays_open(live: Live, features: pd.DataFrame) -> None:
+    body = {"records": [_example(live, features)]}
+    assert live.post("/predict", body, key=None).status_code == 401
+    wrong = live.post("/predict", body, key="wrong")
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+    bearer = requests.post(
+        f"{live.url}/predict", json=body, headers={"Authorization": f"Bearer {live.api_key}"}, timeout=30
+    )
+    assert bearer.status_code == 200
+    for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+        assert requests.get(f"{live.url}{path}", timeout=30).status_code == 200, path
+
+
+def test_cors_allows_only_the_configured_origin(live: Live) -> None:
+    def preflight(origin: str) -> requests.Response:
+        headers = {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-api-key",
+        }
+        return requests.options(f"{live.url}/predict", headers=headers, timeout=30)
+
+    allowed = preflight(live.origin)
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == live.origin
+    assert "access-control-allow-origin" not in preflight("https://evil.example.com").headers
+
+
+def test_health_and_prometheus_metrics(live: Live) -> None:
+    assert requests.get(f"{live.url}/readyz", timeout=30).status_code == 200
+    metrics = requests.get(f"{live.url}/metrics", timeout=30).text
+    assert "bentoml_service_request_total" in metrics and 'endpoint="/predict"' in metrics
+
+
+def test_openapi_document_describes_every_request_and_response(live: Live) -> None:
+    doc = requests.get(f"{live.url}/docs.json", timeout=30).json()
+    assert doc["openapi"].startswith("3.1") and doc["info"]["version"] == live.trained.version
+    schemas = doc["components"]["schemas"]
+    features = schemas["CustomerFeatures"]
+    assert set(features["properties"]) == {"customer_id", *live.trained.model.feature_names}
+    assert features["additionalProperties"] is False and features["examples"]
+    for path in ("/predict", "/explain", "/score_history"):
+        operation = doc["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["application/json"]["example"]
+        assert {"200", "400", "401"} <= set(operation["responses"])
+    for name in ("Prediction", "Explanation", "HistoryScore", "ErrorBody", "CustomerHistory"):
+        assert schemas[name].get("examples"), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Without a server.
+
+
+def test_error_summary_names_the_fields() -> None:
+    detail = [{"loc": ["records", 0, "plan"], "msg": "Input should be 'a' or 'b'"}] * 7
+    text = summarize_errors(detail)
+    assert text.startswith("records.0.plan: Input should be 'a' or 'b'") and text.endswith("(and 2 more)")
+
+
+def test_example_record_is_valid_for_the_generated_model(trained: Trained) -> None:
+    from churnml.serving_schemas import example_record, feature_record_model, records_frame
+
+    Record = feature_record_model(trained.model)
+    parsed = Record.model_validate_json(json.dumps(example_record(trained.model)))
+    frame = records_frame(trained.model, [parsed])
+    probability = trained.model.predict_proba(frame)
+    assert frame.shape == (1, len(trained.model.columns) + 1) and math.isfinite(float(probability[0]))
