@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # --dist loadgroup keeps each xdist_group (e.g. the training end-to-end tests) on one worker.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean serve bento
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ chromium:
 			|| echo "warning: could not install chromium; the report browser test needs it"; \
 	fi
 
+# The prediction service on the registered champion (http://127.0.0.1:3000); ARGS as for demo.
+serve: install
+	$(BIN)/churnml serve $(ARGS)
+
+# A Bento of the service and the champion, for `bentoml containerize` (serving/README.md).
+bento: install
+	$(BIN)/churnml bento $(ARGS)
+
 lint: install
 	$(BIN)/ruff check src pipelines tests benchmarks
 	$(BIN)/ruff format --check src pipelines tests benchmarks
@@ -43,4 +51,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_features.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs serving/dist .pytest_cache .ruff_cache

@@ -4,8 +4,9 @@ apps, from the same model and feature code as the batch pipeline.
 The model is read when this module is imported, because the request models are generated from its feature
 specification (one typed field per feature, categories from training); ``__init__`` then builds the scorer
 of each worker from that same loaded model. Which model: ``CHURNML_MODEL_URI``, else ``serving.model_uri`` in
-the config named by ``CHURNML_CONFIG``, else ``models:/<tracking.registered_model>@champion`` in the MLflow
-store of the config (or ``MLFLOW_TRACKING_URI``). ``churnml serve`` sets these for you.
+the config named by ``CHURNML_CONFIG``, else (run from a built Bento) the model the Bento packs, else
+``models:/<tracking.registered_model>@champion`` in the MLflow store of the config (or
+``MLFLOW_TRACKING_URI``). ``churnml serve`` sets these for you.
 
 Run: ``churnml serve`` (or ``bentoml serve serving.service:ChurnService``). Docs: serving/README.md.
 """
@@ -37,7 +38,7 @@ from churnml.serving_schemas import (
 
 CONFIG = serve.service_config()
 SETTINGS = CONFIG.serving
-MODEL_URI = serve.model_uri(CONFIG)
+MODEL_URI = serve.model_uri(CONFIG, __file__)
 API_KEY = os.environ.get(SETTINGS.api_key_env, "").strip()
 
 

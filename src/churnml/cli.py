@@ -359,6 +359,43 @@ def score(
 
 @app.command()
 @_user_errors
+def serve(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model URI, model directory or bentoml:<tag> (default: models:/<tracking.registered_model>@champion).",
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: serving.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.port).", min=1, max=65535)] = None,
+) -> None:
+    """Start the BentoML prediction service (/predict, /explain, /score_history) on the champion model."""
+    from churnml import serve as serving
+
+    raise typer.Exit(serving.run_server(config, overrides or [], model=model, host=host, port=port))
+
+
+@app.command()
+@_user_errors
+def bento(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model to pack (default: the champion).")
+    ] = None,
+) -> None:
+    """Build a Bento (service + churnml wheel + model) to containerize with `bentoml containerize`."""
+    from churnml import serve as serving
+
+    tag = serving.build_bento(config, overrides or [], model=model)
+    console.print(f"model {tag} packed; `bentoml list` shows the Bento, `bentoml containerize <bento>` builds an image")
+
+
+@app.command()
+@_user_errors
 def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     """Run the whole job end to end on embedded defaults (the bundled simulator's business)."""
     from churnml.pipelines import features as pipeline

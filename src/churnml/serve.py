@@ -8,8 +8,9 @@ pipeline: ``ChurnModel.predict_proba`` (same casting and trees), ``risk.band_of`
 validation) and ``features.build_features`` (same feature code, the model's own specs).
 
 Settings come from the churnml config (``CHURNML_CONFIG`` file + ``CHURNML_OVERRIDES`` JSON list, set by
-``churnml serve``) and the environment: ``CHURNML_MODEL_URI`` beats ``serving.model_uri``, which beats
-``models:/<tracking.registered_model>@champion``; ``MLFLOW_TRACKING_URI`` is honoured as in training.
+``churnml serve``) and the environment: ``CHURNML_MODEL_URI`` beats ``serving.model_uri``, which beats the
+model a built Bento packs, which beats ``models:/<tracking.registered_model>@champion``;
+``MLFLOW_TRACKING_URI`` is honoured as in training.
 """
 
 from __future__ import annotations
@@ -70,12 +71,36 @@ def service_config() -> Config:
     return load_config(os.environ.get(ENV_CONFIG) or None, overrides)
 
 
-def model_uri(config: Config) -> str:
+def model_uri(config: Config, service_file: str | Path | None = None) -> str:
+    """What to serve: ``CHURNML_MODEL_URI``, else ``serving.model_uri``, else the model packed in the Bento
+    that ``service_file`` runs from (if it does), else the registered champion."""
     return (
         os.environ.get(ENV_MODEL_URI)
         or config.serving.model_uri
+        or packed_model_uri(service_file)
         or f"models:/{config.tracking.registered_model}@champion"
     )
+
+
+def packed_model_uri(service_file: str | Path | None) -> str | None:
+    """``bentoml:<tag>`` of the model a built Bento packs, when ``service_file`` is inside one.
+
+    A Bento holds ``bento.yaml`` beside ``src/``, where ``serving/service.py`` lives. Its ``envs`` reach
+    only the container image, so ``bentoml serve <bento>`` outside one would otherwise look for an MLflow
+    store that is not there.
+    """
+    if service_file is None:
+        return None
+    root = Path(service_file).resolve().parents[2]
+    manifest = root / "bento.yaml"
+    if Path(service_file).resolve().parents[1].name != "src" or not manifest.is_file():
+        return None
+    import yaml
+
+    info = yaml.safe_load(manifest.read_text()) or {}
+    tags = [m["tag"] for s in info.get("services") or [] for m in s.get("models") or []]
+    tags += [m["tag"] for m in info.get("models") or [] if isinstance(m, dict)]
+    return f"{BENTO_SCHEME}{tags[0]}" if tags else None
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,12 @@ def test_user_errors_are_one_clear_message(args: list[str], expected: str) -> No
 def test_config_keys_are_listed() -> None:
     result = runner.invoke(app, ["config", "--keys"])
     assert result.exit_code == 0 and "labels.horizon_days" in result.output
+
+
+def test_serve_without_a_champion_is_one_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["serve", f"output.dir={tmp_path}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "churn-model" in result.output and "churnml train" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,76 @@
+"""`churnml bento` builds a Bento that serves the registered champion on its own (no MLflow store, no
+checkout): built into a temporary BentoML home, then served from BentoML's store by tag."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pytest
+import requests
+import yaml
+
+from churnml import serve
+
+if TYPE_CHECKING:
+    from conftest import Trained
+
+from conftest import ROOT, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
+BIN = Path(sys.executable).parent
+
+
+def test_bento_packs_and_serves_the_champion(trained: Trained, tmp_path: Path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    for name in ("MLFLOW_TRACKING_URI", serve.ENV_MODEL_URI, serve.ENV_CONFIG, serve.ENV_OVERRIDES):
+        env.pop(name, None)
+    built = subprocess.run(
+        [str(BIN / "churnml"), "bento", *trained.overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    version = trained.version.rsplit("/", 1)[1]
+    assert f"churn-model:v{version} packed" in built.stdout
+
+    (bento_yaml,) = (tmp_path / "bentoml" / "bentos" / "churn_service").glob("*/bento.yaml")
+    info = yaml.safe_load(bento_yaml.read_text())
+    assert info["service"] == "serving.service:ChurnService"
+    (service,) = info["services"]
+    assert [m["tag"] for m in service["models"]] == [f"churn-model:v{version}"]
+    assert {e["name"]: e["value"] for e in info["envs"]}["CHURNML_OVERRIDES"] == '["serving.host=0.0.0.0"]'
+
+    # Served from the store by its tag, from an empty directory: everything comes from the Bento.
+    port = free_port()
+    served_env = {k: v for k, v in env.items() if not k.startswith("CHURNML_")}
+    server = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", "churn_service:latest", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=served_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        serve.wait_ready(url, timeout_s=120)
+        document = requests.get(f"{url}/docs.json", timeout=30).json()
+        body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        (record,) = body["records"]
+        answer = requests.post(f"{url}/predict", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        (prediction,) = answer.json()
+        assert prediction["model_version"] == trained.version
+        expected = trained.model.predict_proba(pd.DataFrame([record]))[0]
+        assert prediction["churn_probability"] == pytest.approx(float(expected), abs=1e-9)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
