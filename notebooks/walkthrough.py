@@ -108,7 +108,9 @@ training_set = build_training_set(dataset, config.labels, config.features)
 training_set.summary()
 
 # %%
-pd.DataFrame([dataclasses.asdict(s) for s in training_set.specs])[["name", "family", "table", "window_days", "aggregate", "reason"]].head(12)
+pd.DataFrame([dataclasses.asdict(s) for s in training_set.specs])[
+    ["name", "family", "table", "window_days", "aggregate", "reason"]
+].head(12)
 
 # %% [markdown]
 # ## 3. Cohorts: churn rate by feature decile
@@ -139,7 +141,9 @@ churn_by_decile(training_set.frame, cohort_features[0])
 
 # %%
 result = train.run(config, training_set=training_set)
-print("split:", {k: v for k, v in result.split.boundaries.items() if k.endswith(("cutoff", "cutoffs", "rows"))})
+print(
+    "split:", {k: v for k, v in result.split.boundaries.items() if k.endswith(("cutoff", "cutoffs", "rows"))}
+)
 print("registered version", result.version, "-", result.decision.reason if result.decision else "")
 
 # %% [markdown]

@@ -391,7 +391,9 @@ def bento(
     from churnml import serve as serving
 
     tag = serving.build_bento(config, overrides or [], model=model)
-    console.print(f"model {tag} packed; `bentoml list` shows the Bento, `bentoml containerize <bento>` builds an image")
+    console.print(
+        f"model {tag} packed; `bentoml list` shows the Bento, `bentoml containerize <bento>` builds an image"
+    )
 
 
 @app.command()

@@ -123,14 +123,23 @@ class ChurnModel:
         missing = [c.name for c in self.columns if c.name not in frame.columns]
         if missing:
             raise DataValidationError("features", ", ".join(missing), "required feature column(s) missing")
-        prepared = {}
+        # Numeric columns that already hold numpy numbers are converted in one block (per-column astype
+        # costs ~0.3 ms a column, which dominated single-record scoring); the rest one by one, so a bad
+        # value is reported with its column.
+        numeric = [c.name for c in self.columns if c.dtype != "category"]
+        bulk = [n for n in numeric if frame[n].dtype.kind in "biuf"]
+        prepared = pd.DataFrame(
+            np.asarray(frame[bulk].to_numpy(dtype=np.float64)), index=frame.index, columns=bulk
+        )
+        converted: dict[str, pd.Series] = {}
         for column in self.columns:
-            values = frame[column.name]
             if column.dtype == "category":
-                prepared[column.name] = _as_category(values, column.categories or ())
-            else:
-                prepared[column.name] = _as_float(values, column.name)
-        return pd.DataFrame(prepared, index=frame.index)
+                converted[column.name] = _as_category(frame[column.name], column.categories or ())
+            elif column.name not in prepared.columns:
+                converted[column.name] = _as_float(frame[column.name], column.name)
+        if converted:
+            prepared = pd.concat([prepared, pd.DataFrame(converted, index=frame.index)], axis=1)
+        return prepared[[c.name for c in self.columns]]
 
     def dmatrix(self, frame: pd.DataFrame) -> xgb.DMatrix:
         return xgb.DMatrix(self.prepare(frame), enable_categorical=True, missing=np.nan)

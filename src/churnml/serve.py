@@ -135,29 +135,25 @@ def load_served_model(config: Config, uri: str | None = None) -> LoadedModel:
 
 
 def _load_mlflow_model(uri: str, config: Config) -> LoadedModel:
-    import mlflow
     from mlflow import MlflowClient
 
-    from churnml import registry
-    from churnml.tracking import tracking_uri
+    from churnml import registry, tracking
 
-    store = tracking_uri(config)
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
-    version = uri
-    if uri.startswith("models:/") and "@" in uri:
-        name, alias = uri.removeprefix("models:/").split("@", 1)
-        found = registry.alias_version(MlflowClient(), name, alias)
-        if found is None:
-            raise ChurnmlError(
-                f"no model version of {name!r} holds the alias {alias!r} in {store}: train and register one "
-                "(`churnml train`) or promote a version (`churnml promote <version>`)"
-            )
-        version = f"{name}/{found.version}"
-        uri = f"models:/{version}"
-    elif uri.startswith("models:/") and uri.count("/") == 2:
-        version = uri.removeprefix("models:/")
-    return LoadedModel(load_model(uri), version, uri)
+    with tracking.store(config) as store:
+        version = uri
+        if uri.startswith("models:/") and "@" in uri:
+            name, alias = uri.removeprefix("models:/").split("@", 1)
+            found = registry.alias_version(MlflowClient(), name, alias)
+            if found is None:
+                raise ChurnmlError(
+                    f"no model version of {name!r} holds the alias {alias!r} in {store}: train and register "
+                    "one (`churnml train`) or promote a version (`churnml promote <version>`)"
+                )
+            version = f"{name}/{found.version}"
+            uri = f"models:/{version}"
+        elif uri.startswith("models:/") and uri.count("/") == 2:
+            version = uri.removeprefix("models:/")
+        return LoadedModel(load_model(uri), version, uri)
 
 
 def _load_bento_model(tag: str) -> LoadedModel:

@@ -23,6 +23,7 @@ from churnml.config import Config
 from churnml.split import Split
 
 PARENT_TAG = "mlflow.parentRunId"
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def tracking_uri(config: Config) -> str:
@@ -55,8 +56,14 @@ def ui_command(config: Config) -> str:
 
 
 @contextmanager
-def session(config: Config) -> Iterator[str]:
-    """Point MLflow at the configured store and experiment; yield the experiment id; restore after."""
+def store(config: Config) -> Iterator[str]:
+    """Point MLflow's tracking and registry at the configured store; yield its URI; restore after.
+
+    MLflow keeps both URIs process-wide, and its setters also write them into ``os.environ`` (which
+    setting None does not undo), so both are restored exactly: a server or a test that loads a model never
+    leaves the next caller, or a subprocess, looking at its store.
+    """
+    environment = {name: os.environ.get(name) for name in URI_VARIABLES}
     previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
     uri = tracking_uri(config)
     if is_embedded(uri):
@@ -64,6 +71,21 @@ def session(config: Config) -> Iterator[str]:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(environment["MLFLOW_REGISTRY_URI"])  # set explicitly only if it was
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def session(config: Config) -> Iterator[str]:
+    """Point MLflow at the configured store and experiment (created if missing); yield its id."""
+    with store(config) as uri:
         client = MlflowClient()
         name = experiment_name(config)
         experiment = client.get_experiment_by_name(name)
@@ -74,9 +96,6 @@ def session(config: Config) -> Iterator[str]:
             experiment_id = experiment.experiment_id
         mlflow.set_experiment(experiment_id=experiment_id)
         yield experiment_id
-    finally:
-        mlflow.set_tracking_uri(previous)
-        mlflow.set_registry_uri(previous)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

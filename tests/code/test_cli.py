@@ -65,9 +65,14 @@ def test_config_keys_are_listed() -> None:
 
 
 def test_serve_without_a_champion_is_one_clear_error(tmp_path: Path) -> None:
+    import mlflow
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     result = runner.invoke(
         app, ["serve", f"output.dir={tmp_path}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     )
     assert result.exit_code == 2, result.output
     assert "churn-model" in result.output and "churnml train" in result.output
     assert "Traceback" not in result.output
+    # MLflow's URIs are process-wide: looking for the model must not leave them pointing at its store.
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
