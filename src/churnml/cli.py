@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from churnml.config import Config, describe, load_config
 from churnml.errors import ChurnmlError
@@ -301,21 +303,20 @@ def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -
                 row.label, f"{row.customers:,}", f"{row.revenue_at_risk:,.0f}", row.play, row.owner
             )
     console.print(groups)
-    table = Table(
-        "#",
-        "customer",
-        "churn p",
-        "band",
-        "revenue at risk",
-        "segment",
-        "group",
-        "top driver",
-        "play",
-        title=f"top {top} by {'revenue at risk' if s['rank_by'] == 'revenue' else 'churn probability'}",
+    # Two lines per customer (figures, then the top reason at full width): readable at 80 columns.
+    by = "revenue at risk" if s["rank_by"] == "revenue" else "churn probability"
+    console.print(
+        f"\n[bold]top {top} by {by}[/]  (rank, customer, churn probability, band, revenue at risk, group → play)"
     )
-    for row in top_table(result.risk_list, top, load_playbook(config.risk.playbook)):
-        table.add_row(*row)
-    console.print(table)
+    for rank, customer, probability, band, at_risk, _segment, group, driver, play in top_table(
+        result.risk_list, top, load_playbook(config.risk.playbook)
+    ):
+        action = f"{group} → {play}" if group else "not at risk"
+        console.print(
+            f"{rank:>3}  {customer:<10} {probability:>6}  {band:<7}{at_risk:>9}  {action}", highlight=False
+        )
+        if driver:
+            console.print(Padding(Text(driver, style="dim"), (0, 0, 0, 7)))
     t = s["timings"]
     console.print(
         f"explained {s['customers_explained']:,} customers ({s['rows_contributions']:,} SHAP rows, "

@@ -221,7 +221,7 @@ def test_cli_scores_and_prints_the_top_of_the_list(
     trained: tuple[Config, TrainResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, _ = trained
-    monkeypatch.setattr(cli.console, "width", 220)  # a wide terminal: the table is not abbreviated
+    monkeypatch.setattr(cli.console, "width", 80)  # a narrow terminal: ids and reasons still print whole
     runner = CliRunner()
     common = [*SIM, *QUICK, f"output.dir={config.output.dir}", f"tracking.uri={config.tracking.uri}"]
     result = runner.invoke(app, ["score", "--out", str(tmp_path / "cli"), "--top", "10", *common])
@@ -230,6 +230,8 @@ def test_cli_scores_and_prints_the_top_of_the_list(
     listed = pd.read_csv(tmp_path / "cli" / "risk_list.csv")
     assert all(customer in result.output for customer in listed["customer_id"].head(10))
     assert listed["customer_id"].iloc[10] not in result.output
+    words = " ".join(result.output.split())  # reasons wrap at 80 columns
+    assert " ".join(str(listed["driver_1"].iloc[0]).split()) in words
     error = runner.invoke(app, ["score", "--as-of", "2031-01-01", "--out", str(tmp_path / "cli"), *common])
     assert error.exit_code == 2 and "after the end of the data" in error.output
     assert "Traceback" not in error.output
