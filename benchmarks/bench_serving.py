@@ -166,36 +166,12 @@ def feature_rows(config, model, n: int) -> pd.DataFrame:
     return pd.concat([frame] * repeats, ignore_index=True).head(n), dataset
 
 
-def as_records(model, frame: pd.DataFrame) -> list[dict]:
-    out = []
-    for row in frame.to_dict("records"):
-        record = {"customer_id": str(row["customer_id"])}
-        for column in model.columns:
-            value = row[column.name]
-            missing = value is None or (not isinstance(value, str) and pd.isna(value))
-            record[column.name] = (
-                None if missing else (str(value) if column.dtype == "category" else float(value))
-            )
-        out.append(record)
-    return out
-
-
 def history_body(dataset, customer_id: str, as_of: pd.Timestamp) -> bytes:
-    def plain(value):
-        if value is None or (not isinstance(value, str) and pd.isna(value)):
-            return None
-        return value.isoformat() if isinstance(value, pd.Timestamp) else value
+    from churnml.serving_schemas import customer_history
 
-    tables = {}
-    for name, frame in dataset.tables.items():
-        own = frame.loc[frame["customer_id"] == customer_id]
-        rows = [{k: plain(v) for k, v in r.items()} for r in own.to_dict("records")]
-        tables[name] = rows if name != "customers" else rows[0]
-    history = {"customer": tables.pop("customers"), **tables}
-    for rows in history.values():
-        for row in rows if isinstance(rows, list) else []:
-            row.pop("customer_id", None)
-    return json.dumps({"customers": [history], "as_of": as_of.isoformat()}).encode()
+    return json.dumps(
+        {"customers": [customer_history(dataset, customer_id)], "as_of": as_of.isoformat()}
+    ).encode()
 
 
 def start_server(overrides: list[str], port: int, workers: int, nthread: int) -> subprocess.Popen:
@@ -269,7 +245,7 @@ def main() -> None:
 
     from churnml import serve
     from churnml.config import load_config
-    from churnml.serving_schemas import feature_record_model
+    from churnml.serving_schemas import feature_record_model, feature_records
 
     if args.tracking_uri:
         overrides = [f"tracking.uri={args.tracking_uri}", f"simulate.customers={args.customers}"]
@@ -286,7 +262,7 @@ def main() -> None:
     model = loaded.model
     model.trained_booster.set_param({"nthread": args.nthread})  # as one worker
     frame, dataset = feature_rows(config, model, 1000)
-    records = as_records(model, frame)
+    records = feature_records(model, frame)
     singles = [json.dumps({"records": [r]}).encode() for r in records]
     batch = [json.dumps({"records": records}).encode()]
     explains = [json.dumps({"records": [r], "top_k": 3}).encode() for r in records[:200]]

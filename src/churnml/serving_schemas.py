@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
+from churnml.dataset import Dataset
 from churnml.model import ChurnModel
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads features as float32
@@ -379,3 +380,42 @@ RESPONSE_EXAMPLES: dict[str, dict[str, Any]] = {
         ],
     },
 }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Request bodies from data churnml already holds (for Python clients, tests and benchmarks).
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def feature_records(model: ChurnModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Feature rows (e.g. of a training set) as ``/predict`` records: missing -> null, categories as text."""
+    out = []
+    for row in frame.to_dict("records"):
+        record: dict[str, Any] = {"customer_id": str(row["customer_id"])}
+        for column in model.columns:
+            value = _json_value(row[column.name])
+            record[column.name] = (
+                None if value is None else (str(value) if column.dtype == "category" else float(value))
+            )
+        out.append(record)
+    return out
+
+
+def customer_history(dataset: Dataset, customer_id: str) -> dict[str, Any]:
+    """One customer's rows of every table as a ``/score_history`` customer (JSON-ready, ISO timestamps)."""
+
+    def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        own = frame.loc[frame["customer_id"] == customer_id].drop(columns="customer_id")
+        return [{k: _json_value(v) for k, v in row.items()} for row in own.to_dict("records")]
+
+    customer = rows(dataset.customers)[0] | {"customer_id": customer_id}
+    return {"customer": customer} | {
+        name: rows(frame) for name, frame in dataset.tables.items() if name != CUSTOMERS.name
+    }

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import requests
 
@@ -24,6 +23,7 @@ from churnml import serve
 from churnml.config import Config, load_config
 from churnml.dataset import Dataset
 from churnml.model import ChurnModel
+from churnml.serving_schemas import customer_history
 from churnml.simulate import simulate
 from churnml.training_set import build_training_set
 
@@ -59,7 +59,7 @@ class Trained:
     version: str
 
     def history(self, customer_id: str) -> dict:
-        return history_of(self.dataset, customer_id)
+        return customer_history(self.dataset, customer_id)
 
 
 @dataclass(frozen=True)
@@ -130,21 +130,3 @@ def live(trained: Trained) -> Iterator[Live]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def history_of(dataset: Dataset, customer_id: str) -> dict:
-    """One customer's rows of every table, as an app would send them (JSON-ready, ISO timestamps)."""
-
-    def plain(value: object) -> object:
-        if value is None or (not isinstance(value, str) and pd.isna(value)):
-            return None
-        return value.isoformat() if isinstance(value, pd.Timestamp) else value
-
-    def rows(frame: pd.DataFrame) -> list[dict]:
-        own = frame.loc[frame["customer_id"] == customer_id].drop(columns="customer_id")
-        return [{k: plain(v) for k, v in row.items()} for row in own.to_dict("records")]
-
-    customer = rows(dataset.customers)[0] | {"customer_id": customer_id}
-    return {"customer": customer} | {
-        name: rows(frame) for name, frame in dataset.tables.items() if name != "customers"
-    }

@@ -17,6 +17,7 @@ from churnml.explain import explain_rows
 from churnml.pipelines import score
 from churnml.risk import band_of
 from churnml.serve import summarize_errors
+from churnml.serving_schemas import feature_records
 
 if TYPE_CHECKING:
     from conftest import Live, Trained
@@ -46,19 +47,7 @@ def features(trained: Trained) -> pd.DataFrame:
     return score.active_customer_features(trained.dataset, trained.model, AS_OF, trained.config)
 
 
-def records(model, frame: pd.DataFrame) -> list[dict]:
-    """Feature rows as JSON records (NaN -> null, categories as text)."""
-    out = []
-    for row in frame.to_dict("records"):
-        record = {"customer_id": row["customer_id"]}
-        for column in model.columns:
-            value = row[column.name]
-            missing = value is None or (not isinstance(value, str) and pd.isna(value))
-            record[column.name] = (
-                None if missing else (str(value) if column.dtype == "category" else float(value))
-            )
-        out.append(record)
-    return out
+records = feature_records  # feature rows as /predict records
 
 
 # ---------------------------------------------------------------------------------------------------
