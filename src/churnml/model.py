@@ -118,8 +118,11 @@ class ChurnModel:
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's input columns, in training order and dtypes; extra columns are ignored.
 
-        Raises DataValidationError naming missing columns or values that are not numbers.
+        Raises DataValidationError naming missing columns or values that are not numbers. A frame this
+        returned comes back as it is, so callers can prepare once and pass the result on.
         """
+        if self._is_prepared(frame):
+            return frame
         missing = [c.name for c in self.columns if c.name not in frame.columns]
         if missing:
             raise DataValidationError("features", ", ".join(missing), "required feature column(s) missing")
@@ -140,6 +143,19 @@ class ChurnModel:
         if converted:
             prepared = pd.concat([prepared, pd.DataFrame(converted, index=frame.index)], axis=1)
         return prepared[[c.name for c in self.columns]]
+
+    def _is_prepared(self, frame: pd.DataFrame) -> bool:
+        if list(frame.columns) != self.feature_names:
+            return False
+        for column, dtype in zip(self.columns, frame.dtypes, strict=True):
+            if column.dtype == "category":
+                if not isinstance(dtype, pd.CategoricalDtype) or list(dtype.categories) != list(
+                    column.categories or ()
+                ):
+                    return False
+            elif dtype != np.float64:
+                return False
+        return True
 
     def dmatrix(self, frame: pd.DataFrame) -> xgb.DMatrix:
         return xgb.DMatrix(self.prepare(frame), enable_categorical=True, missing=np.nan)

@@ -295,9 +295,10 @@ class Scorer:
         ]
 
     def _explained(self, frame: pd.DataFrame, top_k: int) -> list[dict[str, Any]]:
-        probability = self.model.predict_proba(frame)
-        contribs = contributions(self.model, frame)
-        drivers = self.explainer.drivers(frame, contribs, top_k)
+        prepared = self.model.prepare(frame)  # once: each step below would otherwise redo it
+        probability = self.model.predict_proba(prepared)
+        contribs = contributions(self.model, prepared)
+        drivers = self.explainer.drivers(prepared, contribs, top_k)
         rows = self._predictions(list(frame["customer_id"]), probability)
         for row, found in zip(rows, drivers, strict=True):
             row["drivers"] = [DriverOut.model_construct(**_finite(d.as_dict())) for d in found]

@@ -159,6 +159,14 @@ def test_prepare_validates_and_casts_like_training(first: tuple[Config, TrainRes
         model.predict_proba(test.assign(**{numeric.name: "lots"}))
     with pytest.raises(DataValidationError, match="missing"):
         model.predict_proba(test.drop(columns=[numeric.name, category.name]))
+    # Prepared once, passed on: a prepared frame comes back as it is; anything else is converted.
+    prepared = model.prepare(test)
+    assert model.prepare(prepared) is prepared
+    assert model.prepare(prepared.astype({numeric.name: "float32"})) is not prepared
+    assert (
+        model.prepare(prepared.assign(**{category.name: prepared[category.name].astype(object)}))
+        is not prepared
+    )
 
 
 @pytest.mark.slow
