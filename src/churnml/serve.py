@@ -89,12 +89,10 @@ def packed_model_uri(service_file: str | Path | None) -> str | None:
     only the container image, so ``bentoml serve <bento>`` outside one would otherwise look for an MLflow
     store that is not there.
     """
-    if service_file is None:
+    parents = Path(service_file).resolve().parents if service_file is not None else ()
+    if len(parents) < 3 or parents[1].name != "src" or not (parents[2] / "bento.yaml").is_file():
         return None
-    root = Path(service_file).resolve().parents[2]
-    manifest = root / "bento.yaml"
-    if Path(service_file).resolve().parents[1].name != "src" or not manifest.is_file():
-        return None
+    manifest = parents[2] / "bento.yaml"
     import yaml
 
     info = yaml.safe_load(manifest.read_text()) or {}
