@@ -260,7 +260,6 @@ def main() -> None:
     config = load_config(None, overrides)
     loaded = serve.load_served_model(config)
     model = loaded.model
-    model.trained_booster.set_param({"nthread": args.nthread})  # as one worker
     frame, dataset = feature_rows(config, model, 1000)
     records = feature_records(model, frame)
     singles = [json.dumps({"records": [r]}).encode() for r in records]
