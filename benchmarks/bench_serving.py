@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+WARMUP_REQUESTS = 1000  # single-record /predict requests before the counted ones
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -43,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 async def _connection(
     host: str, port: int, requests: list[bytes], state: dict, latencies: list[float], errors: dict
 ) -> None:
-    """One keep-alive HTTP/1.1 connection sending requests back to back (a closed-loop client)."""
+    """One keep-alive HTTP/1.1 connection sending requests back to back (a closed-loop client); it
+    reconnects when the server answers ``Connection: close``, as HTTP clients do."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while state["sent"] < state["max"] and time.perf_counter() < state["deadline"]:
@@ -53,12 +55,17 @@ async def _connection(
             try:
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (int(h[15:]) for h in head.split(b"\r\n") if h[:15].lower() == b"content-length:"), None
-                )
-                if length is None:  # the service always sends Content-Length; anything else is a fault
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (h.partition(b":") for h in head.split(b"\r\n")[1:] if h)
+                }
+                if b"content-length" not in headers:  # the service always sends it; anything else is a fault
                     raise ConnectionError("response without Content-Length")
-                await reader.readexactly(length)
+                await reader.readexactly(int(headers[b"content-length"]))
+                if headers.get(b"connection", b"").lower() == b"close":
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    state["reconnects"] = state.get("reconnects", 0) + 1
             except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 return
@@ -72,7 +79,7 @@ async def _connection(
 
 
 async def _drive(
-    url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float
+    url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float, warmup: int
 ) -> dict:
     """Closed loop: ``concurrency`` connections, each sending its next request when the last answered.
 
@@ -92,7 +99,7 @@ async def _drive(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     # Warm-up (connections, the batching dispatcher's estimates), not counted.
-    warm = {"sent": 0, "max": concurrency * 4, "deadline": time.perf_counter() + 30}
+    warm = {"sent": 0, "max": max(concurrency * 4, warmup), "deadline": time.perf_counter() + 30}
     await asyncio.gather(*(_connection(host, port, requests, warm, [], {}) for _ in range(concurrency)))
     cpu0 = time.process_time()
     started = time.perf_counter()
@@ -107,24 +114,55 @@ async def _drive(
         "elapsed": elapsed,
         "sent": state["sent"],
         "client_cpu_s": time.process_time() - cpu0,
+        "reconnects": state.get("reconnects", 0),
+        "warmup": warm["sent"],
     }
 
 
 def _client(
-    url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float, out
+    url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float, warmup: int, out
 ) -> None:
-    out.send(asyncio.run(_drive(url, bodies, concurrency, max_requests, max_seconds)))
+    out.send(asyncio.run(_drive(url, bodies, concurrency, max_requests, max_seconds, warmup)))
     out.close()
 
 
-def drive(url: str, bodies: list[bytes], concurrency: int, max_requests: int, max_seconds: float) -> dict:
-    """Run the load from a separate process (spawned: it shares nothing with this one)."""
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the server: its process and all its workers."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def drive(
+    url: str,
+    bodies: list[bytes],
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+    server_pid: int,
+    warmup: int = 0,
+) -> dict:
+    """Run the load from a separate process (spawned: it shares nothing with this one), after at least
+    ``warmup`` uncounted requests (steady state: the batching dispatcher's estimates and the heap settle)."""
+    cpu0 = server_cpu_s(server_pid)
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_client, args=(url, bodies, concurrency, max_requests, max_seconds, send))
+    process = ctx.Process(
+        target=_client, args=(url, bodies, concurrency, max_requests, max_seconds, warmup, send)
+    )
     process.start()
     result = receive.recv()
     process.join(timeout=30)
+    result["server_cpu_s"] = server_cpu_s(server_pid) - cpu0  # includes the warm-up requests
+    result["server_requests"] = result["sent"] + result["warmup"]
     return result
 
 
@@ -209,6 +247,8 @@ def summary(name: str, result: dict, records_per_request: int) -> dict:
         "records_per_s": ok * records_per_request / result["elapsed"],
         "error_kinds": result["errors"],
         "client_cpu_ms_per_request": result["client_cpu_s"] * 1000 / max(result["sent"], 1),
+        "server_cpu_ms_per_request": result["server_cpu_s"] * 1000 / max(result["server_requests"], 1),
+        "reconnects": result["reconnects"],
     }
 
 
@@ -295,22 +335,30 @@ def main() -> None:
         results = [
             summary(
                 f"/predict 1 record x{args.concurrency} clients",
-                drive(f"{url}/predict", singles, args.concurrency, args.requests, args.seconds),
+                drive(
+                    f"{url}/predict",
+                    singles,
+                    args.concurrency,
+                    args.requests,
+                    args.seconds,
+                    server.pid,
+                    WARMUP_REQUESTS,
+                ),
                 1,
             ),
             summary(
                 "/predict 1000 records x1 client",
-                drive(f"{url}/predict", batch, 1, args.batches, args.seconds),
+                drive(f"{url}/predict", batch, 1, args.batches, args.seconds, server.pid),
                 1000,
             ),
             summary(
                 "/explain 1 record x4 clients",
-                drive(f"{url}/explain", explains, 4, 2000, args.seconds / 2),
+                drive(f"{url}/explain", explains, 4, 2000, args.seconds / 2, server.pid),
                 1,
             ),
             summary(
                 "/score_history 1 customer x4 clients",
-                drive(f"{url}/score_history", histories, 4, 500, args.seconds / 2),
+                drive(f"{url}/score_history", histories, 4, 500, args.seconds / 2, server.pid),
                 1,
             ),
         ]
@@ -328,7 +376,15 @@ def main() -> None:
             + (f"  errors: {r['error_kinds']}" if r["errors"] else "")
         )
     print(
+        "server CPU per request (ms, all workers): "
+        + ", ".join(f"{r['server_cpu_ms_per_request']:.2f}" for r in results)
+    )
+    print(
         "client CPU per request (ms): " + ", ".join(f"{r['client_cpu_ms_per_request']:.2f}" for r in results)
+    )
+    print(
+        "reconnects asked by the server (Connection: close): "
+        + ", ".join(str(r["reconnects"]) for r in results)
     )
     print("\nin-process floor (validation + Scorer, one thread)  p50 ms   p99 ms")
     for name, (p50, p99) in floors.items():

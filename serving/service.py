@@ -11,7 +11,6 @@ the config named by ``CHURNML_CONFIG``, else (run from a built Bento) the model 
 Run: ``churnml serve`` (or ``bentoml serve serving.service:ChurnService``). Docs: serving/README.md.
 """
 
-import gc
 import os
 from functools import cache
 from typing import Annotated
@@ -107,7 +106,12 @@ class ChurnService:
 
     def __init__(self) -> None:
         self.scorer = serve.Scorer(served_model(), CONFIG)
-        gc.freeze()  # the model and modules are long-lived: keep full collections (tail latency) short
+        serve.bind_apis_once(self)
+
+    @bentoml.on_startup
+    def _settle_heap(self) -> None:
+        """Once the app is built: freeze what lives for good, collect the young less often (tail latency)."""
+        serve.settle_heap()
 
     def __is_ready__(self) -> bool:
         """``/readyz`` answers 200 once the model is loaded and the scorer built."""
@@ -116,7 +120,7 @@ class ChurnService:
     @bentoml.api(
         batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms
     )
-    def predict(self, records: Records) -> Annotated[list[Prediction], JSON]:
+    async def predict(self, records: Records) -> Annotated[list[Prediction], JSON]:
         """Calibrated churn probability, risk band and model version for each feature record.
 
         Records of concurrent requests are batched adaptively into one model call.
@@ -189,3 +193,5 @@ ChurnService.add_asgi_middleware(serve.OpenAPIMiddleware, document=openapi_docum
 if API_KEY:
     ChurnService.add_asgi_middleware(serve.ApiKeyMiddleware, key=API_KEY)
 ChurnService.add_asgi_middleware(serve.ErrorMessageMiddleware)
+if SETTINGS.reconnect_every:
+    ChurnService.add_asgi_middleware(serve.ConnectionSpreadMiddleware, every=SETTINGS.reconnect_every)

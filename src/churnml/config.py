@@ -462,6 +462,12 @@ class ServingConfig(_Model):
         "without it get 401 (health, metrics and the OpenAPI document stay open).",
     )
     timeout_s: int = Field(60, ge=1, description="Longest a request may run before the server gives up.")
+    reconnect_every: int = Field(
+        64,
+        ge=0,
+        description="Each worker asks the client of one response in this many to reconnect (Connection: "
+        "close), so keep-alive connections spread over the workers by load; 0 = never.",
+    )
     access_log: bool = Field(
         False, description="Log every request (BentoML's access log); /metrics counts them either way."
     )

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
 ORIGIN = "https://crm.example.com"
 MAX_RECORDS = 50
+RECONNECT_EVERY = 4
 # Small but real: 800 simulated customers over 9 months, a 2-trial study with short boosting.
 TRAIN = [
     "simulate.customers=800",
@@ -47,6 +48,7 @@ SERVE = [
     f"serving.max_records={MAX_RECORDS}",
     "serving.max_customers=20",
     f"serving.cors_origins=[{ORIGIN}]",
+    f"serving.reconnect_every={RECONNECT_EVERY}",
 ]
 
 
@@ -69,6 +71,7 @@ class Live:
     api_key: str = API_KEY
     origin: str = ORIGIN
     max_records: int = MAX_RECORDS
+    reconnect_every: int = RECONNECT_EVERY
 
     def post(self, path: str, body: object, key: str | None = API_KEY, **kwargs) -> requests.Response:
         headers = {"X-API-Key": key} if key else {}

@@ -85,6 +85,37 @@ def test_concurrent_predictions_are_batched_without_mixing_answers(
         assert row["churn_probability"] == pytest.approx(expected[row["customer_id"]], abs=1e-12)
 
 
+def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
+    trained: Trained, features: pd.DataFrame
+) -> None:
+    """What each worker builds: records -> matrix -> XGBoost's C API -> calibration, no pandas."""
+    from churnml.serve import Scorer, load_served_model
+    from churnml.serving_schemas import feature_record_model
+
+    scorer = Scorer(load_served_model(trained.config), trained.config)
+    assert scorer.fast and scorer.dense is not None
+    record_model = feature_record_model(trained.model)
+    validated = [record_model.model_validate(r) for r in records(trained.model, features)]
+    expected = trained.model.predict_proba(features)
+    np.testing.assert_array_equal(scorer.probabilities(validated), expected)
+    np.testing.assert_array_equal(scorer.probabilities(validated[:1]), expected[:1])
+
+
+def test_every_nth_response_asks_the_client_to_reconnect(live: Live, features: pd.DataFrame) -> None:
+    """Keep-alive connections spread over the workers: one response in ``reconnect_every`` closes its
+    connection, and an HTTP client carries on over a new one."""
+    body = {"records": records(live.trained.model, features.head(1))}
+    with requests.Session() as session:
+        answers = [
+            session.post(f"{live.url}/predict", json=body, headers={"X-API-Key": live.api_key}, timeout=60)
+            for _ in range(3 * live.reconnect_every)
+        ]
+    assert all(a.status_code == 200 for a in answers)
+    closing = [a.headers.get("connection", "").lower() == "close" for a in answers]
+    assert sum(closing) >= 2  # the worker counts every request, so which ones depends on earlier tests
+    assert not any(closing[i] and closing[i + 1] for i in range(len(closing) - 1))
+
+
 def test_explain_gives_the_explain_modules_drivers(live: Live, features: pd.DataFrame) -> None:
     model = live.trained.model
     frame = features.head(5)
