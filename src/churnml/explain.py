@@ -260,20 +260,28 @@ class Explainer:
 
     def drivers(self, frame: pd.DataFrame, contribs: np.ndarray, top_k: int = 3) -> list[list[Driver]]:
         """Up to ``top_k`` drivers per row with a positive summed contribution, strongest first."""
-        n_features = len(self.specs)
-        features = contribs[:, :n_features]
+        prepared = self.model.prepare(frame)
+        return self.drivers_of_values(
+            [prepared[spec.name].to_numpy(dtype=object) for spec in self.specs], contribs, top_k
+        )
+
+    def drivers_of_values(
+        self, columns: Sequence[Sequence[Any]], contribs: np.ndarray, top_k: int = 3
+    ) -> list[list[Driver]]:
+        """:meth:`drivers` from the feature values themselves, one sequence per feature in the model's
+        order (a category's value, a number, NaN when missing): the service's path, without pandas."""
+        n_rows = len(contribs)
+        features = contribs[:, : len(self.specs)]
         # Excluded features are zeroed, so neither their signal sums nor their values are used.
         features = features * (self.reason_signals.membership.sum(axis=1) > 0)
         per_signal = features @ self.reason_signals.membership
         k = min(top_k, per_signal.shape[1])
         if k == 0:
-            return [[] for _ in range(len(frame))]
+            return [[] for _ in range(n_rows)]
         top = np.argsort(-per_signal, axis=1, kind="stable")[:, :k]
         lead = self._lead_features(features)
-        prepared = self.model.prepare(frame)
-        columns = [prepared[spec.name].to_numpy(dtype=object) for spec in self.specs]
         out: list[list[Driver]] = []
-        for row in range(len(frame)):
+        for row in range(n_rows):
             drivers = []
             for signal in top[row]:
                 contribution = float(per_signal[row, signal])

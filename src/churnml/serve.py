@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from churnml.config import Config, load_config
 from churnml.dense_predict import DensePredictor
@@ -219,6 +220,7 @@ class Scorer:
         self.explainer = Explainer.of(self.model, None, self.config.risk.exclude_from_reasons)
         self.encoder = RecordEncoder(self.model)
         self.dense = DensePredictor.of(self.model.trained_booster, self.model.iteration_range)
+        self.fast_explain = False
         self.fast = self._fast_path_agrees()
 
     def _fast_path_agrees(self) -> bool:
@@ -256,10 +258,32 @@ class Scorer:
         if self.dense is None and not agrees():
             log.warning("fast prediction path disagrees with ChurnModel.predict_proba: using the latter")
             return False
+        frame_contribs = contributions(self.model, records_frame(self.model, records))
+        self.fast_explain = bool(
+            np.array_equal(self._fast_contributions(self.encoder(records)), frame_contribs)
+        )
+        if not self.fast_explain:
+            log.warning("pandas-free contributions disagree with explain.contributions: using the latter")
         return True
 
+    def _fast_contributions(self, rows: np.ndarray) -> np.ndarray:
+        """``explain.contributions`` of encoded rows (DMatrix from the matrix, not from a frame)."""
+        matrix = xgb.DMatrix(
+            rows,
+            missing=np.nan,
+            feature_names=self.model.feature_names,
+            feature_types=["c" if c.dtype == "category" else "q" for c in self.model.columns],
+            enable_categorical=True,
+            nthread=self.config.serving.nthread,
+        )
+        return self.model.trained_booster.predict(
+            matrix, pred_contribs=True, iteration_range=self.model.iteration_range
+        )
+
     def _fast_proba(self, records: Sequence[Any]) -> np.ndarray:
-        rows = self.encoder(records)
+        return self._proba_of_rows(self.encoder(records))
+
+    def _proba_of_rows(self, rows: np.ndarray) -> np.ndarray:
         if self.dense is not None:
             return self.model.calibrator(self.dense(rows))
         margin = self.model.trained_booster.inplace_predict(
@@ -321,8 +345,20 @@ class Scorer:
         """The prediction plus the top drivers as sentences with their SHAP contributions."""
         if not records:
             return []
-        frame = records_frame(self.model, records)
-        return [Explanation.model_construct(**row) for row in self._explained(frame, top_k)]
+        if not (self.fast and self.fast_explain):
+            frame = records_frame(self.model, records)
+            return [Explanation.model_construct(**row) for row in self._explained(frame, top_k)]
+        rows = self.encoder(records)
+        contribs = self._fast_contributions(rows)
+        columns = [
+            [np.nan if value is None else value for value in column]
+            for column in zip(*self.encoder.raw(records), strict=True)
+        ]
+        drivers = self.explainer.drivers_of_values(columns, contribs, top_k)
+        out = self._predictions([r.customer_id for r in records], self._proba_of_rows(rows))
+        for row, found in zip(out, drivers, strict=True):
+            row["drivers"] = [DriverOut.model_construct(**_finite(d.as_dict())) for d in found]
+        return [Explanation.model_construct(**row) for row in out]
 
     def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
         """Features of each customer at ``as_of`` from their raw history, by the training feature code."""

@@ -140,11 +140,15 @@ class RecordEncoder:
         ]
         self.width = len(model.columns)
 
+    def raw(self, records: Sequence[BaseModel]) -> list[list[Any]]:
+        """The records' feature values in the model's order, as validated (categories as values)."""
+        if self.width == 1:
+            return [[self.values(record)] for record in records]
+        return [list(self.values(record)) for record in records]
+
     def __call__(self, records: Sequence[BaseModel]) -> np.ndarray:
         rows = []
-        for record in records:
-            values = self.values(record)
-            values = list(values) if self.width > 1 else [values]
+        for values in self.raw(records):
             for position, codes in self.categorical:
                 value = values[position]
                 if value is not None:

@@ -88,9 +88,10 @@ def test_concurrent_predictions_are_batched_without_mixing_answers(
 def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
     trained: Trained, features: pd.DataFrame
 ) -> None:
-    """What each worker builds: records -> matrix -> XGBoost's C API -> calibration, no pandas."""
+    """What each worker builds: records -> matrix -> XGBoost's C API -> calibration, no pandas; and the
+    same for /explain."""
     from churnml.serve import Scorer, load_served_model
-    from churnml.serving_schemas import feature_record_model
+    from churnml.serving_schemas import Explanation, feature_record_model, records_frame
 
     scorer = Scorer(load_served_model(trained.config), trained.config)
     assert scorer.fast and scorer.dense is not None
@@ -99,6 +100,11 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
     expected = trained.model.predict_proba(features)
     np.testing.assert_array_equal(scorer.probabilities(validated), expected)
     np.testing.assert_array_equal(scorer.probabilities(validated[:1]), expected[:1])
+    # /explain's pandas-free path (matrix -> TreeSHAP -> drivers) gives the frame path's answers exactly.
+    assert scorer.fast_explain
+    fast = [e.model_dump() for e in scorer.explain(validated, 3)]
+    frame_path = scorer._explained(records_frame(trained.model, validated), 3)
+    assert fast == [Explanation.model_construct(**row).model_dump() for row in frame_path]
 
 
 def test_every_nth_response_asks_the_client_to_reconnect(live: Live, features: pd.DataFrame) -> None:
