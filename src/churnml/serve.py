@@ -258,9 +258,12 @@ class Scorer:
         if self.dense is None and not agrees():
             log.warning("fast prediction path disagrees with ChurnModel.predict_proba: using the latter")
             return False
-        frame_contribs = contributions(self.model, records_frame(self.model, records))
+        # /explain encodes records, /score_history converts prepared frames: both must give these rows.
+        frame = self.model.prepare(records_frame(self.model, records))
+        rows = self.encoder(records)
         self.fast_explain = bool(
-            np.array_equal(self._fast_contributions(self.encoder(records)), frame_contribs)
+            np.array_equal(prepared_matrix(self.model, frame), rows, equal_nan=True)
+            and np.array_equal(self._fast_contributions(rows), contributions(self.model, frame))
         )
         if not self.fast_explain:
             log.warning("pandas-free contributions disagree with explain.contributions: using the latter")
@@ -333,8 +336,12 @@ class Scorer:
 
     def _explained(self, frame: pd.DataFrame, top_k: int) -> list[dict[str, Any]]:
         prepared = self.model.prepare(frame)  # once: each step below would otherwise redo it
-        probability = self.model.predict_proba(prepared)
-        contribs = contributions(self.model, prepared)
+        if self.fast and self.fast_explain:
+            rows = prepared_matrix(self.model, prepared)
+            probability, contribs = self._proba_of_rows(rows), self._fast_contributions(rows)
+        else:
+            probability = self.model.predict_proba(prepared)
+            contribs = contributions(self.model, prepared)
         drivers = self.explainer.drivers(prepared, contribs, top_k)
         rows = self._predictions(list(frame["customer_id"]), probability)
         for row, found in zip(rows, drivers, strict=True):
@@ -442,6 +449,21 @@ def bind_apis_once(service: Any) -> None:
     for name, method in vars(type(service)).items():
         if isinstance(method, APIMethod):
             setattr(service, name, method.__get__(service, type(service)))
+
+
+def prepared_matrix(model: ChurnModel, prepared: pd.DataFrame) -> np.ndarray:
+    """A prepared frame as the float32 matrix XGBoost reads (categories as their codes, NaN when
+    missing): what :class:`RecordEncoder` gives for the same records."""
+    out = np.empty((len(prepared), len(model.columns)), dtype=np.float32)
+    for position, column in enumerate(model.columns):
+        values = prepared[column.name]
+        if column.dtype == "category":
+            codes = values.cat.codes.to_numpy().astype(np.float32)
+            codes[codes < 0] = np.nan
+            out[:, position] = codes
+        else:
+            out[:, position] = values.to_numpy(dtype=np.float64)
+    return out
 
 
 def _plain(value: Any) -> Any:

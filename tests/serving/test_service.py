@@ -90,8 +90,9 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
 ) -> None:
     """What each worker builds: records -> matrix -> XGBoost's C API -> calibration, no pandas; and the
     same for /explain."""
-    from churnml.serve import Scorer, load_served_model
-    from churnml.serving_schemas import Explanation, feature_record_model, records_frame
+    from churnml.explain import contributions
+    from churnml.serve import Scorer, _finite, load_served_model, prepared_matrix
+    from churnml.serving_schemas import DriverOut, feature_record_model, records_frame
 
     scorer = Scorer(load_served_model(trained.config), trained.config)
     assert scorer.fast and scorer.dense is not None
@@ -100,11 +101,19 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
     expected = trained.model.predict_proba(features)
     np.testing.assert_array_equal(scorer.probabilities(validated), expected)
     np.testing.assert_array_equal(scorer.probabilities(validated[:1]), expected[:1])
-    # /explain's pandas-free path (matrix -> TreeSHAP -> drivers) gives the frame path's answers exactly.
+    # /explain and /score_history skip pandas (matrix -> TreeSHAP -> drivers) and get the frame path's
+    # contributions and drivers exactly.
     assert scorer.fast_explain
-    fast = [e.model_dump() for e in scorer.explain(validated, 3)]
-    frame_path = scorer._explained(records_frame(trained.model, validated), 3)
-    assert fast == [Explanation.model_construct(**row).model_dump() for row in frame_path]
+    frame = trained.model.prepare(records_frame(trained.model, validated))
+    rows = scorer.encoder(validated)
+    np.testing.assert_array_equal(prepared_matrix(trained.model, frame), rows)
+    contribs = contributions(trained.model, frame)
+    np.testing.assert_array_equal(scorer._fast_contributions(rows), contribs)
+    expected_drivers = [
+        [d.as_dict() for d in found] for found in scorer.explainer.drivers(frame, contribs, 3)
+    ]
+    served = [[d.model_dump() for d in e.drivers] for e in scorer.explain(validated, 3)]
+    assert served == [[DriverOut(**_finite(d)).model_dump() for d in found] for found in expected_drivers]
 
 
 def test_every_nth_response_asks_the_client_to_reconnect(live: Live, features: pd.DataFrame) -> None:
