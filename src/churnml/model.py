@@ -233,6 +233,8 @@ def _as_float(values: pd.Series, name: str) -> pd.Series:
 def _as_category(values: pd.Series, categories: Sequence[Any]) -> pd.Series:
     """Cast to the training categories (in their order, so codes match); unseen values become missing."""
     if isinstance(values.dtype, pd.CategoricalDtype):
+        if not values.dtype.ordered and list(values.dtype.categories) == list(categories):
+            return values  # already the training categories (the feature builders' output): same codes
         values = values.astype(object)
     if all(isinstance(c, str) for c in categories):
         # JSON, CSV and pandas 3 may hand over str, object or numbers: compare as text.

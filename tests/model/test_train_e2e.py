@@ -159,6 +159,15 @@ def test_prepare_validates_and_casts_like_training(first: tuple[Config, TrainRes
         model.predict_proba(test.assign(**{numeric.name: "lots"}))
     with pytest.raises(DataValidationError, match="missing"):
         model.predict_proba(test.drop(columns=[numeric.name, category.name]))
+    # A categorical in other categories, or in another order, is recoded by value, never by code.
+    values = test[category.name].astype(object)
+    reordered = pd.Categorical(values, categories=list(reversed(category.categories or ())))
+    fewer = pd.Categorical(values, categories=list(category.categories or ())[1:])
+    for dtype_case in (reordered, fewer):
+        cast = model.prepare(test.assign(**{category.name: dtype_case}))[category.name]
+        assert list(cast.cat.categories) == list(category.categories or ())
+        kept = pd.Series(dtype_case, index=test.index).notna()
+        assert (cast[kept].astype(object) == values[kept]).all() and cast[~kept].isna().all()
     # Prepared once, passed on: a prepared frame comes back as it is; anything else is converted.
     prepared = model.prepare(test)
     assert model.prepare(prepared) is prepared
