@@ -343,7 +343,12 @@ class Scorer:
             probability = self.model.predict_proba(prepared)
             contribs = contributions(self.model, prepared)
         drivers = self.explainer.drivers(prepared, contribs, top_k)
-        rows = self._predictions(list(frame["customer_id"]), probability)
+        return self._answers(list(frame["customer_id"]), probability, drivers)
+
+    def _answers(
+        self, ids: Sequence[str | None], probability: np.ndarray, drivers: Sequence[Sequence[Any]]
+    ) -> list[dict[str, Any]]:
+        rows = self._predictions(ids, probability)
         for row, found in zip(rows, drivers, strict=True):
             row["drivers"] = [DriverOut.model_construct(**_finite(d.as_dict())) for d in found]
         return rows
@@ -362,10 +367,8 @@ class Scorer:
             for column in zip(*self.encoder.raw(records), strict=True)
         ]
         drivers = self.explainer.drivers_of_values(columns, contribs, top_k)
-        out = self._predictions([r.customer_id for r in records], self._proba_of_rows(rows))
-        for row, found in zip(out, drivers, strict=True):
-            row["drivers"] = [DriverOut.model_construct(**_finite(d.as_dict())) for d in found]
-        return [Explanation.model_construct(**row) for row in out]
+        answers = self._answers([r.customer_id for r in records], self._proba_of_rows(rows), drivers)
+        return [Explanation.model_construct(**row) for row in answers]
 
     def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
         """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
