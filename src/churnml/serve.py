@@ -220,6 +220,7 @@ class Scorer:
         self.explainer = Explainer.of(self.model, None, self.config.risk.exclude_from_reasons)
         self.encoder = RecordEncoder(self.model)
         self.dense = DensePredictor.of(self.model.trained_booster, self.model.iteration_range)
+        self.feature_types = ["c" if c.dtype == "category" else "q" for c in self.model.columns]
         self.fast_explain = False
         self.fast = self._fast_path_agrees()
 
@@ -242,7 +243,8 @@ class Scorer:
                     )
             rows.append(row)
         records = [record_model.model_validate(row) for row in rows]
-        slow = self.model.predict_proba(records_frame(self.model, records))
+        frame = self.model.prepare(records_frame(self.model, records))
+        slow = self.model.predict_proba(frame)
 
         def agrees() -> bool:
             try:
@@ -259,7 +261,6 @@ class Scorer:
             log.warning("fast prediction path disagrees with ChurnModel.predict_proba: using the latter")
             return False
         # /explain encodes records, /score_history converts prepared frames: both must give these rows.
-        frame = self.model.prepare(records_frame(self.model, records))
         rows = self.encoder(records)
         self.fast_explain = bool(
             np.array_equal(prepared_matrix(self.model, frame), rows, equal_nan=True)
@@ -275,7 +276,7 @@ class Scorer:
             rows,
             missing=np.nan,
             feature_names=self.model.feature_names,
-            feature_types=["c" if c.dtype == "category" else "q" for c in self.model.columns],
+            feature_types=self.feature_types,
             enable_categorical=True,
             nthread=self.config.serving.nthread,
         )
