@@ -23,7 +23,7 @@ def load_data(config: Config, base_dir: Path | None = None) -> Dataset:
     """The configured data, or the bundled simulator's business when no data is configured."""
     if config.data.dir is None and not config.data.tables:
         sim = config.simulate
-        return simulate(sim.customers, sim.months, sim.seed, sim.start).to_dataset()
+        return simulate(sim.customers, sim.months, sim.seed, sim.start, signal=sim.signal).to_dataset()
     return load_dataset(config.data, base_dir=base_dir)
 
 

@@ -303,7 +303,7 @@ def explain(
         "rows_contributions": len(positions),
         "contributions_seconds": contrib_seconds,
         "explain_device": settings.device,
-        "trees": model.iteration_range[1],
+        "trees": model.iteration_range[1] if model.linear is None else 0,
     }
     return out, explained, typical, stats
 

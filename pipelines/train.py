@@ -1,7 +1,12 @@
-"""Training pipeline: training set → out-of-time split → Optuna-tuned XGBoost → calibration → evaluation
-against baselines → MLflow run with nested trial runs → registry with champion/challenger promotion.
+"""Training pipeline: training set → rolling-origin folds → candidates (Optuna-tuned XGBoost, robust
+XGBoost, logistic regression) chosen by pooled out-of-fold figures → calibration on those → the test
+cutoff → refit on every labeled cutoff → MLflow run with nested trial runs → registry.
 
-``run`` reads top to bottom as the seven steps of the job; each step is a function of churnml's modules.
+``run`` reads top to bottom as the steps of the job; each step is a function of churnml's modules.
+The test figures, and the champion/challenger decision, are those of the *development* model (fitted
+before the test cutoff); the shipped model is then refitted on every labeled cutoff
+(``model.refit_on: all``), so it knows the latest churners, and calibrated on every out-of-time
+prediction there is: the folds' and the development model's on the test cutoff.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import optuna
 import pandas as pd
 
 from churnml import __version__, io
-from churnml.calibrate import fit_calibrator
+from churnml.calibrate import Calibrator, fit_calibrator
+from churnml.candidates import Candidate, booster_candidate, choose, logreg_candidate, robust_candidate
 from churnml.config import Config
-from churnml.evaluate import Evaluation, evaluate, metric_value
+from churnml.errors import ChurnmlError, DataValidationError
+from churnml.evaluate import Evaluation, evaluate, expected_calibration_error, metric_value
 from churnml.mlflow_model import log_model
 from churnml.model import ChurnModel, load_model
 from churnml.pipelines import features
@@ -25,16 +32,19 @@ from churnml.registry import Decision, register_and_decide
 from churnml.split import Split, split_by_time
 from churnml.tracking import TrialLogger, log_inputs, log_study, session
 from churnml.training_set import TrainingSet
-from churnml.tune import Matrices, fit_model, study_name, tune
+from churnml.tune import CVData, booster_params, study_name, tune
 
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "best_profit", "best_fraction")
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: ChurnModel
+    model: ChurnModel  # shipped: refitted on every labeled cutoff (model.refit_on)
+    evaluated: ChurnModel  # fitted before the test cutoff: the model the evaluation describes
+    candidates: tuple[Candidate, ...]
+    candidate_tests: dict[str, dict[str, float]]
     split: Split
-    study: optuna.Study
+    study: optuna.Study | None
     evaluation: Evaluation
     run_id: str
     model_uri: str
@@ -48,59 +58,166 @@ def train_dir(config: Config) -> Path:
 
 
 def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path | None = None) -> TrainResult:
-    """Train, calibrate, evaluate, track and register a churn model (builds the training set if not given)."""
+    """Train, choose, calibrate, evaluate, refit, track and register a churn model (builds the training
+    set if not given)."""
     training_set = training_set or features.run(config, base_dir).training_set
-    split = split_by_time(training_set.frame, training_set.label_settings, config.split, config.seed)
-    untrained = ChurnModel.untrained(split.train, training_set.specs)
-    data = Matrices.of(untrained.xy(split.train), untrained.xy(split.validation), config.model.nthread)
+    split = split_by_time(training_set.frame, training_set.label_settings, config.split)
+    untrained = ChurnModel.untrained(split.labeled, training_set.specs)
+    data = CVData.of(untrained, split, config.model.nthread)
     name = study_name(config, training_set.fingerprint, split.boundaries)
     with session(config) as experiment_id, mlflow.start_run(run_name=f"train-{config.name}") as parent:
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)
-        trials = TrialLogger(parent.info.run_id, experiment_id, config.tune.metric)
-        study = tune(config, data, name, callbacks=[trials])
-        log_study(study, config.tune.metric)
-        fit_rows = split.fit_rows(config.model.refit_on)
-        model = fit_model(config, study.best_trial, untrained, untrained.xy(fit_rows))
-        model = _calibrate(model, split.calibration, config).with_info(
-            churnml_version=__version__,
-            data_fingerprint=training_set.fingerprint,
-            labels=training_set.label_settings,
-            split=split.boundaries,
-            study=name,
+        candidates, study = _candidates(
+            config, data, split, untrained, name, experiment_id, parent.info.run_id
         )
-        evaluation = evaluate(model, fit_rows, split.test, config.evaluation, config.campaign, config.seed)
-        out_dir = _write_outputs(model, evaluation, train_dir(config))
+        chosen = choose(candidates, config.model.select_by)
+        oof = split.out_of_fold
+        info = {
+            "churnml_version": __version__,
+            "data_fingerprint": training_set.fingerprint,
+            "labels": training_set.label_settings,
+            "split": split.boundaries,
+            "study": name if study is not None else None,
+            "cross_validation": {c.name: c.cv for c in candidates},
+        }
+        evaluated = {
+            c.name: c.fit(untrained, split.development, data, config)
+            .with_calibrator(_calibrator(c.margin, oof, config))
+            .with_info(**info, labels_end=_labels_end(split.development, split))
+            for c in candidates
+        }
+        model = evaluated[chosen.name]
+        tests = {n: _test_figures(m, split.test, config) for n, m in evaluated.items()}
+        evaluation = evaluate(
+            model, split.development, split.test, config.evaluation, config.campaign, config.seed
+        )
+        shipped = _refit(config, chosen, model, untrained, split, data).with_info(**info)
+        _log_candidates(candidates, tests, chosen)
+        mlflow.log_param("calibration.chosen", shipped.calibrator.method)
+        out_dir = _write_outputs(shipped, model, evaluation, train_dir(config))
         mlflow.log_metrics(evaluation.metrics())
         mlflow.log_artifacts(str(out_dir / "evaluation"), "evaluation")
-        info = log_model(model, split.test.head(5))
-        version, decision = _register(config, info.model_uri, split.test, evaluation)
+        model_info = log_model(shipped, split.test.head(5), evaluated=model)
+        version, decision = _register(config, model_info.model_uri, split.test, evaluation, chosen.name)
     return TrainResult(
-        model, split, study, evaluation, parent.info.run_id, info.model_uri, version, decision, out_dir
+        shipped,
+        model,
+        tuple(candidates),
+        tests,
+        split,
+        study,
+        evaluation,
+        parent.info.run_id,
+        model_info.model_uri,
+        version,
+        decision,
+        out_dir,
     )
 
 
-def _calibrate(model: ChurnModel, calibration: pd.DataFrame, config: Config) -> ChurnModel:
-    """Fit the calibrator on the held-out calibration slice; log the choice and its CV scores."""
-    y = calibration["label"].to_numpy(dtype=np.int64)
+def _candidates(
+    config: Config,
+    data: CVData,
+    split: Split,
+    untrained: ChurnModel,
+    name: str,
+    experiment_id: str,
+    parent_run_id: str,
+) -> tuple[list[Candidate], optuna.Study | None]:
+    """Cross-validate every configured candidate on the same folds."""
+    candidates, study = [], None
+    for kind in dict.fromkeys(config.model.candidates):
+        if kind == "xgboost_tuned":
+            trials = TrialLogger(parent_run_id, experiment_id, config.tune.metric)
+            study, best = tune(config, data, name, callbacks=[trials])
+            log_study(study, config.tune.metric)
+            params = booster_params(config.model, config.tune.metric, config.seed, study.best_trial.params)
+            candidates.append(booster_candidate(kind, params, best, data.y))
+        elif kind == "xgboost_robust":
+            candidates.append(robust_candidate(config, data))
+        else:
+            candidates.append(logreg_candidate(config, untrained, split, data.y))
+    if not candidates:
+        raise ChurnmlError("model.candidates is empty: name at least one model to train")
+    return candidates, study
+
+
+def _calibrator(margin: np.ndarray, rows: pd.DataFrame, config: Config) -> Calibrator:
+    """Calibrator of out-of-time margins of ``rows`` (method chosen by cross-validation by customer)."""
     settings = config.calibration
-    calibrator, scores = fit_calibrator(
-        model.margin(calibration), y, calibration["customer_id"], settings.method, settings.folds, config.seed
+    calibrator, _ = fit_calibrator(
+        margin,
+        rows["label"].to_numpy(dtype=np.int64),
+        rows["customer_id"],
+        settings.method,
+        settings.folds,
+        config.seed,
     )
-    mlflow.log_param("calibration.chosen", calibrator.method)
-    mlflow.log_metrics({f"calibration_cv_log_loss_{method}": value for method, value in scores.items()})
-    return model.with_calibrator(calibrator)
+    return calibrator
 
 
-def _write_outputs(model: ChurnModel, evaluation: Evaluation, directory: Path) -> Path:
-    """The model's plain files and the evaluation (metrics, tables, plots), swapped in atomically."""
+def _labels_end(rows: pd.DataFrame, split: Split) -> str:
+    """When the latest label a model was fitted on was complete (its last cutoff + the label window)."""
+    window = pd.Timedelta(days=split.boundaries["label_window_days"])
+    return (rows["cutoff"].max() + window).date().isoformat()
+
+
+def _refit(
+    config: Config,
+    chosen: Candidate,
+    evaluated: ChurnModel,
+    untrained: ChurnModel,
+    split: Split,
+    data: CVData,
+) -> ChurnModel:
+    """The shipped model: the chosen candidate on every labeled cutoff, calibrated on the folds' and the
+    test cutoff's out-of-time margins; or, with ``refit_on: development``, the evaluated model itself."""
+    if config.model.refit_on == "development":
+        return evaluated
+    rows = pd.concat([split.out_of_fold, split.test], ignore_index=True)
+    margin = np.concatenate([chosen.margin, evaluated.margin(split.test)])
+    refit = chosen.fit(untrained, split.labeled, data, config)
+    calibrator = _calibrator(margin, rows, config)
+    return refit.with_calibrator(calibrator).with_info(labels_end=_labels_end(split.labeled, split))
+
+
+def _test_figures(model: ChurnModel, test: pd.DataFrame, config: Config) -> dict[str, float]:
+    y = test["label"].to_numpy(dtype=np.int64)
+    probability = model.predict_proba(test)
+    figures = {m: metric_value(m, y, probability) for m in ("roc_auc", "pr_auc", "log_loss", "brier")}
+    figures["ece"] = expected_calibration_error(
+        y, probability, config.evaluation.ece_bins, config.evaluation.ece_strategy
+    )
+    return figures
+
+
+def _log_candidates(
+    candidates: list[Candidate], tests: dict[str, dict[str, float]], chosen: Candidate
+) -> None:
+    """candidate_<name>_cv_<metric> and candidate_<name>_test_<metric> for every candidate, and the winner
+    (test_<scorer>_<metric> are the evaluation's: the shipped candidate and the baselines)."""
+    metrics = {f"candidate_{c.name}_cv_{k}": v for c in candidates for k, v in c.cv.items()}
+    metrics |= {f"candidate_{n}_test_{k}": v for n, figures in tests.items() for k, v in figures.items()}
+    mlflow.log_metrics(metrics)
+    mlflow.log_params(
+        {"model.chosen": chosen.name} | {f"candidate.{c.name}.params": str(c.params) for c in candidates}
+    )
+    mlflow.set_tag("churnml.candidate", chosen.name)
+
+
+def _write_outputs(
+    shipped: ChurnModel, evaluated: ChurnModel, evaluation: Evaluation, directory: Path
+) -> Path:
+    """The models' plain files and the evaluation (metrics, tables, plots), swapped in atomically."""
     with io.atomic_dir(directory) as tmp:
-        model.save(tmp / "model")
+        shipped.save(tmp / "model")
+        evaluated.save(tmp / "evaluated_model")
         evaluation.write(tmp / "evaluation")
     return directory
 
 
 def _register(
-    config: Config, model_uri: str, test: pd.DataFrame, evaluation: Evaluation
+    config: Config, model_uri: str, test: pd.DataFrame, evaluation: Evaluation, candidate: str
 ) -> tuple[str | None, Decision | None]:
     """Register as challenger; promote to champion if it beats the champion on these same test rows."""
     settings = config.tracking
@@ -110,12 +227,26 @@ def _register(
     metric = settings.promotion_metric
     tags = {f"test_{k}": f"{evaluation.model.metrics[k]:.6f}" for k in HEADLINE}
     tags |= {"test_cutoff": str(test["cutoff"].iloc[0].date()), "run_id": mlflow.active_run().info.run_id}
+    tags["candidate"] = candidate
+    test_cutoff = str(test["cutoff"].iloc[0].date())
+
+    def champion_score(uri: str) -> float:
+        # The champion's shipped model may have been refitted on this very test cutoff: then its model
+        # from before that refit is the one to compare (as the challenger's is).
+        for evaluated in (False, True):
+            champion = load_model(uri, evaluated=evaluated)
+            if str(champion.info.get("labels_end", "")) <= test_cutoff:
+                return metric_value(metric, y, champion.predict_proba(test))
+        raise DataValidationError(
+            "model", "labels_end", f"the champion was fitted on labels past the test cutoff {test_cutoff}"
+        )
+
     version, decision = register_and_decide(
         model_uri,
         settings.registered_model,
         metric,
         evaluation.model.metrics[metric],
-        lambda uri: metric_value(metric, y, load_model(uri).predict_proba(test)),
+        champion_score,
         settings.min_improvement,
         tags,
     )

@@ -83,6 +83,10 @@ def simulate(
     months: Annotated[int, typer.Option(help="Months of history.", min=1, max=120)] = 12,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, byte-identical files).")] = 42,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    signal: Annotated[
+        float,
+        typer.Option(help="Churn signal strength: scales the risk factors' log-odds (1 = default).", min=0),
+    ] = 1.0,
 ) -> None:
     """Generate a realistic subscription business in the data contract's shape, with ground truth."""
     from churnml.simulate import simulate as run_simulation
@@ -91,7 +95,7 @@ def simulate(
     if fmt not in ("parquet", "csv"):
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
     started = time.perf_counter()
-    sim = run_simulation(customers, months, seed)
+    sim = run_simulation(customers, months, seed, signal=signal)
     path = write_simulation(sim, out, fmt=fmt)
     table = Table("table", "rows", title=f"simulated business → {path}")
     for name, frame in sim.tables.items():
@@ -141,14 +145,41 @@ def print_train_summary(result, config: Config, elapsed: float) -> None:
 
     b = result.split.boundaries
     console.print(
-        f"train cutoffs {b['train_cutoffs'][0]} .. {b['train_cutoffs'][-1]} ({b['train_rows']:,} rows)   "
-        f"validation {', '.join(b['validation_cutoffs'])} ({b['validation_rows']:,} tuning + "
-        f"{b['calibration_rows']:,} calibration rows)   test {b['test_cutoff']} ({b['test_rows']:,} rows)"
+        f"development cutoffs {b['train_cutoffs'][0]} .. {b['train_cutoffs'][-1]} ({b['train_rows']:,} rows)   "
+        f"{len(b['folds'])} rolling-origin folds validated on {', '.join(b['validation_cutoffs'])} "
+        f"({b['validation_rows']:,} rows, {b['validation_churners']:,} churners)   "
+        f"test {b['test_cutoff']} ({b['test_rows']:,} rows)"
     )
-    trials = result.study.trials
+    if result.study is not None:
+        trials = result.study.trials
+        console.print(
+            f"tuning: {len(trials)} trials in study {result.study.study_name}, "
+            f"best #{result.study.best_trial.number}"
+        )
+    candidates = Table(
+        "candidate",
+        "CV ROC-AUC",
+        "CV log loss",
+        "test ROC-AUC",
+        "test ECE",
+        title="candidates (pooled out-of-fold)",
+    )
+    chosen = result.model.info.get("candidate")
+    for candidate in result.candidates:
+        test = result.candidate_tests[candidate.name]
+        mark = " (shipped)" if candidate.name == chosen else ""
+        candidates.add_row(
+            candidate.name + mark,
+            f"{candidate.cv['roc_auc']:.4f}",
+            f"{candidate.cv['log_loss']:.4f}",
+            f"{test['roc_auc']:.4f}",
+            f"{test['ece']:.4f}",
+        )
+    console.print(candidates)
+    shape = f"{result.model.info['best_iteration'] + 1} trees" if result.model.linear is None else "linear"
     console.print(
-        f"tuning: {len(trials)} trials in study {result.study.study_name}, best #{result.study.best_trial.number}; "
-        f"calibration: {result.model.calibrator.method}; trees: {result.model.info['best_iteration'] + 1}"
+        f"shipped: {chosen}, {shape}, refitted on {result.model.info.get('fit_rows', 0):,} rows "
+        f"(model.refit_on={config.model.refit_on}); calibration: {result.model.calibrator.method}"
     )
     table = Table(
         "scorer",

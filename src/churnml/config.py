@@ -83,6 +83,12 @@ class SimulateConfig(_Model):
     months: int = Field(12, gt=0, le=120, description="Months of history to simulate.")
     seed: int = Field(42, description="Random seed; the same seed gives byte-identical files.")
     start: dt.date = Field(dt.date(2025, 1, 1), description="First day of the simulated history.")
+    signal: float = Field(
+        1.0,
+        ge=0,
+        description="Strength of the churn signal: scales every risk factor's log-odds contribution "
+        "(1 = as documented, 0 = churn at random); the intercept is re-centred to keep the churn rate.",
+    )
 
 
 class CutoffSchedule(_Model):
@@ -150,20 +156,15 @@ class SplitConfig(_Model):
     test_cutoff: dt.date | None = Field(
         None, description="Cutoff to test on. None = the latest cutoff whose labels are all observed."
     )
-    validation_cutoffs: int = Field(
-        1,
+    folds: int = Field(
+        3,
         ge=1,
-        description="Labeled cutoffs before the test cutoff used for early stopping, tuning and calibration.",
+        description="Rolling-origin cross-validation folds: each of the last `folds` labeled cutoffs before "
+        "the test cutoff is validated on by a model trained on the cutoffs whose labels it could have seen. "
+        "Tuning, early stopping, the choice of model and calibration use the pooled out-of-fold predictions.",
     )
     train_cutoffs: int | None = Field(
-        None, ge=1, description="Train on only this many most recent cutoffs before validation; None = all."
-    )
-    calibration_fraction: float = Field(
-        0.5,
-        gt=0,
-        lt=1,
-        description="Share of validation customers (by a hash of customer_id) held out to fit and choose the "
-        "calibrator; the rest drive early stopping and tuning.",
+        None, ge=1, description="Train on only this many most recent eligible cutoffs; None = all."
     )
 
 
@@ -220,11 +221,23 @@ class ModelConfig(_Model):
     early_stopping_rounds: int = Field(
         50, ge=1, description="Stop when the validation metric has not improved for this many rounds."
     )
-    refit_on: Literal["train", "train+validation"] = Field(
-        "train+validation",
-        description="Rows the final model is refitted on with the tuned parameters and number of rounds: "
-        "the training cutoffs, or those plus the validation tuning slice (more recent; the calibration "
-        "slice stays unseen). Baselines are fitted on the same rows.",
+    refit_on: Literal["all", "development"] = Field(
+        "all",
+        description="Rows the shipped model is refitted on once the test is done: all = every labeled cutoff "
+        "(the test cutoff included, boosting rounds scaled with the rows); development = the cutoffs "
+        "before the test (the model the test figures describe). Champion/challenger always uses the "
+        "test figures of the development model.",
+    )
+    candidates: list[Literal["xgboost_tuned", "xgboost_robust", "logreg"]] = Field(
+        ["xgboost_tuned", "xgboost_robust", "logreg"],
+        description="Models compared by cross-validation; the best one ships. xgboost_tuned: Optuna-tuned "
+        "XGBoost; xgboost_robust: shallow, strongly regularised XGBoost with fixed settings for small "
+        "data; logreg: regularised logistic regression on log-scaled, standardised features.",
+    )
+    select_by: Literal["roc_auc", "log_loss", "pr_auc"] = Field(
+        "roc_auc",
+        description="Pooled out-of-fold metric that chooses among the candidates (calibration is fitted "
+        "afterwards, so a ranking metric is the default).",
     )
     params: dict[str, float | int | str] = Field(
         default_factory=dict,

@@ -21,10 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -33,12 +30,12 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline
 
 from churnml import io
 from churnml.config import CampaignConfig, EvaluationConfig
 from churnml.errors import ConfigError
+from churnml.linear import logistic_pipeline
 from churnml.model import ChurnModel, FeatureColumn
 
 EPS = 1e-6
@@ -262,46 +259,24 @@ def recency_scores(
     return score, rule.predict(score)
 
 
-def _as_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Categoricals as plain text with an explicit 'missing' level, as one-hot encoding expects."""
-    out = frame.copy()
-    for name in out.columns:
-        if isinstance(out[name].dtype, pd.CategoricalDtype):
-            out[name] = out[name].astype(object).where(out[name].notna(), "missing").astype(str)
-    return out
-
-
-def logistic_regression(columns: Sequence[FeatureColumn], seed: int) -> Pipeline:
-    """Imputation (+ missing indicators), a signed log for heavy-tailed counts, scaling, one-hot encoding."""
+def logistic_regression(columns: Sequence[FeatureColumn]) -> Pipeline:
+    """The baseline: ``churnml.linear``'s pipeline (the logreg candidate's) at its default strength."""
     numeric = [c.name for c in columns if c.dtype != "category"]
     categorical = [c.name for c in columns if c.dtype == "category"]
-    numeric_steps = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        FunctionTransformer(np.arcsinh, feature_names_out="one-to-one"),
-        StandardScaler(),
-    )
-    pre = ColumnTransformer(
-        [
-            ("numeric", numeric_steps, numeric),
-            ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=20), categorical),
-        ]
-    )
-    return Pipeline(
-        [
-            ("features", FunctionTransformer(_as_columns)),
-            ("prepare", pre),
-            ("classify", LogisticRegression(max_iter=2000, random_state=seed)),
-        ]
-    )
+    return logistic_pipeline(numeric, categorical)
 
 
 # --- the whole evaluation ----------------------------------------------------------------------------
 
 
 def feature_importance(model: ChurnModel) -> pd.DataFrame:
-    """Total gain and split count per feature (features never used get zero)."""
-    gain = model.trained_booster.get_score(importance_type="total_gain")
-    weight = model.trained_booster.get_score(importance_type="weight")
+    """Total gain and split count per feature (features never used get zero); for a logistic regression
+    the |coefficients| of the feature's standardised design columns, and no splits."""
+    if model.linear is not None:
+        gain, weight = model.linear.importance(model.feature_names), {}
+    else:
+        gain = model.trained_booster.get_score(importance_type="total_gain")
+        weight = model.trained_booster.get_score(importance_type="weight")
     frame = pd.DataFrame(
         {
             "feature": model.feature_names,
@@ -375,7 +350,7 @@ def evaluate(
         MODEL: report(MODEL, model.calibrator(margin)),
         UNCALIBRATED: report(UNCALIBRATED, 1 / (1 + np.exp(-margin))),
     }
-    logreg = logistic_regression(model.columns, seed).fit(model.prepare(train), train["label"].to_numpy(int))
+    logreg = logistic_regression(model.columns).fit(model.prepare(train), train["label"].to_numpy(int))
     reports[LOGREG] = report(LOGREG, logreg.predict_proba(model.prepare(test))[:, 1])
     notes = []
     feature = recency_feature(model.specs, evaluation.recency_feature)

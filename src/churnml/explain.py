@@ -81,8 +81,11 @@ def contributions(
 
     Rows sum to ``model.margin(frame)``. Batches bound memory (rows x features x 4 bytes per call);
     ``device="cuda"`` runs TreeSHAP on a GPU (on a copy of the booster: the model stays on CPU).
+    A logistic regression gives its exact linear SHAP values (``LinearModel.contributions``).
     """
     prepared = model.prepare(frame)
+    if model.linear is not None:
+        return model.linear.contributions(prepared, model.feature_names).astype(np.float32)
     booster = model.trained_booster
     if device != "cpu" or nthread is not None:
         booster = booster.copy()

@@ -23,6 +23,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from churnml.model import ChurnModel
 
 ARTIFACT = "churn_model"
+EVALUATED_ARTIFACT = "evaluated_model"  # the model before the refit on every label (the tested one)
 # The file MLflow runs to build the pyfunc when loading; written at log time, not imported by churnml.
 MODEL_CODE = """\
 import mlflow
@@ -78,18 +79,26 @@ def requirements() -> list[str]:
 
 
 def log_model(
-    model: ChurnModel, example_rows: pd.DataFrame, name: str = "model", **kwargs: Any
+    model: ChurnModel,
+    example_rows: pd.DataFrame,
+    name: str = "model",
+    evaluated: ChurnModel | None = None,
+    **kwargs: Any,
 ) -> mlflow.models.model.ModelInfo:
-    """Log ``model`` as a pyfunc in the active run (signature and input example from ``example_rows``)."""
+    """Log ``model`` as a pyfunc in the active run (signature and input example from ``example_rows``);
+    ``evaluated``, the model the test figures describe, travels with it as a second artifact."""
     example = input_frame(model, example_rows)
     with tempfile.TemporaryDirectory(prefix="churnml-model-") as tmp:
         files = model.save(Path(tmp) / ARTIFACT)
+        artifacts = {ARTIFACT: str(files)}
+        if evaluated is not None:
+            artifacts[EVALUATED_ARTIFACT] = str(evaluated.save(Path(tmp) / EVALUATED_ARTIFACT))
         code = Path(tmp) / "churn_pyfunc.py"
         code.write_text(MODEL_CODE)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(code),
-            artifacts={ARTIFACT: str(files)},
+            artifacts=artifacts,
             signature=signature(model, example),
             input_example=example,
             pip_requirements=requirements(),

@@ -1,4 +1,5 @@
-"""The ChurnModel: an XGBoost booster, its calibrator and the feature specification, saved as plain files.
+"""The ChurnModel: an XGBoost booster (or a logistic regression), its calibrator and the feature
+specification, saved as plain files.
 
 Everything a scorer needs travels together, so serving, batch scoring and explanations cannot disagree
 about columns, dtypes, categories or the number of trees:
@@ -7,7 +8,8 @@ about columns, dtypes, categories or the number of trees:
   the *training* categories, unseen values becoming missing, as XGBoost does not handle them itself);
 - ``margin``/``predict_proba`` always pass ``iteration_range`` (plain ``Booster.predict`` would use
   every tree, not the early-stopped number);
-- ``save``/``load`` write the booster as JSON, the calibrator and spec as JSON: nothing is pickled.
+- ``save``/``load`` write the booster (or the regression's numbers, ``churnml.linear``), the calibrator
+  and the spec as JSON: nothing is pickled.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import xgboost as xgb
 from churnml import io
 from churnml.calibrate import Calibrator, sigmoid
 from churnml.errors import DataValidationError
+from churnml.linear import LinearModel
 
 BOOSTER_FILE = "booster.json"
+LINEAR_FILE = "linear.json"
 CALIBRATOR_FILE = "calibrator.json"
 SPEC_FILE = "feature_spec.json"
 FORMAT_VERSION = 1
@@ -74,13 +78,14 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class ChurnModel:
-    """Booster (already cut to its best iteration) + calibrator + input specification."""
+    """Booster (already cut to its best iteration) or linear model + calibrator + input specification."""
 
     booster: xgb.Booster | None
     columns: tuple[FeatureColumn, ...]
     calibrator: Calibrator = field(default_factory=Calibrator)
     specs: tuple[dict[str, Any], ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    linear: LinearModel | None = None
 
     @classmethod
     def untrained(cls, frame: pd.DataFrame, specs: Sequence[Any]) -> ChurnModel:
@@ -88,7 +93,15 @@ class ChurnModel:
         return cls(booster=None, columns=feature_columns(frame, specs), specs=tuple(map(_spec_dict, specs)))
 
     def with_booster(self, booster: xgb.Booster, **info: Any) -> ChurnModel:
-        return dataclasses.replace(self, booster=booster, info={**self.info, **info})
+        return dataclasses.replace(self, booster=booster, linear=None, info={**self.info, **info})
+
+    def with_linear(self, linear: LinearModel, **info: Any) -> ChurnModel:
+        return dataclasses.replace(self, booster=None, linear=linear, info={**self.info, **info})
+
+    @property
+    def kind(self) -> str:
+        """What scores: ``xgboost`` trees or a ``logreg`` (every consumer of a booster checks this)."""
+        return "logreg" if self.linear is not None else "xgboost"
 
     def xy(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """Training input (cast exactly as at scoring time) and integer labels of a labeled frame."""
@@ -101,7 +114,7 @@ class ChurnModel:
     @property
     def trained_booster(self) -> xgb.Booster:
         if self.booster is None:
-            raise ValueError("this ChurnModel has no booster yet (see tune.fit_model)")
+            raise ValueError("this ChurnModel has no booster yet (see tune.fit_booster)")
         return self.booster
 
     @property
@@ -161,7 +174,9 @@ class ChurnModel:
         return xgb.DMatrix(self.prepare(frame), enable_categorical=True, missing=np.nan)
 
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
-        """Raw log-odds of churn, from the best iteration's trees."""
+        """Raw log-odds of churn, from the best iteration's trees (or the regression)."""
+        if self.linear is not None:
+            return self.linear.margin(self.prepare(frame))
         return self.trained_booster.predict(
             self.dmatrix(frame), output_margin=True, iteration_range=self.iteration_range
         )
@@ -185,8 +200,11 @@ class ChurnModel:
     def save(self, directory: str | Path) -> Path:
         """Write booster, calibrator and spec as JSON files into ``directory`` (each atomically)."""
         directory = Path(directory)
-        raw = bytes(self.trained_booster.save_raw("json"))
-        io.write_with(directory / BOOSTER_FILE, lambda tmp: tmp.write_bytes(raw))
+        if self.linear is not None:
+            io.write_json(directory / LINEAR_FILE, self.linear.to_dict())
+        else:
+            raw = bytes(self.trained_booster.save_raw("json"))
+            io.write_with(directory / BOOSTER_FILE, lambda tmp: tmp.write_bytes(raw))
         io.write_json(directory / CALIBRATOR_FILE, self.calibrator.to_dict())
         io.write_json(directory / SPEC_FILE, self.spec_document())
         return directory
@@ -194,8 +212,12 @@ class ChurnModel:
     @classmethod
     def load(cls, directory: str | Path) -> ChurnModel:
         directory = Path(directory)
-        booster = xgb.Booster()
-        booster.load_model(bytearray((directory / BOOSTER_FILE).read_bytes()))
+        booster, linear = None, None
+        if (directory / LINEAR_FILE).exists():
+            linear = LinearModel.from_dict(json.loads((directory / LINEAR_FILE).read_text()))
+        else:
+            booster = xgb.Booster()
+            booster.load_model(bytearray((directory / BOOSTER_FILE).read_bytes()))
         calibrator = Calibrator.from_dict(json.loads((directory / CALIBRATOR_FILE).read_text()))
         spec = json.loads((directory / SPEC_FILE).read_text())
         if spec.get("format_version") != FORMAT_VERSION:
@@ -210,6 +232,7 @@ class ChurnModel:
             calibrator=calibrator,
             specs=tuple(spec.get("features", ())),
             info=spec.get("info", {}),
+            linear=linear,
         )
 
 
@@ -245,14 +268,24 @@ def _as_category(values: pd.Series, categories: Sequence[Any]) -> pd.Series:
     )
 
 
-def load_model(uri: str | Path) -> ChurnModel:
+def load_model(uri: str | Path, evaluated: bool = False) -> ChurnModel:
     """A ChurnModel from a directory written by ``save`` or from any MLflow model URI.
 
-    ``models:/churn-model@champion``, ``runs:/<id>/model``, ``models:/<model_id>`` all work.
+    ``models:/churn-model@champion``, ``runs:/<id>/model``, ``models:/<model_id>`` all work. Only the
+    model's JSON files are read: no code from the model directory runs, nothing is unpickled.
+    ``evaluated=True`` gives the model before its refit on every label (the one its test figures
+    describe), where the model carries one; otherwise the model itself.
     """
-    path = Path(str(uri))
-    if path.is_dir() and (path / BOOSTER_FILE).exists():
-        return ChurnModel.load(path)
-    import mlflow.pyfunc
+    from churnml.mlflow_model import ARTIFACT, EVALUATED_ARTIFACT
 
-    return mlflow.pyfunc.load_model(str(uri)).unwrap_python_model().model
+    path = Path(str(uri))
+    if path.is_dir() and (path / SPEC_FILE).exists():
+        sibling = path.parent / EVALUATED_ARTIFACT
+        return ChurnModel.load(sibling if evaluated and (sibling / SPEC_FILE).exists() else path)
+    import mlflow.artifacts
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri)))
+    part = local / "artifacts" / EVALUATED_ARTIFACT
+    return ChurnModel.load(
+        part if evaluated and (part / SPEC_FILE).exists() else local / "artifacts" / ARTIFACT
+    )

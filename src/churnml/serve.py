@@ -215,13 +215,17 @@ class Scorer:
     explainer: Explainer = field(init=False)
 
     def __post_init__(self) -> None:
-        # Each worker is its own process with its own model: cap XGBoost's threads per worker.
-        self.model.trained_booster.set_param({"nthread": self.config.serving.nthread})
         self.explainer = Explainer.of(self.model, None, self.config.risk.exclude_from_reasons)
         self.encoder = RecordEncoder(self.model)
-        self.dense = DensePredictor.of(self.model.trained_booster, self.model.iteration_range)
         self.feature_types = ["c" if c.dtype == "category" else "q" for c in self.model.columns]
         self.fast_explain = False
+        self.dense: DensePredictor | None = None
+        if self.model.linear is not None:
+            self.fast = False  # a regression scores and explains through ChurnModel's own numpy path
+            return
+        # Each worker is its own process with its own model: cap XGBoost's threads per worker.
+        self.model.trained_booster.set_param({"nthread": self.config.serving.nthread})
+        self.dense = DensePredictor.of(self.model.trained_booster, self.model.iteration_range)
         self.fast = self._fast_path_agrees()
 
     def _fast_path_agrees(self) -> bool:

@@ -12,7 +12,7 @@ one child random generator per component, so the same seed gives byte-identical 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -106,6 +106,9 @@ class Coefficients:
 
 
 COEF = Coefficients()
+# The summed factor contributions at signal 1 (seed 7, 10,000 customers x 12 months, 74k renewals): their
+# mean and standard deviation re-centre the intercept when the signal strength changes (`centred_base`).
+CONTRIB_MEAN, CONTRIB_SD = 0.60, 1.25
 FACTORS = ("engagement", "support", "billing", "onboarding", "promotion", "tenure", "plan")
 FACTOR_LABELS = {
     "engagement": "fading usage",
@@ -188,6 +191,19 @@ def tenure_contribution(tenure_days: np.ndarray, coef: Coefficients = COEF) -> n
 def plan_contribution(plan: np.ndarray, coef: Coefficients = COEF) -> np.ndarray:
     """Free users leave more easily; pro teams are invested."""
     return np.array([coef.plan_free, 0.0, coef.plan_pro])[plan]
+
+
+def centred_base(signal: float, coef: Coefficients = COEF) -> float:
+    """Intercept that keeps the expected churn per renewal about the same when the factors are scaled.
+
+    The log-odds are ``b + signal * C`` with ``C`` the summed factor contributions. With ``C`` roughly
+    normal (mean ``CONTRIB_MEAN``, sd ``CONTRIB_SD``), the mean of ``sigmoid(b + s C)`` is about
+    ``sigmoid((b + s mu) / sqrt(1 + pi s^2 sd^2 / 8))`` (the probit approximation); ``b(s)`` keeps that
+    argument at its value for ``s = 1``, where it is exactly ``coef.base``.
+    """
+    mu, spread = CONTRIB_MEAN, np.pi * CONTRIB_SD**2 / 8
+    widen = float(np.sqrt((1 + spread * signal**2) / (1 + spread)))
+    return coef.base + ((coef.base + mu) * (widen - 1.0) + (1.0 - signal) * mu)
 
 
 def true_cause_codes(contributions: np.ndarray) -> np.ndarray:
@@ -467,8 +483,9 @@ class _World:
     cust: _Customers
     cal: _Calendar
     rngs: _Rngs
-    coef: Coefficients
+    coef: Coefficients  # with the intercept re-centred for the signal strength
     crisis_start: int  # first day of a six-week stretch where support is overloaded
+    signal: float = 1.0  # multiplies every factor's log-odds contribution at the renewals
 
 
 def _signups(t: int, idx: np.ndarray, w: _World, state: _State, log: _Log) -> None:
@@ -525,6 +542,7 @@ def _renewals(t: int, w: _World, state: _State, log: _Log) -> None:
     if len(idx) == 0:
         return
     contrib, recent = _contributions(t, idx, w, state)
+    contrib = contrib * w.signal
     prob = sigmoid(w.coef.base + contrib.sum(axis=1))
     churned = w.rngs.churn.random(len(idx)) < prob
     cause = true_cause_codes(contrib)
@@ -956,18 +974,25 @@ def _truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
 # Public API.
 
 
-def simulate(n_customers: int, months: int, seed: int, start: date = date(2025, 1, 1)) -> Simulation:
+def simulate(
+    n_customers: int, months: int, seed: int, start: date = date(2025, 1, 1), signal: float = 1.0
+) -> Simulation:
     """Simulate ``n_customers`` signing up from a year before ``start`` until a month before the end.
 
     Rows run from ``start - 365 days`` to ``start + months``; the same arguments give identical tables.
+    ``signal`` scales how strongly the risk factors move each renewal's log-odds (1 = the documented
+    model, 0 = churn at random); the intercept is re-centred so the churn rate stays about the same.
     """
     if n_customers <= 0 or months <= 0:
         raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
+    if not np.isfinite(signal) or signal < 0:
+        raise ValueError(f"signal must be a finite number >= 0, got {signal}")
     cal = _calendar(start, months)
     rngs = _Rngs(*np.random.default_rng(seed).spawn(8))
     cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
     crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
-    w = _World(cust=cust, cal=cal, rngs=rngs, coef=COEF, crisis_start=crisis)
+    coef = COEF if signal == 1.0 else replace(COEF, base=centred_base(signal))
+    w = _World(cust=cust, cal=cal, rngs=rngs, coef=coef, crisis_start=crisis, signal=float(signal))
     log = _run(w)
     ids = _customer_ids(n_customers)
     tables = {
@@ -986,6 +1011,8 @@ def simulate(n_customers: int, months: int, seed: int, start: date = date(2025, 
         "prehistory_days": PREHISTORY_DAYS,
         "version": VERSION,
     }
+    if signal != 1.0:  # recorded only when set, so the default's files stay as they were
+        params["signal"] = float(signal)
     end = cal.origin + pd.Timedelta(seconds=cal.end_s)
     return Simulation(tables=tables, truth=_truth_frame(log, w, ids), end=end, params=params)
 

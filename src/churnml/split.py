@@ -1,14 +1,20 @@
-"""Out-of-time split: train on earlier cutoffs, validate on a later one, test on the latest labeled one.
+"""Out-of-time split: rolling-origin cross-validation folds before a test cutoff, purged label windows.
 
-A label at cutoff ``c`` looks at ``[c, c + horizon + grace)``. A row whose label window reaches past the
-start of a later segment has seen that segment's future, so it is purged: training rows must have their
-label fully observed before the first validation cutoff, and training and validation rows before the
-test cutoff. The same customer may appear in several segments (at different cutoffs): that is how the
-model is used, scoring existing customers with what is known about them at the cutoff.
+A label at cutoff ``c`` looks at ``[c, c + horizon + grace)``. A row whose label window reaches past a
+later cutoff has seen that cutoff's future, so it is purged from whatever is fitted for that cutoff.
 
-Validation customers are then divided by a hash of ``customer_id`` into a tuning slice (early stopping,
-Optuna) and a calibration slice (fitting and choosing the calibrator), so that the calibrator is fitted
-on rows that picked neither the trees nor the hyperparameters.
+- **test**: the latest fully labeled cutoff (or ``split.test_cutoff``), untouched until the end.
+- **development**: every labeled cutoff whose label window ends by the test cutoff. The model whose test
+  figures are reported (and compared with the champion) is fitted on these rows.
+- **folds** (``split.folds``, rolling origin): each of the last ``k`` development cutoffs is the
+  validation cutoff of one fold, whose training rows are the development cutoffs with their label window
+  complete by it. Tuning, early stopping, the choice of model and calibration read the *pooled*
+  out-of-fold predictions of all folds: ``k`` cutoffs of churners decide, not half of one.
+- **labeled**: every fully labeled cutoff, the test cutoff included; the shipped model is refitted on
+  them once the test is done (``model.refit_on: all``).
+
+The same customer may appear at several cutoffs: that is how the model is used, scoring existing
+customers with what is known about them at each cutoff.
 """
 
 from __future__ import annotations
@@ -24,26 +30,38 @@ from churnml.errors import ChurnmlError
 
 
 @dataclass(frozen=True)
-class Split:
-    """Row subsets of a training frame (same columns), plus the boundaries that made them."""
+class Fold:
+    """One rolling-origin fold: training rows whose labels were complete by the validation cutoff."""
 
     train: pd.DataFrame
     validation: pd.DataFrame
-    calibration: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row subsets of a training frame (same columns), plus the boundaries that made them."""
+
+    folds: tuple[Fold, ...]
+    development: pd.DataFrame
     test: pd.DataFrame
+    labeled: pd.DataFrame
     boundaries: dict[str, Any]
 
     def fit_rows(self, refit_on: str) -> pd.DataFrame:
-        """Rows the final model (and the baselines) are fitted on: train, or train + the tuning slice."""
-        if refit_on == "train":
-            return self.train
-        return pd.concat([self.train, self.validation], ignore_index=True)
+        """Rows of the shipped model: every labeled cutoff (``all``) or the development cutoffs."""
+        return self.labeled if refit_on == "all" else self.development
+
+    @property
+    def out_of_fold(self) -> pd.DataFrame:
+        """The folds' validation rows in fold order: the rows of pooled out-of-fold predictions."""
+        return pd.concat([fold.validation for fold in self.folds], ignore_index=True)
 
     def params(self) -> dict[str, str]:
         """Boundaries flattened for logging as MLflow params."""
         return {
             f"split.{k}": ",".join(map(str, v)) if isinstance(v, list) else str(v)
             for k, v in self.boundaries.items()
+            if not isinstance(v, dict) and k != "folds"
         }
 
 
@@ -72,9 +90,16 @@ def _dates(cutoffs) -> list[str]:
     return [pd.Timestamp(c).date().isoformat() for c in cutoffs]
 
 
-def split_by_time(
-    frame: pd.DataFrame, label_settings: dict[str, Any], config: SplitConfig, seed: int
-) -> Split:
+def _eligible(cutoffs: list[pd.Timestamp], by: pd.Timestamp, window: pd.Timedelta) -> list[pd.Timestamp]:
+    """Cutoffs before ``by`` whose label window ends by it."""
+    return [c for c in cutoffs if c < by and c + window <= by]
+
+
+def _rows(frame: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    return frame.loc[frame["cutoff"].isin(cutoffs)].reset_index(drop=True)
+
+
+def split_by_time(frame: pd.DataFrame, label_settings: dict[str, Any], config: SplitConfig) -> Split:
     """Split a training frame (customer_id, cutoff, label, features...) out of time; see the module doc."""
     labeled_cutoffs = fully_labeled_cutoffs(frame)
     if not labeled_cutoffs:
@@ -89,54 +114,59 @@ def split_by_time(
                 f"labeled cutoffs: {', '.join(_dates(labeled_cutoffs))}"
             )
     window = pd.Timedelta(days=label_window_days(label_settings))
-    # Labels of earlier cutoffs must be complete before the test cutoff: its future stays unseen.
-    before_test = [c for c in labeled_cutoffs if c < test_cutoff and c + window <= test_cutoff]
-    if len(before_test) < config.validation_cutoffs + 1:
+    recent = (lambda cs: cs[-config.train_cutoffs :]) if config.train_cutoffs else (lambda cs: cs)
+    # Labels of development cutoffs must be complete before the test cutoff: its future stays unseen.
+    development = _eligible(labeled_cutoffs, test_cutoff, window)
+    validation_cutoffs = development[-config.folds :]
+    folds = [(recent(_eligible(development, v, window)), v) for v in validation_cutoffs]
+    if len(development) < config.folds + 1:
         raise ChurnmlError(
-            f"need {config.validation_cutoffs + 1} labeled cutoffs whose label window "
-            f"({window.days} days) ends by the test cutoff {test_cutoff.date()}, found {len(before_test)}: "
-            "simulate/collect more months, add cutoffs or lower split.validation_cutoffs"
+            f"split.folds={config.folds} needs {config.folds + 1} labeled cutoffs whose label window "
+            f"({window.days} days) ends by the test cutoff {test_cutoff.date()} (one to train on before "
+            f"the first validation cutoff), found {len(development)} "
+            f"({', '.join(_dates(development)) or 'none'}): simulate/collect more months, add cutoffs or "
+            "lower split.folds"
         )
-    validation_cutoffs = before_test[-config.validation_cutoffs :]
-    first_validation = validation_cutoffs[0]
-    train_cutoffs = [c for c in before_test if c < first_validation and c + window <= first_validation]
-    if config.train_cutoffs is not None:
-        train_cutoffs = train_cutoffs[-config.train_cutoffs :]
-    if not train_cutoffs:
+    if not folds[0][0]:
         raise ChurnmlError(
-            f"no training cutoff has its label window ({window.days} days) complete before the first "
-            f"validation cutoff {first_validation.date()}: add earlier cutoffs or lower split.validation_cutoffs"
+            f"the first fold's validation cutoff {validation_cutoffs[0].date()} has no earlier cutoff whose "
+            f"label window ({window.days} days) ends by it, so nothing to train on: add earlier cutoffs or "
+            "lower split.folds"
         )
-    used = set(train_cutoffs) | set(validation_cutoffs) | {test_cutoff}
-    gap = [c for c in labeled_cutoffs if c < test_cutoff and c >= train_cutoffs[0] and c not in used]
+    development = recent(development)
+    labeled = recent([c for c in labeled_cutoffs if c <= test_cutoff])
+    used = set(development) | {test_cutoff}
+    gap = [c for c in labeled_cutoffs if development[0] <= c < test_cutoff and c not in used]
 
-    cutoff = frame["cutoff"]
-    train = frame.loc[cutoff.isin(train_cutoffs)].reset_index(drop=True)
-    validation_all = frame.loc[cutoff.isin(validation_cutoffs)].reset_index(drop=True)
-    test = frame.loc[cutoff == test_cutoff].reset_index(drop=True)
-    held_out = customer_fraction(validation_all["customer_id"], seed) < config.calibration_fraction
-    validation = validation_all.loc[~held_out].reset_index(drop=True)
-    calibration = validation_all.loc[held_out].reset_index(drop=True)
-    for name, part in (("tuning", validation), ("calibration", calibration)):
-        if part["label"].nunique() < 2:
-            raise ChurnmlError(
-                f"the validation cutoffs' {name} slice has {len(part)} rows and not both labels: "
-                "more customers or validation cutoffs are needed"
-            )
+    fold_rows = tuple(Fold(_rows(frame, train), _rows(frame, [v])) for train, v in folds)
+    for number, fold in enumerate(fold_rows, 1):
+        for name, part in (("training", fold.train), ("validation", fold.validation)):
+            if part["label"].nunique() < 2:
+                raise ChurnmlError(
+                    f"cross-validation fold {number} ({folds[number - 1][1].date()}): its {name} rows "
+                    f"({len(part)}) do not hold both labels: more customers or cutoffs are needed"
+                )
+    development_rows = _rows(frame, development)
+    test = frame.loc[frame["cutoff"] == test_cutoff].reset_index(drop=True)
+    labeled_rows = _rows(frame, labeled)
     boundaries = {
         "label_window_days": window.days,
-        "train_cutoffs": _dates(train_cutoffs),
+        "train_cutoffs": _dates(development),
         "validation_cutoffs": _dates(validation_cutoffs),
+        "folds": [
+            {"train_cutoffs": _dates(train), "validation_cutoff": v.date().isoformat()} for train, v in folds
+        ],
         "test_cutoff": test_cutoff.date().isoformat(),
         "purged_cutoffs": _dates(gap),
-        "calibration_fraction": config.calibration_fraction,
-        "train_rows": len(train),
-        "validation_rows": len(validation),
-        "calibration_rows": len(calibration),
+        "labeled_cutoffs": _dates(labeled),
+        "train_rows": len(development_rows),
+        "validation_rows": sum(len(f.validation) for f in fold_rows),
+        "validation_churners": int(sum(f.validation["label"].sum() for f in fold_rows)),
         "test_rows": len(test),
-        "train_churn_rate": round(float(train["label"].mean()), 5),
+        "labeled_rows": len(labeled_rows),
+        "train_churn_rate": round(float(development_rows["label"].mean()), 5),
         "test_churn_rate": round(float(test["label"].mean()), 5),
     }
     return Split(
-        train=train, validation=validation, calibration=calibration, test=test, boundaries=boundaries
+        folds=fold_rows, development=development_rows, test=test, labeled=labeled_rows, boundaries=boundaries
     )

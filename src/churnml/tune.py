@@ -1,8 +1,14 @@
-"""Optuna tuning of the XGBoost classifier, and the final fit with the chosen parameters.
+"""Cross-validated boosting, Optuna tuning of the XGBoost classifier, and the final fit.
 
-Seeded TPE over the usual tree parameters; every trial fits with early stopping on the validation slice
-and reports its progress through XGBoost's pruning callback to a pruner that stops hopeless trials
-(see ``PruningCallback`` and ``OptimisticPruner`` for why not per round, and why not the median). The
+Every booster is judged by rolling-origin cross-validation (``cross_validate``): one booster per fold,
+grown in lockstep, early-stopped on the *pooled* validation metric of all folds, whose out-of-fold
+margins are what tuning, the choice of model and calibration read. One validation cutoff, or half of
+one, holds a few dozen churners in a small business, and a search steered by them chases noise.
+
+Seeded TPE over the usual tree parameters, its ranges set by how many churners there are
+(``search_space``); each trial reports its pooled metric at equal learning progress to a pruner that
+stops hopeless trials (see ``ProgressReporter`` and ``OptimisticPruner`` for why not per round, and
+why not the median). The
 study lives in a storage (a local SQLite file by default) under a name derived from
 everything that defines it, so an interrupted run resumes and a finished one is not repeated: the trial
 budget is the study's total. Sequential trials (``n_jobs=1``) with a trial budget are reproducible.
@@ -22,30 +28,58 @@ import numpy as np
 import optuna
 import pandas as pd
 import xgboost as xgb
-from optuna_integration import XGBoostPruningCallback
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from churnml.calibrate import sigmoid
 from churnml.config import Config, ModelConfig, TuneConfig
 from churnml.errors import ChurnmlError
 from churnml.model import ChurnModel
+from churnml.split import Split
 
 log = logging.getLogger(__name__)
 
 MAXIMIZE = {"auc", "aucpr"}
 
 
-def suggest_params(trial: optuna.Trial, fixed: dict[str, Any]) -> dict[str, Any]:
-    """The search space; parameters fixed in the config are not searched."""
-    space: dict[str, Callable[[], Any]] = {
-        "learning_rate": lambda: trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-        "max_depth": lambda: trial.suggest_int("max_depth", 2, 7),
-        "min_child_weight": lambda: trial.suggest_float("min_child_weight", 1.0, 100.0, log=True),
-        "subsample": lambda: trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": lambda: trial.suggest_float("colsample_bytree", 0.3, 1.0),
-        "reg_lambda": lambda: trial.suggest_float("reg_lambda", 1e-3, 100.0, log=True),
-        "reg_alpha": lambda: trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
-        "gamma": lambda: trial.suggest_float("gamma", 1e-3, 5.0, log=True),
+def search_space(churners: int) -> dict[str, tuple[float, float]]:
+    """Parameter ranges for a training set with this many churners (positive rows).
+
+    A few hundred churners support only shallow trees with heavy leaves; a hundred thousand support
+    deep ones. Depth and the minimum hessian per leaf follow the count (a leaf of churn rate p holds
+    about p per row of hessian), so small data is not searched where it can only overfit.
+    """
+    if churners < 300:
+        depth, leaf = (2, 3), (5.0, 200.0)
+    elif churners < 3000:
+        depth, leaf = (2, 5), (2.0, 100.0)
+    else:
+        depth, leaf = (3, 8), (1.0, 100.0)
+    return {
+        "learning_rate": (0.02, 0.3),
+        "max_depth": depth,
+        "min_child_weight": leaf,
+        "subsample": (0.5, 1.0),
+        "colsample_bytree": (0.3, 1.0),
+        "reg_lambda": (1e-3, 100.0),
+        "reg_alpha": (1e-3, 10.0),
+        "gamma": (1e-3, 5.0),
     }
-    return {name: draw() for name, draw in space.items() if name not in fixed}
+
+
+LOG_SCALE = {"learning_rate", "min_child_weight", "reg_lambda", "reg_alpha", "gamma"}
+
+
+def suggest_params(trial: optuna.Trial, fixed: dict[str, Any], churners: int) -> dict[str, Any]:
+    """One draw from ``search_space(churners)``; parameters fixed in the config are not searched."""
+    drawn: dict[str, Any] = {}
+    for name, (low, high) in search_space(churners).items():
+        if name in fixed:
+            continue
+        if name == "max_depth":
+            drawn[name] = trial.suggest_int(name, int(low), int(high))
+        else:
+            drawn[name] = trial.suggest_float(name, low, high, log=name in LOG_SCALE)
+    return drawn
 
 
 def booster_params(model: ModelConfig, metric: str, seed: int, tuned: dict[str, Any]) -> dict[str, Any]:
@@ -62,62 +96,123 @@ def booster_params(model: ModelConfig, metric: str, seed: int, tuned: dict[str, 
     }
 
 
-class PruningCallback(XGBoostPruningCallback):
-    """XGBoost's pruning callback, reporting at equal *learning progress* (rounds x learning rate).
+class ProgressReporter:
+    """Reports a trial's pooled metric to its pruner at equal *learning progress* (rounds x learning rate).
 
     At round 40 a trial with learning rate 0.02 is naturally behind one with 0.1; a median pruner
     comparing them at equal rounds stops every slow learner early (it pruned 20 of 30 trials, all the
     low-learning-rate ones, in a benchmark). Reports are also sparse, as each is a storage write.
     """
 
-    def __init__(
-        self, trial: optuna.Trial, observation_key: str, learning_rate: float, interval: float
-    ) -> None:
-        super().__init__(trial, observation_key)
-        self.per_round = learning_rate / interval
-        self.last_step = 0
+    def __init__(self, trial: optuna.Trial, learning_rate: float, interval: float) -> None:
+        self.trial, self.per_round, self.last_step = trial, learning_rate / interval, 0
 
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict) -> bool:
+    def __call__(self, epoch: int, value: float) -> None:
         step = int((epoch + 1) * self.per_round + 1e-9)
         if step <= self.last_step:
-            return False
+            return
         self.last_step = step
-        return super().after_iteration(model, step, evals_log)
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"trial pruned at learning progress step {step}")
 
 
 @dataclass(frozen=True)
-class Matrices:
-    """Training and validation DMatrix, built once: every trial and the refit reuse their binned data."""
-
+class FoldMatrices:
     train: xgb.DMatrix
     validation: xgb.DMatrix
 
+
+@dataclass(frozen=True)
+class CVData:
+    """Every fold's training and validation DMatrix, built once: every trial reuses their binned data.
+
+    ``y`` holds the pooled out-of-fold labels (the folds' validation rows in fold order, as
+    ``Split.out_of_fold``), ``train_rows`` each fold's number of training rows.
+    """
+
+    folds: tuple[FoldMatrices, ...]
+    y: np.ndarray
+    train_rows: tuple[int, ...]
+    validation_rows: tuple[int, ...]
+
     @classmethod
-    def of(
-        cls, train: tuple[pd.DataFrame, np.ndarray], validation: tuple[pd.DataFrame, np.ndarray], nthread: int
-    ):
-        def build(x: pd.DataFrame, y: np.ndarray) -> xgb.DMatrix:
+    def of(cls, model: ChurnModel, split: Split, nthread: int) -> CVData:
+        def build(frame: pd.DataFrame) -> xgb.DMatrix:
+            x, y = model.xy(frame)
             return xgb.DMatrix(x, label=y, enable_categorical=True, missing=np.nan, nthread=nthread)
 
-        return cls(build(*train), build(*validation))
+        return cls(
+            folds=tuple(FoldMatrices(build(f.train), build(f.validation)) for f in split.folds),
+            y=split.out_of_fold["label"].to_numpy(dtype=np.int64),
+            train_rows=tuple(len(f.train) for f in split.folds),
+            validation_rows=tuple(len(f.validation) for f in split.folds),
+        )
+
+    @property
+    def churners(self) -> int:
+        """Positive rows of the smallest training fold: what the search space must suit."""
+        return int(min(f.train.get_label().sum() for f in self.folds))
 
 
-def train_booster(
+def pooled_score(metric: str, y: np.ndarray, margin: np.ndarray) -> float:
+    """An XGBoost metric (logloss, auc, aucpr) of pooled out-of-fold margins."""
+    if metric == "logloss":
+        return float(log_loss(y, np.clip(sigmoid(margin), 1e-15, 1 - 1e-15), labels=[0, 1]))
+    if metric == "auc":
+        return float(roc_auc_score(y, margin))
+    return float(average_precision_score(y, margin))
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """Pooled out-of-fold margins at the best number of rounds, and the pooled metric there."""
+
+    margin: np.ndarray
+    best_iteration: int
+    score: float
+
+
+def _eval_value(booster: xgb.Booster, matrix: xgb.DMatrix, iteration: int) -> float:
+    # "[12]\tv-logloss:0.1234": the last field's number.
+    return float(booster.eval_set([(matrix, "v")], iteration).rsplit(":", 1)[1])
+
+
+def cross_validate(
     params: dict[str, Any],
-    data: Matrices,
+    data: CVData,
     model: ModelConfig,
-    callbacks: Sequence[xgb.callback.TrainingCallback] = (),
-) -> xgb.Booster:
-    """Boost with early stopping on the validation matrix (``best_iteration``/``best_score`` set)."""
-    return xgb.train(
-        params,
-        data.train,
-        num_boost_round=model.max_rounds,
-        evals=[(data.validation, "validation")],
-        early_stopping_rounds=model.early_stopping_rounds,
-        callbacks=list(callbacks),
-        verbose_eval=False,
+    report: Callable[[int, float], None] | None = None,
+) -> CVResult:
+    """Grow one booster per fold in lockstep, early-stopped on the pooled validation metric.
+
+    Each round's pooled value is the row-weighted mean of the folds' values, which for log loss is the
+    log loss of the pooled predictions exactly. ``report(round, value)`` may raise to stop (pruning).
+    """
+    metric = str(params["eval_metric"])
+    sign = -1.0 if metric in MAXIMIZE else 1.0
+    weights = np.asarray(data.validation_rows, dtype=np.float64) / sum(data.validation_rows)
+    boosters = [xgb.Booster(params, [f.train, f.validation]) for f in data.folds]
+    best, best_iteration = np.inf, 0
+    for iteration in range(model.max_rounds):
+        values = []
+        for booster, fold in zip(boosters, data.folds, strict=True):
+            booster.update(fold.train, iteration)
+            values.append(_eval_value(booster, fold.validation, iteration))
+        pooled = float(np.dot(weights, values))
+        if sign * pooled < best:
+            best, best_iteration = sign * pooled, iteration
+        elif iteration - best_iteration >= model.early_stopping_rounds:
+            break
+        if report is not None:
+            report(iteration, pooled)
+    margin = np.concatenate(
+        [
+            booster.predict(fold.validation, output_margin=True, iteration_range=(0, best_iteration + 1))
+            for booster, fold in zip(boosters, data.folds, strict=True)
+        ]
     )
+    return CVResult(margin, best_iteration, pooled_score(metric, data.y, margin))
 
 
 def study_name(config: Config, fingerprint: str, boundaries: dict[str, Any]) -> str:
@@ -130,7 +225,8 @@ def study_name(config: Config, fingerprint: str, boundaries: dict[str, Any]) -> 
         "tune": config.tune.model_dump(
             mode="json", exclude={"n_trials", "timeout_s", "progress_bar", "n_jobs"}
         ),
-        "model": config.model.model_dump(mode="json", exclude={"refit_on"}),  # tuning is the same
+        # Tuning is the same whatever is refitted or which candidates compete with it.
+        "model": config.model.model_dump(mode="json", exclude={"refit_on", "candidates", "select_by"}),
         "seed": config.seed,
     }
     digest = hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -201,11 +297,12 @@ def _finished(study: optuna.Study) -> int:
 
 def tune(
     config: Config,
-    data: Matrices,
+    data: CVData,
     name: str,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
-) -> optuna.Study:
-    """Run the study up to its budget (trials in total, and/or seconds in this run) and return it."""
+) -> tuple[optuna.Study, CVResult]:
+    """Run the study up to its budget (trials in total, and/or seconds in this run); return it with the
+    best trial's cross-validation result (recomputed when the best trial is from an earlier run)."""
     tune_config: TuneConfig = config.tune
     if tune_config.n_trials is None and tune_config.timeout_s is None:
         raise ChurnmlError("tune: set tune.n_trials and/or tune.timeout_s, or tuning never ends")
@@ -216,15 +313,19 @@ def tune(
     if done:
         log.info("study %s resumed with %d finished trials, %s to go", name, done, remaining)
     fixed = dict(config.model.params)
-    observation = f"validation-{tune_config.metric}"
+    churners = data.churners
+    results: dict[int, CVResult] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        params = booster_params(config.model, tune_config.metric, config.seed, suggest_params(trial, fixed))
+        params = booster_params(
+            config.model, tune_config.metric, config.seed, suggest_params(trial, fixed, churners)
+        )
         learning_rate = float(params.get("learning_rate", params.get("eta", 0.3)))
-        pruning = PruningCallback(trial, observation, learning_rate, tune_config.prune_interval)
-        booster = train_booster(params, data, config.model, [pruning])
-        trial.set_user_attr("best_iteration", int(booster.best_iteration))
-        return float(booster.best_score)
+        reporter = ProgressReporter(trial, learning_rate, tune_config.prune_interval)
+        result = cross_validate(params, data, config.model, reporter)
+        trial.set_user_attr("best_iteration", result.best_iteration)
+        results[trial.number] = result
+        return result.score
 
     if remaining != 0:
         study.optimize(
@@ -238,26 +339,28 @@ def tune(
         )
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise ChurnmlError(f"study {name}: no trial completed (all pruned or failed); raise the budget")
-    return study
+    best = study.best_trial
+    if best.number not in results:
+        params = booster_params(config.model, tune_config.metric, config.seed, best.params)
+        results[best.number] = cross_validate(params, data, config.model)
+    return study, results[best.number]
 
 
-def fit_model(
-    config: Config,
-    best: optuna.trial.FrozenTrial,
-    untrained: ChurnModel,
-    rows: tuple[pd.DataFrame, np.ndarray],
+def scaled_rounds(best_iteration: int, fold_rows: Sequence[int], rows: int, max_rounds: int) -> int:
+    """Rounds for a refit on ``rows``: the cross-validated number, scaled by rows over the folds' mean
+    training rows (more data supports proportionally more trees at the same learning rate)."""
+    scale = rows / max(float(np.mean(fold_rows)), 1.0)
+    return int(min(max(round((best_iteration + 1) * scale), 1), max_rounds))
+
+
+def fit_booster(
+    untrained: ChurnModel, params: dict[str, Any], rounds: int, rows: pd.DataFrame, nthread: int
 ) -> ChurnModel:
-    """Refit the best trial's parameters on ``rows`` for the number of rounds early stopping chose.
-
-    No early stopping here: the booster has exactly the chosen trees, so no consumer can use extra ones
-    by mistake. Refitting on the training rows alone reproduces the best trial's trees exactly.
-    """
-    params = booster_params(config.model, config.tune.metric, config.seed, best.params)
-    rounds = int(best.user_attrs["best_iteration"]) + 1
-    matrix = xgb.DMatrix(
-        rows[0], label=rows[1], enable_categorical=True, missing=np.nan, nthread=config.model.nthread
-    )
+    """Fit ``rounds`` trees with ``params`` on ``rows``: no early stopping, so the booster has exactly
+    the chosen trees and no consumer can use extra ones by mistake."""
+    x, y = untrained.xy(rows)
+    matrix = xgb.DMatrix(x, label=y, enable_categorical=True, missing=np.nan, nthread=nthread)
     booster = xgb.train(params, matrix, num_boost_round=rounds)
     # Predict on CPU unless told otherwise: the same trees give the same numbers on either device.
-    booster.set_param({"nthread": config.model.nthread, "device": "cpu"})
+    booster.set_param({"nthread": nthread, "device": "cpu"})
     return untrained.with_booster(booster, best_iteration=rounds - 1, params=params)

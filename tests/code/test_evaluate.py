@@ -170,7 +170,7 @@ def test_logistic_regression_baseline_handles_categories_and_missing_values() ->
     )
     y = (rng.random(n) < np.where(frame["plan"] == "a", 0.6, 0.1)).astype(int)
     columns = (FeatureColumn("x", "float64"), FeatureColumn("plan", "category", ("a", "b")))
-    model = logistic_regression(columns, seed=0).fit(frame, y)
+    model = logistic_regression(columns).fit(frame, y)
     unseen = frame.assign(plan=pd.Categorical(["c"] * n))
     assert roc_auc_score(y, model.predict_proba(frame)[:, 1]) > 0.7
     assert np.isfinite(model.predict_proba(unseen)).all()

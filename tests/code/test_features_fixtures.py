@@ -119,6 +119,8 @@ EXPECTED_A = {
     "days_since_last_failed_payment": 6 + 14 / 24,  # 03-25 10:00
     "days_since_last_ticket": 1 + 16 / 24,  # 03-30 08:00
     "days_since_last_message_open": 15 + 14 / 24,  # 03-16 10:00; the 04-02 open is later
+    "activity_overdue_ratio": 0.5 / 13,  # half a day since the last event / 13-day mean gap
+    "purchase_overdue_ratio": (3 + 14 / 24) / 27,  # paid on 03-01 and 03-28 (03-25 failed)
     # frequency
     "events_count_7d": 3,
     "events_count_30d": 4,
@@ -131,6 +133,15 @@ EXPECTED_A = {
     "transactions_count_7d": 2,
     "transactions_count_30d": 2,  # 03-01 10:00 is before 03-02
     "transactions_count_90d": 3,
+    "transactions_count_total": 3,  # payment attempts: the failed one counts
+    # activity days 02-20, 03-10, 03-28, 03-31 (two events): gaps 18, 18, 3
+    "activity_gap_days_mean": 13.0,
+    "activity_gap_days_std": math.sqrt((5**2 + 5**2 + 10**2) / 2),
+    # purchase days 03-01, 03-28: one gap of 27 days, too few for a spread
+    "purchase_gap_days_mean": 27.0,
+    "purchase_gap_days_std": NAN,
+    "repeat_purchase_days_total": 1,
+    "messages_count_total": 3,
     "messages_count_30d": 2,
     "messages_count_90d": 3,
     # monetary
@@ -138,11 +149,13 @@ EXPECTED_A = {
     "payments_amount_90d": 58.0,
     "payments_amount_total": 58.0,
     "payment_amount_mean_90d": 29.0,
+    "repeat_purchase_value_mean": 29.0,  # the 03-28 payment
     "mrr": 99.0,  # the pro subscription running since 03-01
     # engagement
     "active_days_7d": 2,  # 03-28, 03-31
     "active_days_30d": 3,
     "active_days_90d": 4,
+    "active_days_total": 4,
     "distinct_event_types_7d": 2,  # login, core_feature_use
     "distinct_event_types_30d": 3,
     "events_trend_30d": (4 - 1) / (1 + 1),
@@ -156,6 +169,7 @@ EXPECTED_A = {
     "tickets_count_7d": 1,
     "tickets_count_30d": 2,
     "tickets_count_90d": 3,
+    "tickets_count_total": 3,
     "tickets_high_priority_30d": 1,
     "tickets_high_priority_7d": 0,
     "tickets_open": 1,  # opened 03-30, closed only on 04-03
@@ -183,6 +197,8 @@ EXPECTED_A = {
     "subscription_age_days": 31.0,
     "subscriptions_count_total": 2,
     "reactivations_total": 0,  # the pro plan started the moment basic ended
+    "purchase_span_days": 27.0,  # BTYD recency
+    "days_since_first_purchase": 31.0,  # BTYD T: from 03-01 00:00
     # profile
     "country": "US",
     "company_size": "1-10",
@@ -208,6 +224,17 @@ EXPECTED_B = {
     "downgrades_30d": 0,
     "plan_changes_total": 0,
     "tickets_open": 1,
+    "tickets_count_total": 2,
+    "transactions_count_total": 0,
+    "repeat_purchase_days_total": 0,  # no purchase: no repeat purchase either
+    "purchase_gap_days_mean": NAN,
+    "purchase_overdue_ratio": NAN,
+    "purchase_span_days": NAN,
+    "days_since_first_purchase": NAN,
+    "repeat_purchase_value_mean": NAN,
+    "activity_gap_days_mean": NAN,
+    "activity_overdue_ratio": NAN,
+    "active_days_total": 0,
     "oldest_open_ticket_age_days": 31.0,
     "satisfaction_last": 5.0,
     "ticket_resolution_hours_mean_30d": 24.0,
@@ -238,6 +265,16 @@ EXPECTED_A_LATER = {
     "satisfaction_last": 1.0,
     "message_open_rate_30d": 1.0,  # both messages since 03-04 12:00 are opened by now
     "failed_payments_7d": 1,  # 04-02 10:00; 03-25 has left the window
+    # the 04-01 00:00 login adds an active day: gaps 18, 18, 3, 1
+    "active_days_total": 5,
+    "activity_gap_days_mean": 10.0,
+    "activity_gap_days_std": math.sqrt((8**2 + 8**2 + 7**2 + 9**2) / 3),
+    "activity_overdue_ratio": 2.5 / 10,
+    # the 04-02 transaction failed: still two purchase days
+    "transactions_count_total": 4,
+    "repeat_purchase_days_total": 1,
+    "purchase_overdue_ratio": (6 + 2 / 24) / 27,
+    "days_since_first_purchase": 33.5,
 }
 
 
@@ -339,6 +376,7 @@ def test_catalogue_follows_optional_columns_and_config() -> None:
     ):
         assert name in gone
     assert "payments_amount_30d" in fewer  # without status every transaction counts as paid
+    assert {"purchase_gap_days_mean", "repeat_purchase_days_total", "days_since_first_purchase"} <= fewer
     # The full catalogue's specs still build on the reduced data: what cannot be computed is missing.
     full = feature_catalogue(make_dataset(), CONFIG)
     cutoffs = pd.DataFrame({"customer_id": ["A"], "cutoff": _ts(str(T))})

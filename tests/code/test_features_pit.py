@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -309,10 +310,20 @@ def _flags(subs: pd.DataFrame, flag: str) -> pd.Series:
 
 
 _FILTERED: dict[tuple, object] = {}  # per-example memo: many specs share their rows
+VALUE_AGGREGATES = ("sum", "mean", "last", "repeat_mean")  # rows without a value are left out
+RHYTHM_AGGREGATES = (
+    "repeat_days",
+    "span_days",
+    "days_since_first",
+    "gap_mean",
+    "gap_std",
+    "overdue_ratio",
+    "repeat_mean",
+)
 
 
 def _filtered(dataset: Dataset, spec: FeatureSpec, cid: str) -> pd.DataFrame:
-    uses_column = spec.aggregate in ("sum", "mean", "last")
+    uses_column = spec.aggregate in VALUE_AGGREGATES
     key = (
         id(dataset),
         spec.table,
@@ -344,7 +355,7 @@ def _filter_rows(dataset: Dataset, spec: FeatureSpec, cid: str) -> pd.DataFrame:
         rows["resolution_hours"] = (rows["closed_at"] - rows["opened_at"]) / pd.Timedelta(hours=1)
     anchor = TABLES[spec.table].time_column
     rows["_at"] = rows[anchor] if spec.time is None else _fact_time(rows, spec.table, spec.time)
-    if spec.column is not None and spec.aggregate in ("sum", "mean", "last") and spec.column in rows:
+    if spec.column is not None and spec.aggregate in VALUE_AGGREGATES and spec.column in rows:
         rows = rows.loc[rows[spec.column].notna()]
     return rows.loc[rows["_at"].notna()]
 
@@ -444,6 +455,8 @@ def reference(dataset: Dataset, spec: FeatureSpec, cid: str, t: pd.Timestamp):
             return float(len(still_open))
         return None if still_open.empty else (t - still_open["opened_at"].min()) / DAY
     rows = _in_window(_filtered(dataset, spec, cid), t, w)
+    if agg in RHYTHM_AGGREGATES:
+        return _rhythm_reference(rows, spec, t)
     if agg == "count":
         return float(len(rows))
     if agg == "sum":
@@ -455,6 +468,29 @@ def reference(dataset: Dataset, spec: FeatureSpec, cid: str, t: pd.Timestamp):
     if agg == "days_since_last":
         return None if rows.empty else (t - rows["_at"].max()) / DAY
     raise AssertionError(f"no reference for {agg}")
+
+
+def _rhythm_reference(rows: pd.DataFrame, spec: FeatureSpec, t: pd.Timestamp):
+    """Visits are the distinct calendar days with a row; gaps are whole days between consecutive ones."""
+    day = rows["_at"].dt.floor("D")
+    days = sorted(day.unique())
+    n = len(days)
+    gaps = [(later - earlier) / DAY for earlier, later in pairwise(days)]
+    agg = spec.aggregate
+    if agg == "repeat_days":
+        return float(max(n - 1, 0))
+    if agg == "span_days":
+        return None if n == 0 else (days[-1] - days[0]) / DAY
+    if agg == "days_since_first":
+        return None if n == 0 else (t - days[0]) / DAY
+    if agg == "gap_mean":
+        return None if n < 2 else float(np.mean(gaps))
+    if agg == "gap_std":
+        return None if n < 3 else float(np.std(gaps, ddof=1))
+    if agg == "overdue_ratio":
+        return None if n < 2 else (t - rows["_at"].max()) / DAY / float(np.mean(gaps))
+    # repeat_mean: the total per repeat day, averaged over the days after the first
+    return None if n < 2 else float(rows.loc[(day > days[0]).to_numpy(), spec.column].sum()) / (n - 1)
 
 
 def _close(got, want) -> bool:

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from churnml.contract import ACTIVITY_TABLES, TABLES
 from churnml.dataset import Dataset
-from churnml.simulate import FACTORS, Simulation, simulate, write_simulation
+from churnml.simulate import COEF, FACTORS, Simulation, centred_base, simulate, write_simulation
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +241,57 @@ def test_enough_events_for_benchmarks(sim: Simulation) -> None:
     subs = sim.tables["subscriptions"]
     active_years = ((subs["end_at"].fillna(sim.end) - subs["start_at"]).dt.days / 365.25).sum()
     assert len(sim.tables["events"]) / active_years >= 150
+
+
+# --- signal strength -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weak() -> Simulation:
+    """The ``sim`` business with a weak churn signal: same seed, same customers."""
+    return simulate(n_customers=4000, months=12, seed=11, signal=0.4)
+
+
+def test_default_signal_is_the_documented_model(tmp_path: Path) -> None:
+    """signal=1 is today's simulator: same files, intercept exactly the documented base."""
+    assert centred_base(1.0) == COEF.base
+    first = write_simulation(simulate(200, 3, seed=3), tmp_path / "a", fmt="csv")
+    second = write_simulation(simulate(200, 3, seed=3, signal=1.0), tmp_path / "b", fmt="csv")
+    assert _digests(first) == _digests(second)
+    assert "signal" not in json.loads((first / "simulation.json").read_text())["params"]
+
+
+def test_weak_signal_lowers_the_oracle_auc(sim: Simulation, weak: Simulation) -> None:
+    strong_auc = roc_auc_score(sim.truth["churned"], sim.truth["churn_prob"])
+    weak_auc = roc_auc_score(weak.truth["churned"], weak.truth["churn_prob"])
+    assert 0.55 <= weak_auc <= strong_auc - 0.1
+    assert weak.params["signal"] == 0.4
+
+
+def test_weak_signal_keeps_the_churn_rate(sim: Simulation, weak: Simulation) -> None:
+    assert 0.03 <= weak.truth["churned"].mean() <= 0.09
+    assert abs(weak.truth["churned"].mean() - sim.truth["churned"].mean()) <= 0.01
+    assert abs(weak.truth["churn_prob"].mean() - sim.truth["churn_prob"].mean()) <= 0.01
+
+
+def test_weak_signal_scales_the_contributions(weak: Simulation) -> None:
+    """The truth stays exact: churn_prob = sigmoid(re-centred base + the scaled contributions)."""
+    truth = weak.truth
+    assert (truth["contrib_base"] == centred_base(0.4)).all()
+    contrib = [f"contrib_{name}" for name in ("base", *FACTORS)]
+    expected = 1.0 / (1.0 + np.exp(-truth[contrib].sum(axis=1)))
+    np.testing.assert_allclose(truth["churn_prob"], expected, rtol=1e-12)
+    promotion = truth["contrib_promotion"]
+    assert set(np.round(promotion.unique(), 12)) == {0.0, round(0.4 * COEF.promotion, 12)}
+
+
+def test_zero_signal_is_churn_at_random() -> None:
+    truth = simulate(300, 3, seed=5, signal=0.0).truth
+    assert truth["churn_prob"].nunique() == 1
+    assert 0.04 <= truth["churn_prob"].iloc[0] <= 0.08
+
+
+@pytest.mark.parametrize("signal", [-0.1, float("nan"), float("inf")])
+def test_rejects_bad_signal(signal: float) -> None:
+    with pytest.raises(ValueError, match="signal"):
+        simulate(100, 2, seed=1, signal=signal)

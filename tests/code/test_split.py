@@ -1,4 +1,4 @@
-"""The out-of-time split: segment order, purged label windows, the calibration hold-out, clear errors."""
+"""The out-of-time split: rolling-origin folds, purged label windows, the refit rows, clear errors."""
 
 from __future__ import annotations
 
@@ -33,42 +33,51 @@ MONTHLY = [f"2025-{m:02d}-01" for m in range(1, 13)]
 
 
 def test_monthly_cutoffs_purge_the_month_before_each_boundary() -> None:
-    split = split_by_time(frame_for(MONTHLY), SUBSCRIPTION, SplitConfig(), seed=1)
+    split = split_by_time(frame_for(MONTHLY), SUBSCRIPTION, SplitConfig(folds=1))
     b = split.boundaries
     # 2025-12 is unlabeled; 11 is the test; 10's 37-day window reaches past 11-01, so validation is 09,
-    # and 08 (window ends 09-07) is purged before validation.
+    # and 08 (window ends 09-07) is purged from its fold.
     assert b["test_cutoff"] == "2025-11-01"
     assert b["validation_cutoffs"] == ["2025-09-01"]
-    assert b["train_cutoffs"] == [f"2025-{m:02d}-01" for m in range(1, 8)]
-    assert b["purged_cutoffs"] == ["2025-08-01", "2025-10-01"]
+    assert b["folds"] == [
+        {"train_cutoffs": [f"2025-{m:02d}-01" for m in range(1, 8)], "validation_cutoff": "2025-09-01"}
+    ]
+    assert b["train_cutoffs"] == [f"2025-{m:02d}-01" for m in range(1, 10)]  # development: all before 10
+    assert b["purged_cutoffs"] == ["2025-10-01"]
+    assert b["labeled_cutoffs"] == MONTHLY[:11]
     assert b["label_window_days"] == 37
     assert len(split.test) == 40 and split.test["label"].notna().all()
+    assert len(split.labeled) == 11 * 40 and split.fit_rows("all") is split.labeled
+    assert split.fit_rows("development") is split.development
 
 
-def test_segments_are_ordered_and_labels_never_reach_the_next_segment() -> None:
-    weekly = [d.date().isoformat() for d in pd.date_range("2025-01-06", periods=30, freq="W-MON")]
-    split = split_by_time(
-        frame_for(weekly, unlabeled=5), SUBSCRIPTION, SplitConfig(validation_cutoffs=2), seed=1
+def test_rolling_origin_folds_each_train_on_what_their_validation_cutoff_could_see() -> None:
+    split = split_by_time(frame_for(MONTHLY), SUBSCRIPTION, SplitConfig(folds=3))
+    b = split.boundaries
+    assert b["validation_cutoffs"] == ["2025-07-01", "2025-08-01", "2025-09-01"]
+    window = pd.Timedelta(days=37)
+    for fold, validation in zip(split.folds, b["validation_cutoffs"], strict=True):
+        assert (fold.validation["cutoff"] == pd.Timestamp(validation)).all()
+        assert (fold.train["cutoff"] + window <= pd.Timestamp(validation)).all()
+    # Each later fold trains on one more month: 01..05, 01..06, 01..07.
+    assert [f.train["cutoff"].nunique() for f in split.folds] == [5, 6, 7]
+    assert len(split.out_of_fold) == 3 * 40
+    assert (
+        list(split.out_of_fold["cutoff"].drop_duplicates().dt.strftime("%Y-%m-%d")) == b["validation_cutoffs"]
     )
+    assert b["validation_rows"] == 120 and b["validation_churners"] == int(split.out_of_fold["label"].sum())
+
+
+def test_segments_are_ordered_and_labels_never_reach_the_test() -> None:
+    weekly = [d.date().isoformat() for d in pd.date_range("2025-01-06", periods=30, freq="W-MON")]
+    split = split_by_time(frame_for(weekly, unlabeled=5), SUBSCRIPTION, SplitConfig(folds=2))
     window = pd.Timedelta(days=37)
     test_cutoff = split.test["cutoff"].iloc[0]
-    first_validation = pd.concat([split.validation, split.calibration])["cutoff"].min()
-    assert (split.train["cutoff"] + window <= first_validation).all()
-    for part in (split.train, split.validation, split.calibration):
+    for part in (split.development, *(f.train for f in split.folds), split.out_of_fold):
         assert (part["cutoff"] + window <= test_cutoff).all()
         assert part["label"].notna().all()
-    assert split.train["cutoff"].max() < first_validation <= split.calibration["cutoff"].max() < test_cutoff
-
-
-def test_calibration_slice_is_a_stable_customer_hash() -> None:
-    frame = frame_for(MONTHLY, customers=400)
-    a = split_by_time(frame, SUBSCRIPTION, SplitConfig(calibration_fraction=0.3), seed=5)
-    b = split_by_time(
-        frame.sample(frac=1.0, random_state=0), SUBSCRIPTION, SplitConfig(calibration_fraction=0.3), seed=5
-    )
-    assert set(a.validation["customer_id"]).isdisjoint(a.calibration["customer_id"])
-    assert set(a.calibration["customer_id"]) == set(b.calibration["customer_id"])
-    assert 0.2 < len(a.calibration) / (len(a.calibration) + len(a.validation)) < 0.4
+    assert split.labeled["cutoff"].max() == test_cutoff
+    assert split.labeled["label"].notna().all()
 
 
 def test_customer_fraction_is_deterministic_and_seeded() -> None:
@@ -85,29 +94,31 @@ def test_inactivity_labels_have_no_grace() -> None:
 
 
 def test_train_cutoffs_keeps_the_most_recent() -> None:
-    split = split_by_time(frame_for(MONTHLY), SUBSCRIPTION, SplitConfig(train_cutoffs=2), seed=1)
-    assert split.boundaries["train_cutoffs"] == ["2025-06-01", "2025-07-01"]
+    split = split_by_time(frame_for(MONTHLY), SUBSCRIPTION, SplitConfig(train_cutoffs=2, folds=1))
+    assert split.boundaries["folds"][0]["train_cutoffs"] == ["2025-06-01", "2025-07-01"]
+    assert split.boundaries["train_cutoffs"] == ["2025-08-01", "2025-09-01"]
+    assert split.boundaries["labeled_cutoffs"] == ["2025-10-01", "2025-11-01"]
 
 
 def test_partially_labeled_cutoff_is_not_a_test_cutoff() -> None:
     frame = frame_for(MONTHLY)
     frame.loc[(frame["cutoff"] == "2025-11-01") & (frame["customer_id"] == "c000"), "label"] = pd.NA
     assert pd.Timestamp("2025-11-01") not in fully_labeled_cutoffs(frame)
-    assert split_by_time(frame, SUBSCRIPTION, SplitConfig(), seed=1).boundaries["test_cutoff"] == "2025-10-01"
+    assert split_by_time(frame, SUBSCRIPTION, SplitConfig()).boundaries["test_cutoff"] == "2025-10-01"
 
 
 @pytest.mark.parametrize(
     ("config", "cutoffs", "message"),
     [
         (SplitConfig(test_cutoff=dt.date(2025, 12, 1)), MONTHLY, "not a fully labeled cutoff"),
-        (SplitConfig(), MONTHLY[:4], "need 2 labeled cutoffs"),
-        (SplitConfig(validation_cutoffs=9), MONTHLY, "need 10 labeled cutoffs"),
-        (SplitConfig(validation_cutoffs=8), MONTHLY, "no training cutoff"),
+        (SplitConfig(), MONTHLY[:4], r"split.folds=3 needs 4 labeled cutoffs .* found 1 \(2025-01-01\)"),
+        (SplitConfig(folds=9), MONTHLY, "split.folds=9 needs 10 labeled cutoffs"),
+        (SplitConfig(folds=8), MONTHLY, "first fold's validation cutoff 2025-02-01 has no earlier cutoff"),
     ],
 )
 def test_impossible_splits_say_why(config: SplitConfig, cutoffs: list[str], message: str) -> None:
     with pytest.raises(ChurnmlError, match=message):
-        split_by_time(frame_for(cutoffs), SUBSCRIPTION, config, seed=1)
+        split_by_time(frame_for(cutoffs), SUBSCRIPTION, config)
 
 
 @settings(max_examples=40, deadline=None)
@@ -116,24 +127,25 @@ def test_impossible_splits_say_why(config: SplitConfig, cutoffs: list[str], mess
     step_days=st.integers(1, 40),
     horizon=st.integers(1, 60),
     grace=st.integers(0, 10),
-    validation=st.integers(1, 3),
+    folds=st.integers(1, 3),
 )
 def test_no_label_window_crosses_a_boundary(
-    n_cutoffs: int, step_days: int, horizon: int, grace: int, validation: int
+    n_cutoffs: int, step_days: int, horizon: int, grace: int, folds: int
 ) -> None:
     cutoffs = [
         d.date().isoformat() for d in pd.date_range("2025-01-01", periods=n_cutoffs, freq=f"{step_days}D")
     ]
     labels = {"horizon_days": horizon, "grace_days": grace}
     try:
-        split = split_by_time(
-            frame_for(cutoffs, customers=30), labels, SplitConfig(validation_cutoffs=validation), seed=0
-        )
+        split = split_by_time(frame_for(cutoffs, customers=30), labels, SplitConfig(folds=folds))
     except ChurnmlError:
         return  # too few cutoffs for this window: refused, never a leaky split
     window = pd.Timedelta(days=horizon + grace)
     test_cutoff = split.test["cutoff"].iloc[0]
-    held = pd.concat([split.validation, split.calibration])
-    assert (split.train["cutoff"] + window <= held["cutoff"].min()).all()
-    assert (held["cutoff"] + window <= test_cutoff).all()
-    assert held["cutoff"].nunique() == validation
+    assert len(split.folds) == folds
+    for fold in split.folds:
+        validation = fold.validation["cutoff"].iloc[0]
+        assert (fold.validation["cutoff"] == validation).all()
+        assert (fold.train["cutoff"] + window <= validation).all()
+    assert (split.development["cutoff"] + window <= test_cutoff).all()
+    assert split.out_of_fold["cutoff"].isin(split.development["cutoff"]).all()

@@ -15,19 +15,21 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 from mlflow import MlflowClient
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from churnml import registry
 from churnml.cli import app
 from churnml.config import Config
 from churnml.errors import DataValidationError
+from churnml.explain import contributions
 from churnml.mlflow_model import input_frame, log_model
 from churnml.model import ChurnModel, FeatureColumn, load_model
 from churnml.pipelines import train
 from churnml.pipelines.train import TrainResult
 from churnml.tracking import child_runs, session
 from churnml.training_set import TrainingSet
-from churnml.tune import OptimisticPruner, PruningCallback
+from churnml.tune import OptimisticPruner, ProgressReporter
 
 # One group: the trained model is a module fixture, built once on whichever worker runs the group.
 pytestmark = pytest.mark.xdist_group("train_e2e")
@@ -113,11 +115,10 @@ def test_registered_as_champion_and_reloads_identically(first: tuple[Config, Tra
 def test_saved_model_is_plain_json(first: tuple[Config, TrainResult]) -> None:
     _, result = first
     directory = result.out_dir / "model"
-    assert sorted(p.name for p in directory.iterdir()) == [
-        "booster.json",
-        "calibrator.json",
-        "feature_spec.json",
-    ]
+    scorer = "booster.json" if result.model.kind == "xgboost" else "linear.json"
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [scorer, "calibrator.json", "feature_spec.json"]
+    )
     spec = json.loads((directory / "feature_spec.json").read_text())
     assert [c["name"] for c in spec["columns"]] == result.model.feature_names
     assert all(f["reason"] for f in spec["features"])  # reason templates travel with the model
@@ -127,11 +128,84 @@ def test_saved_model_is_plain_json(first: tuple[Config, TrainResult]) -> None:
 
 
 @pytest.mark.slow
+def test_every_candidate_is_cross_validated_logged_and_the_best_ships(
+    first: tuple[Config, TrainResult],
+) -> None:
+    config, result = first
+    names = [c.name for c in result.candidates]
+    assert names == ["xgboost_tuned", "xgboost_robust", "logreg"]
+    chosen = result.model.info["candidate"]
+    best = max(result.candidates, key=lambda c: c.cv["roc_auc"])
+    assert chosen == best.name == result.evaluated.info["candidate"]
+    oof = result.split.out_of_fold["label"].to_numpy()
+    for candidate in result.candidates:
+        assert len(candidate.margin) == len(oof)
+        assert candidate.cv["roc_auc"] == pytest.approx(roc_auc_score(oof, candidate.margin))
+    metrics = _client(config).get_run(result.run_id).data.metrics
+    for name in names:
+        assert metrics[f"candidate_{name}_cv_roc_auc"] == pytest.approx(
+            result.candidates[names.index(name)].cv["roc_auc"]
+        )
+        assert metrics[f"candidate_{name}_test_roc_auc"] == pytest.approx(
+            result.candidate_tests[name]["roc_auc"]
+        )
+    assert _client(config).get_run(result.run_id).data.params["model.chosen"] == chosen
+
+
+@pytest.mark.slow
+def test_shipped_model_is_refitted_on_every_label_and_the_test_describes_the_one_before(
+    first: tuple[Config, TrainResult],
+) -> None:
+    _, result = first
+    b = result.split.boundaries
+    assert result.model.info["fit_rows"] == b["labeled_rows"] == len(result.split.labeled)
+    assert result.evaluated.info["fit_rows"] == b["train_rows"] == len(result.split.development)
+    assert result.split.labeled["cutoff"].max() == result.split.test["cutoff"].iloc[0]
+    test = result.split.test
+    y = test["label"].to_numpy(int)
+    assert result.evaluation.model.metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(y, result.evaluated.predict_proba(test))
+    )
+    assert result.model.info["labels_end"] > b["test_cutoff"] >= result.evaluated.info["labels_end"]
+    # The evaluated model travels with the shipped one, in the run's outputs and in MLflow.
+    tested = load_model(result.out_dir / "model", evaluated=True)
+    assert np.array_equal(tested.predict_proba(test), result.evaluated.predict_proba(test))
+    if result.model.kind == "xgboost":
+        assert result.model.booster.num_boosted_rounds() >= result.evaluated.booster.num_boosted_rounds()
+
+
+@pytest.mark.slow
+def test_a_regression_champion_trains_registers_reloads_and_explains(
+    tmp_path: Path, make_config: Callable[..., Config], training_set: TrainingSet
+) -> None:
+    config = make_config(tmp_path, "model.candidates=[logreg]", "model.refit_on=development")
+    result = train.run(config, training_set=training_set)
+    assert result.study is None and result.model.kind == "logreg"
+    # refit_on: development ships the tested model.
+    assert result.model.linear == result.evaluated.linear
+    assert result.model.info["fit_rows"] == result.evaluated.info["fit_rows"] == len(result.split.development)
+    assert result.decision is not None and result.decision.promoted
+    test = result.split.test
+    mlflow.set_tracking_uri(config.tracking.uri)
+    try:
+        reloaded = load_model(f"models:/{config.tracking.registered_model}@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert reloaded.kind == "logreg"
+    assert np.array_equal(reloaded.predict_proba(test), result.model.predict_proba(test))
+    shap = contributions(reloaded, test)
+    np.testing.assert_allclose(shap.sum(axis=1), reloaded.margin(test), rtol=1e-4, atol=1e-4)
+    assert (result.out_dir / "evaluation" / "feature_importance.png").exists()
+
+
+@pytest.mark.slow
 def test_model_uses_only_its_best_trees(first: tuple[Config, TrainResult]) -> None:
     _, result = first
-    model = result.model
-    assert model.booster.num_boosted_rounds() == model.info["best_iteration"] + 1
-    assert model.iteration_range == (0, model.info["best_iteration"] + 1)
+    boosted = [m for m in (result.model, result.evaluated) if m.kind == "xgboost"]
+    for model in boosted:
+        assert model.booster is not None
+        assert model.booster.num_boosted_rounds() == model.info["best_iteration"] + 1
+        assert model.iteration_range == (0, model.info["best_iteration"] + 1)
 
 
 @pytest.mark.slow
@@ -189,7 +263,11 @@ def test_same_config_and_seed_give_the_same_model(
     again = train.run(make_config(tmp_path), training_set=training_set)
     assert again.study.study_name == result.study.study_name  # derived from data, split and settings
     assert again.study.best_params == result.study.best_params
-    assert bytes(again.model.booster.save_raw("json")) == bytes(result.model.booster.save_raw("json"))
+    assert [c.cv for c in again.candidates] == [c.cv for c in result.candidates]
+    assert again.model.spec_document() == result.model.spec_document()
+    if result.model.booster is not None:
+        assert bytes(again.model.booster.save_raw("json")) == bytes(result.model.booster.save_raw("json"))
+    assert again.model.linear == result.model.linear
     assert again.model.calibrator == result.model.calibrator
     assert again.evaluation.metrics() == result.evaluation.metrics()
 
@@ -203,7 +281,9 @@ def test_worse_challenger_is_not_promoted_and_can_be_overridden(
 ) -> None:
     config, result = first
     shutil.copy(Path(config.output.dir) / "mlflow.db", tmp_path / "mlflow.db")  # the registry, with v1
-    weak = make_config(tmp_path, "model.max_rounds=2", "model.params={max_depth: 1}")
+    weak = make_config(
+        tmp_path, "model.max_rounds=2", "model.params={max_depth: 1}", "model.candidates=[xgboost_tuned]"
+    )
     worse = train.run(weak, training_set=training_set)
     name = weak.tracking.registered_model
     client = _client(weak)
@@ -295,7 +375,7 @@ def test_optimistic_pruner_waits_for_warmup_and_startup_trials() -> None:
     assert not lonely.should_prune()  # one finished trial < 2 startup trials
 
 
-def test_pruning_callback_reports_at_equal_learning_progress() -> None:
+def test_progress_reporter_reports_at_equal_learning_progress() -> None:
     class Recorder:
         def __init__(self) -> None:
             self.steps: list[tuple[int, int]] = []
@@ -309,12 +389,24 @@ def test_pruning_callback_reports_at_equal_learning_progress() -> None:
 
     def steps(learning_rate: float, rounds: int) -> list[tuple[int, int]]:
         recorder = Recorder()
-        callback = PruningCallback(recorder, "validation-logloss", learning_rate, interval=0.25)  # type: ignore[arg-type]
+        reporter = ProgressReporter(recorder, learning_rate, interval=0.25)  # type: ignore[arg-type]
         for epoch in range(rounds):
             recorder.epoch = epoch
-            callback.after_iteration(None, epoch, {"validation": {"logloss": [0.5]}})
+            reporter(epoch, 0.5)
         return recorder.steps
 
     # Progress = rounds x learning rate: step k is reported once k x 0.25 is reached.
     assert steps(0.1, 10) == [(2, 1), (4, 2), (7, 3), (9, 4)]
     assert steps(0.025, 40) == [(9, 1), (19, 2), (29, 3), (39, 4)]
+
+
+def test_progress_reporter_raises_when_the_pruner_says_stop() -> None:
+    class Pruning:
+        def report(self, value: float, step: int) -> None:
+            pass
+
+        def should_prune(self) -> bool:
+            return True
+
+    with pytest.raises(optuna.TrialPruned):
+        ProgressReporter(Pruning(), 0.3, interval=0.25)(0, 0.5)  # type: ignore[arg-type]

@@ -43,6 +43,9 @@ TRAIN = [
     "model.max_rounds=150",
     "model.early_stopping_rounds=20",
     "model.nthread=1",
+    # The boosted champion: the service's pandas-free fast path is for trees (a regression champion is
+    # served through ChurnModel's own path: test_a_regression_champion_is_served_exactly).
+    "model.candidates=[xgboost_tuned]",
 ]
 SERVE = [
     f"serving.max_records={MAX_RECORDS}",

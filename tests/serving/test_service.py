@@ -116,6 +116,32 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
     assert served == [[DriverOut(**_finite(d)).model_dump() for d in found] for found in expected_drivers]
 
 
+def test_a_regression_champion_is_served_exactly(trained: Trained, features: pd.DataFrame) -> None:
+    """A logistic-regression champion (the candidate small businesses often get) scores and explains in
+    the service exactly as in batch: probabilities, contributions and drivers."""
+    from churnml.explain import contributions
+    from churnml.linear import LinearModel
+    from churnml.serve import LoadedModel, Scorer, _finite
+    from churnml.serving_schemas import DriverOut, feature_record_model, records_frame
+
+    x = trained.model.prepare(features)
+    y = (features["days_since_last_event"].fillna(99) > features["days_since_last_event"].median()).to_numpy()
+    categorical = [c.name for c in trained.model.columns if c.dtype == "category"]
+    model = trained.model.with_linear(LinearModel.fit(x, y.astype(int), categorical, 0.1))
+    scorer = Scorer(LoadedModel(model, "logreg/1", "logreg"), trained.config)
+    assert not scorer.fast and scorer.dense is None
+    validated = [feature_record_model(model).model_validate(r) for r in records(model, features)]
+    np.testing.assert_array_equal(scorer.probabilities(validated), model.predict_proba(features))
+    frame = model.prepare(records_frame(model, validated))
+    expected = [
+        [DriverOut(**_finite(d.as_dict())).model_dump() for d in found]
+        for found in scorer.explainer.drivers(frame, contributions(model, frame), 3)
+    ]
+    served = scorer.explain(validated, 3)
+    assert [[d.model_dump() for d in e.drivers] for e in served] == expected
+    np.testing.assert_array_equal([e.churn_probability for e in served], model.predict_proba(features))
+
+
 def test_every_nth_response_asks_the_client_to_reconnect(live: Live, features: pd.DataFrame) -> None:
     """Keep-alive connections spread over the workers: one response in ``reconnect_every`` closes its
     connection, and an HTTP client carries on over a new one."""

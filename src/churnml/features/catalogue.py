@@ -164,6 +164,19 @@ def _recency(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) ->
                 **common,
             )
         )
+        specs.append(
+            _spec(
+                name="activity_overdue_ratio",
+                table="events",
+                aggregate="overdue_ratio",
+                window_days=None,
+                family="recency",
+                reason="Inactive for {value:.1f} times the usual gap between active days",
+                signal="activity",
+                description="days_since_last_event / activity_gap_days_mean (above 1: later than usual); "
+                "NaN with fewer than 2 active days.",
+            )
+        )
         for kind in kinds:
             specs.append(
                 _spec(
@@ -187,6 +200,20 @@ def _recency(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) ->
                 signal="payments",
                 description="Days since the last transaction that did not fail.",
                 **common,
+            )
+        )
+        specs.append(
+            _spec(
+                name="purchase_overdue_ratio",
+                table="transactions",
+                aggregate="overdue_ratio",
+                row_filter=paid,
+                window_days=None,
+                family="recency",
+                reason="Last purchase was {value:.1f} times the usual gap between purchases ago",
+                signal="purchase_rhythm",
+                description="days_since_last_payment / purchase_gap_days_mean: how overdue the next "
+                "purchase is (above 1: later than usual); NaN with fewer than 2 purchase days.",
             )
         )
         if paid:
@@ -271,7 +298,19 @@ def _frequency(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) 
                 ),
                 lifetime=True,
             )
+        specs += _rhythm(
+            "activity",
+            "events",
+            None,
+            "activity",
+            "an event",
+            (
+                "Active every {value:.1f} days on average",
+                "Time between active days varies by {value:.1f} days",
+            ),
+        )
     if _has(dataset, "transactions"):
+        paid = "paid" if _has(dataset, "transactions", "status") else None
         specs += _windowed(
             config.windows,
             lambda w, sfx: _spec(
@@ -283,6 +322,29 @@ def _frequency(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) 
                 description="Transactions of any status.",
                 **common,
             ),
+            lifetime=True,
+        )
+        specs += _rhythm(
+            "purchase",
+            "transactions",
+            paid,
+            "purchase_rhythm",
+            "a successful transaction",
+            ("Buys every {value:.0f} days on average", "Time between purchases varies by {value:.0f} days"),
+        )
+        specs.append(
+            _spec(
+                name="repeat_purchase_days_total",
+                family="frequency",
+                table="transactions",
+                aggregate="repeat_days",
+                row_filter=paid,
+                window_days=None,
+                reason="{value:.0f} repeat purchases so far",
+                signal="purchase_rhythm",
+                description="BTYD frequency: distinct calendar days with a successful transaction, minus "
+                "the first one; 0 with one purchase day or none.",
+            )
         )
     if _has(dataset, "messages"):
         specs += _windowed(
@@ -296,8 +358,39 @@ def _frequency(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) 
                 description="Messages sent to the customer.",
                 **common,
             ),
+            lifetime=True,
         )
     return specs
+
+
+def _rhythm(
+    what: str, table: str, row_filter: str | None, signal: str, days: str, reasons: tuple[str, str]
+) -> list[FeatureSpec]:
+    """Mean and spread of the whole days between consecutive distinct days with a row (all time).
+
+    Days, not rows: several purchases (or 50 events) on one day are one visit, not zero-day gaps that
+    would drown the rhythm; whole days make the gaps add up exactly to the span.
+    """
+    common = {"family": "frequency", "table": table, "row_filter": row_filter, "window_days": None}
+    return [
+        _spec(
+            name=f"{what}_gap_days_mean",
+            aggregate="gap_mean",
+            reason=reasons[0],
+            signal=signal,
+            description=f"Mean whole days between consecutive calendar days with {days}; NaN with fewer "
+            "than 2 such days.",
+            **common,
+        ),
+        _spec(
+            name=f"{what}_gap_days_std",
+            aggregate="gap_std",
+            reason=reasons[1],
+            signal=signal,
+            description="Sample standard deviation (ddof=1) of those gaps; NaN with fewer than 3 such days.",
+            **common,
+        ),
+    ]
 
 
 def _monetary(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) -> list[FeatureSpec]:
@@ -334,6 +427,21 @@ def _monetary(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) -
                 signal="payments",
                 description="Mean amount of transactions that did not fail.",
             ),
+        )
+        specs.append(
+            _spec(
+                name="repeat_purchase_value_mean",
+                family="monetary",
+                table="transactions",
+                aggregate="repeat_mean",
+                column="amount",
+                row_filter=paid,
+                window_days=None,
+                reason="Repeat purchases average {value:,.2f} a day",
+                signal="purchase_value",
+                description="BTYD monetary value: mean total amount per repeat purchase day (days with a "
+                "successful transaction after the first); NaN without a repeat purchase day.",
+            )
         )
     mrr_table = _current_table(dataset, "mrr")
     if mrr_table:
@@ -372,11 +480,14 @@ def _engagement(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...])
                 name=f"active_days_{sfx}",
                 aggregate="active_days",
                 window_days=w,
-                reason=f"Active on {{value:.0f}} of the last {w} days",
+                reason=f"Active on {{value:.0f}} of the last {w} days"
+                if w
+                else "Active on {value:.0f} days so far",
                 signal="activity",
                 description="Calendar days with at least one event.",
                 **common,
             ),
+            lifetime=True,
         )
         if kinds:
             specs += _windowed(
@@ -463,6 +574,7 @@ def _support(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) ->
             description="Tickets opened.",
             **common,
         ),
+        lifetime=True,
     )
     if _has_value(dataset, "tickets", "priority", HIGH_PRIORITIES):
         specs += _windowed(
@@ -665,6 +777,32 @@ def _tenure(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) -> 
             **common,
         ),
     ]
+    if _has(dataset, "transactions"):
+        paid = "paid" if _has(dataset, "transactions", "status") else None
+        specs += [
+            _spec(
+                name="purchase_span_days",
+                table="transactions",
+                aggregate="span_days",
+                row_filter=paid,
+                reason="Bought over {value:.0f} days from first to last purchase",
+                signal="purchase_history",
+                description="BTYD recency: whole days from the first to the last calendar day with a "
+                "successful transaction; 0 with one such day, NaN with none.",
+                **common,
+            ),
+            _spec(
+                name="days_since_first_purchase",
+                table="transactions",
+                aggregate="days_since_first",
+                row_filter=paid,
+                reason="First purchase {value:.0f} days ago",
+                signal="purchase_history",
+                description="BTYD T: days from the start of the first purchase's calendar day to the "
+                "cutoff; NaN without a purchase.",
+                **common,
+            ),
+        ]
     if not _has(dataset, "subscriptions"):
         return specs
     return [

@@ -33,6 +33,7 @@ from churnml.features.timeline import (
     NAT,
     NEVER,
     Clock,
+    Days,
     Timeline,
     count_below,
     last_at_least,
@@ -339,26 +340,14 @@ def _days_since_last(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
     return np.where(last != NAT, (ctx.t - last) / DAY_NS, np.nan)
 
 
-def _day_starts(ctx: _Context) -> np.ndarray:
-    """Running count of (customer, calendar day) starts over the events timeline."""
-
-    def make() -> np.ndarray:
-        tl = ctx.base("events")
-        day = tl.ns // DAY_NS
-        first = np.ones(len(tl), bool)
-        first[1:] = (tl.codes[1:] != tl.codes[:-1]) | (day[1:] != day[:-1])
-        return np.cumsum(first)
-
-    return ctx.cached(("day_starts",), make)
+def _days(ctx: _Context, tl: Timeline) -> Days:
+    """The distinct (customer, calendar day) pairs of a timeline, built once per timeline."""
+    return ctx.cached(("days", id(tl)), lambda: Days.of(tl.codes, tl.ns))
 
 
 def _active_days_between(ctx: _Context, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distinct calendar days among events rows [a, b) of one customer: day starts after a, plus a's day."""
-    starts = _day_starts(ctx)
-    if len(starts) == 0:
-        return np.zeros(len(a))
-    inner = starts[np.clip(b - 1, 0, len(starts) - 1)] - starts[np.clip(a, 0, len(starts) - 1)]
-    return np.where(b > a, inner + 1, 0).astype(np.float64)
+    """Distinct calendar days among events rows [a, b) of one customer."""
+    return _days(ctx, ctx.base("events")).between(a, b)[2].astype(np.float64)
 
 
 def _active_days(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
@@ -371,6 +360,92 @@ def _distinct(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
         a, b = ctx.window(ctx.timeline("events", kind), spec.window_days)
         total += b > a
     return total
+
+
+# -- Rhythm: gaps between distinct days (BTYD purchase statistics, and the same for activity days).
+# Visits are distinct calendar days with a row, so several purchases (or 50 events) on one day are one
+# visit; gaps are whole days between consecutive visits, so they add up exactly to the span.
+
+
+class _Visits:
+    """The visits of a spec's rows in its window, per query: row range [a, b), first and last visit
+    (indices into ``days``) and their number ``n``; ``first_day`` / ``last_day`` are calendar days."""
+
+    def __init__(self, ctx: _Context, tl: Timeline, window_days: int | None) -> None:
+        self.tl, self.days = tl, _days(ctx, tl)
+        self.a, self.b = ctx.window(tl, window_days)
+        self.first, self.last, self.n = self.days.between(self.a, self.b)
+        self.first_day = _gather(self.days.day, self.first, self.n > 0, fill=0)
+        self.last_day = _gather(self.days.day, self.last, self.n > 0, fill=0)
+
+    @property
+    def span(self) -> np.ndarray:
+        """Whole days from the first visit to the last (int; 0 without visits)."""
+        return self.last_day - self.first_day
+
+
+def _visits(ctx: _Context, spec: FeatureSpec, column: str | None = None) -> _Visits:
+    tl = _spec_timeline(ctx, spec, column)
+    return ctx.cached(("visits", id(tl), spec.window_days), lambda: _Visits(ctx, tl, spec.window_days))
+
+
+def _repeat_days(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Visits after the first (BTYD frequency); 0 without any."""
+    return np.maximum(_visits(ctx, spec).n - 1, 0).astype(np.float64)
+
+
+def _span_days(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Whole days from the first visit to the last (BTYD recency); NaN without visits."""
+    v = _visits(ctx, spec)
+    return np.where(v.n > 0, v.span, np.nan)
+
+
+def _days_since_first(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Days from the start of the first visit's calendar day to t (BTYD T); NaN without visits."""
+    v = _visits(ctx, spec)
+    return np.where(v.n > 0, (ctx.t - v.first_day * DAY_NS) / DAY_NS, np.nan)
+
+
+def _gap_mean(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Mean whole days between consecutive visits (span / gaps); NaN with fewer than 2 visits."""
+    v = _visits(ctx, spec)
+    return np.where(v.n >= 2, v.span / np.maximum(v.n - 1, 1), np.nan)
+
+
+def _gap_std(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Sample standard deviation (ddof=1) of the gaps; NaN with fewer than 2 gaps (3 visits).
+
+    From exact integer sums: k * sum(gap^2) - span^2 over k (k - 1), with k gaps summing to the span."""
+    v = _visits(ctx, spec)
+    sq = v.days.sq
+    squares = _gather(sq, v.last, v.n > 0, fill=0) - _gather(sq, v.first, v.n > 0, fill=0)
+    k = np.maximum(v.n - 1, 0)
+    spread = (k * squares - v.span * v.span) / np.maximum(k * (k - 1), 1)
+    return np.where(v.n >= 3, np.sqrt(np.maximum(spread, 0.0)), np.nan)
+
+
+def _overdue_ratio(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Days since the last row / the mean gap: above 1, the next visit is later than usual."""
+    v = _visits(ctx, spec)
+    ok = v.n >= 2
+    last = _gather(v.tl.ns, v.b - 1, ok, fill=NAT)
+    mean_gap = v.span / np.maximum(v.n - 1, 1)
+    return np.where(ok, (ctx.t - last) / DAY_NS / np.maximum(mean_gap, 1), np.nan)
+
+
+def _repeat_mean(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
+    """Mean per-visit total of ``column`` over the visits after the first (BTYD monetary value);
+    rows without a value are left out, as in ``sum``. NaN without a repeat visit."""
+    v = _visits(ctx, spec, spec.column)
+    tl = v.tl
+    cumsum = ctx.cached(
+        ("cumsum", id(tl), spec.column),
+        lambda: local_cumsum(tl.codes, ctx.column(spec.table, spec.column)[tl.rows]),
+    )
+    # The first row of the second visit: the first row whose running day count passes the first visit.
+    second = np.minimum(np.searchsorted(v.days.starts, v.first + 2, side="left"), v.b)
+    repeat = range_sum(cumsum, ctx.start(tl), second, v.b)
+    return np.where(v.n >= 2, repeat / np.maximum(v.n - 1, 1), np.nan)
 
 
 def _change(last: np.ndarray, prev: np.ndarray) -> np.ndarray:
@@ -524,6 +599,13 @@ AGGREGATES: dict[str, Callable[[_Context, FeatureSpec], np.ndarray]] = {
     "static": _static,
     "tenure": _tenure,
     "lifecycle": _lifecycle,
+    "repeat_days": _repeat_days,
+    "span_days": _span_days,
+    "days_since_first": _days_since_first,
+    "gap_mean": _gap_mean,
+    "gap_std": _gap_std,
+    "overdue_ratio": _overdue_ratio,
+    "repeat_mean": _repeat_mean,
 }
 
 

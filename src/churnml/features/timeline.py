@@ -111,6 +111,45 @@ class Timeline:
         return pos
 
 
+@dataclass(frozen=True)
+class Days:
+    """The distinct calendar days of a timeline's rows, per customer, for gaps between active days.
+
+    Why days and not rows: 50 events (or three purchases) on one day are one visit, not 49 zero gaps.
+    ``starts[i]`` counts (customer, day) firsts up to row i, so row i lies on distinct day
+    ``starts[i] - 1`` (a global index into ``day`` and ``sq``). ``sq`` is the running sum of squared
+    gaps in whole days to the customer's previous distinct day (0 at its first): integers, so the
+    differences taken for any row range are exact and never depend on other customers' rows.
+    """
+
+    starts: np.ndarray  # per row: running count of (customer, day) firsts
+    day: np.ndarray  # per distinct day: the calendar day number (days since 1970-01-01)
+    sq: np.ndarray  # per distinct day: running sum of squared gaps to the previous day
+
+    @classmethod
+    def of(cls, codes: np.ndarray, ns: np.ndarray) -> Days:
+        """From a timeline's (sorted) codes and row times."""
+        day = ns // DAY_NS
+        first = np.ones(len(day), bool)
+        first[1:] = (codes[1:] != codes[:-1]) | (day[1:] != day[:-1])
+        index = np.flatnonzero(first)
+        days = day[index]
+        gap = np.zeros(len(days), np.int64)
+        if len(days) > 1:
+            same = codes[index[1:]] == codes[index[:-1]]
+            gap[1:] = np.where(same, days[1:] - days[:-1], 0)
+        return cls(starts=np.cumsum(first), day=days, sq=np.cumsum(gap * gap))
+
+    def between(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For rows [a, b) of one customer: (first distinct day index, last one, how many days; 0 if none)."""
+        if len(self.starts) == 0:
+            zero = np.zeros(len(a), np.int64)
+            return zero, zero, zero
+        first = self.starts[np.clip(a, 0, len(self.starts) - 1)] - 1
+        last = self.starts[np.clip(b - 1, 0, len(self.starts) - 1)] - 1
+        return first, last, np.where(b > a, last - first + 1, 0)
+
+
 def is_sorted(codes: np.ndarray, ns: np.ndarray) -> bool:
     if len(codes) < 2:
         return True

@@ -1,0 +1,118 @@
+"""The models cross-validation chooses from, and their fit on any rows.
+
+Which model wins depends on the business: deep tuned trees on a large, rich event log; shallow, heavily
+regularised trees on a few thousand customers; a logistic regression on ``arcsinh`` counts where the
+signal is weak or nearly additive. A data scientist would try all three and keep the one that holds up
+out of time, so churnml does: every candidate is judged by the same rolling-origin folds
+(``tune.cross_validate`` for the boosters, the same folds for the regression), on its pooled
+out-of-fold margins, and the best by ``model.select_by`` ships.
+
+- ``xgboost_tuned``: the Optuna study's best trial (``tune.tune``).
+- ``xgboost_robust``: fixed settings for small data (depth 2-3, heavy leaves, subsampling, a slow
+  learning rate), rounds by pooled early stopping: the safe choice when a search is noise.
+- ``logreg``: ``churnml.linear``'s pipeline, its L2 strength chosen from ``linear.C_GRID`` by the
+  pooled ``tune.metric``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnml.calibrate import sigmoid
+from churnml.config import Config
+from churnml.evaluate import metric_value
+from churnml.linear import C_GRID, LinearModel
+from churnml.model import ChurnModel
+from churnml.split import Split
+from churnml.tune import (
+    CVData,
+    CVResult,
+    booster_params,
+    cross_validate,
+    fit_booster,
+    pooled_score,
+    scaled_rounds,
+)
+
+LOWER_IS_BETTER = {"log_loss"}
+CV_METRICS = ("roc_auc", "pr_auc", "log_loss")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate's settings and its pooled out-of-fold margins (rows of ``Split.out_of_fold``)."""
+
+    name: str
+    margin: np.ndarray
+    cv: dict[str, float]
+    params: dict[str, Any]
+    rounds: int | None = None  # boosting rounds at the folds' size (xgboost)
+
+    @classmethod
+    def of(cls, name: str, y: np.ndarray, margin: np.ndarray, params: dict[str, Any], rounds: int | None):
+        probability = sigmoid(margin)
+        cv = {metric: metric_value(metric, y, probability) for metric in CV_METRICS}
+        return cls(name, margin, cv, params, rounds)
+
+    def fit(self, untrained: ChurnModel, rows: pd.DataFrame, data: CVData, config: Config) -> ChurnModel:
+        """This candidate fitted on ``rows``; boosting rounds scaled from the folds' size to the rows'."""
+        info = {"candidate": self.name, "fit_rows": len(rows)}
+        if self.rounds is None:
+            x, y = untrained.xy(rows)
+            categorical = [c.name for c in untrained.columns if c.dtype == "category"]
+            linear = LinearModel.fit(x, y, categorical, float(self.params["C"]))
+            return untrained.with_linear(linear, **info)
+        rounds = scaled_rounds(self.rounds - 1, data.train_rows, len(rows), config.model.max_rounds)
+        return fit_booster(untrained, self.params, rounds, rows, config.model.nthread).with_info(**info)
+
+
+def robust_params(churners: int) -> dict[str, Any]:
+    """Shallow, heavy-leaved, subsampled trees: little to overfit with on a few dozen churners."""
+    return {
+        "learning_rate": 0.05,
+        "max_depth": 2 if churners < 300 else 3,
+        "min_child_weight": 10.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.6,
+        "reg_lambda": 10.0,
+        "reg_alpha": 0.0,
+        "gamma": 0.0,
+    }
+
+
+def booster_candidate(name: str, params: dict[str, Any], result: CVResult, y: np.ndarray) -> Candidate:
+    return Candidate.of(name, y, result.margin, params, result.best_iteration + 1)
+
+
+def robust_candidate(config: Config, data: CVData) -> Candidate:
+    params = booster_params(config.model, config.tune.metric, config.seed, robust_params(data.churners))
+    params |= config.model.params
+    return booster_candidate("xgboost_robust", params, cross_validate(params, data, config.model), data.y)
+
+
+def logreg_candidate(config: Config, untrained: ChurnModel, split: Split, y: np.ndarray) -> Candidate:
+    """The regression at each strength of ``C_GRID`` on every fold; the best pooled ``tune.metric``."""
+    categorical = [c.name for c in untrained.columns if c.dtype == "category"]
+    folds = [(untrained.xy(f.train), untrained.prepare(f.validation)) for f in split.folds]
+    best: tuple[float, float, np.ndarray] | None = None
+    for c in C_GRID:
+        margin = np.concatenate(
+            [LinearModel.fit(x, fy, categorical, c).margin(validation) for (x, fy), validation in folds]
+        )
+        score = pooled_score(config.tune.metric, y, margin)
+        signed = -score if config.tune.metric in ("auc", "aucpr") else score
+        if best is None or signed < best[0]:
+            best = (signed, c, margin)
+    assert best is not None
+    return Candidate.of("logreg", y, best[2], {"C": best[1]}, None)
+
+
+def choose(candidates: Sequence[Candidate], metric: str) -> Candidate:
+    """The best pooled out-of-fold ``metric``; ties go to the earlier candidate (config order)."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    return min(candidates, key=lambda c: sign * c.cv[metric])

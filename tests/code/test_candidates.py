@@ -1,0 +1,177 @@
+"""Cross-validated boosting, the exported logistic regression and the choice among candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+from sklearn.metrics import log_loss
+
+from churnml.calibrate import sigmoid
+from churnml.candidates import Candidate, choose, robust_params
+from churnml.config import ModelConfig, SplitConfig
+from churnml.explain import contributions
+from churnml.linear import LinearModel, logistic_pipeline
+from churnml.model import ChurnModel, FeatureColumn
+from churnml.split import split_by_time
+from churnml.tune import CVData, cross_validate, pooled_score, scaled_rounds, search_space
+
+MONTHLY = [f"2025-{m:02d}-01" for m in range(1, 13)]
+LABELS = {"horizon_days": 30, "grace_days": 7}
+
+
+def frame(customers: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Customers at monthly cutoffs with two informative numbers, a missing-prone one and a category."""
+    rng = np.random.default_rng(seed)
+    rows = len(MONTHLY) * customers
+    x1 = rng.exponential(20, rows)
+    x2 = rng.normal(size=rows)
+    x3 = np.where(rng.random(rows) < 0.3, np.nan, rng.poisson(3, rows).astype(float))
+    plan = rng.choice(["basic", "pro", "team", "rare"], rows, p=[0.5, 0.3, 0.198, 0.002])
+    logit = -2.5 + 0.05 * x1 - 0.8 * x2 + np.where(plan == "pro", 0.7, 0.0)
+    label = (rng.random(rows) < sigmoid(logit)).astype("int64")
+    out = pd.DataFrame(
+        {
+            "customer_id": np.tile([f"c{i:04d}" for i in range(customers)], len(MONTHLY)),
+            "cutoff": np.repeat(pd.to_datetime(MONTHLY), customers),
+            "label": pd.array(label, dtype="Int8"),
+            "x1": x1,
+            "x2": x2,
+            "x3": x3,
+            "plan": pd.Categorical(plan),
+        }
+    )
+    out.loc[out["cutoff"] == MONTHLY[-1], "label"] = pd.NA
+    return out
+
+
+SPECS = [
+    {"name": "x1", "dtype": "float64"},
+    {"name": "x2", "dtype": "float64"},
+    {"name": "x3", "dtype": "float64"},
+    {"name": "plan", "dtype": "category"},
+]
+PARAMS = {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": 2, "eta": 0.3, "seed": 0}
+
+
+def test_one_fold_cross_validation_is_xgboost_early_stopping() -> None:
+    data = frame()
+    split = split_by_time(data, LABELS, SplitConfig(folds=1))
+    untrained = ChurnModel.untrained(split.labeled, SPECS)
+    cv = CVData.of(untrained, split, nthread=1)
+    settings = ModelConfig(max_rounds=300, early_stopping_rounds=10, nthread=1)
+    result = cross_validate(dict(PARAMS), cv, settings)
+    fold = cv.folds[0]
+    booster = xgb.train(
+        dict(PARAMS),
+        fold.train,
+        300,
+        evals=[(fold.validation, "v")],
+        early_stopping_rounds=10,
+        verbose_eval=False,
+    )
+    assert result.best_iteration == booster.best_iteration
+    expected = booster.predict(
+        fold.validation, output_margin=True, iteration_range=(0, booster.best_iteration + 1)
+    )
+    np.testing.assert_allclose(result.margin, expected, rtol=1e-6)
+
+
+def test_pooled_early_stopping_reads_every_fold() -> None:
+    split = split_by_time(frame(), LABELS, SplitConfig(folds=3))
+    untrained = ChurnModel.untrained(split.labeled, SPECS)
+    cv = CVData.of(untrained, split, nthread=1)
+    assert cv.train_rows == tuple(len(f.train) for f in split.folds)
+    assert np.array_equal(cv.y, split.out_of_fold["label"].to_numpy())
+    reports: list[tuple[int, float]] = []
+    settings = ModelConfig(max_rounds=200, early_stopping_rounds=10, nthread=1)
+    result = cross_validate(dict(PARAMS), cv, settings, lambda r, v: reports.append((r, v)))
+    assert len(result.margin) == len(split.out_of_fold)
+    # The reported pooled value is the log loss of the pooled predictions, exactly (row-weighted mean).
+    assert result.score == pytest.approx(log_loss(cv.y, sigmoid(result.margin)), rel=1e-9)
+    assert min(v for _, v in reports) == pytest.approx(result.score, rel=1e-4)
+    assert [r for r, _ in reports] == list(range(len(reports)))
+    assert result.best_iteration == min(reports, key=lambda rv: rv[1])[0]
+
+
+def test_pooled_score_of_each_metric() -> None:
+    y = np.array([0, 0, 1, 1, 0, 1])
+    margin = np.array([-2.0, -1.0, 0.5, 2.0, 0.7, -0.1])
+    assert pooled_score("auc", y, margin) == pytest.approx(7 / 9)
+    assert pooled_score("logloss", y, margin) == pytest.approx(log_loss(y, sigmoid(margin)))
+    assert 0 < pooled_score("aucpr", y, margin) <= 1
+
+
+def test_search_space_and_robust_settings_follow_the_churner_count() -> None:
+    assert search_space(80)["max_depth"] == (2, 3) and search_space(80)["min_child_weight"][0] >= 5
+    assert search_space(1000)["max_depth"][1] == 5
+    assert search_space(100_000)["max_depth"][1] >= 7
+    assert robust_params(80)["max_depth"] == 2 and robust_params(5000)["max_depth"] == 3
+
+
+def test_refit_rounds_scale_with_the_rows() -> None:
+    assert scaled_rounds(99, [1000, 2000, 3000], 4000, 2000) == 200
+    assert scaled_rounds(99, [1000], 500, 2000) == 50
+    assert scaled_rounds(1999, [100], 1000, 2000) == 2000  # capped by model.max_rounds
+    assert scaled_rounds(0, [1000], 10, 2000) == 1
+
+
+def _prepared() -> tuple[ChurnModel, pd.DataFrame, np.ndarray]:
+    data = frame().dropna(subset=["label"]).reset_index(drop=True)
+    untrained = ChurnModel.untrained(data, SPECS)
+    x, y = untrained.xy(data)
+    return untrained, x, y
+
+
+def test_exported_regression_equals_the_scikit_learn_pipeline() -> None:
+    _, x, y = _prepared()
+    pipeline = logistic_pipeline(["x1", "x2", "x3"], ["plan"], c=0.1).fit(x, y)
+    linear = LinearModel.of_pipeline(pipeline, x)
+    assert {c.kind for c in linear.columns} == {"value", "missing", "level", "infrequent"}
+    probe = x.copy()
+    probe.loc[probe.index[:5], "plan"] = np.nan  # a missing category, never seen in training
+    probe.loc[probe.index[5:8], "x1"] = np.nan  # a missing number where training had none
+    for rows in (x, probe):
+        np.testing.assert_allclose(
+            linear.margin(rows), pipeline.decision_function(rows), rtol=1e-10, atol=1e-10
+        )
+    again = LinearModel.from_dict(linear.to_dict())
+    assert again == linear
+
+
+def test_regression_model_saves_as_json_and_explains_exactly(tmp_path) -> None:
+    untrained, x, y = _prepared()
+    model = untrained.with_linear(LinearModel.fit(x, y, ["plan"], 1.0))
+    directory = model.save(tmp_path / "model")
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "calibrator.json",
+        "feature_spec.json",
+        "linear.json",
+    ]
+    loaded = ChurnModel.load(directory)
+    assert loaded.kind == "logreg" and loaded.booster is None
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    shap = contributions(loaded, x)
+    np.testing.assert_allclose(shap.sum(axis=1), loaded.margin(x), rtol=1e-5, atol=1e-5)
+    # Linear SHAP: a feature's contributions average zero over the training rows.
+    np.testing.assert_allclose(shap[:, :-1].mean(axis=0), 0.0, atol=1e-5)
+    # x1 raises churn in the data: customers with larger x1 get larger x1 contributions.
+    order = np.argsort(x["x1"].to_numpy())
+    assert shap[order[-1], 0] > shap[order[0], 0]
+
+
+def _candidate(name: str, auc: float, log_loss_value: float) -> Candidate:
+    return Candidate(name, np.zeros(1), {"roc_auc": auc, "pr_auc": 0.1, "log_loss": log_loss_value}, {})
+
+
+def test_choose_takes_the_best_pooled_figure_and_the_first_on_ties() -> None:
+    a, b, c = _candidate("a", 0.70, 0.30), _candidate("b", 0.72, 0.31), _candidate("c", 0.72, 0.29)
+    assert choose([a, b, c], "roc_auc").name == "b"
+    assert choose([a, b, c], "log_loss").name == "c"
+
+
+def test_feature_columns_keep_their_dtypes() -> None:
+    untrained, _, _ = _prepared()
+    assert untrained.columns[-1] == FeatureColumn("plan", "category", ("basic", "pro", "rare", "team"))
+    assert untrained.columns[0] == FeatureColumn("x1", "float64")
