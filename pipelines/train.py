@@ -63,7 +63,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
     training_set = training_set or features.run(config, base_dir).training_set
     split = split_by_time(training_set.frame, training_set.label_settings, config.split)
     untrained = ChurnModel.untrained(split.labeled, training_set.specs)
-    data = CVData.of(untrained, split, config.model.nthread)
+    data = CVData.of(untrained, split, config.model.nthread, config.tune.search_negatives, config.seed)
     name = study_name(config, training_set.fingerprint, split.boundaries)
     with session(config) as experiment_id, mlflow.start_run(run_name=f"train-{config.name}") as parent:
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)

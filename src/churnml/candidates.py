@@ -26,7 +26,7 @@ import pandas as pd
 from churnml.calibrate import sigmoid
 from churnml.config import Config
 from churnml.evaluate import metric_value
-from churnml.linear import C_GRID, LinearModel
+from churnml.linear import C_GRID, LinearModel, logistic_pipeline, regression
 from churnml.model import ChurnModel
 from churnml.split import Split
 from churnml.tune import (
@@ -54,7 +54,9 @@ class Candidate:
     rounds: int | None = None  # boosting rounds at the folds' size (xgboost)
 
     @classmethod
-    def of(cls, name: str, y: np.ndarray, margin: np.ndarray, params: dict[str, Any], rounds: int | None):
+    def of(
+        cls, name: str, y: np.ndarray, margin: np.ndarray, params: dict[str, Any], rounds: int | None
+    ) -> Candidate:
         probability = sigmoid(margin)
         cv = {metric: metric_value(metric, y, probability) for metric in CV_METRICS}
         return cls(name, margin, cv, params, rounds)
@@ -90,19 +92,31 @@ def booster_candidate(name: str, params: dict[str, Any], result: CVResult, y: np
 
 
 def robust_candidate(config: Config, data: CVData) -> Candidate:
+    # booster_params lays the config's fixed model.params over these, as over a trial's.
     params = booster_params(config.model, config.tune.metric, config.seed, robust_params(data.churners))
-    params |= config.model.params
     return booster_candidate("xgboost_robust", params, cross_validate(params, data, config.model), data.y)
 
 
 def logreg_candidate(config: Config, untrained: ChurnModel, split: Split, y: np.ndarray) -> Candidate:
-    """The regression at each strength of ``C_GRID`` on every fold; the best pooled ``tune.metric``."""
-    categorical = [c.name for c in untrained.columns if c.dtype == "category"]
-    folds = [(untrained.xy(f.train), untrained.prepare(f.validation)) for f in split.folds]
+    """The regression at each strength of ``C_GRID`` on every fold; the best pooled ``tune.metric``.
+
+    Each fold's preprocessing (medians, scales, levels) does not depend on ``C``: it is fitted once and
+    each strength refits only the regression on its design matrix.
+    """
+    categorical = {c.name for c in untrained.columns if c.dtype == "category"}
+    numeric = [c.name for c in untrained.columns if c.name not in categorical]
+    designs = []
+    for fold in split.folds:
+        (x, fold_y), validation = untrained.xy(fold.train), untrained.prepare(fold.validation)
+        prepare = logistic_pipeline(numeric, [c for c in x.columns if c in categorical])[:-1]
+        designs.append((prepare.fit_transform(x), fold_y, prepare.transform(validation)))
     best: tuple[float, float, np.ndarray] | None = None
     for c in C_GRID:
         margin = np.concatenate(
-            [LinearModel.fit(x, fy, categorical, c).margin(validation) for (x, fy), validation in folds]
+            [
+                regression(c).fit(z, fold_y).decision_function(z_validation)
+                for z, fold_y, z_validation in designs
+            ]
         )
         score = pooled_score(config.tune.metric, y, margin)
         signed = -score if config.tune.metric in ("auc", "aucpr") else score

@@ -15,7 +15,7 @@ from churnml.explain import contributions
 from churnml.linear import LinearModel, logistic_pipeline
 from churnml.model import ChurnModel, FeatureColumn
 from churnml.split import split_by_time
-from churnml.tune import CVData, cross_validate, pooled_score, scaled_rounds, search_space
+from churnml.tune import CVData, cross_validate, pooled_score, scaled_rounds, search_sample, search_space
 
 MONTHLY = [f"2025-{m:02d}-01" for m in range(1, 13)]
 LABELS = {"horizon_days": 30, "grace_days": 7}
@@ -95,6 +95,43 @@ def test_pooled_early_stopping_reads_every_fold() -> None:
     assert result.best_iteration == min(reports, key=lambda rv: rv[1])[0]
 
 
+def test_search_sample_keeps_every_churner_and_the_weight_of_the_others() -> None:
+    rng = np.random.default_rng(3)
+    n = 60_000
+    rows = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "cutoff": pd.Timestamp("2025-05-01"),
+            "label": (rng.random(n) < 0.05).astype(int),
+        }
+    )
+    weights = search_sample(rows, 4.0, seed=1)
+    churner = rows["label"].to_numpy() == 1
+    assert (weights[churner] == 1).all()
+    kept = weights[~churner] > 0
+    assert 20_000 - churner.sum() - 600 < kept.sum() < 20_000 - churner.sum() + 600  # the 20,000-row floor
+    assert weights[~churner].sum() == pytest.approx((~churner).sum(), rel=0.03)  # stayers keep their weight
+    assert np.array_equal(weights, search_sample(rows.sample(frac=1.0, random_state=0).sort_index(), 4.0, 1))
+    assert (search_sample(rows.head(5000), 4.0, 1) == 1).all()  # small folds are searched whole
+    assert (search_sample(rows, None, 1) == 1).all()
+
+
+def test_the_search_trains_on_the_sample_and_validates_on_every_row() -> None:
+    split = split_by_time(frame(customers=5000), LABELS, SplitConfig(folds=2))
+    untrained = ChurnModel.untrained(split.labeled, SPECS)
+    cv = CVData.of(untrained, split, nthread=1, search_negatives=2.0, seed=0)
+    assert cv.sampled
+    for full, searched in zip(cv.folds, cv.search, strict=True):
+        assert searched.validation is full.validation
+        assert searched.train.num_row() < full.train.num_row()
+    settings = ModelConfig(max_rounds=100, early_stopping_rounds=10, nthread=1)
+    sampled = cross_validate(dict(PARAMS), cv, settings, search=True)
+    every_row = cross_validate(dict(PARAMS), cv, settings)
+    assert len(sampled.margin) == len(every_row.margin) == len(split.out_of_fold)
+    assert not np.array_equal(sampled.margin, every_row.margin)
+    assert abs(sampled.score - every_row.score) < 0.02  # the same problem, seen through fewer stayers
+
+
 def test_pooled_score_of_each_metric() -> None:
     y = np.array([0, 0, 1, 1, 0, 1])
     margin = np.array([-2.0, -1.0, 0.5, 2.0, 0.7, -0.1])
@@ -105,7 +142,8 @@ def test_pooled_score_of_each_metric() -> None:
 
 def test_search_space_and_robust_settings_follow_the_churner_count() -> None:
     assert search_space(80)["max_depth"] == (2, 3) and search_space(80)["min_child_weight"][0] >= 5
-    assert search_space(1000)["max_depth"][1] == 5
+    assert search_space(1000)["max_depth"][1] == 4
+    assert search_space(10_000)["max_depth"] == (2, 6)
     assert search_space(100_000)["max_depth"][1] >= 7
     assert robust_params(80)["max_depth"] == 2 and robust_params(5000)["max_depth"] == 3
 
