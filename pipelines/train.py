@@ -70,8 +70,15 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
         candidates, study = _candidates(
             config, data, split, untrained, name, experiment_id, parent.info.run_id
         )
-        chosen = choose(candidates, config.model.select_by)
         oof = split.out_of_fold
+        chosen = choose(
+            candidates,
+            config.model.select_by,
+            config.model.select_rule,
+            data.y,
+            oof["customer_id"],
+            config.seed,
+        )
         info = {
             "churnml_version": __version__,
             "data_fingerprint": training_set.fingerprint,

@@ -126,7 +126,60 @@ def logreg_candidate(config: Config, untrained: ChurnModel, split: Split, y: np.
     return Candidate.of("logreg", y, best[2], {"C": best[1]}, None)
 
 
-def choose(candidates: Sequence[Candidate], metric: str) -> Candidate:
-    """The best pooled out-of-fold ``metric``; ties go to the earlier candidate (config order)."""
+SIMPLICITY = ("logreg", "xgboost_robust", "xgboost_tuned")  # simplest first
+BOOTSTRAPS = 200
+
+
+def paired_standard_errors(
+    best: Candidate,
+    candidates: Sequence[Candidate],
+    y: np.ndarray,
+    customers: pd.Series,
+    metric: str,
+    seed: int,
+) -> dict[str, float]:
+    """Standard error of ``metric(best) - metric(candidate)`` on the pooled out-of-fold rows, by a
+    bootstrap over customers (a customer's rows at several validation cutoffs are drawn together)."""
+    codes, _ = pd.factorize(customers)
+    rng = np.random.default_rng(seed)
+    differences: dict[str, list[float]] = {c.name: [] for c in candidates if c.name != best.name}
+    probabilities = {c.name: sigmoid(c.margin) for c in candidates}
+    for _ in range(BOOTSTRAPS):
+        weight = np.bincount(rng.integers(0, codes.max() + 1, codes.max() + 1), minlength=codes.max() + 1)
+        rows = weight[codes].astype(np.float64)
+        if len(np.unique(y[rows > 0])) < 2:
+            continue
+        top = metric_value(metric, y, probabilities[best.name], rows)
+        for name in differences:
+            differences[name].append(top - metric_value(metric, y, probabilities[name], rows))
+    return {
+        name: float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        for name, values in differences.items()
+    }
+
+
+def choose(
+    candidates: Sequence[Candidate],
+    metric: str,
+    rule: str = "best",
+    y: np.ndarray | None = None,
+    customers: pd.Series | None = None,
+    seed: int = 0,
+) -> Candidate:
+    """The best pooled out-of-fold ``metric`` (ties to the earlier candidate), or with ``rule="one_se"``
+    the simplest candidate within one standard error of it (Breiman's one-standard-error rule).
+
+    With a few dozen churners per cutoff, the leader by a hair is often the model that fitted the
+    folds' noise best: a simpler model that is statistically as good generalises more safely.
+    """
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
-    return min(candidates, key=lambda c: sign * c.cv[metric])
+    best = min(candidates, key=lambda c: sign * c.cv[metric])
+    if rule == "best" or len(candidates) == 1:
+        return best
+    assert y is not None and customers is not None
+    errors = paired_standard_errors(best, candidates, y, customers, metric, seed)
+    rank = {name: k for k, name in enumerate(SIMPLICITY)}
+    for candidate in sorted(candidates, key=lambda c: rank.get(c.name, len(rank))):
+        if candidate is best or sign * (candidate.cv[metric] - best.cv[metric]) <= errors[candidate.name]:
+            return candidate
+    return best

@@ -247,6 +247,12 @@ class ModelConfig(_Model):
         description="Pooled out-of-fold metric that chooses among the candidates (calibration is fitted "
         "afterwards, so a ranking metric is the default).",
     )
+    select_rule: Literal["one_se", "best"] = Field(
+        "one_se",
+        description="one_se: the simplest candidate (logreg, then xgboost_robust, then xgboost_tuned) whose "
+        "figure is within one standard error (customer bootstrap of the paired difference) of the best; "
+        "best: the best figure, however small the lead.",
+    )
     params: dict[str, float | int | str] = Field(
         default_factory=dict,
         description="Fixed XGBoost parameters; they override (and are not searched by) the tuner, e.g. {max_depth: 4}.",

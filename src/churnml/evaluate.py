@@ -158,14 +158,18 @@ def operating_point(
     }
 
 
-def metric_value(metric: str, y: np.ndarray, probability: np.ndarray) -> float:
+def metric_value(
+    metric: str, y: np.ndarray, probability: np.ndarray, weight: np.ndarray | None = None
+) -> float:
     """One headline metric by name (the champion/challenger comparison uses it on both models)."""
     y, probability = np.asarray(y, dtype=np.int64), np.asarray(probability, dtype=np.float64)
     functions = {
-        "roc_auc": lambda: roc_auc_score(y, probability),
-        "pr_auc": lambda: average_precision_score(y, probability),
-        "log_loss": lambda: log_loss(y, np.clip(probability, EPS, 1 - EPS), labels=[0, 1]),
-        "brier": lambda: brier_score_loss(y, probability),
+        "roc_auc": lambda: roc_auc_score(y, probability, sample_weight=weight),
+        "pr_auc": lambda: average_precision_score(y, probability, sample_weight=weight),
+        "log_loss": lambda: log_loss(
+            y, np.clip(probability, EPS, 1 - EPS), labels=[0, 1], sample_weight=weight
+        ),
+        "brier": lambda: brier_score_loss(y, probability, sample_weight=weight),
     }
     return float(functions[metric]())
 

@@ -285,7 +285,9 @@ def study_name(config: Config, fingerprint: str, boundaries: dict[str, Any]) -> 
             mode="json", exclude={"n_trials", "timeout_s", "progress_bar", "n_jobs"}
         ),
         # Tuning is the same whatever is refitted or which candidates compete with it.
-        "model": config.model.model_dump(mode="json", exclude={"refit_on", "candidates", "select_by"}),
+        "model": config.model.model_dump(
+            mode="json", exclude={"refit_on", "candidates", "select_by", "select_rule"}
+        ),
         "seed": config.seed,
     }
     digest = hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:10]

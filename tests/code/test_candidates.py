@@ -9,7 +9,7 @@ import xgboost as xgb
 from sklearn.metrics import log_loss
 
 from churnml.calibrate import sigmoid
-from churnml.candidates import Candidate, choose, robust_params
+from churnml.candidates import Candidate, choose, paired_standard_errors, robust_params
 from churnml.config import ModelConfig, SplitConfig
 from churnml.explain import contributions
 from churnml.linear import LinearModel, logistic_pipeline
@@ -207,6 +207,34 @@ def test_choose_takes_the_best_pooled_figure_and_the_first_on_ties() -> None:
     a, b, c = _candidate("a", 0.70, 0.30), _candidate("b", 0.72, 0.31), _candidate("c", 0.72, 0.29)
     assert choose([a, b, c], "roc_auc").name == "b"
     assert choose([a, b, c], "log_loss").name == "c"
+
+
+def _scored(name: str, y: np.ndarray, signal: np.ndarray, noise: float, seed: int) -> Candidate:
+    margin = signal + np.random.default_rng(seed).normal(scale=noise, size=len(y))
+    return Candidate.of(name, y, margin, {}, None)
+
+
+def test_one_standard_error_rule_keeps_the_simpler_model_unless_the_lead_is_real() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    customers = pd.Series([f"c{i % 1000}" for i in range(n)])  # three rows per customer, like 3 folds
+    signal = rng.normal(size=n)
+    y = (rng.random(n) < sigmoid(-2.5 + signal)).astype(int)
+    # Nearly the same ranking: the trees lead by a hair (0.0002 AUC, by chance), well inside one
+    # standard error of the paired difference (0.0014).
+    linear = _scored("logreg", y, signal, 0.30, 1)
+    jitter = np.random.default_rng(2).normal(scale=0.1, size=n)
+    tied = [linear, Candidate.of("xgboost_tuned", y, linear.margin + jitter, {}, None)]
+    assert tied[1].cv["roc_auc"] > tied[0].cv["roc_auc"]
+    assert choose(tied, "roc_auc", "best").name == "xgboost_tuned"
+    assert choose(tied, "roc_auc", "one_se", y, customers, seed=0).name == "logreg"
+    # A clearly better model keeps its lead.
+    clear = [_scored("logreg", y, signal, 1.5, 1), _scored("xgboost_tuned", y, signal, 0.1, 2)]
+    assert choose(clear, "roc_auc", "one_se", y, customers, seed=0).name == "xgboost_tuned"
+    # Log loss: lower is better, the same rule.
+    assert choose(tied, "log_loss", "one_se", y, customers, seed=0).name == "logreg"
+    errors = paired_standard_errors(tied[1], tied, y, customers, "roc_auc", seed=0)
+    assert set(errors) == {"logreg"} and 0 < errors["logreg"] < 0.01
 
 
 def test_feature_columns_keep_their_dtypes() -> None:

@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from churnml import registry
+from churnml.candidates import choose, paired_standard_errors
 from churnml.cli import app
 from churnml.config import Config
 from churnml.errors import DataValidationError
@@ -135,9 +136,14 @@ def test_every_candidate_is_cross_validated_logged_and_the_best_ships(
     names = [c.name for c in result.candidates]
     assert names == ["xgboost_tuned", "xgboost_robust", "logreg"]
     chosen = result.model.info["candidate"]
-    best = max(result.candidates, key=lambda c: c.cv["roc_auc"])
-    assert chosen == best.name == result.evaluated.info["candidate"]
     oof = result.split.out_of_fold["label"].to_numpy()
+    customers = result.split.out_of_fold["customer_id"]
+    expected = choose(list(result.candidates), "roc_auc", "one_se", oof, customers, config.seed)
+    assert chosen == expected.name == result.evaluated.info["candidate"]
+    best = max(result.candidates, key=lambda c: c.cv["roc_auc"])
+    if chosen != best.name:  # a simpler candidate within one standard error of the leader
+        errors = paired_standard_errors(best, list(result.candidates), oof, customers, "roc_auc", config.seed)
+        assert best.cv["roc_auc"] - expected.cv["roc_auc"] <= errors[chosen]
     for candidate in result.candidates:
         assert len(candidate.margin) == len(oof)
         assert candidate.cv["roc_auc"] == pytest.approx(roc_auc_score(oof, candidate.margin))
