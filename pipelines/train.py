@@ -11,19 +11,22 @@ prediction there is: the folds' and the development model's on the test cutoff.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import optuna
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from churnml import __version__, io
 from churnml.calibrate import Calibrator, fit_calibrator
 from churnml.candidates import Candidate, booster_candidate, choose, logreg_candidate, robust_candidate
 from churnml.config import Config
-from churnml.errors import ChurnmlError, DataValidationError
+from churnml.errors import DataValidationError
 from churnml.evaluate import Evaluation, evaluate, expected_calibration_error, metric_value
 from churnml.mlflow_model import log_model
 from churnml.model import ChurnModel, load_model
@@ -62,14 +65,12 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
     set if not given)."""
     training_set = training_set or features.run(config, base_dir).training_set
     split = split_by_time(training_set.frame, training_set.label_settings, config.split)
-    untrained = ChurnModel.untrained(split.labeled, training_set.specs)
-    data = CVData.of(untrained, split, config.model.nthread, config.tune.search_negatives, config.seed)
+    specs = training_set.specs
+    data = CVData.of(specs, split, config.model.nthread, config.tune.search_negatives, config.seed)
     name = study_name(config, training_set.fingerprint, split.boundaries)
     with session(config) as experiment_id, mlflow.start_run(run_name=f"train-{config.name}") as parent:
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)
-        candidates, study = _candidates(
-            config, data, split, untrained, name, experiment_id, parent.info.run_id
-        )
+        candidates, study = _candidates(config, data, split, specs, name, experiment_id, parent.info.run_id)
         oof = split.out_of_fold
         chosen = choose(
             candidates,
@@ -88,8 +89,8 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
             "cross_validation": {c.name: c.cv for c in candidates},
         }
         evaluated = {
-            c.name: c.fit(untrained, split.development, data, config)
-            .with_calibrator(_calibrator(c.margin, oof, config))
+            c.name: c.fit(specs, split.development, data, config)
+            .with_calibrator(_calibrator(c.margin, oof, config, log_as="evaluated"))
             .with_info(**info, labels_end=_labels_end(split.development, split))
             for c in candidates
         }
@@ -98,9 +99,14 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
         evaluation = evaluate(
             model, split.development, split.test, config.evaluation, config.campaign, config.seed
         )
-        shipped = _refit(config, chosen, model, untrained, split, data).with_info(**info)
+        shipped = _refit(config, chosen, model, specs, split, data).with_info(**info)
         _log_candidates(candidates, tests, chosen)
-        mlflow.log_param("calibration.chosen", shipped.calibrator.method)
+        mlflow.log_params(
+            {
+                "calibration.chosen": shipped.calibrator.method,
+                "calibration.evaluated": model.calibrator.method,
+            }
+        )
         out_dir = _write_outputs(shipped, model, evaluation, train_dir(config))
         mlflow.log_metrics(evaluation.metrics())
         mlflow.log_artifacts(str(out_dir / "evaluation"), "evaluation")
@@ -126,7 +132,7 @@ def _candidates(
     config: Config,
     data: CVData,
     split: Split,
-    untrained: ChurnModel,
+    specs: Sequence[Any],
     name: str,
     experiment_id: str,
     parent_run_id: str,
@@ -137,22 +143,23 @@ def _candidates(
         if kind == "xgboost_tuned":
             trials = TrialLogger(parent_run_id, experiment_id, config.tune.metric)
             study, best = tune(config, data, name, callbacks=[trials])
-            log_study(study, config.tune.metric)
+            log_study(study, config.tune.metric, best.score)
             params = booster_params(config.model, config.tune.metric, config.seed, study.best_trial.params)
             candidates.append(booster_candidate(kind, params, best, data.y))
         elif kind == "xgboost_robust":
             candidates.append(robust_candidate(config, data))
         else:
-            candidates.append(logreg_candidate(config, untrained, split, data.y))
-    if not candidates:
-        raise ChurnmlError("model.candidates is empty: name at least one model to train")
+            candidates.append(logreg_candidate(config, specs, split, data.y))
     return candidates, study
 
 
-def _calibrator(margin: np.ndarray, rows: pd.DataFrame, config: Config) -> Calibrator:
-    """Calibrator of out-of-time margins of ``rows`` (method chosen by cross-validation by customer)."""
+def _calibrator(
+    margin: np.ndarray, rows: pd.DataFrame, config: Config, log_as: str | None = None
+) -> Calibrator:
+    """Calibrator of out-of-time margins of ``rows`` (method chosen by cross-validation by customer);
+    ``log_as`` logs the cross-validated log loss of each method as ``calibration_cv_log_loss_<method>``."""
     settings = config.calibration
-    calibrator, _ = fit_calibrator(
+    calibrator, scores = fit_calibrator(
         margin,
         rows["label"].to_numpy(dtype=np.int64),
         rows["customer_id"],
@@ -160,20 +167,35 @@ def _calibrator(margin: np.ndarray, rows: pd.DataFrame, config: Config) -> Calib
         settings.folds,
         config.seed,
     )
+    if log_as is not None and mlflow.active_run() is not None:
+        suffix = "" if log_as == "shipped" else f"_{log_as}"
+        mlflow.log_metrics({f"calibration_cv_log_loss_{m}{suffix}": v for m, v in scores.items()})
     return calibrator
 
 
 def _labels_end(rows: pd.DataFrame, split: Split) -> str:
-    """When the latest label a model was fitted on was complete (its last cutoff + the label window)."""
+    """When the latest label a model was fitted on was complete (its last cutoff + the label window),
+    as an ISO timestamp."""
     window = pd.Timedelta(days=split.boundaries["label_window_days"])
-    return (rows["cutoff"].max() + window).date().isoformat()
+    return (rows["cutoff"].max() + window).isoformat()
+
+
+def labels_end_of(model: ChurnModel) -> pd.Timestamp:
+    """When a model's training labels were complete. Models from before the refit on every label carry
+    no ``labels_end``; they were fitted only on labels complete by their own test cutoff."""
+    end = model.info.get("labels_end") or (model.info.get("split") or {}).get("test_cutoff")
+    if end is None:
+        raise DataValidationError(
+            "model", "labels_end", "the model does not say when its training labels end"
+        )
+    return pd.Timestamp(end)
 
 
 def _refit(
     config: Config,
     chosen: Candidate,
     evaluated: ChurnModel,
-    untrained: ChurnModel,
+    specs: Sequence[Any],
     split: Split,
     data: CVData,
 ) -> ChurnModel:
@@ -183,8 +205,8 @@ def _refit(
         return evaluated
     rows = pd.concat([split.out_of_fold, split.test], ignore_index=True)
     margin = np.concatenate([chosen.margin, evaluated.margin(split.test)])
-    refit = chosen.fit(untrained, split.labeled, data, config)
-    calibrator = _calibrator(margin, rows, config)
+    refit = chosen.fit(specs, split.labeled, data, config)
+    calibrator = _calibrator(margin, rows, config, log_as="shipped")
     return refit.with_calibrator(calibrator).with_info(labels_end=_labels_end(split.labeled, split))
 
 
@@ -233,19 +255,24 @@ def _register(
     y = test["label"].to_numpy(dtype=np.int64)
     metric = settings.promotion_metric
     tags = {f"test_{k}": f"{evaluation.model.metrics[k]:.6f}" for k in HEADLINE}
-    tags |= {"test_cutoff": str(test["cutoff"].iloc[0].date()), "run_id": mlflow.active_run().info.run_id}
+    test_cutoff = test["cutoff"].iloc[0]
+    tags |= {"test_cutoff": str(test_cutoff.date()), "run_id": mlflow.active_run().info.run_id}
     tags["candidate"] = candidate
-    test_cutoff = str(test["cutoff"].iloc[0].date())
 
     def champion_score(uri: str) -> float:
         # The champion's shipped model may have been refitted on this very test cutoff: then its model
         # from before that refit is the one to compare (as the challenger's is).
         for evaluated in (False, True):
-            champion = load_model(uri, evaluated=evaluated)
-            if str(champion.info.get("labels_end", "")) <= test_cutoff:
+            try:
+                champion = load_model(uri, evaluated=evaluated)
+            except (OSError, ValueError, KeyError, MlflowException) as exc:
+                raise DataValidationError("model", uri, f"the champion cannot be loaded: {exc}") from None
+            if labels_end_of(champion) <= test_cutoff:
                 return metric_value(metric, y, champion.predict_proba(test))
         raise DataValidationError(
-            "model", "labels_end", f"the champion was fitted on labels past the test cutoff {test_cutoff}"
+            "model",
+            "labels_end",
+            f"the champion was fitted on labels past the test cutoff {test_cutoff.date()}",
         )
 
     version, decision = register_and_decide(

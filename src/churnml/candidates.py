@@ -28,8 +28,10 @@ from churnml.config import Config
 from churnml.evaluate import metric_value
 from churnml.linear import C_GRID, LinearModel, logistic_pipeline, regression
 from churnml.model import ChurnModel
+from churnml.registry import LOWER_IS_BETTER
 from churnml.split import Split
 from churnml.tune import (
+    MAXIMIZE,
     CVData,
     CVResult,
     booster_params,
@@ -39,7 +41,6 @@ from churnml.tune import (
     scaled_rounds,
 )
 
-LOWER_IS_BETTER = {"log_loss"}
 CV_METRICS = ("roc_auc", "pr_auc", "log_loss")
 
 
@@ -61,8 +62,10 @@ class Candidate:
         cv = {metric: metric_value(metric, y, probability) for metric in CV_METRICS}
         return cls(name, margin, cv, params, rounds)
 
-    def fit(self, untrained: ChurnModel, rows: pd.DataFrame, data: CVData, config: Config) -> ChurnModel:
-        """This candidate fitted on ``rows``; boosting rounds scaled from the folds' size to the rows'."""
+    def fit(self, specs: Sequence[Any], rows: pd.DataFrame, data: CVData, config: Config) -> ChurnModel:
+        """This candidate fitted on ``rows`` (its inputs, categories included, taken from those rows);
+        boosting rounds scaled from the folds' size to the rows'."""
+        untrained = ChurnModel.untrained(rows, specs)
         info = {"candidate": self.name, "fit_rows": len(rows)}
         if self.rounds is None:
             x, y = untrained.xy(rows)
@@ -97,18 +100,19 @@ def robust_candidate(config: Config, data: CVData) -> Candidate:
     return booster_candidate("xgboost_robust", params, cross_validate(params, data, config.model), data.y)
 
 
-def logreg_candidate(config: Config, untrained: ChurnModel, split: Split, y: np.ndarray) -> Candidate:
+def logreg_candidate(config: Config, specs: Sequence[Any], split: Split, y: np.ndarray) -> Candidate:
     """The regression at each strength of ``C_GRID`` on every fold; the best pooled ``tune.metric``.
 
     Each fold's preprocessing (medians, scales, levels) does not depend on ``C``: it is fitted once and
     each strength refits only the regression on its design matrix.
     """
-    categorical = {c.name for c in untrained.columns if c.dtype == "category"}
-    numeric = [c.name for c in untrained.columns if c.name not in categorical]
     designs = []
     for fold in split.folds:
+        untrained = ChurnModel.untrained(fold.train, specs)
         (x, fold_y), validation = untrained.xy(fold.train), untrained.prepare(fold.validation)
-        prepare = logistic_pipeline(numeric, [c for c in x.columns if c in categorical])[:-1]
+        categorical = [c.name for c in untrained.columns if c.dtype == "category"]
+        numeric = [c.name for c in untrained.columns if c.dtype != "category"]
+        prepare = logistic_pipeline(numeric, categorical)[:-1]
         designs.append((prepare.fit_transform(x), fold_y, prepare.transform(validation)))
     best: tuple[float, float, np.ndarray] | None = None
     for c in C_GRID:
@@ -119,7 +123,7 @@ def logreg_candidate(config: Config, untrained: ChurnModel, split: Split, y: np.
             ]
         )
         score = pooled_score(config.tune.metric, y, margin)
-        signed = -score if config.tune.metric in ("auc", "aucpr") else score
+        signed = -score if config.tune.metric in MAXIMIZE else score
         if best is None or signed < best[0]:
             best = (signed, c, margin)
     assert best is not None

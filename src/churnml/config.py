@@ -238,6 +238,7 @@ class ModelConfig(_Model):
     )
     candidates: list[Literal["xgboost_tuned", "xgboost_robust", "logreg"]] = Field(
         ["xgboost_tuned", "xgboost_robust", "logreg"],
+        min_length=1,
         description="Models compared by cross-validation; the best one ships. xgboost_tuned: Optuna-tuned "
         "XGBoost; xgboost_robust: shallow, strongly regularised XGBoost with fixed settings for small "
         "data; logreg: regularised logistic regression on log-scaled, standardised features.",

@@ -100,7 +100,7 @@ class ChurnModel:
 
     @property
     def kind(self) -> str:
-        """What scores: ``xgboost`` trees or a ``logreg`` (every consumer of a booster checks this)."""
+        """What scores: ``xgboost`` trees or a ``logreg`` (``linear`` holds it, ``booster`` is None)."""
         return "logreg" if self.linear is not None else "xgboost"
 
     def xy(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -280,8 +280,10 @@ def load_model(uri: str | Path, evaluated: bool = False) -> ChurnModel:
 
     path = Path(str(uri))
     if path.is_dir() and (path / SPEC_FILE).exists():
+        # churnml train writes train/model and train/evaluated_model side by side.
         sibling = path.parent / EVALUATED_ARTIFACT
-        return ChurnModel.load(sibling if evaluated and (sibling / SPEC_FILE).exists() else path)
+        tested = evaluated and path.name == "model" and (sibling / SPEC_FILE).exists()
+        return ChurnModel.load(sibling if tested else path)
     import mlflow.artifacts
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri)))

@@ -148,6 +148,11 @@ def split_by_time(frame: pd.DataFrame, label_settings: dict[str, Any], config: S
                 )
     development_rows = _rows(frame, development)
     test = frame.loc[frame["cutoff"] == test_cutoff].reset_index(drop=True)
+    if test["label"].nunique() < 2:
+        raise ChurnmlError(
+            f"the test cutoff {test_cutoff.date()} ({len(test)} rows) does not hold both labels, so no model "
+            "can be judged on it: choose another split.test_cutoff or collect more customers"
+        )
     labeled_rows = _rows(frame, labeled)
     boundaries = {
         "label_window_days": window.days,

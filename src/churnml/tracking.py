@@ -168,8 +168,10 @@ def log_inputs(config: Config, fingerprint: str, label_settings: dict[str, Any],
     mlflow.log_dict(split.boundaries, "split.json")
 
 
-def log_study(study: optuna.Study, metric: str) -> None:
-    """Tuning summary on the parent run (each trial has its own nested run)."""
+def log_study(study: optuna.Study, metric: str, score: float | None = None) -> None:
+    """Tuning summary on the parent run (each trial has its own nested run). ``score``: the best trial's
+    pooled metric on every row, when the search trained on a sample (the trial's own value is then
+    ``search_<metric>``)."""
     states = [t.state for t in study.trials]
     best = study.best_trial
     mlflow.log_params(
@@ -177,7 +179,8 @@ def log_study(study: optuna.Study, metric: str) -> None:
     )
     mlflow.log_metrics(
         {
-            f"valid_{metric}": float(best.value),
+            f"valid_{metric}": float(best.value if score is None else score),
+            f"search_{metric}": float(best.value),
             "tune_trials_complete": float(states.count(optuna.trial.TrialState.COMPLETE)),
             "tune_trials_pruned": float(states.count(optuna.trial.TrialState.PRUNED)),
             "best_trial": float(best.number),

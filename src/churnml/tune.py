@@ -170,20 +170,24 @@ class CVData:
     @classmethod
     def of(
         cls,
-        model: ChurnModel,
+        specs: Sequence[Any],
         split: Split,
         nthread: int,
         search_negatives: float | None = None,
         seed: int = 0,
     ) -> CVData:
-        def build(frame: pd.DataFrame, weight: np.ndarray | None = None) -> xgb.DMatrix:
-            x, y = model.xy(frame)
-            return xgb.DMatrix(
-                x, label=y, weight=weight, enable_categorical=True, missing=np.nan, nthread=nthread
-            )
-
+        """Each fold's inputs cast as a model fitted on its training rows would cast them: categories
+        the catalogue does not declare come from those rows alone, never from later cutoffs."""
         folds, search = [], []
         for fold in split.folds:
+            model = ChurnModel.untrained(fold.train, specs)
+
+            def build(frame: pd.DataFrame, weight: np.ndarray | None = None) -> xgb.DMatrix:
+                x, y = model.xy(frame)  # noqa: B023 - used at once, inside this iteration
+                return xgb.DMatrix(
+                    x, label=y, weight=weight, enable_categorical=True, missing=np.nan, nthread=nthread
+                )
+
             full = FoldMatrices(build(fold.train), build(fold.validation))
             folds.append(full)
             weight = search_sample(fold.train, search_negatives, seed)

@@ -58,8 +58,7 @@ PARAMS = {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth":
 def test_one_fold_cross_validation_is_xgboost_early_stopping() -> None:
     data = frame()
     split = split_by_time(data, LABELS, SplitConfig(folds=1))
-    untrained = ChurnModel.untrained(split.labeled, SPECS)
-    cv = CVData.of(untrained, split, nthread=1)
+    cv = CVData.of(SPECS, split, nthread=1)
     settings = ModelConfig(max_rounds=300, early_stopping_rounds=10, nthread=1)
     result = cross_validate(dict(PARAMS), cv, settings)
     fold = cv.folds[0]
@@ -80,8 +79,7 @@ def test_one_fold_cross_validation_is_xgboost_early_stopping() -> None:
 
 def test_pooled_early_stopping_reads_every_fold() -> None:
     split = split_by_time(frame(), LABELS, SplitConfig(folds=3))
-    untrained = ChurnModel.untrained(split.labeled, SPECS)
-    cv = CVData.of(untrained, split, nthread=1)
+    cv = CVData.of(SPECS, split, nthread=1)
     assert cv.train_rows == tuple(len(f.train) for f in split.folds)
     assert np.array_equal(cv.y, split.out_of_fold["label"].to_numpy())
     reports: list[tuple[int, float]] = []
@@ -118,8 +116,7 @@ def test_search_sample_keeps_every_churner_and_the_weight_of_the_others() -> Non
 
 def test_the_search_trains_on_the_sample_and_validates_on_every_row() -> None:
     split = split_by_time(frame(customers=5000), LABELS, SplitConfig(folds=2))
-    untrained = ChurnModel.untrained(split.labeled, SPECS)
-    cv = CVData.of(untrained, split, nthread=1, search_negatives=2.0, seed=0)
+    cv = CVData.of(SPECS, split, nthread=1, search_negatives=2.0, seed=0)
     assert cv.sampled
     for full, searched in zip(cv.folds, cv.search, strict=True):
         assert searched.validation is full.validation

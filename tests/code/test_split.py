@@ -100,6 +100,13 @@ def test_train_cutoffs_keeps_the_most_recent() -> None:
     assert split.boundaries["labeled_cutoffs"] == ["2025-10-01", "2025-11-01"]
 
 
+def test_a_test_cutoff_without_churners_is_refused() -> None:
+    frame = frame_for(MONTHLY)
+    frame.loc[frame["cutoff"] == "2025-11-01", "label"] = 0
+    with pytest.raises(ChurnmlError, match=r"test cutoff 2025-11-01 .* does not hold both labels"):
+        split_by_time(frame, SUBSCRIPTION, SplitConfig())
+
+
 def test_partially_labeled_cutoff_is_not_a_test_cutoff() -> None:
     frame = frame_for(MONTHLY)
     frame.loc[(frame["cutoff"] == "2025-11-01") & (frame["customer_id"] == "c000"), "label"] = pd.NA

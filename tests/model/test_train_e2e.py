@@ -27,7 +27,7 @@ from churnml.explain import contributions
 from churnml.mlflow_model import input_frame, log_model
 from churnml.model import ChurnModel, FeatureColumn, load_model
 from churnml.pipelines import train
-from churnml.pipelines.train import TrainResult
+from churnml.pipelines.train import TrainResult, labels_end_of
 from churnml.tracking import child_runs, session
 from churnml.training_set import TrainingSet
 from churnml.tune import OptimisticPruner, ProgressReporter
@@ -337,6 +337,19 @@ def test_champion_on_other_features_is_kept(tmp_path: Path, make_config: Callabl
         _, decision = registry.register_and_decide(uri, "m", "roc_auc", 0.9, cannot_score)
         assert not decision.promoted and "promote by hand" in decision.reason
         assert str(MlflowClient().get_model_version_by_alias("m", "champion").version) == first_version
+
+
+def test_when_a_champions_labels_end_old_and_new_models() -> None:
+    """Champion/challenger reads when a model's training labels were complete: the refit's labels_end,
+    or for a model from before the refit its test cutoff; a model that says neither is not compared."""
+    untrained = ChurnModel(None, (FeatureColumn("x", "float64"),))
+    new = untrained.with_info(labels_end="2025-12-08T00:00:00", split={"test_cutoff": "2025-11-01"})
+    assert labels_end_of(new) == pd.Timestamp("2025-12-08")
+    assert labels_end_of(untrained.with_info(split={"test_cutoff": "2025-11-01"})) == pd.Timestamp(
+        "2025-11-01"
+    )
+    with pytest.raises(DataValidationError, match="labels_end"):
+        labels_end_of(untrained)
 
 
 # --- tuning internals: the pruner and the pruning callback ---------------------------------------------
