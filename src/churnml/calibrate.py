@@ -22,6 +22,10 @@ from churnml.split import customer_fraction
 
 # Isotonic steps reach 0 or 1 where a bin had no churner (or no stayer); no customer is that certain.
 PROBABILITY_FLOOR = 1e-4
+# Isotonic steps are flat: every customer on a step would tie, and the ranking the model made (the risk
+# list's order, its ROC-AUC) would be lost to the calibration. A slope this small breaks the ties in the
+# margin's order and moves no probability by more than half of it.
+TIE_BREAK = 1e-6
 
 Method = Literal["none", "isotonic", "sigmoid"]
 
@@ -32,7 +36,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibrator:
-    """``method`` none: sigmoid(margin); sigmoid: sigmoid(a * margin + b); isotonic: interpolate x -> y."""
+    """``method`` none: sigmoid(margin); sigmoid: sigmoid(a * margin + b); isotonic: interpolate x -> y
+    (strictly increasing: ties broken in the margin's order, see ``TIE_BREAK``)."""
 
     method: Method = "none"
     a: float = 1.0
@@ -43,7 +48,7 @@ class Calibrator:
     def __call__(self, margin: np.ndarray) -> np.ndarray:
         margin = np.asarray(margin, dtype=np.float64)
         if self.method == "isotonic":
-            return np.interp(margin, self.x, self.y)
+            return np.interp(margin, self.x, self.y) + TIE_BREAK * (sigmoid(margin) - 0.5)
         return sigmoid(self.a * margin + self.b)
 
     def to_dict(self) -> dict[str, Any]:

@@ -114,9 +114,22 @@ def test_isotonic_calibrator_is_sklearns_and_round_trips_as_json() -> None:
     calibrator = fit_isotonic(margin, y)
     reference = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(margin, y)
     grid = np.linspace(-4, 4, 101)
-    assert np.allclose(calibrator(grid), np.clip(reference.predict(grid), 1e-4, 1 - 1e-4))
+    assert np.allclose(calibrator(grid), np.clip(reference.predict(grid), 1e-4, 1 - 1e-4), atol=1e-6)
     again = Calibrator.from_dict(json.loads(json.dumps(calibrator.to_dict())))
     assert np.array_equal(again(grid), calibrator(grid))
+
+
+def test_isotonic_calibration_keeps_the_models_ranking() -> None:
+    """Flat isotonic steps must not tie customers the model ranked: ROC-AUC and order survive."""
+    rng = np.random.default_rng(5)
+    margin = rng.normal(size=400)  # a small business: few churners, few wide steps
+    y = (rng.random(400) < sigmoid(margin - 2)).astype(int)
+    calibrator = fit_isotonic(margin, y)
+    assert len(set(calibrator.y)) < 20  # the fitted steps are few and flat...
+    probability = calibrator(margin)
+    assert (np.diff(probability[np.argsort(margin)]) > 0).all()  # ...and yet no two customers tie
+    assert roc_auc_score(y, probability) == pytest.approx(roc_auc_score(y, margin))
+    assert np.all((probability > 0) & (probability < 1))
 
 
 def test_sigmoid_calibration_recovers_platt_parameters() -> None:
