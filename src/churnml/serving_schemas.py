@@ -55,7 +55,12 @@ Value = Annotated[float, Field(strict=True, ge=-AMOUNT_MAX, le=AMOUNT_MAX)]
 def _naive_utc(value: datetime) -> datetime:
     """Timestamps as naive UTC (what ``churnml.data`` produces), within what pandas can hold."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01 at UTC+8 minutes is before year 1 in UTC: a client mistake
+            raise ValueError(
+                f"timestamp must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}"
+            ) from None
     if not EARLIEST <= value <= LATEST:
         raise ValueError(f"timestamp must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
     return value

@@ -323,6 +323,12 @@ def test_histories_breaking_the_contract_get_a_4xx_naming_where(live: Live, feat
     answer = live.post("/score_history", {"customers": [typo], "as_of": as_of})
     assert answer.status_code == 400 and "customers.0.events.0.timestmp" in answer.json()["error"]
 
+    # Year 1 at UTC+00:08 lies before year 1 in UTC (found by schemathesis: it was a 500).
+    ancient = json.loads(json.dumps(history))
+    ancient["events"][0]["timestamp"] = "0001-01-01T00:00:00+00:08"
+    answer = live.post("/score_history", {"customers": [ancient], "as_of": as_of})
+    assert answer.status_code == 400 and "customers.0.events.0.timestamp" in answer.json()["error"]
+
 
 # ---------------------------------------------------------------------------------------------------
 # Authentication, CORS, health, metrics, OpenAPI.
