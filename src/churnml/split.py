@@ -20,6 +20,7 @@ customers with what is known about them at each cutoff.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ class Split:
         """Rows of the shipped model: every labeled cutoff (``all``) or the development cutoffs."""
         return self.labeled if refit_on == "all" else self.development
 
-    @property
+    @cached_property
     def out_of_fold(self) -> pd.DataFrame:
         """The folds' validation rows in fold order: the rows of pooled out-of-fold predictions."""
         return pd.concat([fold.validation for fold in self.folds], ignore_index=True)
