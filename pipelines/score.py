@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from churnml import io, registry, report
+from churnml import io, ownership, registry, report
 from churnml.config import Config, LabelConfig
 from churnml.dataset import Dataset
-from churnml.errors import ChurnmlError
+from churnml.errors import ChurnmlError, ModelLoadError
 from churnml.explain import Explainer, contributions, model_typical_values, typical_values
 from churnml.features import FeatureSpec, build_features
 from churnml.labels import make_label_times
@@ -174,6 +174,8 @@ def load(uri: str, config: Config) -> tuple[ChurnModel, str | None]:
     """The model and its registry version (None for a directory or run URI); a clear error if missing."""
     try:
         model = load_model(uri)
+    except ModelLoadError:
+        raise  # already says what the model is and why it cannot be used
     except Exception as exc:  # MLflow raises several types for "not there"; all mean the same to a user
         raise ChurnmlError(
             f"cannot load model {uri!r} from {tracking_uri(config)}: {str(exc).splitlines()[0][:300]}\n"
@@ -397,7 +399,7 @@ def write_outputs(
 
 def log_run(tmp: Path, summary: dict[str, Any], config: Config) -> str:
     """An MLflow run of this scoring in the config's experiment: settings, figures and the outputs."""
-    with mlflow.start_run(run_name=f"score-{summary['as_of'][:10]}") as active:
+    with mlflow.start_run(run_name=f"score-{summary['as_of'][:10]}", tags=ownership.tags()) as active:
         mlflow.set_tags({"churnml.stage": "score", "churnml.model_uri": summary["model_uri"]})
         mlflow.log_params(
             {

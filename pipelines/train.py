@@ -22,11 +22,11 @@ import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from churnml import __version__, io
+from churnml import __version__, io, ownership
 from churnml.calibrate import Calibrator, fit_calibrator
 from churnml.candidates import Candidate, booster_candidate, choose, logreg_candidate, robust_candidate
 from churnml.config import Config
-from churnml.errors import DataValidationError
+from churnml.errors import DataValidationError, ModelLoadError
 from churnml.evaluate import Evaluation, evaluate, expected_calibration_error, metric_value
 from churnml.mlflow_model import log_model
 from churnml.model import ChurnModel, load_model
@@ -68,7 +68,10 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
     specs = training_set.specs
     data = CVData.of(specs, split, config.model.nthread, config.tune.search_negatives, config.seed)
     name = study_name(config, training_set.fingerprint, split.boundaries)
-    with session(config) as experiment_id, mlflow.start_run(run_name=f"train-{config.name}") as parent:
+    with (
+        session(config) as experiment_id,
+        mlflow.start_run(run_name=f"train-{config.name}", tags=ownership.tags()) as parent,
+    ):
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)
         candidates, study = _candidates(config, data, split, specs, name, experiment_id, parent.info.run_id)
         oof = split.out_of_fold
@@ -265,7 +268,7 @@ def _register(
         for evaluated in (False, True):
             try:
                 champion = load_model(uri, evaluated=evaluated)
-            except (OSError, ValueError, KeyError, MlflowException) as exc:
+            except (OSError, ValueError, KeyError, MlflowException, ModelLoadError) as exc:
                 raise DataValidationError("model", uri, f"the champion cannot be loaded: {exc}") from None
             if labels_end_of(champion) <= test_cutoff:
                 return metric_value(metric, y, champion.predict_proba(test))

@@ -10,18 +10,44 @@ import datetime as dt
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from churnml.contract import TABLES
 from churnml.errors import ConfigError
+
+# Every duration in days is bounded: a horizon of 100000 days is a typo, and it overflows timestamps.
+MAX_DAYS = 3660
+
+
+def _wants_number(annotation: Any) -> bool:
+    """Whether a field's type holds numbers (int or float, perhaps in a list or Optional), not booleans."""
+    if annotation in (int, float):
+        return True
+    return any(_wants_number(arg) for arg in get_args(annotation)) and bool not in get_args(annotation)
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value)
 
 
 class _Model(BaseModel):
     # Unknown keys are typos, not silently ignored settings.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic takes ``true`` for 1 in an int field (lax mode): ``horizon_days: true`` would mean one
+        day. A number field takes numbers only; the rest of lax parsing (dates from text) stays."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _has_bool(value) and _wants_number(field.annotation):
+            raise ValueError(f"expected a number, got the boolean {value!r}")
+        return value
 
 
 class ReadOptions(_Model):
@@ -69,6 +95,13 @@ class DataConfig(_Model):
         description="Activity rows whose customer is not in customers: drop (with a counted warning) or error.",
     )
 
+    stray_rows: Literal["error", "drop"] = Field(
+        "error",
+        description="With data.end unset: a handful of rows far past where all other activity stops "
+        "(a typo'd year, a test row) would move the end of the data and every cutoff. error (refuse, "
+        "naming the rows) or drop (end the data where activity stops, with a counted warning).",
+    )
+
     @field_validator("tables")
     @classmethod
     def _known_tables(cls, value: dict[str, TableSource]) -> dict[str, TableSource]:
@@ -102,7 +135,10 @@ class CutoffSchedule(_Model):
     )
     dates: list[dt.date] | None = Field(None, description="Explicit cutoff dates; overrides start/end/freq.")
     min_history_days: int = Field(
-        90, ge=0, description="With start=None: days of history required before the first cutoff."
+        90,
+        ge=0,
+        le=MAX_DAYS,
+        description="With start=None: days of history required before the first cutoff.",
     )
 
 
@@ -112,15 +148,19 @@ class LabelConfig(_Model):
         description="subscription: an active subscription at the cutoff ends within the horizon and is not "
         "renewed within the grace period. inactivity: active before the cutoff, no activity within the horizon.",
     )
-    horizon_days: int = Field(30, gt=0, description="How far after the cutoff churn is looked for.")
+    horizon_days: int = Field(
+        30, gt=0, le=MAX_DAYS, description="How far after the cutoff churn is looked for."
+    )
     grace_days: int = Field(
         7,
         ge=0,
+        le=MAX_DAYS,
         description="subscription: a new subscription starting within this many days of the end is a renewal.",
     )
     active_days: int = Field(
         30,
         gt=0,
+        le=MAX_DAYS,
         description="inactivity: a customer counts as active with any activity this many days before the cutoff.",
     )
     cutoffs: CutoffSchedule = Field(default_factory=CutoffSchedule, description="When to take snapshots.")
@@ -129,7 +169,10 @@ class LabelConfig(_Model):
 class FeatureConfig(_Model):
     windows: list[int] = Field([7, 30, 90], description="Lookback windows (days) for counts, sums and rates.")
     trend_window: int = Field(
-        30, gt=0, description="Window (days) of the slipping-away trend: last window vs the one before."
+        30,
+        gt=0,
+        le=MAX_DAYS,
+        description="Window (days) of the slipping-away trend: last window vs the one before.",
     )
     include_families: list[str] | None = Field(
         None,
@@ -143,8 +186,8 @@ class FeatureConfig(_Model):
     @field_validator("windows")
     @classmethod
     def _positive_windows(cls, value: list[int]) -> list[int]:
-        if not value or any(w <= 0 for w in value):
-            raise ValueError("windows must be a non-empty list of positive day counts")
+        if not value or any(w <= 0 or w > MAX_DAYS for w in value):
+            raise ValueError(f"windows must be a non-empty list of day counts from 1 to {MAX_DAYS}")
         return sorted(set(value))
 
 
@@ -370,16 +413,19 @@ class ScoringConfig(_Model):
 
 
 class SegmentConfig(_Model):
-    new_days: int = Field(30, ge=0, description="Tenure (days) below which a customer is new (onboarding).")
+    new_days: int = Field(
+        30, ge=0, le=MAX_DAYS, description="Tenure (days) below which a customer is new (onboarding)."
+    )
     slipping_days: int = Field(
-        30, gt=0, description="No activity for at least this many days: slipping away."
+        30, gt=0, le=MAX_DAYS, description="No activity for at least this many days: slipping away."
     )
     inactive_days: int = Field(
-        90, gt=0, description="No activity for at least this many days (or ever): inactive."
+        90, gt=0, le=MAX_DAYS, description="No activity for at least this many days (or ever): inactive."
     )
     past_due_days: int = Field(
         35,
         gt=0,
+        le=MAX_DAYS,
         description="A failed payment in this many days and no successful payment since: past due.",
     )
     activity_feature: str | None = Field(
@@ -479,6 +525,13 @@ class ServingConfig(_Model):
     max_customers: int = Field(100, ge=1, description="Most customers in one /score_history request.")
     max_rows: int = Field(
         10_000, ge=1, description="Most rows of one table for one customer in a /score_history request."
+    )
+    max_body_bytes: int = Field(
+        16 * 2**20,
+        ge=1024,
+        description="Largest request body in bytes; a larger one is refused with 413 before it is read. "
+        "16 MiB holds 1000 records of 126 features four times over, or 100 customers with nine months of "
+        "history (~100 KB each); raise it with max_records, max_customers or max_rows.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

@@ -9,6 +9,7 @@ All work is vectorised (a 10M-row table validates in seconds) and inputs are nev
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -49,6 +50,16 @@ ORDERINGS: tuple[tuple[str, str, str], ...] = (
     ("messages", "opened_at", "sent_at"),
     ("messages", "clicked_at", "sent_at"),
 )
+# Larger numbers are corrupt (a unit or parsing mistake, a placeholder like 1e308): features sum and
+# count them and XGBoost reads them as float32, which overflows to inf above about 3.4e38.
+MAX_MAGNITUDE = 1e15
+# With no configured end, at most this share of rows (in data of at least STRAY_MIN_ROWS / STRAY_SHARE
+# rows) this far past all
+# other activity are strays, not the end of the data: a business does not go silent for a month and
+# then record a handful of rows.
+STRAY_GAP = pd.Timedelta(days=30)
+STRAY_SHARE = 0.001
+STRAY_MIN_ROWS = 5
 # Columns that must not be negative, with the advice given when they are.
 NON_NEGATIVE: dict[tuple[str, str], str] = {
     ("transactions", "amount"): "refunds must be filtered out or marked via transactions.status, "
@@ -80,7 +91,7 @@ def load_dataset(config: DataConfig, base_dir: Path | None = None) -> Dataset:
     _require_tables(frames, where=f" in {data_dir}" if data_dir is not None else "")
     mappings = {name: source.columns for name, source in config.tables.items()}
     options = {name: source.read for name, source in config.tables.items()}
-    return _build_dataset(frames, mappings, options, config.end, config.unknown_customers)
+    return _build_dataset(frames, mappings, options, config.end, config.unknown_customers, config.stray_rows)
 
 
 def dataset_from_frames(
@@ -88,6 +99,7 @@ def dataset_from_frames(
     end: datetime | None = None,
     columns: Mapping[str, Mapping[str, str]] | None = None,
     unknown_customers: Literal["drop", "error"] = "drop",
+    stray_rows: Literal["error", "drop"] = "error",
 ) -> Dataset:
     """Validate in-memory frames exactly as ``load_dataset`` validates files; inputs are not modified.
 
@@ -101,7 +113,7 @@ def dataset_from_frames(
         )
     frames = {name: frame for name, frame in tables.items() if frame is not None}
     _require_tables(frames, where="")
-    return _build_dataset(frames, columns or {}, {}, end, unknown_customers)
+    return _build_dataset(frames, columns or {}, {}, end, unknown_customers, stray_rows)
 
 
 def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
@@ -175,7 +187,26 @@ def _columns_to_read(name: str, available: list[str], mapping: Mapping[str, str]
     selection = _resolve_columns(name, available, mapping)
     if TABLES[name].extra_columns_allowed:
         return None
-    return list(selection)
+    # Look-alikes of missing columns are read too, so that validation can warn about them.
+    return list(selection) + list(_lookalikes(name, available, mapping))
+
+
+def _lookalikes(name: str, available: list[str], mapping: Mapping[str, str]) -> dict[str, str]:
+    """User column -> the missing optional contract column it looks like (``statsu`` -> ``status``).
+
+    A misspelled optional column is otherwise ignored in silence and its features are simply absent.
+    """
+    spec = TABLES[name]
+    used = {mapping.get(c, c) for c in spec.columns} | set(mapping.values())
+    missing = [c for c in spec.optional if mapping.get(c, c) not in available]
+    found = {}
+    for column in available:
+        if column in used or not missing:
+            continue
+        close = difflib.get_close_matches(column.strip().lower(), missing, n=1, cutoff=0.75)
+        if close:
+            found[column] = close[0]
+    return found
 
 
 def _text_columns(spec: TableSpec) -> tuple[str, ...]:
@@ -229,6 +260,26 @@ def _resolve_columns(name: str, available: list[str], mapping: Mapping[str, str]
     return selection
 
 
+def _warn_lookalikes(
+    name: str, frame: pd.DataFrame, mapping: Mapping[str, str], warnings: list[DataWarning]
+) -> None:
+    for column, contract in _lookalikes(name, [str(c) for c in frame.columns], mapping).items():
+        problem = (
+            f"column '{column}' looks like the contract column '{contract}', which is missing: it is "
+            + (
+                "kept as an extra attribute, not as " + contract
+                if TABLES[name].extra_columns_allowed
+                else "ignored"
+            )
+            + f". Rename it, or map it with data.tables.{name}.columns: {{{contract}: {column}}}"
+        )
+        values = frame[column]
+        mask = values.notna().to_numpy()
+        warnings.append(
+            DataWarning(name, column, problem, int(mask.sum()), example_rows(frame[[column]], mask))
+        )
+
+
 def _select_columns(name: str, frame: pd.DataFrame, mapping: Mapping[str, str]) -> pd.DataFrame:
     """A new frame with contract column names, only the columns kept; the input frame is untouched."""
     available = [str(c) for c in frame.columns]
@@ -263,6 +314,12 @@ def _as_text(values: pd.Series) -> pd.Series:
         values = values.map(_integral_float_as_int, na_action="ignore")
     text = values.astype(STRING_DTYPE).str.strip()
     return text.mask(text.eq("").fillna(False).astype(bool))
+
+
+def _canonical_ids(ids: pd.Series) -> pd.Series:
+    """Ids as text where an integral number written with a decimal part is the integer: ``17.0`` is
+    ``17``, as a spreadsheet export or a float column of another table writes it; ``017`` keeps its zero."""
+    return ids.str.replace(r"^([+-]?\d+)\.0+$", r"\1", regex=True)
 
 
 def _parse_timestamps(values: pd.Series, date_format: str | None) -> tuple[pd.Series, pd.Series]:
@@ -359,6 +416,13 @@ def _normalise_numbers(name: str, column: str, raw: pd.DataFrame, decimal: str) 
         raw,
         numbers.isna() & ~blank,
     )
+    _fail(
+        name,
+        column,
+        f"values larger than {MAX_MAGNITUDE:.0e} in magnitude: corrupt, or in the wrong unit",
+        raw,
+        numbers.abs() > MAX_MAGNITUDE,
+    )
     advice = NON_NEGATIVE.get((name, column))
     if advice:
         _fail(name, column, f"negative values: {advice}", raw, numbers < 0)
@@ -377,7 +441,7 @@ def _normalise_table(
 ) -> pd.DataFrame:
     """One table with contract dtypes; raises on the first broken rule. Extra columns pass through as read."""
     spec = TABLES[name]
-    ids = _as_text(raw["customer_id"])
+    ids = _canonical_ids(_as_text(raw["customer_id"]))
     _fail(name, "customer_id", "empty customer ids", raw, ids.isna())
     columns: dict[str, pd.Series] = {"customer_id": ids}
     for column in raw.columns.drop("customer_id"):
@@ -428,6 +492,41 @@ def _resolve_end(end: datetime | None, times: list[pd.Series]) -> pd.Timestamp:
             stamp = stamp.tz_convert("UTC").tz_localize(None)
         return stamp.as_unit("ns")
     return max(stamp for stamp in (values.max() for values in times) if pd.notna(stamp)).as_unit("ns")
+
+
+def _activity_end(times: Mapping[str, pd.Series]) -> pd.Timestamp | None:
+    """Where activity stops when a few stray rows lie far past it (see ``STRAY_GAP``), else None.
+
+    Looks only at the latest ``STRAY_SHARE`` of the time-column values: the first gap of at least
+    ``STRAY_GAP`` among them separates the data from the strays.
+    """
+    stamps = np.concatenate(
+        [values.dropna().to_numpy("datetime64[ns]").view("i8") for values in times.values()]
+    )
+    tail_size = int(len(stamps) * STRAY_SHARE)
+    if tail_size < STRAY_MIN_ROWS:
+        return None  # too few rows to tell strays from a quiet spell (one customer's history, say)
+    tail = np.sort(np.partition(stamps, len(stamps) - tail_size - 1)[-(tail_size + 1) :])
+    gaps = np.flatnonzero(np.diff(tail) >= STRAY_GAP.value)
+    return None if len(gaps) == 0 else pd.Timestamp(int(tail[gaps[0]]))
+
+
+def _refuse_strays(
+    times: Mapping[str, pd.Series], tables: Mapping[str, pd.DataFrame], end: pd.Timestamp
+) -> None:
+    """Raise, naming the table, column and rows that lie past ``end``, where activity stops."""
+    count = sum(int((values > end).sum()) for values in times.values())
+    for name, values in times.items():
+        after = values > end
+        if after.any():
+            column = TABLES[name].time_column or ""
+            problem = (
+                f"{count} row(s) lie more than {STRAY_GAP.days} days after all other activity, which "
+                f"stops at {end}; they would move the end of the data and every cutoff. Fix or remove "
+                "them, set data.end, or set data.stray_rows: drop to end the data where activity stops"
+            )
+            shown = tables[name].loc[after.reindex(tables[name].index, fill_value=False)]
+            raise DataValidationError(name, column, problem, example_rows(shown), count)
 
 
 def _warn(
@@ -548,11 +647,14 @@ def _build_dataset(
     options: Mapping[str, ReadOptions],
     end: datetime | None,
     unknown_customers: Literal["drop", "error"],
+    stray_rows: Literal["error", "drop"] = "error",
 ) -> Dataset:
     """Map, normalise and validate every table, then enforce the cross-table invariants of ``Dataset``."""
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     tables: dict[str, pd.DataFrame] = {}
+    warnings: list[DataWarning] = []
     for name in (n for n in TABLES if n in frames):
+        _warn_lookalikes(name, frames[name], mappings.get(name, {}), warnings)
         raw = _select_columns(name, frames[name], mappings.get(name, {}))
         read = options.get(name, ReadOptions())
         tables[name] = _normalise_table(name, raw, read.date_format, read.decimal, now)
@@ -565,11 +667,17 @@ def _build_dataset(
     # same codes then sort each table by customer.
     known = _sorted_ids(customers["customer_id"])
     codes = {name: _customer_codes(table["customer_id"], known) for name, table in activity.items()}
-    warnings: list[DataWarning] = []
     keep = _drop_unknown_customers(activity, codes, unknown_customers, warnings)
-    times = [table[TABLES[name].time_column][keep[name]] for name, table in activity.items()]
-    stamp = _resolve_end(end, [customers["signup_at"], *times])
-    if end is not None:
+    times = {
+        "customers": customers["signup_at"],
+        **{name: table[TABLES[name].time_column][keep[name]] for name, table in activity.items()},
+    }
+    stamp = _resolve_end(end, list(times.values()))
+    stops = _activity_end(times) if end is None else None
+    if stops is not None and stray_rows == "error":
+        _refuse_strays(times, tables, stops)
+    if end is not None or stops is not None:
+        stamp = stamp if stops is None else stops
         customers = _drop_after_end(customers, activity, codes, keep, known, stamp, warnings)
 
     result = {"customers": customers.reset_index(drop=True)}

@@ -20,6 +20,10 @@ class ChurnmlError(Exception):
     """Base class for errors churnml reports to users (the CLI prints them without a traceback)."""
 
 
+class ModelLoadError(ChurnmlError):
+    """A model that is not churnml's data-only format, or whose files are missing or corrupt."""
+
+
 class ConfigError(ChurnmlError):
     """An invalid configuration: names the key and what was expected."""
 

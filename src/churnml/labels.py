@@ -18,6 +18,9 @@ from churnml.dataset import Dataset
 from churnml.errors import ChurnmlError
 
 DAY = pd.Timedelta(days=1)
+# The reach of a subscription without an end: later than any end the data contract allows (ends are at
+# most ten years past now), and far enough from ``Timestamp.max`` that adding a grace period cannot overflow.
+OPEN_END = pd.Timestamp("2200-01-01")
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,14 @@ def _grid(customers: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
 def subscription_spells(subscriptions: pd.DataFrame, grace: pd.Timedelta) -> pd.DataFrame:
     """Merge each customer's subscriptions into spells; a gap no longer than ``grace`` is a renewal.
 
+    Overlapping subscriptions (an add-on, a seat change, a plan switch that starts before the old one
+    ends) are one spell: the customer is subscribed while any of them is, and churns when the last ends.
     Returns customer_id, start, end (NaT = still active at the end of the data).
     """
     subs = subscriptions[["customer_id", "start_at", "end_at"]].sort_values(
         ["customer_id", "start_at"], kind="stable"
     )
-    open_end = subs["end_at"].fillna(pd.Timestamp.max)
+    open_end = subs["end_at"].fillna(OPEN_END)
     reach = open_end.groupby(subs["customer_id"], sort=False).cummax()
     previous_reach = reach.groupby(subs["customer_id"], sort=False).shift()
     new_spell = previous_reach.isna() | (subs["start_at"] > previous_reach + grace)
@@ -113,7 +118,7 @@ def subscription_spells(subscriptions: pd.DataFrame, grace: pd.Timedelta) -> pd.
         .agg(customer_id=("customer_id", "first"), start=("start", "min"), end=("end", "max"))
         .reset_index(drop=True)
     )
-    spells["end"] = spells["end"].where(spells["end"] != pd.Timestamp.max)
+    spells["end"] = spells["end"].where(spells["end"] != OPEN_END)
     return spells
 
 

@@ -88,6 +88,8 @@ def log_model(
     """Log ``model`` as a pyfunc in the active run (signature and input example from ``example_rows``);
     ``evaluated``, the model the test figures describe, travels with it as a second artifact."""
     example = input_frame(model, example_rows)
+    # MLflow writes the example with json.dumps: a NaN would be the bare word NaN, which is not JSON.
+    example = example.astype(object).where(example.notna(), None)
     with tempfile.TemporaryDirectory(prefix="churnml-model-") as tmp:
         files = model.save(Path(tmp) / ARTIFACT)
         artifacts = {ARTIFACT: str(files)}

@@ -27,7 +27,7 @@ import xgboost as xgb
 
 from churnml import io
 from churnml.calibrate import Calibrator, sigmoid
-from churnml.errors import DataValidationError
+from churnml.errors import DataValidationError, ModelLoadError
 from churnml.linear import LinearModel
 
 BOOSTER_FILE = "booster.json"
@@ -283,11 +283,42 @@ def load_model(uri: str | Path, evaluated: bool = False) -> ChurnModel:
         # churnml train writes train/model and train/evaluated_model side by side.
         sibling = path.parent / EVALUATED_ARTIFACT
         tested = evaluated and path.name == "model" and (sibling / SPEC_FILE).exists()
-        return ChurnModel.load(sibling if tested else path)
+        return _load_files(sibling if tested else path, uri)
+    if path.is_dir():
+        raise ModelLoadError(
+            f"{uri}: not a churnml model directory (no {SPEC_FILE}). churnml loads only its own "
+            f"data files ({SPEC_FILE}, {CALIBRATOR_FILE}, {BOOSTER_FILE} or {LINEAR_FILE}); it never runs "
+            "code from a model or unpickles one. Pass the model/ directory `churnml train` wrote, or an "
+            "MLflow model URI."
+        )
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri)))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri)))
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(
+            f"{uri}: cannot fetch the model: {str(exc).splitlines()[0][:300]}\nTrain and register one "
+            "first (`churnml train -c <config>`), or pass a model URI (models:/<name>@<alias>, "
+            "models:/<name>/<version>, runs:/<run_id>/model) or the model/ directory `churnml train` wrote."
+        ) from None
     part = local / "artifacts" / EVALUATED_ARTIFACT
-    return ChurnModel.load(
-        part if evaluated and (part / SPEC_FILE).exists() else local / "artifacts" / ARTIFACT
-    )
+    chosen = part if evaluated and (part / SPEC_FILE).exists() else local / "artifacts" / ARTIFACT
+    if not (chosen / SPEC_FILE).exists():
+        raise ModelLoadError(
+            f"{uri}: not a churnml model (no artifacts/{ARTIFACT}/{SPEC_FILE}); churnml never runs a "
+            "model's code or unpickles it, so only models logged by `churnml train` can be loaded"
+        )
+    return _load_files(chosen, uri)
+
+
+def _load_files(directory: Path, uri: str | Path) -> ChurnModel:
+    """``ChurnModel.load`` with every way a file can be missing or corrupt as one clear error."""
+    try:
+        return ChurnModel.load(directory)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, xgb.core.XGBoostError) as exc:
+        # json.JSONDecodeError is a ValueError; a tampered booster is an XGBoostError.
+        raise ModelLoadError(
+            f"{uri}: the model's files are missing or corrupt ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''})"
+        ) from None

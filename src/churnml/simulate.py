@@ -1029,7 +1029,7 @@ def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "cs
         if fmt == "parquet":
             write_parquet(target, frame, metadata={"simulation": sim.params})
         else:
-            write_csv(target, frame)
+            write_csv(target, frame, for_people=False)
     rows = {name: len(frame) for name, frame in frames.items()}
     write_json(
         out_dir / "simulation.json",

@@ -19,6 +19,7 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from churnml import io, ownership
 from churnml.config import Config
 from churnml.split import Split
 
@@ -95,7 +96,22 @@ def session(config: Config) -> Iterator[str]:
         else:
             experiment_id = experiment.experiment_id
         mlflow.set_experiment(experiment_id=experiment_id)
+        fail_orphaned_runs(client, experiment_id)
         yield experiment_id
+
+
+def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED the runs still RUNNING whose process (on this host) is gone: a killed ``train`` or
+    ``score`` never ended its run, and the UI would show it running for ever. Returns their ids."""
+    running = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{ownership.HOST_TAG}` = '{ownership.HOST}'",
+        max_results=1000,
+    )
+    orphans = [run.info.run_id for run in running if ownership.orphaned(run.data.tags)]
+    for run_id in orphans:
+        client.set_terminated(run_id, status="FAILED")
+    return orphans
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -164,8 +180,8 @@ def log_inputs(config: Config, fingerprint: str, label_settings: dict[str, Any],
     mlflow.log_params(params)
     test_cutoff = split.boundaries["test_cutoff"]
     mlflow.set_tags({"churnml.data_fingerprint": fingerprint, "churnml.test_cutoff": test_cutoff})
-    mlflow.log_dict(config.model_dump(mode="json"), "config.json")
-    mlflow.log_dict(split.boundaries, "split.json")
+    mlflow.log_dict(io.strict(config.model_dump(mode="json")), "config.json")
+    mlflow.log_dict(io.strict(split.boundaries), "split.json")
 
 
 def log_study(study: optuna.Study, metric: str, score: float | None = None) -> None:

@@ -68,23 +68,26 @@ def build_training_set(dataset: Dataset, labels: LabelConfig, features: FeatureC
 
 
 def write_training_set(training_set: TrainingSet, out_dir: str | Path) -> Path:
-    """Write the training set, its label times and a readable summary; each file atomically."""
+    """Write the training set, its label times and a readable summary as one directory swap: a reader
+    (or a killed run) never sees new label times beside an old training set."""
     out_dir = Path(out_dir)
     metadata = training_set.metadata()
-    io.write_parquet(
-        out_dir / LABEL_TIMES_FILE,
-        training_set.frame[["customer_id", "cutoff", "label"]],
-        metadata={"labels": training_set.label_settings},
-    )
-    io.write_json(
-        out_dir / SUMMARY_FILE,
-        {
-            **{k: v for k, v in metadata.items() if k != "features"},
-            "feature_names": training_set.feature_names,
-            "per_cutoff": training_set.summary().to_dict(orient="records"),
-        },
-    )
-    return io.write_parquet(out_dir / TRAINING_SET_FILE, training_set.frame, metadata=metadata)
+    with io.atomic_dir(out_dir) as tmp:
+        io.write_parquet(
+            tmp / LABEL_TIMES_FILE,
+            training_set.frame[["customer_id", "cutoff", "label"]],
+            metadata={"labels": training_set.label_settings},
+        )
+        io.write_json(
+            tmp / SUMMARY_FILE,
+            {
+                **{k: v for k, v in metadata.items() if k != "features"},
+                "feature_names": training_set.feature_names,
+                "per_cutoff": training_set.summary().to_dict(orient="records"),
+            },
+        )
+        io.write_parquet(tmp / TRAINING_SET_FILE, training_set.frame, metadata=metadata)
+    return out_dir / TRAINING_SET_FILE
 
 
 def read_training_set(path: str | Path) -> TrainingSet:

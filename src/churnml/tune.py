@@ -30,6 +30,7 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from churnml import ownership
 from churnml.calibrate import sigmoid
 from churnml.config import Config, ModelConfig, TuneConfig
 from churnml.errors import ChurnmlError
@@ -355,6 +356,16 @@ def create_study(config: Config, name: str) -> optuna.Study:
     )
 
 
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the trials left RUNNING by a killed run of this host (their process is gone): they would
+    count as running for ever, and a resumed study would never finish them. Returns their numbers."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    orphans = [t for t in running if ownership.orphaned(t.user_attrs)]
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return [t.number for t in orphans]
+
+
 def _finished(study: optuna.Study) -> int:
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
@@ -374,6 +385,9 @@ def tune(
         raise ChurnmlError("tune: set tune.n_trials and/or tune.timeout_s, or tuning never ends")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = create_study(config, name)
+    failed = fail_orphaned_trials(study)
+    if failed:
+        log.warning("study %s: trials %s of a killed run marked failed", name, failed)
     done = _finished(study)
     remaining = None if tune_config.n_trials is None else max(tune_config.n_trials - done, 0)
     if done:
@@ -383,6 +397,8 @@ def tune(
     results: dict[int, CVResult] = {}
 
     def objective(trial: optuna.Trial) -> float:
+        for key, value in ownership.tags().items():
+            trial.set_user_attr(key, value)
         params = booster_params(
             config.model, tune_config.metric, config.seed, suggest_params(trial, fixed, churners)
         )

@@ -47,12 +47,33 @@ def test_overrides_create_sections_without_touching_input() -> None:
         ("labels.definition=churny", "labels.definition"),
         ("features.windows=[0]", "features.windows"),
         ("data.tables.payments.path=x.csv", "data.tables"),
+        # A boolean is not a number (pydantic's lax mode would read true as 1 day).
+        ("labels.horizon_days=true", "labels.horizon_days"),
+        ("labels.grace_days=false", "labels.grace_days"),
+        ("features.windows=[7,true]", "features.windows"),
+        ("tune.timeout_s=true", "tune.timeout_s"),
+        ("campaign.success_rate=true", "campaign.success_rate"),
+        ("seed=true", "seed"),
+        # Every duration is bounded: 100000 days overflows timestamps.
+        ("labels.horizon_days=100000", "labels.horizon_days"),
+        ("labels.grace_days=100000", "labels.grace_days"),
+        ("labels.active_days=100000", "labels.active_days"),
+        ("labels.cutoffs.min_history_days=100000", "labels.cutoffs.min_history_days"),
+        ("features.windows=[7,100000]", "features.windows"),
+        ("features.trend_window=100000", "features.trend_window"),
+        ("risk.segments.inactive_days=100000", "risk.segments.inactive_days"),
     ],
 )
 def test_invalid_values_name_the_key(override: str, named: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert named in str(info.value)
+
+
+def test_booleans_stay_booleans_and_bounds_admit_real_durations() -> None:
+    config = load_config(None, ["labels.horizon_days=3660", "features.windows=[7,3660]", "tune.n_trials=5"])
+    assert config.labels.horizon_days == 3660 and config.features.windows == [7, 3660]
+    assert load_config(None, ["tune.progress_bar=true"]).tune.progress_bar is True
 
 
 def test_malformed_override_and_missing_file() -> None:

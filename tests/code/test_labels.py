@@ -76,6 +76,34 @@ def test_spells_merge_renewals_within_grace(subscription_data: Dataset) -> None:
     assert (spells["customer_id"] == "I").sum() == 2
 
 
+def test_overlapping_subscriptions_are_one_spell() -> None:
+    """An add-on (or seat change) during an open subscription: subscribed while any is, churned when the
+    last ends. The open end once overflowed (``Timestamp.max + grace``)."""
+    rows = [
+        ("A", "2025-01-01", None),  # open base plan
+        ("A", "2025-02-01", "2025-03-10"),  # add-on inside it, ends: not churn
+        ("B", "2025-01-01", "2025-03-20"),  # base plan ends inside the horizon ...
+        ("B", "2025-02-01", "2025-04-20"),  # ... but an overlapping add-on runs past it: retained
+        ("C", "2025-01-01", "2025-03-05"),
+        ("C", "2025-02-01", "2025-03-15"),  # both end inside the horizon: churn at the later end
+    ]
+    subs = pd.DataFrame(rows, columns=["customer_id", "start_at", "end_at"])
+    for column in ("start_at", "end_at"):
+        subs[column] = pd.to_datetime(subs[column]).astype("datetime64[ns]")
+    dataset = _dataset(
+        {"customers": _customers(dict.fromkeys("ABC", "2025-01-01")), "subscriptions": subs}, "2025-06-01"
+    )
+    for grace in (0, 7, 3660):
+        spells = subscription_spells(subs, pd.Timedelta(days=grace))
+        assert len(spells) == 3 and spells.groupby("customer_id").size().eq(1).all()
+    assert pd.isna(spells.set_index("customer_id").loc["A", "end"])
+    config = LabelConfig(
+        horizon_days=30, grace_days=7, cutoffs=CutoffSchedule(dates=[T("2025-03-01").date()])
+    )
+    labels = make_label_times(dataset, config).frame.set_index("customer_id")["label"]
+    assert labels.to_dict() == {"A": 0, "B": 0, "C": 1}
+
+
 @pytest.fixture
 def event_data() -> Dataset:
     rows = [

@@ -217,6 +217,34 @@ def test_negative_mrr_is_an_error(tables, table):
     assert_reported(info.value, table, "mrr", "-5.5")
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        ("transactions", "amount", 1e308),
+        ("transactions", "amount", "1e40"),
+        ("customers", "mrr", 1e308),
+        ("subscriptions", "mrr", 3.5e38),
+        ("events", "value", -1e20),
+        ("tickets", "satisfaction", 1e16),
+    ],
+)
+def test_huge_numbers_are_an_error_not_nan_features(tables, table, column, value):
+    """1e308 once became NaN amount features in silence and crashed XGBoost (float32 overflow)."""
+    tables[table] = with_value(tables[table], 1, column, value)
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames(tables)
+    assert_reported(info.value, table, column, "larger than")
+    assert "\n1 " in info.value.examples  # the offending row, by its row number
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), "inf", "NaN "])
+def test_non_finite_numbers_are_an_error(tables, value):
+    tables["transactions"] = with_value(tables["transactions"], 1, "amount", value)
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames(tables)
+    assert_reported(info.value, "transactions", "amount", "not finite numbers")
+
+
 def test_satisfaction_on_any_scale_and_missing_is_fine(tables):
     tickets = with_value(tables["tickets"], 0, "satisfaction", 97.0)
     dataset = dataset_from_frames({**tables, "tickets": tickets})
@@ -240,6 +268,45 @@ def test_ids_that_differ_only_in_type_are_duplicates(tables):
     with pytest.raises(DataValidationError) as info:
         dataset_from_frames({**tables, "customers": customers})
     assert_reported(info.value, "customers", "customer_id", "17")
+
+
+@pytest.mark.parametrize("spelled", ["17.0", "17.00", 17.0, 17])
+def test_an_integral_id_written_with_decimals_is_the_same_customer(tables, spelled):
+    """The contract says ``17.0`` and ``17`` are one customer: a float id column in one export once
+    dropped all of that customer's rows as unknown."""
+    tables["customers"] = with_value(tables["customers"], 0, "customer_id", "17")
+    for name in ("events", "subscriptions", "transactions", "tickets", "messages"):
+        ids = tables[name]["customer_id"].astype(object)
+        tables[name] = tables[name].assign(
+            customer_id=ids.where(ids != "c1", spelled if name == "events" else "17")
+        )
+    dataset = dataset_from_frames(tables)
+    assert dataset.warnings == ()
+    assert (
+        (dataset.tables["events"]["customer_id"] == "17").sum()
+        == (tables["events"]["customer_id"] == spelled).sum()
+        > 0
+    )
+
+
+@pytest.mark.parametrize("other", ["017", "17.5", "17.0.0", "c17.0"])
+def test_other_ids_keep_their_text(tables, other):
+    tables["customers"] = with_value(tables["customers"], 0, "customer_id", other)
+    dataset = dataset_from_frames(tables)
+    assert other in set(dataset.customers["customer_id"])
+
+
+def test_csv_ids_with_decimals_match_across_files(tmp_path, tables, write_tables):
+    tables["customers"] = with_value(tables["customers"], 0, "customer_id", "17")
+    tables["transactions"] = tables["transactions"].assign(
+        customer_id=tables["transactions"]["customer_id"].where(
+            tables["transactions"]["customer_id"] != "c1", "17.0"
+        )
+    )
+    data_dir = write_tables(tables, "csv")
+    dataset = load_dataset(DataConfig(dir=str(data_dir)))
+    assert not any(w.table == "transactions" for w in dataset.warnings)
+    assert (dataset.tables["transactions"]["customer_id"] == "17").any()
 
 
 @pytest.mark.parametrize("blank", [None, "", "   "])
@@ -483,3 +550,99 @@ def test_file_validation_errors_use_the_mapping_and_file_rows(tmp_path, tables, 
         load_dataset(config)
     assert_reported(info.value, "events", "timestamp", "2024-13-45")
     assert "\n2 " in info.value.examples  # the row number in the file
+
+
+# ------------------------------------------------------------------------------------ stray late rows
+
+
+@pytest.fixture(scope="module")
+def simulated_tables() -> dict[str, pd.DataFrame]:
+    from churnml.simulate import simulate
+
+    return simulate(300, 6, 7).tables
+
+
+def _with_stray(
+    tables: dict[str, pd.DataFrame], table: str, days: int, rows: int = 1
+) -> dict[str, pd.DataFrame]:
+    frame = tables[table]
+    column = {"events": "timestamp", "transactions": "timestamp", "tickets": "opened_at"}[table]
+    stray = frame.tail(rows).copy()
+    stray[column] = frame[column].max() + pd.Timedelta(days=days)
+    if table == "tickets":
+        stray["closed_at"] = pd.NaT
+    return {**tables, table: pd.concat([frame, stray], ignore_index=True)}
+
+
+@pytest.mark.parametrize("table", ["events", "transactions", "tickets"])
+def test_a_stray_row_far_past_the_data_is_refused_not_a_new_end(simulated_tables, table):
+    """One row months after everything else once moved the end: 32 cutoffs, ten at 0% churn."""
+    baseline = dataset_from_frames(simulated_tables)
+    tables = _with_stray(simulated_tables, table, days=200)
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames(tables)
+    assert_reported(info.value, table, None, "data.stray_rows")
+    assert info.value.count == 1 and str(baseline.end.date()) in str(info.value)
+    assert str(len(tables[table]) - 1) in info.value.examples  # the stray row, by its row number
+    dropped = dataset_from_frames(tables, stray_rows="drop")
+    assert dropped.end == baseline.end
+    assert len(dropped.tables[table]) == len(baseline.tables[table])
+    assert any(w.table == table and w.count == 1 for w in dropped.warnings)
+
+
+def test_stray_rows_are_judged_only_when_no_end_is_configured(simulated_tables):
+    tables = _with_stray(simulated_tables, "events", days=200, rows=3)
+    end = dataset_from_frames(simulated_tables).end
+    dataset = dataset_from_frames(tables, end=end.to_pydatetime())
+    assert dataset.end == end and any(w.table == "events" and w.count == 3 for w in dataset.warnings)
+
+
+@pytest.mark.parametrize("days", [5, 29])
+def test_a_quiet_spell_shorter_than_the_gap_is_data(simulated_tables, days):
+    tables = _with_stray(simulated_tables, "events", days=days)
+    assert dataset_from_frames(tables).end == tables["events"]["timestamp"].max()
+
+
+def test_many_late_rows_are_data_not_strays(simulated_tables):
+    """A business that went quiet for months and came back has more than a handful of rows after."""
+    events = simulated_tables["events"]
+    tables = _with_stray(simulated_tables, "events", days=100, rows=int(len(events) * 0.01))
+    assert dataset_from_frames(tables).end == tables["events"]["timestamp"].max()
+
+
+# ------------------------------------------------------------------------------- misspelled columns
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "typo"),
+    [
+        ("transactions", "status", "statsu"),
+        ("transactions", "status", "Status"),
+        ("tickets", "satisfaction", "satisfation"),
+        ("events", "value", "vaule"),
+        ("customers", "country", "contry"),
+    ],
+)
+@pytest.mark.parametrize("source", ["frames", "csv"])
+def test_a_misspelled_optional_column_is_a_warning(tables, write_tables, table, column, typo, source):
+    """A misspelled optional column once dropped its features with no word."""
+    tables[table] = (
+        tables[table].rename(columns={column: typo})
+        if column in tables[table]
+        else tables[table].assign(**{typo: "x"})
+    )
+    if source == "frames":
+        dataset = dataset_from_frames(tables)
+    else:
+        dataset = load_dataset(DataConfig(dir=str(write_tables(tables, "csv"))))
+    (warning,) = [w for w in dataset.warnings if w.column == typo]
+    assert (
+        warning.table == table and f"'{column}'" in warning.problem and f"{column}: {typo}" in warning.problem
+    )
+    assert column not in dataset.tables[table]
+
+
+def test_unrelated_extra_columns_are_no_warning(tables):
+    tables["transactions"] = tables["transactions"].assign(currency="EUR", status_code=1)
+    tables["customers"] = tables["customers"].assign(industry="retail")
+    assert dataset_from_frames(tables).warnings == ()

@@ -3,6 +3,7 @@ business; the list, its drivers and groups are checked against the model and the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -236,3 +237,18 @@ def test_cli_scores_and_prints_the_top_of_the_list(
     error = runner.invoke(app, ["score", "--as-of", "2031-01-01", "--out", str(tmp_path / "cli"), *common])
     assert error.exit_code == 2 and "after the end of the data" in error.output
     assert "Traceback" not in error.output
+
+
+def test_every_json_written_is_strict(trained: tuple[Config, TrainResult], second: score.ScoreResult) -> None:
+    """NaN is not JSON: the first run's summary (no previous run to compare with), MLflow's input
+    example and every other JSON under the outputs and the artifact store parse as strict JSON."""
+    config, _ = trained
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-JSON constant {constant}")
+
+    files = [p for p in Path(config.output.dir).rglob("*.json") if p.is_file()]
+    assert any(p.name == "input_example.json" for p in files)
+    assert sum(p.name == "summary.json" for p in files) >= 2  # the scoring dir and each run's artifacts
+    for path in files:
+        json.loads(path.read_text(), parse_constant=refuse)
