@@ -30,6 +30,7 @@ from churnml.serving_schemas import (
     HistoryScore,
     Prediction,
     Timestamp,
+    example_history,
     example_record,
     feature_record_model,
     history_model,
@@ -48,25 +49,7 @@ def served_model() -> serve.LoadedModel:
 
 
 _SPEC = served_model().model
-HISTORY_EXAMPLE = {
-    "customer": {
-        "customer_id": "C-000123",
-        "signup_at": "2025-01-10T09:30:00",
-        "plan": "pro",
-        "mrr": 99.0,
-        "acquisition_channel": "organic",
-        "country": "DE",
-        "company_size": "11-50",
-    },
-    "events": [
-        {"timestamp": "2025-05-02T10:00:00", "event_type": "login"},
-        {"timestamp": "2025-05-02T10:05:00", "event_type": "core_feature_use", "value": 3.0},
-    ],
-    "subscriptions": [{"start_at": "2025-01-10T09:30:00", "end_at": None, "plan": "pro", "mrr": 99.0}],
-    "transactions": [{"timestamp": "2025-05-10T00:00:00", "amount": 99.0, "status": "paid"}],
-    "tickets": [{"opened_at": "2025-04-20T08:00:00", "closed_at": "2025-04-21T08:00:00", "priority": "high"}],
-    "messages": [{"sent_at": "2025-05-15T07:00:00", "opened_at": "2025-05-15T12:00:00"}],
-}
+HISTORY_EXAMPLE = example_history(_SPEC)
 EXAMPLE_RECORD = example_record(_SPEC, model_typical_values(_SPEC))
 
 CustomerFeatures = feature_record_model(_SPEC)
@@ -181,7 +164,11 @@ def openapi_document() -> dict:
     )
 
 
-# Outermost first: CORS answers preflights before the key is checked.
+# BentoML's own metrics and error logs: a route label per series, one quiet line per client error.
+serve.label_metrics_by_route()
+serve.quiet_client_errors()
+# Outermost first: CORS answers preflights before the key is checked, and only callers with the key
+# learn more than 401 about their body.
 if SETTINGS.cors_origins:
     ChurnService.add_asgi_middleware(
         CORSMiddleware,
@@ -192,6 +179,7 @@ if SETTINGS.cors_origins:
 ChurnService.add_asgi_middleware(serve.OpenAPIMiddleware, document=openapi_document)
 if API_KEY:
     ChurnService.add_asgi_middleware(serve.ApiKeyMiddleware, key=API_KEY)
+ChurnService.add_asgi_middleware(serve.BodyGuardMiddleware, max_bytes=SETTINGS.max_body_bytes)
 ChurnService.add_asgi_middleware(serve.ErrorMessageMiddleware)
 if SETTINGS.reconnect_every:
     ChurnService.add_asgi_middleware(serve.ConnectionSpreadMiddleware, every=SETTINGS.reconnect_every)

@@ -9,7 +9,9 @@ One pydantic model per request shape is built from the ChurnModel's columns when
   the allowed values, not silently missing), unknown fields refused;
 - a **customer history** has the data contract's tables (``churnml.contract``), with the customer
   attributes the model's profile features read; rows are validated again by ``churnml.data`` exactly as a
-  batch load is, and fed to the same feature builders as training.
+  batch load is, and fed to the same feature builders as training. A raw column a categorical feature
+  reads (``plan``, ``country``...) takes the training categories only, as the feature record does: the
+  builders would read an unseen value as missing and score another customer than the one sent.
 
 Field names of the generated models are ``f0, f1...`` with the feature name as alias, so any feature name
 (``model_type``, names with spaces) is safe. Response models are plain classes shared by every model.
@@ -17,8 +19,9 @@ Field names of the generated models are ``f0, f1...`` with the feature name as a
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Annotated, Any, Literal
@@ -31,9 +34,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     create_model,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
 from churnml.dataset import Dataset
@@ -67,6 +74,52 @@ def _naive_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_naive_utc)]
+
+
+def _listed(values: Sequence[str]) -> str:
+    """``'basic', 'free' or 'pro'``, as pydantic lists the values a field allows."""
+    quoted = [repr(v) for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def training_category(categories: Sequence[str]) -> Any:
+    """A value of a categorical feature: one of its training categories (the OpenAPI ``enum``).
+
+    One rule for every endpoint: an unseen category is refused (400), naming the value and the known
+    ones; the model never learnt what it means, and reading it as missing would score someone else.
+    """
+    expected = _listed(categories)
+
+    def known(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            if not isinstance(value, str):
+                raise
+            raise PydanticCustomError(
+                "unseen_category",
+                "{value} is not a category the model was trained on: expected {expected} (or null)",
+                {"value": repr(value[:64]), "expected": expected},
+            ) from None
+
+    return Annotated[Literal[tuple(categories)], WrapValidator(known)]  # type: ignore[valid-type]
+
+
+def category_columns(model: ChurnModel) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(table, column)`` of each raw value a categorical feature reads -> its training categories.
+
+    A feature of the current subscription (``plan``) falls back on the customers column of the same name
+    (``churnml.features.engine``), so that column is read too.
+    """
+    columns: dict[tuple[str, str], tuple[str, ...]] = {}
+    for spec in model.specs:
+        column, categories = spec.get("column"), tuple(spec.get("categories") or ())
+        if spec.get("dtype") != "category" or not column or not categories:
+            continue
+        columns[(spec["table"], column)] = categories
+        if spec.get("aggregate") == "current":
+            columns.setdefault(("customers", column), categories)
+    return columns
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -105,7 +158,7 @@ def feature_record_model(model: ChurnModel) -> type[BaseModel]:
     for position, column in enumerate(model.columns):
         if column.dtype == "category":
             categories = tuple(column.categories or ())
-            kind: Any = Literal[categories] if categories else None  # type: ignore[valid-type]
+            kind: Any = training_category(categories) if categories else None
             note = f"One of the training categories {list(categories)}, or null if unknown."
         else:
             kind = FeatureFloat
@@ -229,6 +282,19 @@ def extra_customer_attributes(model: ChurnModel) -> dict[str, str]:
     return extras
 
 
+def _category_fields(model: ChurnModel, table: str, names: Iterable[str]) -> dict[str, Any]:
+    """Fields of the columns among ``names`` of ``table`` that a categorical feature reads."""
+    names = set(names)
+    return {
+        column: (
+            training_category(known) | None,
+            Field(None, description=f"One of the training categories {list(known)}, or null."),
+        )
+        for (where, column), known in category_columns(model).items()
+        if where == table and column in names
+    }
+
+
 def customer_model(model: ChurnModel) -> type[BaseModel]:
     """``Customer``: the contract's customer columns plus the extra attributes the model uses."""
     fields: dict[str, Any] = {
@@ -243,7 +309,15 @@ def customer_model(model: ChurnModel) -> type[BaseModel]:
     for column, dtype in extra_customer_attributes(model).items():
         kind = Value if dtype == "float64" else Text
         fields[column] = (kind | None, Field(None, description=f"Customer attribute {column!r}."))
+    fields.update(_category_fields(model, CUSTOMERS.name, fields))
     return create_model("Customer", __config__=ConfigDict(**STRICT, title="Customer"), **fields)
+
+
+def row_model(model: ChurnModel, table: str) -> type[_Row]:
+    """The row model of an activity table, with the columns categorical features read restricted."""
+    base = ROW_MODELS[table]
+    changed = _category_fields(model, table, base.model_fields)
+    return create_model(base.__name__, __base__=base, **changed) if changed else base
 
 
 def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
@@ -251,7 +325,7 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
 
     def rows(table: str) -> tuple[Any, Any]:
         spec = TABLES[table]
-        kind = Annotated[list[ROW_MODELS[table]], Field(max_length=max_rows)]  # type: ignore[valid-type]
+        kind = Annotated[list[row_model(model, table)], Field(max_length=max_rows)]  # type: ignore[misc]
         described = f"The customer's {table} ({', '.join(spec.required[1:])} required), any order."
         return kind, Field(default_factory=list, description=described)
 
@@ -273,6 +347,37 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
         customer=(customer_model(model), Field(description="The customers-table row.")),
         **{table: rows(table) for table in ACTIVITY_TABLES},
     )
+
+
+HISTORY_EXAMPLE: dict[str, Any] = {
+    "customer": {
+        "customer_id": "C-000123",
+        "signup_at": "2025-01-10T09:30:00",
+        "plan": "pro",
+        "mrr": 99.0,
+        "acquisition_channel": "organic",
+        "country": "DE",
+        "company_size": "11-50",
+    },
+    "events": [
+        {"timestamp": "2025-05-02T10:00:00", "event_type": "login"},
+        {"timestamp": "2025-05-02T10:05:00", "event_type": "core_feature_use", "value": 3.0},
+    ],
+    "subscriptions": [{"start_at": "2025-01-10T09:30:00", "end_at": None, "plan": "pro", "mrr": 99.0}],
+    "transactions": [{"timestamp": "2025-05-10T00:00:00", "amount": 99.0, "status": "paid"}],
+    "tickets": [{"opened_at": "2025-04-20T08:00:00", "closed_at": "2025-04-21T08:00:00", "priority": "high"}],
+    "messages": [{"sent_at": "2025-05-15T07:00:00", "opened_at": "2025-05-15T12:00:00"}],
+}
+
+
+def example_history(model: ChurnModel) -> dict[str, Any]:
+    """A valid ``/score_history`` customer: ``HISTORY_EXAMPLE`` with categories the model knows."""
+    example = copy.deepcopy(HISTORY_EXAMPLE)
+    for (table, column), known in category_columns(model).items():
+        for row in [example["customer"]] if table == CUSTOMERS.name else example.get(table, []):
+            if column in row and row[column] not in known:
+                row[column] = known[0]
+    return example
 
 
 def history_tables(histories: Sequence[BaseModel]) -> dict[str, pd.DataFrame]:
@@ -379,12 +484,14 @@ RESPONSE_EXAMPLES: dict[str, dict[str, Any]] = {
     "Explanation": _EXPLANATION_EXAMPLE,
     "HistoryScore": {**_EXPLANATION_EXAMPLE, "as_of": "2025-06-01T00:00:00Z", "features": None},
     "ErrorBody": {
-        "error": "records.0.plan: Input should be 'basic', 'free' or 'pro'",
+        "error": "records.0.plan: 'platinum' is not a category the model was trained on: expected 'basic', "
+        "'free' or 'pro' (or null)",
         "detail": [
             {
-                "type": "literal_error",
+                "type": "unseen_category",
                 "loc": ["records", 0, "plan"],
-                "msg": "Input should be 'basic', 'free' or 'pro'",
+                "msg": "'platinum' is not a category the model was trained on: expected 'basic', 'free' or "
+                "'pro' (or null)",
             }
         ],
     },

@@ -1,9 +1,11 @@
 """One trained model and one real server for the serving tests.
 
 A small model is trained and registered as champion in a temporary MLflow store once per session; the
-BentoML service then runs on a free 127.0.0.1 port, started with ``bentoml.serve`` exactly as in
-production (its own worker process), with an API key and a CORS origin configured so that those paths
-are exercised too. Tracking URIs and keys are passed explicitly: a developer's environment never leaks in.
+BentoML service then runs on a free 127.0.0.1 port, started with the command ``churnml serve`` runs
+(``bentoml serve serving.service:ChurnService``, its own arbiter and worker processes), with an API key
+and a CORS origin configured so that those paths are exercised too. The server's output goes to a log
+file the tests read. Tracking URIs and keys are passed explicitly: a developer's environment never
+leaks in.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ import requests
 from churnml import serve
 from churnml.config import Config, load_config
 from churnml.dataset import Dataset
+from churnml.errors import ChurnmlError
 from churnml.model import ChurnModel
 from churnml.serving_schemas import customer_history
 from churnml.simulate import simulate
@@ -32,6 +37,7 @@ API_KEY = "test-key-0123456789"
 ORIGIN = "https://crm.example.com"
 MAX_RECORDS = 50
 RECONNECT_EVERY = 4
+MAX_BODY_BYTES = 2 * 2**20  # well above the largest test body, small enough to send past it quickly
 # Small but real: 800 simulated customers over 9 months, a 2-trial study with short boosting.
 TRAIN = [
     "simulate.customers=800",
@@ -52,6 +58,7 @@ SERVE = [
     "serving.max_customers=20",
     f"serving.cors_origins=[{ORIGIN}]",
     f"serving.reconnect_every={RECONNECT_EVERY}",
+    f"serving.max_body_bytes={MAX_BODY_BYTES}",
 ]
 
 
@@ -71,10 +78,17 @@ class Trained:
 class Live:
     url: str
     trained: Trained
+    log: Path
     api_key: str = API_KEY
     origin: str = ORIGIN
     max_records: int = MAX_RECORDS
     reconnect_every: int = RECONNECT_EVERY
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The API key as the server reads it (``serve.ApiKeyMiddleware``)."""
+        return {"X-API-Key": self.api_key}
 
     def post(self, path: str, body: object, key: str | None = API_KEY, **kwargs) -> requests.Response:
         headers = {"X-API-Key": key} if key else {}
@@ -111,28 +125,38 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 @pytest.fixture(scope="session")
-def live(trained: Trained) -> Iterator[Live]:
-    import bentoml
-
+def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     env = {
         serve.ENV_OVERRIDES: json.dumps(trained.overrides),
         serve.ENV_CONFIG: "",
         serve.ENV_MODEL_URI: "",
         "CHURNML_API_KEY": API_KEY,
         "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONUNBUFFERED": "1",  # each log line reaches the file when it is written
     }
-    saved = {name: os.environ.get(name) for name in [*env, "MLFLOW_TRACKING_URI"]}
-    os.environ.update(env)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            serve.serve_command(trained.config, "127.0.0.1", port),
+            cwd=ROOT,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        with bentoml.serve(
-            serve.SERVICE, host="127.0.0.1", port=free_port(), working_dir=str(ROOT)
-        ) as server:
-            serve.wait_ready(server.url, timeout_s=180)
-            yield Live(server.url, trained)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            serve.wait_ready(url, timeout_s=180)
+        except ChurnmlError as exc:
+            raise ChurnmlError(f"{exc}\n{log.read_text(errors='replace')[-5000:]}") from None
+        yield Live(url, trained, log)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import socket
+import time
+import uuid
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -17,7 +21,7 @@ from churnml.explain import explain_rows
 from churnml.pipelines import score
 from churnml.risk import band_of
 from churnml.serve import summarize_errors
-from churnml.serving_schemas import feature_records
+from churnml.serving_schemas import category_columns, feature_records
 
 if TYPE_CHECKING:
     from conftest import Live, Trained
@@ -330,6 +334,115 @@ def test_histories_breaking_the_contract_get_a_4xx_naming_where(live: Live, feat
     assert answer.status_code == 400 and "customers.0.events.0.timestamp" in answer.json()["error"]
 
 
+UNSEEN = "no-such-level"
+
+
+def test_an_unseen_category_is_refused_alike_by_predict_and_score_history(
+    live: Live, features: pd.DataFrame
+) -> None:
+    """One rule for both endpoints: a raw value a categorical feature reads must be a training category;
+    the 400 names the field, the value and the categories (score_history used to read it as missing)."""
+    history = live.trained.history(features["customer_id"].iloc[0])
+    assert history["subscriptions"]
+    record = _example(live, features)
+    columns = category_columns(live.trained.model)
+    assert {("customers", "plan"), ("subscriptions", "plan"), ("customers", "country")} <= set(columns)
+    for (table, column), known in columns.items():
+        changed = json.loads(json.dumps(history))
+        if table == "customers":
+            changed["customer"][column], where = UNSEEN, ["customers", 0, "customer", column]
+        else:
+            changed[table][0][column], where = UNSEEN, ["customers", 0, table, 0, column]
+        scored = live.post("/score_history", {"customers": [changed], "as_of": AS_OF.isoformat()})
+        predicted = live.post("/predict", {"records": [{**record, column: UNSEEN}]})
+        for answer, loc in ((scored, where), (predicted, ["records", 0, column])):
+            assert answer.status_code == 400, answer.text
+            (item,) = answer.json()["detail"]
+            assert item["type"] == "unseen_category" and item["loc"] == loc, item
+            assert repr(UNSEEN) in item["msg"] and all(repr(c) in item["msg"] for c in known)
+        assert scored.json()["detail"][0]["msg"] == predicted.json()["detail"][0]["msg"]
+    # null stays "unknown", as in training.
+    changed = json.loads(json.dumps(history))
+    changed["customer"]["country"] = None
+    assert (
+        live.post("/score_history", {"customers": [changed], "as_of": AS_OF.isoformat()}).status_code == 200
+    )
+
+
+def _post_raw(live: Live, path: str, data: object, media: str | None = None) -> requests.Response:
+    headers = {**live.auth, **({"content-type": media} if media else {})}
+    return requests.post(f"{live.url}{path}", data=data, headers=headers, timeout=60)
+
+
+PATHS = ["/predict", "/explain", "/score_history"]
+FORM = b'--x\r\nContent-Disposition: form-data; name="records"\r\n\r\n[]\r\n--x--\r\n'
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("media", "body"),
+    [
+        ("multipart/form-data", b"garbage"),  # no boundary: BentoML's form parser failed with a 500
+        ("multipart/form-data; boundary=x", FORM),
+        ("application/x-www-form-urlencoded", b"records=1"),
+        ("text/plain", b"{}"),
+        ("application/xml", b"<records/>"),
+        ("application/vnd.bentoml+pickle", b"\x80\x04N."),
+    ],
+)
+def test_bodies_not_sent_as_json_get_415(live: Live, path: str, media: str, body: bytes) -> None:
+    answer = _post_raw(live, path, body, media)
+    assert answer.status_code == 415, answer.text
+    (item,) = answer.json()["detail"]
+    assert item["type"] == "unsupported_media_type" and item["loc"] == ["header", "Content-Type"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_body_without_content_type_is_read_as_json(live: Live, features: pd.DataFrame, path: str) -> None:
+    garbage = _post_raw(live, path, b"\x00\xffgarbage")
+    assert "content-type" not in {k.lower() for k in garbage.request.headers}
+    assert garbage.status_code == 400 and "JSON" in garbage.json()["error"]
+    if path != "/score_history":
+        body = json.dumps({"records": [_example(live, features)]})
+        assert _post_raw(live, path, body).status_code == 200
+        assert _post_raw(live, path, body, "Application/JSON; charset=utf-8").status_code == 200
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(live: Live) -> None:
+    # Headers only, announcing a body 100x the limit: the 413 comes without waiting for any of it.
+    address = urlsplit(live.url)
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {address.netloc}\r\nX-API-Key: {live.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {100 * live.max_body_bytes}\r\n\r\n"
+    )
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while b"}" not in answer.partition(b"\r\n\r\n")[2]:  # the JSON body may come in a later packet
+            chunk = sock.recv(65536)
+            answer += chunk
+            if not chunk:
+                break
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["detail"][0]["type"] == "body_too_large"
+    # A client that sends such a body whole gets the same answer.
+    sent = _post_raw(live, "/predict", b" " * (live.max_body_bytes + 1), "application/json")
+    assert sent.status_code == 413 and "serving.max_body_bytes" in sent.json()["error"]
+
+
+def test_a_streamed_body_is_capped_without_content_length(live: Live, features: pd.DataFrame) -> None:
+    def chunked(data: bytes, size: int = 64 * 1024):
+        yield from (data[start : start + size] for start in range(0, len(data), size))
+
+    body = json.dumps({"records": records(live.trained.model, features.head(3))}).encode()
+    small = _post_raw(live, "/predict", chunked(body, 1000), "application/json")
+    assert small.request.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in {k.lower() for k in small.request.headers}
+    assert small.status_code == 200 and len(small.json()) == 3
+    large = _post_raw(live, "/predict", chunked(b" " * (live.max_body_bytes + 1)), "application/json")
+    assert large.status_code == 413 and large.json()["detail"][0]["type"] == "body_too_large"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Authentication, CORS, health, metrics, OpenAPI.
 
@@ -367,6 +480,31 @@ def test_health_and_prometheus_metrics(live: Live) -> None:
     assert "bentoml_service_request_total" in metrics and 'endpoint="/predict"' in metrics
 
 
+def _series(metrics: str) -> list[str]:
+    return [line for line in metrics.splitlines() if line and not line.startswith("#")]
+
+
+def test_made_up_paths_share_one_metrics_series(live: Live) -> None:
+    """Unknown routes are counted under endpoint="other": random paths add no series to /metrics."""
+
+    def call_random_paths(count: int) -> list[str]:
+        paths = [f"/{uuid.uuid4().hex}" for _ in range(count)]
+        for index, path in enumerate(paths):  # 401 without the key, 404 with it, GET and POST
+            headers = live.auth if index % 4 == 0 else {}
+            method = requests.post if index % 2 == 0 else requests.get
+            method(f"{live.url}{path}", headers=headers, timeout=30)
+        return paths
+
+    live.post("/predict", {"records": []})  # a real route has its own series, whatever ran before
+    call_random_paths(4)  # the series of "other" and each status exist from here on
+    before = requests.get(f"{live.url}/metrics", timeout=30).text
+    paths = call_random_paths(30)
+    after = requests.get(f"{live.url}/metrics", timeout=30).text
+    assert not any(path in after for path in paths)
+    assert 'endpoint="other"' in after and 'endpoint="/predict"' in after
+    assert len(_series(after)) - len(_series(before)) < 5, len(after) - len(before)
+
+
 def test_openapi_document_describes_every_request_and_response(live: Live) -> None:
     doc = requests.get(f"{live.url}/docs.json", timeout=30).json()
     assert doc["openapi"].startswith("3.1") and doc["info"]["version"] == live.trained.version
@@ -377,9 +515,47 @@ def test_openapi_document_describes_every_request_and_response(live: Live) -> No
     for path in ("/predict", "/explain", "/score_history"):
         operation = doc["paths"][path]["post"]
         assert operation["requestBody"]["content"]["application/json"]["example"]
-        assert {"200", "400", "401"} <= set(operation["responses"])
+        assert {"200", "400", "401", "413", "415"} <= set(operation["responses"])
     for name in ("Prediction", "Explanation", "HistoryScore", "ErrorBody", "CustomerHistory"):
         assert schemas[name].get("examples"), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logs.
+
+
+def _log_after(live: Live, start: int, refused: int, timeout_s: float = 15) -> str:
+    """The server's log from byte ``start`` once it holds ``refused`` "refused" lines (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with live.log.open("rb") as log:
+            log.seek(start)
+            text = log.read().decode(errors="replace")
+        if text.count(" refused /") >= refused or time.monotonic() > deadline:
+            return text
+
+
+def test_client_errors_are_logged_in_one_line_without_their_values(
+    live: Live, features: pd.DataFrame
+) -> None:
+    canary = "canary-7f3a9e"  # in every bad request: it must reach no log line
+    record = _example(live, features)
+    bad = [
+        ("/predict", {"records": [{**record, _categorical(live): canary}]}),
+        ("/predict", {"records": [{**record, _numeric(live): canary}]}),
+        ("/predict", {"records": [{**record, canary: 1.0}]}),
+        ("/explain", {"records": [{**record, "customer_id": canary}], "top_k": canary}),
+        ("/score_history", {"customers": [{"customer": {"customer_id": canary}}]}),
+    ]
+    start = live.log.stat().st_size
+    for path, body in bad:
+        assert live.post(path, body).status_code == 400
+    assert _post_raw(live, "/predict", f'{{"records": ["{canary}"', "application/json").status_code == 400
+    text = _log_after(live, start, refused=len(bad) + 1)
+    lines = [line for line in text.splitlines() if " refused /" in line]
+    assert len(lines) == len(bad) + 1, text[-3000:]
+    assert all("[INFO]" in line and "validation error" in line for line in lines), lines
+    assert canary not in text and "Traceback" not in text and "[ERROR]" not in text, text[-3000:]
 
 
 # ---------------------------------------------------------------------------------------------------
