@@ -133,6 +133,9 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "CHURNML_API_KEY": API_KEY,
         "BENTOML_DO_NOT_TRACK": "true",
         "PYTHONUNBUFFERED": "1",  # each log line reaches the file when it is written
+        # BentoML keeps its Prometheus files under $BENTOML_HOME and wipes them when a server starts: the
+        # server of the other xdist worker would erase this one's counters (serving/README.md, metrics).
+        "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-home")),
     }
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env
     port = free_port()
