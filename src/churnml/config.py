@@ -252,10 +252,10 @@ class TuneConfig(_Model):
     )
     progress_bar: bool = Field(True, description="Show Optuna's progress bar (off when timeout_s is set).")
     search_negatives: float | None = Field(
-        4.0,
+        2.0,
         gt=0,
         description="During the search only, each fold trains on every churner and a seeded sample of the "
-        "other rows, weighted up by the inverse rate: at least this many per churner and at least 20,000 "
+        "other rows, weighted up by the inverse rate: at least this many per churner and at least 10,000 "
         "rows in all (smaller folds are kept whole). The best trial is then cross-validated again on "
         "every row, and that is what is compared and shipped. None = search on every row.",
     )

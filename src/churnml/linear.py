@@ -40,16 +40,24 @@ def _as_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def regression(c: float) -> LogisticRegression:
+def _median(values: np.ndarray) -> float:
+    """The imputer's fill: the median of a column's observed values, 0 for a column with none (as
+    SimpleImputer's own "median" does with ``keep_empty_features``). SimpleImputer computes its own
+    median through masked arrays, about 1.6 s on 80k rows x 126 columns; this takes 0.2 s."""
+    return float(np.median(values)) if len(values) else 0.0
+
+
+def regression(c: float, warm_start: bool = False) -> LogisticRegression:
     """The L2 logistic regression itself. Newton steps with a Cholesky solve reach the exact optimum in a
-    handful of iterations on a few hundred design columns (four times faster than lbfgs here)."""
-    return LogisticRegression(C=c, solver="newton-cholesky", max_iter=200)
+    handful of iterations on a few hundred design columns (four times faster than lbfgs here).
+    ``warm_start``: each fit starts from the previous one's coefficients (a path over strengths)."""
+    return LogisticRegression(C=c, solver="newton-cholesky", max_iter=200, warm_start=warm_start)
 
 
 def logistic_pipeline(numeric: Sequence[str], categorical: Sequence[str], c: float = 1.0) -> Pipeline:
     """Imputation (+ missing indicators), a signed log for heavy-tailed counts, scaling, one-hot encoding."""
     numeric_steps = make_pipeline(
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        SimpleImputer(strategy=_median, add_indicator=True, keep_empty_features=True),
         FunctionTransformer(np.arcsinh, feature_names_out="one-to-one"),
         StandardScaler(),
     )

@@ -9,13 +9,29 @@ import xgboost as xgb
 from sklearn.metrics import log_loss
 
 from churnml.calibrate import sigmoid
-from churnml.candidates import Candidate, choose, paired_standard_errors, robust_params
+from churnml.candidates import (
+    Candidate,
+    choose,
+    paired_standard_errors,
+    robust_params,
+    weighted_metric,
+)
 from churnml.config import ModelConfig, SplitConfig
+from churnml.evaluate import metric_value
 from churnml.explain import contributions
 from churnml.linear import LinearModel, logistic_pipeline
 from churnml.model import ChurnModel, FeatureColumn
 from churnml.split import split_by_time
-from churnml.tune import CVData, cross_validate, pooled_score, scaled_rounds, search_sample, search_space
+from churnml.tune import (
+    SEARCH_MIN_ROWS,
+    CVData,
+    cross_validate,
+    pooled_score,
+    scaled_rounds,
+    search_eval_every,
+    search_sample,
+    search_space,
+)
 
 MONTHLY = [f"2025-{m:02d}-01" for m in range(1, 13)]
 LABELS = {"horizon_days": 30, "grace_days": 7}
@@ -103,14 +119,17 @@ def test_search_sample_keeps_every_churner_and_the_weight_of_the_others() -> Non
             "label": (rng.random(n) < 0.05).astype(int),
         }
     )
-    weights = search_sample(rows, 4.0, seed=1)
+    weights = search_sample(rows, 2.0, seed=1)
     churner = rows["label"].to_numpy() == 1
     assert (weights[churner] == 1).all()
     kept = weights[~churner] > 0
-    assert 20_000 - churner.sum() - 600 < kept.sum() < 20_000 - churner.sum() + 600  # the 20,000-row floor
+    floor = SEARCH_MIN_ROWS - churner.sum()  # 2 per churner is ~6,000 stayers: the row floor decides
+    assert floor - 400 < kept.sum() < floor + 400
     assert weights[~churner].sum() == pytest.approx((~churner).sum(), rel=0.03)  # stayers keep their weight
-    assert np.array_equal(weights, search_sample(rows.sample(frac=1.0, random_state=0).sort_index(), 4.0, 1))
-    assert (search_sample(rows.head(5000), 4.0, 1) == 1).all()  # small folds are searched whole
+    many = search_sample(rows, 8.0, seed=1)  # 8 per churner is above the floor: it decides
+    assert 8 * churner.sum() * 0.95 < (many[~churner] > 0).sum() < 8 * churner.sum() * 1.05
+    assert np.array_equal(weights, search_sample(rows.sample(frac=1.0, random_state=0).sort_index(), 2.0, 1))
+    assert (search_sample(rows.head(SEARCH_MIN_ROWS), 2.0, 1) == 1).all()  # small folds are searched whole
     assert (search_sample(rows, None, 1) == 1).all()
 
 
@@ -127,6 +146,14 @@ def test_the_search_trains_on_the_sample_and_validates_on_every_row() -> None:
     assert len(sampled.margin) == len(every_row.margin) == len(split.out_of_fold)
     assert not np.array_equal(sampled.margin, every_row.margin)
     assert abs(sampled.score - every_row.score) < 0.02  # the same problem, seen through fewer stayers
+    # The search reads the pooled metric every tenth of the patience; full cross-validation every round.
+    every = search_eval_every(settings)
+    assert every == 1 and search_eval_every(ModelConfig(early_stopping_rounds=50)) == 5
+    coarse = ModelConfig(max_rounds=100, early_stopping_rounds=30, nthread=1)
+    read = []
+    searched = cross_validate(dict(PARAMS), cv, coarse, report=lambda it, _: read.append(it), search=True)
+    assert read and all((it + 1) % 3 == 0 or it == 99 for it in read)
+    assert (searched.best_iteration + 1) % 3 == 0 or searched.best_iteration == 99
 
 
 def test_pooled_score_of_each_metric() -> None:
@@ -232,6 +259,17 @@ def test_one_standard_error_rule_keeps_the_simpler_model_unless_the_lead_is_real
     assert choose(tied, "log_loss", "one_se", y, customers, seed=0).name == "logreg"
     errors = paired_standard_errors(tied[1], tied, y, customers, "roc_auc", seed=0)
     assert set(errors) == {"logreg"} and 0 < errors["logreg"] < 0.01
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss"])
+def test_bootstrap_metric_equals_the_weighted_metric(metric: str) -> None:
+    """The bootstrap's fast ROC-AUC (tie groups sorted once) is scikit-learn's weighted ROC-AUC."""
+    rng = np.random.default_rng(5)
+    y = (rng.random(4000) < 0.1).astype(int)
+    probability = np.round(sigmoid(rng.normal(size=4000) + y), 2)  # many ties
+    scorer = weighted_metric(metric, y, probability)
+    for weight in (np.ones(4000), rng.integers(0, 3, 4000).astype(np.float64)):
+        assert scorer(weight) == pytest.approx(metric_value(metric, y, probability, weight), abs=1e-12)
 
 
 def test_feature_columns_keep_their_dtypes() -> None:

@@ -3,6 +3,7 @@ business; the list, its drivers and groups are checked against the model and the
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,10 +14,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from churnml import cli
+from churnml import cli, io
 from churnml import report as report_module
 from churnml.cli import app
 from churnml.config import Config
+from churnml.dataset import Dataset
 from churnml.errors import ChurnmlError
 from churnml.explain import Explainer
 from churnml.labels import make_label_times
@@ -252,3 +254,40 @@ def test_every_json_written_is_strict(trained: tuple[Config, TrainResult], secon
     assert sum(p.name == "summary.json" for p in files) >= 2  # the scoring dir and each run's artifacts
     for path in files:
         json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_ids_that_look_like_formulas_are_neutralised_in_the_csv_and_exact_in_parquet(
+    trained: tuple[Config, TrainResult], sim: Simulation, tmp_path: Path
+) -> None:
+    """A customer id such as ``=HYPERLINK(...)`` runs when a retention manager opens risk_list.csv in a
+    spreadsheet: every CSV written for people quotes it (OWASP), the Parquet keeps it exact."""
+    config, _ = trained
+    starts = ['=HYPERLINK("http://x.example","', "+", "-", "@", "\t", "\r"]
+    ids = sim.to_dataset().customers["customer_id"]
+    renamed = {c: f"{starts[k % len(starts)]}{c}" for k, c in enumerate(ids)}
+    tables = {
+        name: frame.assign(customer_id=frame["customer_id"].map(renamed))
+        for name, frame in sim.to_dataset().tables.items()
+    }
+    dataset = Dataset(tables=tables, end=sim.end)
+    elsewhere = config.model_copy(update={"output": config.output.model_copy(update={"dir": str(tmp_path)})})
+    result = score.run(elsewhere, dataset=dataset)
+    exact = pd.read_parquet(result.out_dir / "risk_list.parquet")["customer_id"]
+    assert set(exact) <= set(renamed.values()) and exact.str.startswith(tuple(starts)).all()
+    with (result.out_dir / "risk_list.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["customer_id"] for row in rows] == ["'" + c for c in exact]
+    for name in ("risk_list.csv", "risk_groups.csv"):
+        with (result.out_dir / name).open(newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader)
+            text_cells = [cell for row in reader for cell in row if not _is_number(cell)]
+        assert not [cell for cell in text_cells if cell.startswith(io.FORMULA_STARTS)], name
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
