@@ -13,6 +13,7 @@ import base64
 import html
 import io as bytes_io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,23 @@ def _figure(width: float = 7.0, height: float = 4.0):
 
 
 def png(fig) -> str:
-    """A figure as a data URI (base64 PNG)."""
+    """A figure as a data URI (base64 PNG). Every text is drawn literally: a ``$`` in a customer id or a
+    play's label would start mathtext, and one such as ``x$^$`` failed the whole report."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
     buffer = bytes_io.BytesIO()
     fig.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def plot_text(text: str) -> str:
+    """Text from the data (a customer id) without the control characters no font has a glyph for."""
+    return CONTROL_CHARACTERS.sub(" ", text)
 
 
 def _signal_label(signal: str) -> str:
@@ -301,7 +315,8 @@ def waterfalls(
     for position, row in chosen.iterrows():
         listed = by_id.loc[row["customer_id"]]
         title = (
-            f"#{int(row['rank'])} {row['customer_id']}: {listed['churn_probability']:.1%} churn probability, "
+            f"#{int(row['rank'])} {plot_text(str(row['customer_id']))}: "
+            f"{listed['churn_probability']:.1%} churn probability, "
             f"{_money(listed['revenue_at_risk'])} at risk"
         )
         out.append(

@@ -260,11 +260,12 @@ def test_ids_that_look_like_formulas_are_neutralised_in_the_csv_and_exact_in_par
     trained: tuple[Config, TrainResult], sim: Simulation, tmp_path: Path
 ) -> None:
     """A customer id such as ``=HYPERLINK(...)`` runs when a retention manager opens risk_list.csv in a
-    spreadsheet: every CSV written for people quotes it (OWASP), the Parquet keeps it exact."""
+    spreadsheet: every CSV written for people quotes it (OWASP), the Parquet keeps it exact. The ids
+    also end in mathtext (``$^$``), which once failed the report's waterfall plots."""
     config, _ = trained
     starts = ['=HYPERLINK("http://x.example","', "+", "-", "@", "\t", "\r"]
     ids = sim.to_dataset().customers["customer_id"]
-    renamed = {c: f"{starts[k % len(starts)]}{c}" for k, c in enumerate(ids)}
+    renamed = {c: f"{starts[k % len(starts)]}{c}$^$" for k, c in enumerate(ids)}
     tables = {
         name: frame.assign(customer_id=frame["customer_id"].map(renamed))
         for name, frame in sim.to_dataset().tables.items()
@@ -272,6 +273,7 @@ def test_ids_that_look_like_formulas_are_neutralised_in_the_csv_and_exact_in_par
     dataset = Dataset(tables=tables, end=sim.end)
     elsewhere = config.model_copy(update={"output": config.output.model_copy(update={"dir": str(tmp_path)})})
     result = score.run(elsewhere, dataset=dataset)
+    assert "$^$" in (result.out_dir / "risk_report.html").read_text()  # the report was written, ids shown
     exact = pd.read_parquet(result.out_dir / "risk_list.parquet")["customer_id"]
     assert set(exact) <= set(renamed.values()) and exact.str.startswith(tuple(starts)).all()
     with (result.out_dir / "risk_list.csv").open(newline="") as handle:
