@@ -289,7 +289,8 @@ class FoldBooster:
 
 
 def search_eval_every(model: ModelConfig) -> int:
-    """Rounds between two reads of the pooled metric during the search: a tenth of the patience."""
+    """Rounds between two reads of the pooled metric while searching on sampled folds: a tenth of the
+    patience."""
     return max(1, model.early_stopping_rounds // 10)
 
 
@@ -304,19 +305,21 @@ def cross_validate(
 
     Each round's pooled value is the row-weighted mean of the folds' values, which for log loss is the
     log loss of the pooled predictions exactly. ``report(round, value)`` may raise to stop (pruning).
-    ``search=True`` trains on the search sample of each fold (``CVData.search``) and reads the metric
-    every ``search_eval_every(model)`` rounds only.
+    ``search=True`` trains on the search sample of each fold (``CVData.search``) and, when the folds
+    are sampled, reads the metric every ``search_eval_every(model)`` rounds only.
 
     Reading the metric costs as much as a third of a round on a search sample: XGBoost's CPU predictor
     fills every validation row's feature vector again for each new tree. A search compares trials by
-    their best pooled value, which a tenth of the patience in resolution does not change in substance;
-    every full cross-validation (re-validating the best trial, the robust candidate) reads every round.
+    their best pooled value, which a tenth of the patience in resolution does not change in substance on
+    large folds. Small folds (searched whole) are cheap to read and stop within a few dozen rounds, where
+    that resolution is coarse, so they read every round, as does every full cross-validation
+    (re-validating the best trial, the robust candidate).
     """
     folds = data.search if search else data.folds
     metric = str(params["eval_metric"])
     sign = -1.0 if metric in MAXIMIZE else 1.0
     weights = np.asarray(data.validation_rows, dtype=np.float64) / sum(data.validation_rows)
-    every = search_eval_every(model) if search else 1
+    every = search_eval_every(model) if search and data.sampled else 1
     growing = [FoldBooster(params, f) for f in folds]
     best, best_iteration = np.inf, 0
     for iteration in range(model.max_rounds):

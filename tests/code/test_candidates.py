@@ -154,6 +154,10 @@ def test_the_search_trains_on_the_sample_and_validates_on_every_row() -> None:
     searched = cross_validate(dict(PARAMS), cv, coarse, report=lambda it, _: read.append(it), search=True)
     assert read and all((it + 1) % 3 == 0 or it == 99 for it in read)
     assert (searched.best_iteration + 1) % 3 == 0 or searched.best_iteration == 99
+    whole = CVData.of(SPECS, split, nthread=1, search_negatives=None, seed=0)  # small folds: every round
+    read.clear()
+    cross_validate(dict(PARAMS), whole, coarse, report=lambda it, _: read.append(it), search=True)
+    assert read == list(range(len(read)))
 
 
 def test_pooled_score_of_each_metric() -> None:
