@@ -136,7 +136,7 @@ def search_sample(frame: pd.DataFrame, negatives_per_churner: float | None, seed
 
     Boosting cost grows with the rows, and among rare churners most rows are stayers who say the same
     thing: the sum of gradients and hessians is kept in expectation, so the search sees the same problem
-    for a third of the cost (negative downsampling, as in click prediction). Validation rows are never
+    for a fraction of the cost (negative downsampling, as in click prediction). Validation rows are never
     sampled, and the best trial is cross-validated again on every row.
     """
     label = frame["label"].to_numpy(dtype=np.int64)
