@@ -16,6 +16,7 @@ budget is the study's total. Sequential trials (``n_jobs=1``) with a trial budge
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -235,19 +236,57 @@ class CVResult:
 
 
 class FoldBooster:
-    """One fold's booster, grown a round at a time and evaluated on the rounds the caller reads."""
+    """One fold's booster, grown a round at a time and evaluated on the rounds the caller reads.
+
+    ``Booster.update`` and ``Booster.eval_set`` read the matrix's feature names back from C and compare
+    them with the booster's on every call. A fold's matrices never change between rounds, so the wrapper
+    checks each on its first use and later rounds call XGBoost's C functions directly (private handles:
+    without them every round goes through the wrapper; the numbers are the same either way). Measured:
+    the 20k benchmark trained in 125 s twice this way and in 134 s once through the wrapper, while a
+    300-round micro-benchmark showed no difference per round (4.1-4.5 ms both), so the gain is uncertain.
+    """
 
     def __init__(self, params: dict[str, Any], fold: FoldMatrices) -> None:
-        self.fold = fold
+        self.fold, self.evaluated = fold, False
         self.booster = xgb.Booster(params, [fold.train, fold.validation])
+        try:
+            from xgboost.core import _LIB, _check_call, c_array, c_bst_ulong
+        except ImportError:  # pragma: no cover - a future XGBoost without these private names
+            self.lib = None
+        else:
+            self.lib, self.check = _LIB, _check_call
+            self.matrices = c_array(ctypes.c_void_p, [fold.validation.handle])
+            self.names = c_array(ctypes.c_char_p, [b"v"])
+            self.count = c_bst_ulong(1)
 
     def grow(self, iteration: int) -> None:
-        self.booster.update(self.fold.train, iteration)
+        """Grow round ``iteration``."""
+        if self.lib is None or iteration == 0:
+            self.booster.update(self.fold.train, iteration)
+        else:
+            handle, train = self.booster.handle, self.fold.train.handle
+            self.check(self.lib.XGBoosterUpdateOneIter(handle, ctypes.c_int(iteration), train))
 
     def evaluate(self, iteration: int) -> float:
         """The validation metric after round ``iteration``."""
+        if self.lib is None or not self.evaluated:
+            self.evaluated = True
+            text = self.booster.eval_set([(self.fold.validation, "v")], iteration)
+        else:
+            message = ctypes.c_char_p()
+            self.check(
+                self.lib.XGBoosterEvalOneIter(
+                    self.booster.handle,
+                    ctypes.c_int(iteration),
+                    self.matrices,
+                    self.names,
+                    self.count,
+                    ctypes.byref(message),
+                )
+            )
+            text = (message.value or b"").decode()
         # "[12]\tv-logloss:0.1234": the last field's number.
-        return float(self.booster.eval_set([(self.fold.validation, "v")], iteration).rsplit(":", 1)[1])
+        return float(text.rsplit(":", 1)[1])
 
 
 def search_eval_every(model: ModelConfig) -> int:
