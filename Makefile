@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/churnml demo $(ARGS)
 
 test: install chromium
-	$(BIN)/ruff check src pipelines tests benchmarks
+	$(BIN)/ruff check src serving tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The report test opens risk_report.html in headless Chromium (from the system packages).
@@ -44,8 +44,8 @@ bento: install
 	$(BIN)/churnml bento $(ARGS)
 
 lint: install
-	$(BIN)/ruff check src pipelines tests benchmarks
-	$(BIN)/ruff format --check src pipelines tests benchmarks
+	$(BIN)/ruff check src serving tests benchmarks
+	$(BIN)/ruff format --check src serving tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/bench_features.py

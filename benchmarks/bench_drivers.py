@@ -18,12 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from churnml.config import load_config
-from churnml.explain import Explainer
+from churnml.data.simulate import simulate
+from churnml.features.training_set import build_training_set
 from churnml.pipelines import score, train
-from churnml.report import signal_importance
-from churnml.risk import cause_confusion, load_playbook, true_causes
-from churnml.simulate import simulate
-from churnml.training_set import build_training_set
+from churnml.risk.explain import Explainer
+from churnml.risk.report import signal_importance
+from churnml.risk.risk_list import cause_confusion, load_playbook, true_causes
 
 
 def main() -> None:

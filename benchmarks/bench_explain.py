@@ -26,10 +26,10 @@ from pathlib import Path
 import xgboost as xgb
 
 from churnml.config import load_config
-from churnml.explain import contributions
-from churnml.model import ChurnModel
-from churnml.simulate import simulate, write_simulation
-from churnml.training_set import build_training_set
+from churnml.data.simulate import simulate, write_simulation
+from churnml.features.training_set import build_training_set
+from churnml.risk.explain import contributions
+from churnml.training.model import ChurnModel
 
 
 def prepare_data(work: Path, customers: int, months: int, seed: int) -> Path:
@@ -111,9 +111,9 @@ def measure(args: argparse.Namespace) -> None:
 
 def shap_cost(model_dir: Path, data: Path, device: str, rows: int) -> dict[str, float]:
     """Seconds per row of plain prediction and of TreeSHAP on ``rows`` customers."""
-    from churnml.data import load_dataset
+    from churnml.data.load import load_dataset
     from churnml.features import FeatureSpec, build_features
-    from churnml.labels import make_label_times
+    from churnml.features.labels import make_label_times
 
     config = load_config(None, [f"data.dir={data}"])
     dataset = load_dataset(config.data)

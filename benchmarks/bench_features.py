@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_features.py --customers 100000 --months 12 --cutoffs 6
 
-Data comes from ``churnml.simulate`` (or, with --synthetic or when the simulator is unavailable, a quick
+Data comes from ``churnml.data.simulate`` (or, with --synthetic or when the simulator is unavailable, a quick
 numpy generator below); its generation time is reported separately. The timed part is
 ``build_features`` (catalogue included) on customers x cutoffs rows. Exits 1 when over --budget seconds.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.config import FeatureConfig
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.features import build_features, engine, feature_catalogue
 
 
@@ -119,11 +119,11 @@ def synthetic_dataset(customers: int, months: int, seed: int) -> Dataset:
 def load(args: argparse.Namespace) -> tuple[Dataset, str]:
     if not args.synthetic:
         try:
-            from churnml.simulate import simulate
+            from churnml.data.simulate import simulate
         except ImportError:
-            print("churnml.simulate unavailable: using the synthetic generator")
+            print("churnml.data.simulate unavailable: using the synthetic generator")
         else:
-            return simulate(args.customers, args.months, args.seed).to_dataset(), "churnml.simulate"
+            return simulate(args.customers, args.months, args.seed).to_dataset(), "churnml.data.simulate"
     return synthetic_dataset(args.customers, args.months, args.seed), "synthetic"
 
 

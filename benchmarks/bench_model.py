@@ -26,9 +26,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from churnml.config import load_config
+from churnml.data.simulate import simulate
+from churnml.features.training_set import build_training_set
 from churnml.pipelines import train
-from churnml.simulate import simulate
-from churnml.training_set import build_training_set
 
 
 def oracle_probability(rows: pd.DataFrame, truth: pd.DataFrame, horizon_days: int) -> np.ndarray:

@@ -57,21 +57,21 @@ from bench_model import oracle_probability
 from sklearn.metrics import roc_auc_score
 
 from churnml.config import Config, load_config
-from churnml.data import dataset_from_frames
-from churnml.dataset import Dataset
-from churnml.evaluate import (
+from churnml.data.dataset import Dataset
+from churnml.data.load import dataset_from_frames
+from churnml.data.simulate import Simulation, simulate
+from churnml.features.labels import cutoff_dates
+from churnml.features.training_set import TrainingSet, build_training_set
+from churnml.pipelines import train
+from churnml.training.evaluate import (
     expected_calibration_error,
     fit_recency_rule,
     logistic_regression,
     recency_feature,
     recency_scores,
 )
-from churnml.labels import cutoff_dates
-from churnml.model import ChurnModel
-from churnml.pipelines import train
-from churnml.simulate import Simulation, simulate
-from churnml.split import label_window_days
-from churnml.training_set import TrainingSet, build_training_set
+from churnml.training.model import ChurnModel
+from churnml.training.split import label_window_days
 
 SHAPES = ("subscription", "transactions")
 SCORING_MONTHS = 3
@@ -465,7 +465,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown shape(s) {unknown}; choose from {SHAPES}")
     out = args.out or Path(tempfile.mkdtemp(prefix="churnml-robustness-"))
-    logging.getLogger("churnml.data").setLevel(logging.ERROR)  # the extraction's "rows dropped" notes
+    logging.getLogger("churnml.data.load").setLevel(logging.ERROR)  # the extraction's "rows dropped" notes
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

@@ -173,9 +173,9 @@ def drive(
 def train_small(directory: Path, customers: int, trials: int) -> list[str]:
     """Train and register a champion in a temp store; returns the config overrides that point at it."""
     from churnml.config import load_config
+    from churnml.data.simulate import simulate
+    from churnml.features.training_set import build_training_set
     from churnml.pipelines import train
-    from churnml.simulate import simulate
-    from churnml.training_set import build_training_set
 
     overrides = [
         f"simulate.customers={customers}",
@@ -194,8 +194,8 @@ def train_small(directory: Path, customers: int, trials: int) -> list[str]:
 
 def feature_rows(config, model, n: int) -> pd.DataFrame:
     """Realistic feature records: the simulated business's customers at its end."""
+    from churnml.data.simulate import simulate
     from churnml.pipelines import score
-    from churnml.simulate import simulate
 
     sim = config.simulate
     dataset = simulate(sim.customers, sim.months, sim.seed, sim.start).to_dataset()
@@ -205,7 +205,7 @@ def feature_rows(config, model, n: int) -> pd.DataFrame:
 
 
 def history_body(dataset, customer_id: str, as_of: pd.Timestamp) -> bytes:
-    from churnml.serving_schemas import customer_history
+    from churnml.serving.schemas import customer_history
 
     return json.dumps(
         {"customers": [customer_history(dataset, customer_id)], "as_of": as_of.isoformat()}
@@ -213,7 +213,7 @@ def history_body(dataset, customer_id: str, as_of: pd.Timestamp) -> bytes:
 
 
 def start_server(overrides: list[str], port: int, workers: int, nthread: int) -> subprocess.Popen:
-    from churnml import serve
+    from churnml.serving import serve
 
     pinned = [
         *overrides,
@@ -283,9 +283,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    from churnml import serve
     from churnml.config import load_config
-    from churnml.serving_schemas import feature_record_model, feature_records
+    from churnml.serving import serve
+    from churnml.serving.schemas import feature_record_model, feature_records
 
     if args.tracking_uri:
         overrides = [f"tracking.uri={args.tracking_uri}", f"simulate.customers={args.customers}"]

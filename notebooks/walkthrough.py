@@ -32,12 +32,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from churnml.cohorts import churn_by_decile
+from churnml.training.cohorts import churn_by_decile
 from churnml.config import load_config
-from churnml.evaluate import summary_rows
+from churnml.training.evaluate import summary_rows
 from churnml.pipelines import train
-from churnml.simulate import simulate
-from churnml.training_set import build_training_set
+from churnml.data.simulate import simulate
+from churnml.features.training_set import build_training_set
 
 CUSTOMERS = int(os.environ.get("CHURNML_NB_CUSTOMERS", "5000"))
 TRIALS = int(os.environ.get("CHURNML_NB_TRIALS", "10"))
@@ -62,7 +62,7 @@ config = load_config(
 #
 # The bundled simulator writes every table of the data contract for a subscription software business,
 # plus the ground truth of each renewal decision: the true churn probability and each factor's
-# contribution (see `docs/simulator.md`). Real data goes through `churnml.data.load_dataset` instead.
+# contribution (see `docs/simulator.md`). Real data goes through `churnml.data.load.load_dataset` instead.
 
 # %%
 sim = simulate(config.simulate.customers, config.simulate.months, config.simulate.seed, config.simulate.start)
@@ -134,7 +134,7 @@ churn_by_decile(training_set.frame, cohort_features[0])
 # %% [markdown]
 # ## 4. Train
 #
-# `pipelines/train.py` in one call: out-of-time split, Optuna-tuned XGBoost, calibration on a held-out
+# `churnml.pipelines.train` in one call: out-of-time split, Optuna-tuned XGBoost, calibration on a held-out
 # slice, evaluation on the latest fully labeled cutoff against a recency rule and logistic regression,
 # an MLflow run with nested trial runs, and registration as `churn-model` (champion if it beats the
 # current one).

@@ -21,9 +21,9 @@ from pydantic import Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from churnml import serve
-from churnml.explain import model_typical_values
-from churnml.serving_schemas import (
+from churnml.risk.explain import model_typical_values
+from churnml.serving import serve
+from churnml.serving.schemas import (
     RESPONSE_EXAMPLES,
     ErrorBody,
     Explanation,

@@ -89,8 +89,8 @@ def simulate(
     ] = 1.0,
 ) -> None:
     """Generate a realistic subscription business in the data contract's shape, with ground truth."""
-    from churnml.simulate import simulate as run_simulation
-    from churnml.simulate import write_simulation
+    from churnml.data.simulate import simulate as run_simulation
+    from churnml.data.simulate import write_simulation
 
     if fmt not in ("parquet", "csv"):
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
@@ -140,8 +140,8 @@ def features(config: ConfigOption = None, overrides: OverridesArg = None) -> Non
 
 def print_train_summary(result, config: Config, elapsed: float) -> None:
     """Model vs baselines on the test cutoff, the registry decision, and where to look further."""
-    from churnml.evaluate import summary_rows
-    from churnml.tracking import ui_command
+    from churnml.training.evaluate import summary_rows
+    from churnml.training.tracking import ui_command
 
     b = result.split.boundaries
     console.print(
@@ -232,8 +232,8 @@ def train(
     ] = None,
 ) -> None:
     """Tune, calibrate, evaluate, track in MLflow and register a churn model."""
+    from churnml.features.training_set import read_training_set
     from churnml.pipelines import train as pipeline
-    from churnml.training_set import read_training_set
 
     cfg = load_config(config, overrides or [])
     started = time.perf_counter()
@@ -257,8 +257,8 @@ def _figure(text: str | None) -> str:
 @_user_errors
 def models(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     """List the registered model's versions with their aliases and test figures."""
-    from churnml import registry
-    from churnml.tracking import session
+    from churnml.training import registry
+    from churnml.training.tracking import session
 
     cfg = load_config(config, overrides or [])
     name = cfg.tracking.registered_model
@@ -296,8 +296,8 @@ def promote(
     """Point an alias (default: champion) at a model version, overriding the automatic decision."""
     from mlflow.exceptions import MlflowException
 
-    from churnml import registry
-    from churnml.tracking import session
+    from churnml.training import registry
+    from churnml.training.tracking import session
 
     cfg = load_config(config, overrides or [])
     name = cfg.tracking.registered_model
@@ -311,8 +311,8 @@ def promote(
 
 def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -> None:
     """Headline figures, risk groups, the top of the ranked list and where the report is."""
-    from churnml.report import top_table
-    from churnml.risk import load_playbook
+    from churnml.risk.report import top_table
+    from churnml.risk.risk_list import load_playbook
 
     s = result.summary
     console.print(
@@ -405,7 +405,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: serving.port).", min=1, max=65535)] = None,
 ) -> None:
     """Start the BentoML prediction service (/predict, /explain, /score_history) on the champion model."""
-    from churnml import serve as serving
+    from churnml.serving import serve as serving
 
     raise typer.Exit(serving.run_server(config, overrides or [], model=model, host=host, port=port))
 
@@ -420,7 +420,7 @@ def bento(
     ] = None,
 ) -> None:
     """Build a Bento (service + churnml wheel + model) to containerize with `bentoml containerize`."""
-    from churnml import serve as serving
+    from churnml.serving import serve as serving
 
     tag = serving.build_bento(config, overrides or [], model=model)
     console.print(

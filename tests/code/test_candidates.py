@@ -8,21 +8,21 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import log_loss
 
-from churnml.calibrate import sigmoid
-from churnml.candidates import (
+from churnml.config import ModelConfig, SplitConfig
+from churnml.risk.explain import contributions
+from churnml.training.calibrate import sigmoid
+from churnml.training.candidates import (
     Candidate,
     choose,
     paired_standard_errors,
     robust_params,
     weighted_metric,
 )
-from churnml.config import ModelConfig, SplitConfig
-from churnml.evaluate import metric_value
-from churnml.explain import contributions
-from churnml.linear import LinearModel, logistic_pipeline
-from churnml.model import ChurnModel, FeatureColumn
-from churnml.split import split_by_time
-from churnml.tune import (
+from churnml.training.evaluate import metric_value
+from churnml.training.linear import LinearModel, logistic_pipeline
+from churnml.training.model import ChurnModel, FeatureColumn
+from churnml.training.split import split_by_time
+from churnml.training.tune import (
     SEARCH_MIN_ROWS,
     CVData,
     cross_validate,

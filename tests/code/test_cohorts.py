@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnml.cohorts import churn_by_decile
 from churnml.errors import DataValidationError
+from churnml.training.cohorts import churn_by_decile
 
 
 def test_rates_per_bin_follow_the_labels() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from churnml.dense_predict import DensePredictor
+from churnml.serving.fast_path import DensePredictor
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
-from churnml.calibrate import Calibrator, choose_calibrator, fit_isotonic, fit_sigmoid, sigmoid
 from churnml.config import CampaignConfig, EvaluationConfig
-from churnml.evaluate import (
+from churnml.training.calibrate import Calibrator, choose_calibrator, fit_isotonic, fit_sigmoid, sigmoid
+from churnml.training.evaluate import (
     best_targeting,
     calibration_table,
     expected_calibration_error,
@@ -26,8 +26,8 @@ from churnml.evaluate import (
     score_report,
     top_fraction_metrics,
 )
-from churnml.model import FeatureColumn
-from churnml.registry import decide
+from churnml.training.model import FeatureColumn
+from churnml.training.registry import decide
 
 # Ten customers, highest score first; churners at ranks 1, 2, 4 and 8.
 Y = np.array([1, 1, 0, 1, 0, 0, 0, 1, 0, 0])

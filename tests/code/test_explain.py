@@ -15,7 +15,8 @@ import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from churnml.explain import (
+from churnml.features.catalogue import FeatureSpec
+from churnml.risk.explain import (
     Explainer,
     contributions,
     excluded_features,
@@ -24,8 +25,7 @@ from churnml.explain import (
     render,
     typical_values,
 )
-from churnml.features.catalogue import FeatureSpec
-from churnml.model import ChurnModel
+from churnml.training.model import ChurnModel
 
 
 def _spec(name: str, signal: str, family: str, reason: str, **kwargs) -> FeatureSpec:

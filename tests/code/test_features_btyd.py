@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from churnml.config import FeatureConfig, LabelConfig, load_config
-from churnml.data import load_dataset
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
+from churnml.data.load import load_dataset
 from churnml.features import FAMILIES, build_features, feature_catalogue
-from churnml.training_set import build_training_set
+from churnml.features.training_set import build_training_set
 
 ORIGIN = pd.Timestamp("2025-01-01")
 CONFIG = FeatureConfig()

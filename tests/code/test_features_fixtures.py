@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from churnml.config import FeatureConfig
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.features import FAMILIES, FeatureSpec, build_features, feature_catalogue
 
 T = pd.Timestamp("2025-04-01")

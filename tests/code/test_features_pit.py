@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from churnml.config import FeatureConfig
 from churnml.contract import FAILED_PAYMENT_STATUSES, TABLES
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.features import FeatureSpec, build_features, feature_catalogue
 from churnml.features.catalogue import HIGH_PRIORITIES, LIFECYCLE_STAGES
 

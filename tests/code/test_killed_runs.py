@@ -15,16 +15,16 @@ from mlflow import MlflowClient
 
 from churnml import ownership
 from churnml.config import load_config
-from churnml.tracking import session
-from churnml.tune import create_study, fail_orphaned_trials
+from churnml.training.tracking import session
+from churnml.training.tune import create_study, fail_orphaned_trials
 
 KILLED = """
 import os, signal, sys
 import mlflow, optuna
 from churnml import ownership
 from churnml.config import load_config
-from churnml.tracking import session
-from churnml.tune import create_study
+from churnml.training.tracking import session
+from churnml.training.tune import create_study
 
 config = load_config(None, [f"output.dir={sys.argv[1]}", "name=killed"])
 with session(config):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from churnml.config import CutoffSchedule, LabelConfig
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.errors import ChurnmlError
-from churnml.labels import cutoff_dates, make_label_times, subscription_spells
+from churnml.features.labels import cutoff_dates, make_label_times, subscription_spells
 
 T = pd.Timestamp
 NaT = pd.NaT

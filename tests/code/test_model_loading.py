@@ -18,9 +18,9 @@ import xgboost as xgb
 from churnml.config import load_config
 from churnml.errors import ChurnmlError, ModelLoadError
 from churnml.features.catalogue import FeatureSpec
-from churnml.mlflow_model import log_model
-from churnml.model import BOOSTER_FILE, CALIBRATOR_FILE, SPEC_FILE, ChurnModel, load_model
-from churnml.tracking import session
+from churnml.training.mlflow_model import log_model
+from churnml.training.model import BOOSTER_FILE, CALIBRATOR_FILE, SPEC_FILE, ChurnModel, load_model
+from churnml.training.tracking import session
 
 SPECS = [
     FeatureSpec(

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from churnml.config import RiskConfig, SegmentConfig, load_config
+from churnml.data.simulate import FACTORS
 from churnml.errors import ConfigError
-from churnml.explain import Signals
-from churnml.risk import (
+from churnml.risk.explain import Signals
+from churnml.risk.risk_list import (
     DEFAULT_PLAYBOOK,
     add_trend,
     assign_groups,
@@ -27,8 +28,7 @@ from churnml.risk import (
     true_causes,
     with_plays,
 )
-from churnml.segments import activity_feature, lifecycle_stage, past_due, segment, segments_of
-from churnml.simulate import FACTORS
+from churnml.risk.segments import activity_feature, lifecycle_stage, past_due, segment, segments_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BANDS = {"low": 0.0, "medium": 0.1, "high": 0.3}

@@ -13,8 +13,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from churnml.contract import ACTIVITY_TABLES, TABLES
-from churnml.dataset import Dataset
-from churnml.simulate import COEF, FACTORS, Simulation, centred_base, simulate, write_simulation
+from churnml.data.dataset import Dataset
+from churnml.data.simulate import COEF, FACTORS, Simulation, centred_base, simulate, write_simulation
 
 
 @pytest.fixture(scope="module")

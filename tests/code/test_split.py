@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from churnml.config import SplitConfig
 from churnml.errors import ChurnmlError
-from churnml.split import customer_fraction, fully_labeled_cutoffs, label_window_days, split_by_time
+from churnml.training.split import customer_fraction, fully_labeled_cutoffs, label_window_days, split_by_time
 
 SUBSCRIPTION = {"definition": "subscription", "horizon_days": 30, "grace_days": 7}
 

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from churnml.config import FeatureConfig, LabelConfig
-from churnml.data import dataset_from_frames
+from churnml.data.load import dataset_from_frames
+from churnml.data.simulate import simulate
 from churnml.errors import ChurnmlError
-from churnml.simulate import simulate
-from churnml.training_set import TrainingSet, build_training_set
+from churnml.features.training_set import TrainingSet, build_training_set
 
 TABLES = simulate(60, 8, 3).tables
 CORRUPTIONS = (

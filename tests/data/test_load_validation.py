@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from churnml.config import DataConfig
-from churnml.data import dataset_from_frames, load_dataset
+from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.errors import DataValidationError
 
 
@@ -322,7 +322,7 @@ def test_rows_of_unknown_customers_are_dropped_with_a_counted_warning(tables, ca
     events = tables["events"]
     events.loc[len(events)] = ["c9", "2024-03-01 00:00:00", "login", 1.0]
     events.loc[len(events)] = ["c9", "2024-03-02 00:00:00", "login", 1.0]
-    with caplog.at_level(logging.WARNING, logger="churnml.data"):
+    with caplog.at_level(logging.WARNING, logger="churnml.data.load"):
         dataset = dataset_from_frames(tables)
     (warning,) = dataset.warnings
     assert (warning.table, warning.column, warning.count) == ("events", "customer_id", 2)
@@ -557,7 +557,7 @@ def test_file_validation_errors_use_the_mapping_and_file_rows(tmp_path, tables, 
 
 @pytest.fixture(scope="module")
 def simulated_tables() -> dict[str, pd.DataFrame]:
-    from churnml.simulate import simulate
+    from churnml.data.simulate import simulate
 
     return simulate(300, 6, 7).tables
 

@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from churnml.config import Config, load_config
-from churnml.simulate import simulate
-from churnml.training_set import TrainingSet, build_training_set
+from churnml.data.simulate import simulate
+from churnml.features.training_set import TrainingSet, build_training_set
 
 # Small but real: 1,500 simulated customers over 9 months, a 4-trial study with short boosting.
 FAST = [

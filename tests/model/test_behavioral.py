@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 
 from churnml.config import Config
-from churnml.model import ChurnModel
+from churnml.features.training_set import TrainingSet
 from churnml.pipelines import train
 from churnml.pipelines.train import TrainResult
-from churnml.training_set import TrainingSet
+from churnml.training.model import ChurnModel
 
 # One group: the trained model is a module fixture, built once on whichever worker runs the group.
 pytestmark = pytest.mark.xdist_group("behavioral")

@@ -21,10 +21,10 @@ import pytest
 import xgboost as xgb
 
 from churnml.config import load_config
-from churnml.model import ChurnModel
+from churnml.data.simulate import simulate
+from churnml.features.training_set import build_training_set
 from churnml.pipelines import score
-from churnml.simulate import simulate
-from churnml.training_set import build_training_set
+from churnml.training.model import ChurnModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_browser")]
 

@@ -15,19 +15,19 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from churnml import cli, io
-from churnml import report as report_module
 from churnml.cli import app
 from churnml.config import Config
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
+from churnml.data.simulate import Simulation, simulate
 from churnml.errors import ChurnmlError
-from churnml.explain import Explainer
-from churnml.labels import make_label_times
+from churnml.features.labels import make_label_times
+from churnml.features.training_set import TrainingSet
 from churnml.pipelines import score, train
 from churnml.pipelines.train import TrainResult
-from churnml.report import signal_importance
-from churnml.risk import cause_confusion, load_playbook, true_causes
-from churnml.simulate import Simulation, simulate
-from churnml.training_set import TrainingSet
+from churnml.risk import report as report_module
+from churnml.risk.explain import Explainer
+from churnml.risk.report import signal_importance
+from churnml.risk.risk_list import cause_confusion, load_playbook, true_causes
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("score_e2e")]
 

@@ -18,19 +18,19 @@ from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from churnml import registry
-from churnml.candidates import choose, paired_standard_errors
 from churnml.cli import app
 from churnml.config import Config
 from churnml.errors import DataValidationError
-from churnml.explain import contributions
-from churnml.mlflow_model import input_frame, log_model
-from churnml.model import ChurnModel, FeatureColumn, load_model
+from churnml.features.training_set import TrainingSet
 from churnml.pipelines import train
 from churnml.pipelines.train import TrainResult, labels_end_of
-from churnml.tracking import child_runs, session
-from churnml.training_set import TrainingSet
-from churnml.tune import OptimisticPruner, ProgressReporter
+from churnml.risk.explain import contributions
+from churnml.training import registry
+from churnml.training.candidates import choose, paired_standard_errors
+from churnml.training.mlflow_model import input_frame, log_model
+from churnml.training.model import ChurnModel, FeatureColumn, load_model
+from churnml.training.tracking import child_runs, session
+from churnml.training.tune import OptimisticPruner, ProgressReporter
 
 # One group: the trained model is a module fixture, built once on whichever worker runs the group.
 pytestmark = pytest.mark.xdist_group("train_e2e")

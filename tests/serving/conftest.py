@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from churnml import serve
 from churnml.config import Config, load_config
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
+from churnml.data.simulate import simulate
 from churnml.errors import ChurnmlError
-from churnml.model import ChurnModel
-from churnml.serving_schemas import customer_history
-from churnml.simulate import simulate
-from churnml.training_set import build_training_set
+from churnml.features.training_set import build_training_set
+from churnml.serving import serve
+from churnml.serving.schemas import customer_history
+from churnml.training.model import ChurnModel
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"

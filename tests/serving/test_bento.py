@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from churnml import serve
+from churnml.serving import serve
 
 if TYPE_CHECKING:
     from conftest import Trained

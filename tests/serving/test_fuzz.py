@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from churnml.serving_schemas import category_columns
+from churnml.serving.schemas import category_columns
 
 if TYPE_CHECKING:
     from conftest import Live

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 import requests
 
-from churnml.explain import explain_rows
 from churnml.pipelines import score
-from churnml.risk import band_of
-from churnml.serve import summarize_errors
-from churnml.serving_schemas import category_columns, feature_records
+from churnml.risk.explain import explain_rows
+from churnml.risk.risk_list import band_of
+from churnml.serving.schemas import category_columns, feature_records
+from churnml.serving.serve import summarize_errors
 
 if TYPE_CHECKING:
     from conftest import Live, Trained
@@ -94,9 +94,9 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
 ) -> None:
     """What each worker builds: records -> matrix -> XGBoost's C API -> calibration, no pandas; and the
     same for /explain."""
-    from churnml.explain import contributions
-    from churnml.serve import Scorer, _finite, load_served_model, prepared_matrix
-    from churnml.serving_schemas import DriverOut, feature_record_model, records_frame
+    from churnml.risk.explain import contributions
+    from churnml.serving.schemas import DriverOut, feature_record_model, records_frame
+    from churnml.serving.serve import Scorer, _finite, load_served_model, prepared_matrix
 
     scorer = Scorer(load_served_model(trained.config), trained.config)
     assert scorer.fast and scorer.dense is not None
@@ -123,10 +123,10 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
 def test_a_regression_champion_is_served_exactly(trained: Trained, features: pd.DataFrame) -> None:
     """A logistic-regression champion (the candidate small businesses often get) scores and explains in
     the service exactly as in batch: probabilities, contributions and drivers."""
-    from churnml.explain import contributions
-    from churnml.linear import LinearModel
-    from churnml.serve import LoadedModel, Scorer, _finite
-    from churnml.serving_schemas import DriverOut, feature_record_model, records_frame
+    from churnml.risk.explain import contributions
+    from churnml.serving.schemas import DriverOut, feature_record_model, records_frame
+    from churnml.serving.serve import LoadedModel, Scorer, _finite
+    from churnml.training.linear import LinearModel
 
     x = trained.model.prepare(features)
     y = (features["days_since_last_event"].fillna(99) > features["days_since_last_event"].median()).to_numpy()
@@ -569,7 +569,7 @@ def test_error_summary_names_the_fields() -> None:
 
 
 def test_example_record_is_valid_for_the_generated_model(trained: Trained) -> None:
-    from churnml.serving_schemas import example_record, feature_record_model, records_frame
+    from churnml.serving.schemas import example_record, feature_record_model, records_frame
 
     Record = feature_record_model(trained.model)
     parsed = Record.model_validate_json(json.dumps(example_record(trained.model)))

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from churnml.config import FeatureConfig
 from churnml.contract import CUSTOMERS, FAILED_PAYMENT_STATUSES
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 
 FAMILIES = ("recency", "frequency", "monetary", "engagement", "support", "billing", "tenure", "profile")
 TOP_EVENT_TYPES = 10  # event types with their own features: the most frequent ones (plus login-like ones)

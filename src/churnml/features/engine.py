@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from churnml.config import FeatureConfig
 from churnml.contract import FAILED_PAYMENT_STATUSES, TABLES
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.features.catalogue import (
     HIGH_PRIORITIES,
     LIFECYCLE_STAGES,

@@ -35,8 +35,8 @@ from sklearn.pipeline import Pipeline
 from churnml import io
 from churnml.config import CampaignConfig, EvaluationConfig
 from churnml.errors import ConfigError
-from churnml.linear import logistic_pipeline
-from churnml.model import ChurnModel, FeatureColumn
+from churnml.training.linear import logistic_pipeline
+from churnml.training.model import ChurnModel, FeatureColumn
 
 EPS = 1e-6
 MODEL, UNCALIBRATED, LOGREG, RECENCY = "model", "uncalibrated", "logreg", "recency"
@@ -264,7 +264,7 @@ def recency_scores(
 
 
 def logistic_regression(columns: Sequence[FeatureColumn]) -> Pipeline:
-    """The baseline: ``churnml.linear``'s pipeline (the logreg candidate's) at its default strength."""
+    """The baseline: ``churnml.training.linear``'s pipeline (the logreg candidate's) at its default strength."""
     numeric = [c.name for c in columns if c.dtype != "category"]
     categorical = [c.name for c in columns if c.dtype == "category"]
     return logistic_pipeline(numeric, categorical)

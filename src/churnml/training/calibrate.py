@@ -18,7 +18,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from churnml.split import customer_fraction
+from churnml.training.split import customer_fraction
 
 # Isotonic steps reach 0 or 1 where a bin had no churner (or no stayer); no customer is that certain.
 PROBABILITY_FLOOR = 1e-4

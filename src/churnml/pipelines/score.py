@@ -21,17 +21,17 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from churnml import io, ownership, registry, report
+from churnml import io, ownership
 from churnml.config import Config, LabelConfig
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.errors import ChurnmlError, ModelLoadError
-from churnml.explain import Explainer, contributions, model_typical_values, typical_values
 from churnml.features import FeatureSpec, build_features
-from churnml.labels import make_label_times
-from churnml.model import ChurnModel, load_model
+from churnml.features.labels import make_label_times
 from churnml.pipelines import features
-from churnml.report import Explained
-from churnml.risk import (
+from churnml.risk import report
+from churnml.risk.explain import Explainer, contributions, model_typical_values, typical_values
+from churnml.risk.report import Explained
+from churnml.risk.risk_list import (
     Playbook,
     add_trend,
     assign_groups,
@@ -44,8 +44,10 @@ from churnml.risk import (
     rank,
     with_plays,
 )
-from churnml.segments import activity_feature, segments_of
-from churnml.tracking import session, tracking_uri
+from churnml.risk.segments import activity_feature, segments_of
+from churnml.training import registry
+from churnml.training.model import ChurnModel, load_model
+from churnml.training.tracking import session, tracking_uri
 
 log = logging.getLogger(__name__)
 

@@ -23,19 +23,25 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from churnml import __version__, io, ownership
-from churnml.calibrate import Calibrator, fit_calibrator
-from churnml.candidates import Candidate, booster_candidate, choose, logreg_candidate, robust_candidate
 from churnml.config import Config
 from churnml.errors import DataValidationError, ModelLoadError
-from churnml.evaluate import Evaluation, evaluate, expected_calibration_error, metric_value
-from churnml.mlflow_model import log_model
-from churnml.model import ChurnModel, load_model
+from churnml.features.training_set import TrainingSet
 from churnml.pipelines import features
-from churnml.registry import Decision, register_and_decide
-from churnml.split import Split, split_by_time
-from churnml.tracking import TrialLogger, log_inputs, log_study, session
-from churnml.training_set import TrainingSet
-from churnml.tune import CVData, booster_params, study_name, tune
+from churnml.training.calibrate import Calibrator, fit_calibrator
+from churnml.training.candidates import (
+    Candidate,
+    booster_candidate,
+    choose,
+    logreg_candidate,
+    robust_candidate,
+)
+from churnml.training.evaluate import Evaluation, evaluate, expected_calibration_error, metric_value
+from churnml.training.mlflow_model import log_model
+from churnml.training.model import ChurnModel, load_model
+from churnml.training.registry import Decision, register_and_decide
+from churnml.training.split import Split, split_by_time
+from churnml.training.tracking import TrialLogger, log_inputs, log_study, session
+from churnml.training.tune import CVData, booster_params, study_name, tune
 
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "best_profit", "best_fraction")
 

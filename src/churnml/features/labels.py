@@ -14,7 +14,7 @@ import pandas as pd
 
 from churnml.config import CutoffSchedule, LabelConfig
 from churnml.contract import ACTIVITY_TABLES, TABLES
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.errors import ChurnmlError
 
 DAY = pd.Timedelta(days=1)

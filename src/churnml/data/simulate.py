@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from churnml.contract import TABLES
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.io import write_csv, write_json, write_parquet
 
 VERSION = "1"

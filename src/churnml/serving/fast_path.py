@@ -4,7 +4,7 @@
 array interface and the call's JSON, turning the output into an array: ~350 µs for one row, ~180 µs of
 them outside XGBoost). The call's configuration never changes for a served model, so it is encoded once
 and only the data pointer per call. This uses XGBoost's private ctypes handles: :meth:`DensePredictor.of`
-returns ``None`` when they are missing, and ``churnml.serve.Scorer`` uses the predictor only after it gave
+returns ``None`` when they are missing, and ``churnml.serving.serve.Scorer`` uses the predictor only after it gave
 ``predict_proba``'s probabilities bit for bit at start-up.
 """
 

@@ -8,7 +8,7 @@ about columns, dtypes, categories or the number of trees:
   the *training* categories, unseen values becoming missing, as XGBoost does not handle them itself);
 - ``margin``/``predict_proba`` always pass ``iteration_range`` (plain ``Booster.predict`` would use
   every tree, not the early-stopped number);
-- ``save``/``load`` write the booster (or the regression's numbers, ``churnml.linear``), the calibrator
+- ``save``/``load`` write the booster (or the regression's numbers, ``churnml.training.linear``), the calibrator
   and the spec as JSON: nothing is pickled.
 """
 
@@ -26,9 +26,9 @@ import pandas as pd
 import xgboost as xgb
 
 from churnml import io
-from churnml.calibrate import Calibrator, sigmoid
 from churnml.errors import DataValidationError, ModelLoadError
-from churnml.linear import LinearModel
+from churnml.training.calibrate import Calibrator, sigmoid
+from churnml.training.linear import LinearModel
 
 BOOSTER_FILE = "booster.json"
 LINEAR_FILE = "linear.json"
@@ -276,7 +276,7 @@ def load_model(uri: str | Path, evaluated: bool = False) -> ChurnModel:
     ``evaluated=True`` gives the model before its refit on every label (the one its test figures
     describe), where the model carries one; otherwise the model itself.
     """
-    from churnml.mlflow_model import ARTIFACT, EVALUATED_ARTIFACT
+    from churnml.training.mlflow_model import ARTIFACT, EVALUATED_ARTIFACT
 
     path = Path(str(uri))
     if path.is_dir() and (path / SPEC_FILE).exists():

@@ -1,7 +1,7 @@
 """Regularised logistic regression on log-scaled, standardised features, saved as plain JSON numbers.
 
 On small or weak-signal businesses a linear model on ``arcsinh`` counts is hard to beat, so it is one of
-the candidates the cross-validation chooses from (see :mod:`churnml.candidates`). It is fitted as a
+the candidates the cross-validation chooses from (see :mod:`churnml.training.candidates`). It is fitted as a
 scikit-learn pipeline (median imputation with missing indicators, ``arcsinh``, standardisation, one-hot
 encoding of categoricals, L2-penalised logistic regression) and then *exported*: the medians, scaler
 means and scales, category levels and coefficients become a :class:`LinearModel`, which scores and

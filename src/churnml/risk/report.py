@@ -25,10 +25,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from churnml import io
 from churnml.config import Config
-from churnml.explain import Explainer
-from churnml.model import ChurnModel
-from churnml.risk import Playbook, group_membership
-from churnml.segments import SEGMENTS
+from churnml.risk.explain import Explainer
+from churnml.risk.risk_list import Playbook, group_membership
+from churnml.risk.segments import SEGMENTS
+from churnml.training.model import ChurnModel
 
 TEMPLATE = "risk_report.html.j2"
 BAND_COLOURS = ("#4c9a5b", "#e0a030", "#c8423b", "#7a1f1a", "#3f0d0a")
@@ -336,7 +336,7 @@ def waterfalls(
 
 def render(context: dict[str, Any]) -> str:
     env = Environment(
-        loader=PackageLoader("churnml", "templates"),
+        loader=PackageLoader("churnml.risk", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
         trim_blocks=True,
         lstrip_blocks=True,

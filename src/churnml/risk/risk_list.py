@@ -1,6 +1,6 @@
 """The ranked risk list: customer value, risk bands, ranking, risk groups with their plays, and trend.
 
-Pure functions over plain frames and arrays, composed by ``pipelines/score.py``:
+Pure functions over plain frames and arrays, composed by ``churnml.pipelines.score``:
 
 - **value and revenue at risk**: calibrated probability x customer value (MRR x months, or a constant);
 - **bands** from fixed probability thresholds (never quantiles of the run: "high" means the same every
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from churnml.config import RiskConfig
 from churnml.errors import ConfigError
-from churnml.explain import Driver, Signals
+from churnml.risk.explain import Driver, Signals
 
 NO_GROUP = None  # customers below the at-risk threshold (or not explained) have no risk group
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from churnml.config import Config
-from churnml.data import load_dataset
-from churnml.dataset import Dataset
-from churnml.simulate import simulate
-from churnml.training_set import TrainingSet, build_training_set, write_training_set
+from churnml.data.dataset import Dataset
+from churnml.data.load import load_dataset
+from churnml.data.simulate import simulate
+from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ import xgboost as xgb
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from churnml import ownership
-from churnml.calibrate import sigmoid
 from churnml.config import Config, ModelConfig, TuneConfig
 from churnml.errors import ChurnmlError
-from churnml.model import ChurnModel
-from churnml.split import Split, customer_fraction
+from churnml.training.calibrate import sigmoid
+from churnml.training.model import ChurnModel
+from churnml.training.split import Split, customer_fraction
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import pandas as pd
 
 from churnml import __version__, io
 from churnml.config import FeatureConfig, LabelConfig
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.features import FeatureSpec, build_features, feature_catalogue
-from churnml.labels import LabelTimes, make_label_times
+from churnml.features.labels import LabelTimes, make_label_times
 
 TRAINING_SET_FILE = "training_set.parquet"
 LABEL_TIMES_FILE = "label_times.parquet"

@@ -8,7 +8,7 @@ One pydantic model per request shape is built from the ChurnModel's columns when
   categoricals restricted to the training categories (an unseen category is an error naming the field and
   the allowed values, not silently missing), unknown fields refused;
 - a **customer history** has the data contract's tables (``churnml.contract``), with the customer
-  attributes the model's profile features read; rows are validated again by ``churnml.data`` exactly as a
+  attributes the model's profile features read; rows are validated again by ``churnml.data.load`` exactly as a
   batch load is, and fed to the same feature builders as training. A raw column a categorical feature
   reads (``plan``, ``country``...) takes the training categories only, as the feature record does: the
   builders would read an unseen value as missing and score another customer than the one sent.
@@ -43,8 +43,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
-from churnml.dataset import Dataset
-from churnml.model import ChurnModel
+from churnml.data.dataset import Dataset
+from churnml.training.model import ChurnModel
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads features as float32
 AMOUNT_MAX = 1e12  # raw money and values: sums over thousands of rows stay far from float overflow
@@ -60,7 +60,7 @@ Value = Annotated[float, Field(strict=True, ge=-AMOUNT_MAX, le=AMOUNT_MAX)]
 
 
 def _naive_utc(value: datetime) -> datetime:
-    """Timestamps as naive UTC (what ``churnml.data`` produces), within what pandas can hold."""
+    """Timestamps as naive UTC (what ``churnml.data.load`` produces), within what pandas can hold."""
     if value.tzinfo is not None:
         try:
             value = value.astimezone(UTC).replace(tzinfo=None)
@@ -186,7 +186,7 @@ class RecordEncoder:
 
     Categoricals become their code in the training categories, exactly the codes ``ChurnModel.prepare``
     gives (the booster knows which features are categorical); ``None`` becomes NaN, XGBoost's missing.
-    ``churnml.serve.Scorer`` checks at start-up that this gives ``predict_proba``'s margins bit for bit.
+    ``churnml.serving.serve.Scorer`` checks at start-up that this gives ``predict_proba``'s margins bit for bit.
     """
 
     def __init__(self, model: ChurnModel) -> None:
@@ -399,7 +399,7 @@ def history_tables(histories: Sequence[BaseModel]) -> dict[str, pd.DataFrame]:
 
 # ---------------------------------------------------------------------------------------------------
 # Responses. (Examples live in RESPONSE_EXAMPLES: BentoML's OpenAPI writer refuses ``examples`` keys, so
-# ``churnml.serve.complete_openapi`` adds them to the document.)
+# ``churnml.serving.serve.complete_openapi`` adds them to the document.)
 
 ResponseConfig = ConfigDict(extra="forbid")
 

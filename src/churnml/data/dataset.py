@@ -16,7 +16,7 @@ from churnml.errors import DataWarning
 class Dataset:
     """Validated tables keyed by contract name, with contract column names.
 
-    Invariants guaranteed by ``churnml.data.load_dataset`` (and by the simulator):
+    Invariants guaranteed by ``churnml.data.load.load_dataset`` (and by the simulator):
     - ``customers`` is present with unique ``customer_id``; every activity row's customer exists;
     - timestamp columns are tz-naive ``datetime64[ns]`` (missing = NaT), numeric columns are float64,
       other optional columns are strings/categoricals as read;

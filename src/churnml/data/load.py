@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 
 from churnml.config import DataConfig, ReadOptions, TableSource
 from churnml.contract import ACTIVITY_TABLES, TABLES, TableSpec
-from churnml.dataset import Dataset
+from churnml.data.dataset import Dataset
 from churnml.errors import DataValidationError, DataWarning, example_rows
 
-logger = logging.getLogger("churnml.data")
+logger = logging.getLogger("churnml.data.load")
 
 # Looked for, in this order, when a table has no configured path.
 EXTENSIONS: tuple[str, ...] = (".parquet", ".csv", ".csv.gz", ".txt", ".tsv")

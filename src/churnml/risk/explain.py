@@ -27,7 +27,7 @@ import pandas as pd
 import xgboost as xgb
 
 from churnml.features.catalogue import FeatureSpec
-from churnml.model import ChurnModel
+from churnml.training.model import ChurnModel
 
 NON_ACTIONABLE = "non_actionable"  # keyword of exclude_from_reasons: every non-actionable feature
 TYPICAL_KEY = "typical_values"  # where a model's info carries the typical values of retained customers

@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from churnml import io, ownership
 from churnml.config import Config
-from churnml.split import Split
+from churnml.training.split import Split
 
 PARENT_TAG = "mlflow.parentRunId"
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")

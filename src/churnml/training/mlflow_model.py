@@ -3,7 +3,7 @@
 MLflow's own XGBoost pyfunc returns class labels; this one returns ``P(churn)`` per row, so
 ``mlflow.pyfunc.load_model("models:/churn-model@champion").predict(frame)`` is what a scorer wants.
 The model is logged "from code" with the ChurnModel's plain files as artifacts: nothing is pickled,
-and ``churnml.model.load_model(uri)`` gets the ChurnModel itself back from any model URI.
+and ``churnml.training.model.load_model(uri)`` gets the ChurnModel itself back from any model URI.
 Loading needs churnml installed (the serving image installs it).
 """
 
@@ -20,14 +20,14 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import AnyType, ColSpec, Schema
 
-from churnml.model import ChurnModel
+from churnml.training.model import ChurnModel
 
 ARTIFACT = "churn_model"
 EVALUATED_ARTIFACT = "evaluated_model"  # the model before the refit on every label (the tested one)
 # The file MLflow runs to build the pyfunc when loading; written at log time, not imported by churnml.
 MODEL_CODE = """\
 import mlflow
-from churnml.mlflow_model import ChurnPyfunc
+from churnml.training.mlflow_model import ChurnPyfunc
 
 mlflow.models.set_model(ChurnPyfunc())
 """

@@ -34,12 +34,11 @@ import pandas as pd
 import xgboost as xgb
 
 from churnml.config import Config, load_config
-from churnml.dense_predict import DensePredictor
 from churnml.errors import ChurnmlError, DataValidationError
-from churnml.explain import Explainer, contributions, model_typical_values
-from churnml.model import ChurnModel, load_model
-from churnml.risk import band_of
-from churnml.serving_schemas import (
+from churnml.risk.explain import Explainer, contributions, model_typical_values
+from churnml.risk.risk_list import band_of
+from churnml.serving.fast_path import DensePredictor
+from churnml.serving.schemas import (
     DriverOut,
     Explanation,
     HistoryScore,
@@ -50,6 +49,7 @@ from churnml.serving_schemas import (
     history_tables,
     records_frame,
 )
+from churnml.training.model import ChurnModel, load_model
 
 ENV_CONFIG = "CHURNML_CONFIG"
 ENV_OVERRIDES = "CHURNML_OVERRIDES"
@@ -58,7 +58,7 @@ BENTO_SCHEME = "bentoml:"  # CHURNML_MODEL_URI=bentoml:churn-model:v3 serves a m
 BENTO_ARTIFACT = "churn_model"
 SERVICE = "serving.service:ChurnService"
 log = logging.getLogger(__name__)
-FUTURE_TOLERANCE = timedelta(days=1)  # as data.py: a moment this far past the wall clock is not "now"
+FUTURE_TOLERANCE = timedelta(days=1)  # as churnml.data.load: a moment this far past the wall clock is not "now"
 # Paths that never need the API key: health, metrics, the OpenAPI document and its UI.
 OPEN_PATHS = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
@@ -128,7 +128,7 @@ def load_served_model(config: Config, uri: str | None = None) -> LoadedModel:
     except ChurnmlError:
         raise
     except Exception as exc:  # MLflow and BentoML raise many types for "not there"
-        from churnml.tracking import tracking_uri
+        from churnml.training.tracking import tracking_uri
 
         raise ChurnmlError(
             f"cannot load model {uri!r} (MLflow store {tracking_uri(config)}): "
@@ -142,7 +142,7 @@ def load_served_model(config: Config, uri: str | None = None) -> LoadedModel:
 def _load_mlflow_model(uri: str, config: Config) -> LoadedModel:
     from mlflow import MlflowClient
 
-    from churnml import registry, tracking
+    from churnml.training import registry, tracking
 
     with tracking.store(config) as store:
         version = uri
@@ -387,7 +387,7 @@ class Scorer:
 
     def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
         """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
-        from churnml.data import dataset_from_frames
+        from churnml.data.load import dataset_from_frames
         from churnml.features import FeatureSpec, build_features
 
         if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
@@ -861,7 +861,7 @@ def server_environment(
     The server runs from the service directory, so the MLflow store this shell resolves (a relative
     ``output.dir``, ``$MLFLOW_TRACKING_URI``) is pinned as an override.
     """
-    from churnml.tracking import tracking_uri
+    from churnml.training.tracking import tracking_uri
 
     pinned = [*overrides, f"tracking.uri={tracking_uri(load_config(config_path, overrides))}"]
     env = {

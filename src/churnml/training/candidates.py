@@ -10,7 +10,7 @@ out-of-fold margins, and the best by ``model.select_by`` ships.
 - ``xgboost_tuned``: the Optuna study's best trial (``tune.tune``).
 - ``xgboost_robust``: fixed settings for small data (depth 2-3, heavy leaves, subsampling, a slow
   learning rate), rounds by pooled early stopping: the safe choice when a search is noise.
-- ``logreg``: ``churnml.linear``'s pipeline, its L2 strength chosen from ``linear.C_GRID`` by the
+- ``logreg``: ``churnml.training.linear``'s pipeline, its L2 strength chosen from ``linear.C_GRID`` by the
   pooled ``tune.metric``.
 """
 
@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnml.calibrate import sigmoid
 from churnml.config import Config
-from churnml.evaluate import metric_value
-from churnml.linear import C_GRID, LinearModel, logistic_pipeline, regression
-from churnml.model import ChurnModel
-from churnml.registry import LOWER_IS_BETTER
-from churnml.split import Split
-from churnml.tune import (
+from churnml.training.calibrate import sigmoid
+from churnml.training.evaluate import metric_value
+from churnml.training.linear import C_GRID, LinearModel, logistic_pipeline, regression
+from churnml.training.model import ChurnModel
+from churnml.training.registry import LOWER_IS_BETTER
+from churnml.training.split import Split
+from churnml.training.tune import (
     MAXIMIZE,
     CVData,
     CVResult,
