@@ -112,14 +112,14 @@ def measure(args: argparse.Namespace) -> None:
 def shap_cost(model_dir: Path, data: Path, device: str, rows: int) -> dict[str, float]:
     """Seconds per row of plain prediction and of TreeSHAP on ``rows`` customers."""
     from churnml.data.load import load_dataset
-    from churnml.features import FeatureSpec, build_features
+    from churnml.features import build_features
     from churnml.features.labels import make_label_times
 
     config = load_config(None, [f"data.dir={data}"])
     dataset = load_dataset(config.data)
     model = ChurnModel.load(model_dir)
     eligible = make_label_times(dataset, config.labels, [dataset.end]).frame.head(rows)
-    frame = build_features(dataset, eligible, config.features, [FeatureSpec(**s) for s in model.specs])
+    frame = build_features(dataset, eligible, config.features, list(model.specs))
     started = time.perf_counter()
     model.margin(frame)
     predict = (time.perf_counter() - started) / len(frame)

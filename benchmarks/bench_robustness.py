@@ -41,7 +41,6 @@ never tuned for these figures: the weak-signal cells exist to show where churn i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -60,6 +59,7 @@ from churnml.config import Config, load_config
 from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames
 from churnml.data.simulate import Simulation, simulate
+from churnml.features.catalogue import recency_feature
 from churnml.features.labels import cutoff_dates
 from churnml.features.training_set import TrainingSet, build_training_set
 from churnml.pipelines import train
@@ -67,7 +67,6 @@ from churnml.training.evaluate import (
     expected_calibration_error,
     fit_recency_rule,
     logistic_regression,
-    recency_feature,
     recency_scores,
 )
 from churnml.training.model import ChurnModel
@@ -181,7 +180,7 @@ def recency_baseline(
     train_rows: pd.DataFrame, rows: pd.DataFrame, config: Config, specs
 ) -> np.ndarray | None:
     """Days since last activity (the ranking score), or None when the data has no recency feature."""
-    feature = recency_feature([dataclasses.asdict(s) for s in specs], config.evaluation.recency_feature)
+    feature = recency_feature(specs, config.evaluation.recency_feature)
     if feature is None:
         return None
     rule = fit_recency_rule(train_rows, feature)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -62,14 +61,3 @@ class DataWarning:
     def __str__(self) -> str:
         where = f"{self.table}" + (f".{self.column}" if self.column else "")
         return f"{where}: {self.problem} ({self.count} rows)"
-
-
-@dataclass
-class ValidationReport:
-    warnings: list[DataWarning] = field(default_factory=list)
-
-    def add(self, warning: DataWarning) -> None:
-        self.warnings.append(warning)
-
-    def extend(self, warnings: Sequence[DataWarning]) -> None:
-        self.warnings.extend(warnings)

@@ -9,6 +9,7 @@ import xgboost as xgb
 from sklearn.metrics import log_loss
 
 from churnml.config import ModelConfig, SplitConfig
+from churnml.features.catalogue import FeatureSpec
 from churnml.risk.explain import contributions
 from churnml.training.calibrate import sigmoid
 from churnml.training.candidates import (
@@ -63,10 +64,8 @@ def frame(customers: int = 300, seed: int = 0) -> pd.DataFrame:
 
 
 SPECS = [
-    {"name": "x1", "dtype": "float64"},
-    {"name": "x2", "dtype": "float64"},
-    {"name": "x3", "dtype": "float64"},
-    {"name": "plan", "dtype": "category"},
+    FeatureSpec(name, "test", "customers", "current", None, dtype, f"{name}: {{value}}", name)
+    for name, dtype in [("x1", "float64"), ("x2", "float64"), ("x3", "float64"), ("plan", "category")]
 ]
 PARAMS = {"objective": "binary:logistic", "eval_metric": "logloss", "max_depth": 2, "eta": 0.3, "seed": 0}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import log_loss, roc_auc_score
 
 from churnml.config import CampaignConfig, EvaluationConfig
+from churnml.features.catalogue import FeatureSpec, recency_feature
 from churnml.training.calibrate import Calibrator, choose_calibrator, fit_isotonic, fit_sigmoid, sigmoid
 from churnml.training.evaluate import (
     best_targeting,
@@ -21,7 +23,6 @@ from churnml.training.evaluate import (
     metric_value,
     operating_point,
     profit_curve,
-    recency_feature,
     recency_scores,
     score_report,
     top_fraction_metrics,
@@ -160,8 +161,8 @@ def test_calibrator_rejects_bad_json() -> None:
 
 
 def test_recency_baseline_ranks_by_days_and_never_active_is_riskiest() -> None:
-    specs = [{"name": "plan", "family": "billing", "dtype": "category"}]
-    specs += [{"name": "days_since_last_login", "family": "recency", "dtype": "float64"}]
+    spec = FeatureSpec("plan", "billing", "customers", "current", None, "category", "Plan: {value}", "plan")
+    specs = [spec, dataclasses.replace(spec, name="days_since_last_login", family="recency", dtype="float64")]
     assert recency_feature(specs, None) == "days_since_last_login"
     assert recency_feature(specs, "other") == "other"
     assert recency_feature(specs[:1], None) is None

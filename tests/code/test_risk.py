@@ -28,7 +28,7 @@ from churnml.risk.risk_list import (
     true_causes,
     with_plays,
 )
-from churnml.risk.segments import activity_feature, lifecycle_stage, past_due, segment, segments_of
+from churnml.risk.segments import lifecycle_stage, past_due, segment, segments_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BANDS = {"low": 0.0, "medium": 0.1, "high": 0.3}
@@ -218,12 +218,6 @@ def test_past_due_and_segments_from_features() -> None:
     found = segments_of(frame, np.array([60.0, 60, 60, 800]), SegmentConfig(), "days_since_last_event")
     assert found["segment"].tolist() == ["cancelled_past_due", "active", "active", "slipping_away"]
     assert found["lifecycle_stage"].tolist() == ["early", "early", "early", "mature"]
-    specs = [
-        {"name": "plan", "family": "billing", "dtype": "category"},
-        {"name": "days_since_last_event", "family": "recency", "dtype": "float64"},
-    ]
-    assert activity_feature(specs) == "days_since_last_event"
-    assert activity_feature(specs, "x") == "x"
 
 
 def test_lifecycle_stage_from_tenure() -> None:

@@ -99,8 +99,8 @@ def silent(frame: pd.DataFrame, model: ChurnModel) -> pd.DataFrame:
     """
     out = frame.copy()
     for spec in model.specs:
-        name, aggregate, window = spec["name"], spec["aggregate"], spec["window_days"]
-        if spec["table"] != "events":
+        name, aggregate, window = spec.name, spec.aggregate, spec.window_days
+        if spec.table != "events":
             continue
         if aggregate == "days_since_last":
             out[name] = frame[name].clip(lower=SILENT_DAYS)  # NaN (never) stays NaN
@@ -121,8 +121,8 @@ def silent(frame: pd.DataFrame, model: ChurnModel) -> pd.DataFrame:
 def _overdue(frame: pd.DataFrame, model: ChurnModel) -> pd.DataFrame:
     """Recompute the activity overdue ratio: days since the last event / the usual gap between active days."""
     for spec in model.specs:
-        if spec["table"] == "events" and spec["aggregate"] == "overdue_ratio":
-            frame[spec["name"]] = frame["days_since_last_event"] / frame["activity_gap_days_mean"]
+        if spec.table == "events" and spec.aggregate == "overdue_ratio":
+            frame[spec.name] = frame["days_since_last_event"] / frame["activity_gap_days_mean"]
     return frame
 
 
@@ -254,8 +254,8 @@ def loyal(row: pd.DataFrame, trained: TrainResult) -> pd.DataFrame:
     model, retained = trained.model, _retained(trained)
     row = row.copy()
     for spec in model.specs:
-        name, aggregate = spec["name"], spec["aggregate"]
-        if spec["table"] != "events" or "onboarding" in name:
+        name, aggregate = spec.name, spec.aggregate
+        if spec.table != "events" or "onboarding" in name:
             continue
         if aggregate in {"count", "active_days", "sum", "distinct"}:
             row[name] = retained[name].quantile(0.9)
@@ -275,17 +275,17 @@ def gone_quiet(row: pd.DataFrame, trained: TrainResult, days: float = 65.0) -> p
     its oldest days' share, both trend months are empty (so no change), onboarding never happened."""
     row = row.copy()
     for spec in trained.model.specs:
-        name, window = spec["name"], spec["window_days"]
-        if spec["table"] != "events":
+        name, window = spec.name, spec.window_days
+        if spec.table != "events":
             continue
-        if spec["aggregate"] == "days_since_last":
+        if spec.aggregate == "days_since_last":
             row[name] = np.nan if "onboarding" in name else row[name].clip(lower=days)
-        elif spec["aggregate"] in {"count", "active_days", "sum", "distinct"}:
+        elif spec.aggregate in {"count", "active_days", "sum", "distinct"}:
             if "onboarding" in name or (window is not None and window <= days):
                 row[name] = 0.0
             elif window is not None:
                 row[name] = row[name] * (window - days) / window
-        elif spec["aggregate"] in {"trend", "active_days_trend"}:
+        elif spec.aggregate in {"trend", "active_days_trend"}:
             row[name] = 0.0
     return trained.model.prepare(_overdue(row, trained.model))
 

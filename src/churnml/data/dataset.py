@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from churnml.contract import TABLES
 from churnml.errors import DataWarning
 
 
@@ -53,7 +52,3 @@ class Dataset:
             for name, frame in self.tables.items()
         }
         return Dataset(tables=tables, end=self.end, warnings=self.warnings)
-
-
-def known_tables(dataset: Dataset) -> list[str]:
-    return [name for name in TABLES if name in dataset.tables]

@@ -9,9 +9,11 @@ spec; this module only decides which specs a dataset supports.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,6 +84,23 @@ class FeatureSpec:
             return self.reason.format(value=value)
         except (TypeError, ValueError):
             return re.sub(r"\{value[^}]*\}", str(value), self.reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able fields (how a model and a training set store their specs)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> FeatureSpec:
+        """The spec ``to_dict`` wrote (unknown keys are an error: a spec from a newer churnml)."""
+        return cls(**fields)
+
+
+def recency_feature(specs: Iterable[FeatureSpec], configured: str | None = None) -> str | None:
+    """Days-since-last-activity feature: the configured one, else the first float feature of the
+    'recency' family in catalogue order (the recency baseline and the "slipping away" segment's input)."""
+    if configured is not None:
+        return configured
+    return next((s.name for s in specs if s.family == "recency" and s.dtype == "float64"), None)
 
 
 # ---------------------------------------------------------------------------------------------------

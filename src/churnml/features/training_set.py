@@ -6,7 +6,6 @@ fingerprint), so a model trained from it can validate inputs and explain itself 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ class TrainingSet:
             "churnml_version": __version__,
             "data_fingerprint": self.fingerprint,
             "labels": self.label_settings,
-            "features": [dataclasses.asdict(spec) for spec in self.specs],
+            "features": [spec.to_dict() for spec in self.specs],
             "rows": len(self.frame),
         }
 
@@ -96,7 +95,7 @@ def read_training_set(path: str | Path) -> TrainingSet:
     if path.is_dir():
         path = path / TRAINING_SET_FILE
     metadata = io.read_parquet_metadata(path)
-    specs = tuple(FeatureSpec(**spec) for spec in metadata["features"])
+    specs = tuple(FeatureSpec.from_dict(spec) for spec in metadata["features"])
     frame = pd.read_parquet(path)
     return TrainingSet(
         frame=frame, specs=specs, label_settings=metadata["labels"], fingerprint=metadata["data_fingerprint"]

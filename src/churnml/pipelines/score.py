@@ -19,13 +19,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 
 from churnml import io, ownership
 from churnml.config import Config, LabelConfig
 from churnml.data.dataset import Dataset
 from churnml.errors import ChurnmlError, ModelLoadError
-from churnml.features import FeatureSpec, build_features
+from churnml.features import build_features
+from churnml.features.catalogue import recency_feature
 from churnml.features.labels import make_label_times
 from churnml.pipelines import features
 from churnml.risk import report
@@ -44,7 +44,7 @@ from churnml.risk.risk_list import (
     rank,
     with_plays,
 )
-from churnml.risk.segments import activity_feature, segments_of
+from churnml.risk.segments import segments_of
 from churnml.training import registry
 from churnml.training.model import ChurnModel, load_model
 from churnml.training.tracking import session, tracking_uri
@@ -80,7 +80,7 @@ def score_dir(config: Config) -> Path:
 
 
 def default_model_uri(config: Config) -> str:
-    return f"models:/{config.tracking.registered_model}@{registry.CHAMPION}"
+    return registry.champion_uri(config.tracking.registered_model)
 
 
 def run(
@@ -175,7 +175,8 @@ def resolve_as_of(dataset: Dataset, as_of: Any) -> pd.Timestamp:
 def load(uri: str, config: Config) -> tuple[ChurnModel, str | None]:
     """The model and its registry version (None for a directory or run URI); a clear error if missing."""
     try:
-        model = load_model(uri)
+        ref = registry.resolve(uri)
+        model = load_model(ref.uri)
     except ModelLoadError:
         raise  # already says what the model is and why it cannot be used
     except Exception as exc:  # MLflow raises several types for "not there"; all mean the same to a user
@@ -184,14 +185,7 @@ def load(uri: str, config: Config) -> tuple[ChurnModel, str | None]:
             "Train and register one first (`churnml train -c <config>`), or pass --model with a model URI "
             "(models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/model) or a model directory."
         ) from exc
-    version = None
-    if uri.startswith("models:/") and "@" in uri:
-        name, alias = uri.removeprefix("models:/").split("@", 1)
-        found = registry.alias_version(MlflowClient(), name, alias)
-        version = None if found is None else str(found.version)
-    elif uri.startswith("models:/") and uri.count("/") == 2:
-        version = uri.rsplit("/", 1)[1]
-    return model, version
+    return model, ref.version
 
 
 def label_config(model: ChurnModel, config: Config) -> LabelConfig:
@@ -211,7 +205,7 @@ def active_customer_features(
     eligible = make_label_times(dataset, label_config(model, config), [as_of]).frame
     if eligible.empty:
         raise ChurnmlError(f"no active customers at {as_of}: nothing to score")
-    specs = [FeatureSpec(**spec) for spec in model.specs]
+    specs = list(model.specs)
     return build_features(dataset, eligible[["customer_id", "cutoff"]], config.features, specs=specs)
 
 
@@ -223,7 +217,7 @@ def score(
     value, basis = customer_value(frame, config.risk)
     signup = frame["customer_id"].map(dataset.customers.set_index("customer_id")["signup_at"])
     tenure = ((as_of - pd.to_datetime(signup)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    activity = activity_feature(
+    activity = recency_feature(
         model.specs, config.risk.segments.activity_feature or config.evaluation.recency_feature
     )
     scored = pd.DataFrame(

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from churnml import io
 from churnml.features.catalogue import FeatureSpec
 from churnml.training.model import ChurnModel
 
@@ -52,18 +53,10 @@ class Driver:
             "family": self.family,
             "feature": self.feature,
             "contribution": self.contribution,
-            "value": _plain(self.value),
-            "typical": _plain(self.typical),
+            "value": io.strict(self.value),
+            "typical": io.strict(self.typical),
             "text": self.text,
         }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,12 +100,12 @@ def contributions(
 
 def feature_specs(model: ChurnModel) -> list[FeatureSpec]:
     """A catalogue spec per model column (a plain one for columns the model has no spec for)."""
-    known = {spec["name"]: spec for spec in model.specs}
+    known = {spec.name: spec for spec in model.specs}
     specs = []
     for column in model.columns:
         spec = known.get(column.name)
         if spec is not None:
-            specs.append(spec if isinstance(spec, FeatureSpec) else FeatureSpec(**spec))
+            specs.append(spec)
             continue
         specs.append(
             FeatureSpec(
@@ -221,12 +214,12 @@ def render(spec: FeatureSpec, value: Any, typical: Any = None) -> str:
         else:
             text = f"{(spec.description or spec.name).rstrip('.')}: none yet"
     else:
-        text = spec.explain(_plain(value))
+        text = spec.explain(io.strict(value))
     if _missing(typical):
         return text
     shown = format_value(spec, typical)
     if _FORMAT.search(spec.reason) is None:  # a flag-like template: say the typical value plainly
-        shown = str(_plain(typical))
+        shown = str(io.strict(typical))
     return f"{text} (retained customers: {shown})"
 
 
@@ -300,7 +293,7 @@ class Explainer:
                         family=spec.family,
                         feature=spec.name,
                         contribution=contribution,
-                        value=_plain(value),
+                        value=io.strict(value),
                         typical=typical,
                         text=render(spec, value, typical),
                     )

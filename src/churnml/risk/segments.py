@@ -12,9 +12,6 @@ Pure functions of the scored customers' features, so the list, the report and th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -35,16 +32,6 @@ def _column(frame: pd.DataFrame, name: str | None) -> np.ndarray:
     if name is None or name not in frame.columns:
         return np.full(len(frame), np.nan)
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
-def activity_feature(specs: Sequence[Mapping[str, Any]], configured: str | None = None) -> str | None:
-    """Days-since-last-activity feature: the configured one, else the first 'recency' float feature."""
-    if configured is not None:
-        return configured
-    for spec in specs:
-        if spec.get("family") == "recency" and spec.get("dtype", "float64") == "float64":
-            return spec["name"]
-    return None
 
 
 def past_due(frame: pd.DataFrame, days: int) -> np.ndarray:

@@ -113,11 +113,11 @@ def category_columns(model: ChurnModel) -> dict[tuple[str, str], tuple[str, ...]
     """
     columns: dict[tuple[str, str], tuple[str, ...]] = {}
     for spec in model.specs:
-        column, categories = spec.get("column"), tuple(spec.get("categories") or ())
-        if spec.get("dtype") != "category" or not column or not categories:
+        column, categories = spec.column, tuple(spec.categories or ())
+        if spec.dtype != "category" or not column or not categories:
             continue
-        columns[(spec["table"], column)] = categories
-        if spec.get("aggregate") == "current":
+        columns[(spec.table, column)] = categories
+        if spec.aggregate == "current":
             columns.setdefault(("customers", column), categories)
     return columns
 
@@ -148,7 +148,7 @@ def example_record(model: ChurnModel, typical: Mapping[str, Any] | None = None) 
 
 def feature_record_model(model: ChurnModel) -> type[BaseModel]:
     """``CustomerFeatures``: one required, nullable field per model feature, typed from the spec."""
-    descriptions = {spec.get("name"): spec.get("description") or "" for spec in model.specs}
+    descriptions = {spec.name: spec.description for spec in model.specs}
     fields: dict[str, Any] = {
         "customer_id": (
             CustomerId | None,
@@ -276,9 +276,9 @@ def extra_customer_attributes(model: ChurnModel) -> dict[str, str]:
     """Customer attributes outside the contract that the model's profile features read: column -> dtype."""
     extras = {}
     for spec in model.specs:
-        column = spec.get("column")
-        if spec.get("table") == "customers" and column and column not in CUSTOMERS.columns:
-            extras[column] = spec.get("dtype", "float64")
+        column = spec.column
+        if spec.table == "customers" and column and column not in CUSTOMERS.columns:
+            extras[column] = spec.dtype
     return extras
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from churnml import io
 from churnml.config import Config, load_config
 from churnml.errors import ChurnmlError, DataValidationError
 from churnml.risk.explain import Explainer, contributions, model_typical_values
@@ -58,7 +59,9 @@ BENTO_SCHEME = "bentoml:"  # CHURNML_MODEL_URI=bentoml:churn-model:v3 serves a m
 BENTO_ARTIFACT = "churn_model"
 SERVICE = "serving.service:ChurnService"
 log = logging.getLogger(__name__)
-FUTURE_TOLERANCE = timedelta(days=1)  # as churnml.data.load: a moment this far past the wall clock is not "now"
+FUTURE_TOLERANCE = timedelta(
+    days=1
+)  # as churnml.data.load: a moment this far past the wall clock is not "now"
 # Paths that never need the API key: health, metrics, the OpenAPI document and its UI.
 OPEN_PATHS = frozenset({"/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
@@ -81,11 +84,13 @@ def service_config() -> Config:
 def model_uri(config: Config, service_file: str | Path | None = None) -> str:
     """What to serve: ``CHURNML_MODEL_URI``, else ``serving.model_uri``, else the model packed in the Bento
     that ``service_file`` runs from (if it does), else the registered champion."""
+    from churnml.training import registry
+
     return (
         os.environ.get(ENV_MODEL_URI)
         or config.serving.model_uri
         or packed_model_uri(service_file)
-        or f"models:/{config.tracking.registered_model}@champion"
+        or registry.champion_uri(config.tracking.registered_model)
     )
 
 
@@ -140,25 +145,11 @@ def load_served_model(config: Config, uri: str | None = None) -> LoadedModel:
 
 
 def _load_mlflow_model(uri: str, config: Config) -> LoadedModel:
-    from mlflow import MlflowClient
-
     from churnml.training import registry, tracking
 
-    with tracking.store(config) as store:
-        version = uri
-        if uri.startswith("models:/") and "@" in uri:
-            name, alias = uri.removeprefix("models:/").split("@", 1)
-            found = registry.alias_version(MlflowClient(), name, alias)
-            if found is None:
-                raise ChurnmlError(
-                    f"no model version of {name!r} holds the alias {alias!r} in {store}: train and register "
-                    "one (`churnml train`) or promote a version (`churnml promote <version>`)"
-                )
-            version = f"{name}/{found.version}"
-            uri = f"models:/{version}"
-        elif uri.startswith("models:/") and uri.count("/") == 2:
-            version = uri.removeprefix("models:/")
-        return LoadedModel(load_model(uri), version, uri)
+    with tracking.store(config):
+        ref = registry.resolve(uri)
+        return LoadedModel(load_model(ref.uri), ref.label, ref.uri)
 
 
 def _load_bento_model(tag: str) -> LoadedModel:
@@ -388,7 +379,7 @@ class Scorer:
     def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
         """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
         from churnml.data.load import dataset_from_frames
-        from churnml.features import FeatureSpec, build_features
+        from churnml.features import build_features
 
         if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
             raise ClientError("as_of lies in the future: nothing is known about customers then", ["as_of"])
@@ -412,7 +403,7 @@ class Scorer:
                 "cutoff": pd.Series([as_of] * len(histories), dtype="datetime64[ns]"),
             }
         )
-        specs = [FeatureSpec(**spec) for spec in self.model.specs]
+        specs = list(self.model.specs)
         frame = build_features(dataset, cutoffs, self.config.features, specs=specs)
         numeric = [c.name for c in self.model.columns if c.dtype != "category"]
         infinite = np.isinf(frame[numeric].to_numpy(dtype=float))
@@ -434,7 +425,7 @@ class Scorer:
         for position, row in enumerate(rows):
             row["as_of"] = as_of.replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive means UTC here
             row["features"] = (
-                {name: _plain(frame[name].iloc[position]) for name in names} if include_features else None
+                {name: io.strict(frame[name].iloc[position]) for name in names} if include_features else None
             )
         return [HistoryScore.model_construct(**row) for row in rows]
 
@@ -484,16 +475,8 @@ def prepared_matrix(model: ChurnModel, prepared: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
-        return None
-    return value
-
-
 def _finite(driver: dict[str, Any]) -> dict[str, Any]:
-    return {k: _plain(v) if k in ("value", "typical") else v for k, v in driver.items()}
+    return {k: io.strict(v) if k in ("value", "typical") else v for k, v in driver.items()}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ the test rows is ``success_rate * sum(value of churners among the k) - cost * k`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from sklearn.pipeline import Pipeline
 from churnml import io
 from churnml.config import CampaignConfig, EvaluationConfig
 from churnml.errors import ConfigError
+from churnml.features.catalogue import recency_feature
 from churnml.training.linear import logistic_pipeline
 from churnml.training.model import ChurnModel, FeatureColumn
 
@@ -229,16 +230,6 @@ def customer_value(frame: pd.DataFrame, campaign: CampaignConfig) -> np.ndarray:
 
 
 # --- baselines ---------------------------------------------------------------------------------------
-
-
-def recency_feature(specs: Sequence[Mapping[str, Any]], configured: str | None) -> str | None:
-    """The configured feature, else the first float feature of the 'recency' family (catalogue order)."""
-    if configured is not None:
-        return configured
-    for spec in specs:
-        if spec.get("family") == "recency" and spec.get("dtype") == "float64":
-            return spec["name"]
-    return None
 
 
 NEVER_ACTIVE_DAYS = 1e6  # a customer with no activity at all ranks as the most inactive

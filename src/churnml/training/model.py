@@ -27,7 +27,8 @@ import xgboost as xgb
 
 from churnml import io
 from churnml.errors import DataValidationError, ModelLoadError
-from churnml.training.calibrate import Calibrator, sigmoid
+from churnml.features.catalogue import FeatureSpec
+from churnml.training.calibrate import Calibrator
 from churnml.training.linear import LinearModel
 
 BOOSTER_FILE = "booster.json"
@@ -46,34 +47,25 @@ class FeatureColumn:
     categories: tuple[Any, ...] | None = None
 
 
-def _spec_dict(spec: Any) -> dict[str, Any]:
-    return dict(spec) if isinstance(spec, dict) else dataclasses.asdict(spec)
-
-
-def feature_columns(frame: pd.DataFrame, specs: Sequence[Any]) -> tuple[FeatureColumn, ...]:
-    """Model inputs from feature specs (anything with ``name`` and ``dtype``) and the training frame."""
+def feature_columns(frame: pd.DataFrame, specs: Sequence[FeatureSpec]) -> tuple[FeatureColumn, ...]:
+    """Model inputs from the feature specs and the training frame."""
     columns = []
-    for spec in map(_spec_dict, specs):
-        name, dtype = spec["name"], spec["dtype"]
+    for spec in specs:
+        name, dtype = spec.name, spec.dtype
         if dtype == "category":
             values = frame[name]
-            if spec.get("categories") is not None:  # declared by the feature catalogue
-                categories = list(spec["categories"])
+            if spec.categories is not None:  # declared by the feature catalogue
+                categories = list(spec.categories)
             elif isinstance(values.dtype, pd.CategoricalDtype):
                 categories = [c for c in values.cat.categories]
             else:
                 categories = sorted(values.dropna().astype(str).unique())
-            columns.append(FeatureColumn(name, "category", tuple(_plain(c) for c in categories)))
+            columns.append(FeatureColumn(name, "category", tuple(io.strict(c) for c in categories)))
         elif dtype == "float64":
             columns.append(FeatureColumn(name, "float64"))
         else:
             raise ValueError(f"feature {name!r}: unsupported dtype {dtype!r} (float64 or category)")
     return tuple(columns)
-
-
-def _plain(value: Any) -> Any:
-    """Categories as JSON-able Python scalars."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass(frozen=True)
@@ -83,14 +75,14 @@ class ChurnModel:
     booster: xgb.Booster | None
     columns: tuple[FeatureColumn, ...]
     calibrator: Calibrator = field(default_factory=Calibrator)
-    specs: tuple[dict[str, Any], ...] = ()
+    specs: tuple[FeatureSpec, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     linear: LinearModel | None = None
 
     @classmethod
-    def untrained(cls, frame: pd.DataFrame, specs: Sequence[Any]) -> ChurnModel:
+    def untrained(cls, frame: pd.DataFrame, specs: Sequence[FeatureSpec]) -> ChurnModel:
         """Inputs fixed from the training frame and feature specs; the booster comes from ``with_booster``."""
-        return cls(booster=None, columns=feature_columns(frame, specs), specs=tuple(map(_spec_dict, specs)))
+        return cls(booster=None, columns=feature_columns(frame, specs), specs=tuple(specs))
 
     def with_booster(self, booster: xgb.Booster, **info: Any) -> ChurnModel:
         return dataclasses.replace(self, booster=booster, linear=None, info={**self.info, **info})
@@ -181,10 +173,6 @@ class ChurnModel:
             self.dmatrix(frame), output_margin=True, iteration_range=self.iteration_range
         )
 
-    def raw_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated probability (the booster's sigmoid)."""
-        return sigmoid(self.margin(frame))
-
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of churn within the label horizon, one per row."""
         return self.calibrator(self.margin(frame))
@@ -193,7 +181,7 @@ class ChurnModel:
         return {
             "format_version": FORMAT_VERSION,
             "columns": [dataclasses.asdict(c) for c in self.columns],
-            "features": list(self.specs),
+            "features": [spec.to_dict() for spec in self.specs],
             "info": self.info,
         }
 
@@ -230,7 +218,7 @@ class ChurnModel:
             booster=booster,
             columns=columns,
             calibrator=calibrator,
-            specs=tuple(spec.get("features", ())),
+            specs=tuple(FeatureSpec.from_dict(s) for s in spec.get("features", ())),
             info=spec.get("info", {}),
             linear=linear,
         )

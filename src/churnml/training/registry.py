@@ -16,7 +16,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from churnml.errors import DataValidationError
+from churnml.errors import DataValidationError, ModelLoadError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LOWER_IS_BETTER = {"log_loss", "brier", "ece"}
@@ -75,6 +75,47 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model URI as it is loaded: an alias resolved to the version holding it now, so the version
+    reported is the one loaded even if the alias moves meanwhile."""
+
+    uri: str
+    name: str | None = None  # the registered model, for models:/<name>/<version> and models:/<name>@<alias>
+    version: str | None = None  # None for a directory, a run or a logged model id
+
+    @property
+    def label(self) -> str:
+        """``churn-model/3`` for a registry version, else the URI."""
+        return f"{self.name}/{self.version}" if self.version is not None else self.uri
+
+
+def champion_uri(name: str) -> str:
+    """The registered champion of ``name``: the model scored and served by default."""
+    return f"models:/{name}@{CHAMPION}"
+
+
+def resolve(uri: str, client: MlflowClient | None = None) -> ModelRef:
+    """What ``uri`` names in the registry (the active tracking store). ``models:/<name>@<alias>`` becomes
+    that version's URI; an alias nobody holds is a ModelLoadError saying how to get one."""
+    if not uri.startswith("models:/"):
+        return ModelRef(uri)
+    path = uri.removeprefix("models:/")
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        found = alias_version(client or MlflowClient(), name, alias)
+        if found is None:
+            raise ModelLoadError(
+                f"no model version of {name!r} holds the alias {alias!r} in {mlflow.get_tracking_uri()}: "
+                "train and register one (`churnml train`) or promote a version (`churnml promote <version>`)"
+            )
+        return ModelRef(f"models:/{name}/{found.version}", name, str(found.version))
+    if path.count("/") == 1:
+        name, version = path.split("/")
+        return ModelRef(uri, name, version)
+    return ModelRef(uri)
 
 
 def register(model_uri: str, name: str, tags: dict[str, Any]) -> Any:
