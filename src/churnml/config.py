@@ -10,10 +10,18 @@ import datetime as dt
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from churnml.contract import TABLES
 from churnml.errors import ConfigError
@@ -38,6 +46,18 @@ def _has_bool(value: Any) -> bool:
 class _Model(BaseModel):
     # Unknown keys are typos, not silently ignored settings.
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Keys a section used to have -> the key that replaced them: an old config gets told where its
+    # setting went, rather than "extra inputs are not permitted".
+    moved_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            moved = [f"{key!r} is gone: set {cls.moved_keys[key]}" for key in data if key in cls.moved_keys]
+            if moved:
+                raise ValueError("; ".join(moved))
+        return data
 
     @field_validator("*", mode="before")
     @classmethod
@@ -335,18 +355,35 @@ class EvaluationConfig(_Model):
 
 
 class CampaignConfig(_Model):
+    """The retention campaign of the training report's profit curve; each customer's value comes from the
+    ``customer_value`` section (the risk list's value too)."""
+
+    moved_keys: ClassVar[dict[str, str]] = {
+        "customer_value": "customer_value.constant instead (one customer value for training and the risk list)",
+        "value_feature": "customer_value.feature instead (one customer value for training and the risk list)",
+        "value_multiplier": "customer_value.months instead (one customer value for training and the risk list)",
+    }
+
     cost_per_contact: float = Field(20.0, ge=0, description="Cost of contacting one customer.")
     success_rate: float = Field(
         0.25, gt=0, le=1, description="Share of contacted would-be churners the campaign retains."
     )
-    customer_value: float = Field(
-        500.0, ge=0, description="Value of retaining one customer (if no value_feature)."
+
+
+class CustomerValueConfig(_Model):
+    """What a churned customer costs: the campaign's saved value (training) and the risk list's revenue at
+    risk use this one rule (``churnml.features.value``)."""
+
+    feature: str | None = Field(
+        "mrr",
+        description="Feature holding a customer's monthly revenue: value = feature x months. Where the data "
+        "(the model) has no such feature, every customer is worth `constant`. None = `constant` for everyone.",
     )
-    value_feature: str | None = Field(
-        None, description="Feature giving each customer's value instead (e.g. mrr), times value_multiplier."
+    months: float = Field(
+        12.0, gt=0, description="Months of revenue lost with a churned customer (value = feature x months)."
     )
-    value_multiplier: float = Field(
-        12.0, gt=0, description="Multiplier of value_feature (e.g. 12 months of mrr)."
+    constant: float = Field(
+        500.0, ge=0, description="Value of every customer when there is no value feature."
     )
 
 
@@ -444,6 +481,13 @@ class ReportConfig(_Model):
 
 
 class RiskConfig(_Model):
+    moved_keys: ClassVar[dict[str, str]] = {
+        "value": "customer_value.feature instead (null = customer_value.constant for everyone)",
+        "value_feature": "customer_value.feature instead (one customer value for training and the risk list)",
+        "value_months": "customer_value.months instead (one customer value for training and the risk list)",
+        "constant_value": "customer_value.constant instead (one customer value for training and the risk list)",
+    }
+
     bands: dict[str, float] = Field(
         {"low": 0.0, "medium": 0.1, "high": 0.3},
         description="Risk bands: name -> lowest churn probability in the band, increasing from 0. "
@@ -457,18 +501,9 @@ class RiskConfig(_Model):
     )
     rank_by: Literal["revenue", "probability"] = Field(
         "revenue",
-        description="Rank by expected revenue at risk (probability x customer value) or by probability.",
+        description="Rank by expected revenue at risk (probability x customer value, see customer_value) "
+        "or by probability.",
     )
-    value: Literal["feature", "constant"] = Field(
-        "feature",
-        description="Customer value: value_feature x value_months (falls back to constant_value when the "
-        "model has no such feature), or constant_value for everyone.",
-    )
-    value_feature: str = Field("mrr", description="Feature holding the monthly revenue of a customer.")
-    value_months: float = Field(
-        12.0, gt=0, description="Months of revenue lost with a churned customer (value = mrr x months)."
-    )
-    constant_value: float = Field(500.0, ge=0, description="Value of every customer with value=constant.")
     top_k: int = Field(3, ge=1, le=10, description="Drivers (reasons) per customer in the risk list.")
     exclude_from_reasons: list[str] = Field(
         default_factory=list,
@@ -575,6 +610,7 @@ class Config(_Model):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     campaign: CampaignConfig = Field(default_factory=CampaignConfig)
+    customer_value: CustomerValueConfig = Field(default_factory=CustomerValueConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)

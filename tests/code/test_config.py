@@ -70,6 +70,35 @@ def test_invalid_values_name_the_key(override: str, named: str) -> None:
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("campaign.customer_value=500", "customer_value.constant"),
+        ("campaign.value_feature=mrr", "customer_value.feature"),
+        ("campaign.value_multiplier=12", "customer_value.months"),
+        ("risk.value=constant", "customer_value.feature"),
+        ("risk.value_feature=mrr", "customer_value.feature"),
+        ("risk.value_months=12", "customer_value.months"),
+        ("risk.constant_value=500", "customer_value.constant"),
+    ],
+)
+def test_old_customer_value_keys_name_the_new_key(old: str, new: str) -> None:
+    """The campaign's and the risk list's value settings became one section: an old config is told where
+    its setting went, not silently run with the default."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [old])
+    section, key = old.split("=")[0].split(".")
+    assert f"{section}: " in str(info.value) and f"'{key}' is gone: set {new}" in str(info.value)
+
+
+def test_customer_value_section() -> None:
+    default = load_config(None).customer_value
+    assert (default.feature, default.months, default.constant) == ("mrr", 12.0, 500.0)
+    assert load_config(None, ["customer_value.feature=null"]).customer_value.feature is None
+    with pytest.raises(ConfigError, match=r"customer_value\.months"):
+        load_config(None, ["customer_value.months=0"])
+
+
 def test_booleans_stay_booleans_and_bounds_admit_real_durations() -> None:
     config = load_config(None, ["labels.horizon_days=3660", "features.windows=[7,3660]", "tune.n_trials=5"])
     assert config.labels.horizon_days == 3660 and config.features.windows == [7, 3660]

@@ -71,7 +71,7 @@ def test_lift_and_capture_by_hand() -> None:
 
 
 def test_profit_curve_by_hand() -> None:
-    campaign = CampaignConfig(cost_per_contact=10, success_rate=0.5, customer_value=100)
+    campaign = CampaignConfig(cost_per_contact=10, success_rate=0.5)
     curve = profit_curve(Y, SCORE, np.full(10, 100.0), campaign)
     # Each churner contacted saves 0.5 * 100 = 50; each contact costs 10.
     expected = [0, 40, 80, 70, 110, 100, 90, 80, 120, 110, 100]

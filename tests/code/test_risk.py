@@ -11,9 +11,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from churnml.config import RiskConfig, SegmentConfig, load_config
+from churnml.config import CustomerValueConfig, SegmentConfig, load_config
 from churnml.data.simulate import FACTORS
 from churnml.errors import ConfigError
+from churnml.features.catalogue import FeatureSpec, lifecycle_stage
+from churnml.features.value import customer_value
 from churnml.risk.explain import Signals
 from churnml.risk.risk_list import (
     DEFAULT_PLAYBOOK,
@@ -21,14 +23,13 @@ from churnml.risk.risk_list import (
     assign_groups,
     band_of,
     cause_confusion,
-    customer_value,
     group_summary,
     load_playbook,
     rank,
     true_causes,
     with_plays,
 )
-from churnml.risk.segments import lifecycle_stage, past_due, segment, segments_of
+from churnml.risk.segments import past_due, segment, segments_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BANDS = {"low": 0.0, "medium": 0.1, "high": 0.3}
@@ -81,12 +82,12 @@ def test_ranked_by_probability_switch() -> None:
 
 def test_customer_value_is_mrr_times_months_or_a_constant() -> None:
     frame = pd.DataFrame({"mrr": [10.0, np.nan, -5.0, 99.0]})
-    value, basis = customer_value(frame, RiskConfig())
+    value, basis = customer_value(frame, CustomerValueConfig())
     assert value.tolist() == [120.0, 0.0, 0.0, 1188.0] and basis == "mrr x 12 months"
-    value, basis = customer_value(frame, RiskConfig(value="constant", constant_value=7))
+    value, basis = customer_value(frame, CustomerValueConfig(feature=None, constant=7))
     assert value.tolist() == [7.0] * 4 and basis == "constant 7"
-    value, basis = customer_value(frame.rename(columns={"mrr": "x"}), RiskConfig())
-    assert value.tolist() == [500.0] * 4  # no mrr feature (e.g. transactions-only data)
+    value, basis = customer_value(frame.rename(columns={"mrr": "x"}), CustomerValueConfig())
+    assert value.tolist() == [500.0] * 4 and basis == "constant 500"  # no mrr (transactions-only data)
 
 
 def test_playbook_file_is_the_built_in_one() -> None:
@@ -205,19 +206,37 @@ def test_segments_follow_the_rules_in_order() -> None:
     assert segment(tenure, quiet, due, gone, SegmentConfig(slipping_days=60))[2] == "active"
 
 
+def _spec(name: str, aggregate: str, table: str, row_filter: str | None = None) -> FeatureSpec:
+    return FeatureSpec(name, "x", table, aggregate, None, "float64", "{value}", name, row_filter=row_filter)
+
+
+# The catalogue's rows the segments read, under names the catalogue does not use: found by what they are.
+SEGMENT_SPECS = (
+    _spec("failed_recency", "days_since_last", "transactions", "failed"),
+    _spec("paid_recency", "days_since_last", "transactions", "paid"),
+    _spec("days_since_last_event", "days_since_last", "events"),
+    _spec("subscribed", "active", "subscriptions"),
+)
+
+
 def test_past_due_and_segments_from_features() -> None:
     frame = pd.DataFrame(
         {
-            "days_since_last_failed_payment": [3.0, 3.0, 50.0, np.nan],
-            "days_since_last_payment": [10.0, 1.0, 60.0, 5.0],
-            "days_since_last_event": [1.0, 1.0, 1.0, 40.0],
-            "has_active_subscription": [1.0, 1.0, 1.0, 1.0],
+            "failed_recency": [3.0, 3.0, 50.0, np.nan, 3.0],
+            "paid_recency": [10.0, 1.0, 60.0, 5.0, 10.0],
+            "days_since_last_event": [1.0, 1.0, 1.0, 40.0, 1.0],
+            "subscribed": [1.0, 1.0, 1.0, 1.0, 0.0],
         }
     )
-    assert past_due(frame, 35).tolist() == [True, False, False, False]
-    found = segments_of(frame, np.array([60.0, 60, 60, 800]), SegmentConfig(), "days_since_last_event")
-    assert found["segment"].tolist() == ["cancelled_past_due", "active", "active", "slipping_away"]
-    assert found["lifecycle_stage"].tolist() == ["early", "early", "early", "mature"]
+    assert past_due(frame, SEGMENT_SPECS, 35).tolist() == [True, False, False, False, True]
+    tenure = np.array([60.0, 60, 60, 800, 60])
+    found = segments_of(frame, SEGMENT_SPECS, tenure, SegmentConfig(), "days_since_last_event")
+    expected = ["cancelled_past_due", "active", "active", "slipping_away", "cancelled_past_due"]
+    assert found["segment"].tolist() == expected
+    assert found["lifecycle_stage"].tolist() == ["early", "early", "early", "mature", "early"]
+    # Without billing or subscription features (e.g. events-only data) no one is past due or cancelled.
+    bare = segments_of(frame, SEGMENT_SPECS[2:3], tenure, SegmentConfig(), "days_since_last_event")
+    assert bare["segment"].tolist() == ["active", "active", "active", "slipping_away", "active"]
 
 
 def test_lifecycle_stage_from_tenure() -> None:

@@ -27,7 +27,8 @@ from churnml.pipelines.train import TrainResult
 from churnml.risk import report as report_module
 from churnml.risk.explain import Explainer
 from churnml.risk.report import signal_importance
-from churnml.risk.risk_list import cause_confusion, load_playbook, true_causes
+from churnml.risk.risk_list import cause_confusion, load_playbook, scored_frame, true_causes
+from churnml.training.evaluate import ranking
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("score_e2e")]
 
@@ -83,6 +84,24 @@ def test_every_active_customer_listed_once_ranked_and_banded(
     assert set(risk_list["segment"]) <= {"cancelled_past_due", "new", "inactive", "slipping_away", "active"}
     if result.model.kind == "xgboost":
         assert result.model.iteration_range == (0, result.model.info["best_iteration"] + 1)
+
+
+def test_training_campaign_and_risk_list_value_a_customer_alike(trained: tuple[Config, TrainResult]) -> None:
+    """On the same frame (the test cutoff), the value the training report's profit curve saves for each
+    retained churner is the risk list's customer_value of that customer: one value, MRR x 12 months."""
+    config, result = trained
+    test, report = result.split.test, result.evaluation.model
+    listed, basis = scored_frame(
+        test, report.probability, np.zeros(len(test)), result.evaluated.specs, config
+    )
+    value = listed.sort_values("row")["customer_value"].to_numpy()
+    assert basis == "mrr x 12 months" and f"customer value: {basis}" in result.evaluation.notes
+    assert len(np.unique(value)) > 10  # each customer's own MRR, not one flat figure
+    # The curve adds success_rate x value of each contacted churner, highest risk first.
+    saved = np.diff(report.profit["retained_value"].to_numpy()) / config.campaign.success_rate
+    churner = test["label"].to_numpy(dtype=bool)[ranking(report.score)]
+    assert churner.sum() > 10
+    np.testing.assert_allclose(saved, np.where(churner, value[ranking(report.score)], 0.0), atol=1e-6)
 
 
 def test_files_written_and_csv_matches_parquet(second: score.ScoreResult) -> None:

@@ -95,6 +95,34 @@ class FeatureSpec:
         return cls(**fields)
 
 
+def lifecycle_index(tenure_days: np.ndarray) -> np.ndarray:
+    """Index into ``LIFECYCLE_STAGES`` per tenure in days (-1 where tenure is missing)."""
+    tenure = np.asarray(tenure_days, dtype=float)
+    index = np.full(len(tenure), -1, np.int64)
+    for code in reversed(range(len(LIFECYCLE_STAGES))):
+        limit = LIFECYCLE_STAGES[code][1]
+        index[(tenure < limit) if limit is not None else ~np.isnan(tenure)] = code
+    return index
+
+
+def lifecycle_stage(tenure_days: np.ndarray) -> np.ndarray:
+    """Lifecycle stage name per tenure in days (None where tenure is missing): the ``lifecycle_stage``
+    feature's levels and the risk list's column, from this one rule."""
+    names = np.array([name for name, _ in LIFECYCLE_STAGES] + [None], dtype=object)
+    return names[lifecycle_index(tenure_days)]
+
+
+def find_feature(specs: Iterable[FeatureSpec], **fields: object) -> str | None:
+    """Name of the first spec (catalogue order) whose fields equal ``fields``, else None.
+
+    Downstream code asks for a feature by what it computes (``aggregate="active", table="subscriptions"``)
+    rather than by a name the catalogue may change or a dataset may lack.
+    """
+    return next(
+        (s.name for s in specs if all(getattr(s, key) == value for key, value in fields.items())), None
+    )
+
+
 def recency_feature(specs: Iterable[FeatureSpec], configured: str | None = None) -> str | None:
     """Days-since-last-activity feature: the configured one, else the first float feature of the
     'recency' family in catalogue order (the recency baseline and the "slipping away" segment's input)."""

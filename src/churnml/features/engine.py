@@ -27,6 +27,7 @@ from churnml.features.catalogue import (
     LIFECYCLE_STAGES,
     FeatureSpec,
     feature_catalogue,
+    lifecycle_index,
 )
 from churnml.features.timeline import (
     DAY_NS,
@@ -570,14 +571,9 @@ def _tenure(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
 
 
 def _lifecycle(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
-    tenure = ctx.tenure_days
-    stage = np.full(len(tenure), -1, np.int64)
-    for code in reversed(range(len(LIFECYCLE_STAGES))):
-        limit = LIFECYCLE_STAGES[code][1]
-        stage[(tenure < limit) if limit is not None else ~np.isnan(tenure)] = code
     levels = list(spec.categories or ())
     remap = np.array([levels.index(name) if name in levels else -1 for name, _ in LIFECYCLE_STAGES] + [-1])
-    return remap[stage]
+    return remap[lifecycle_index(ctx.tenure_days)]
 
 
 AGGREGATES: dict[str, Callable[[_Context, FeatureSpec], np.ndarray]] = {

@@ -106,7 +106,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
         model = evaluated[chosen.name]
         tests = {n: _test_figures(m, split.test, config) for n, m in evaluated.items()}
         evaluation = evaluate(
-            model, split.development, split.test, config.evaluation, config.campaign, config.seed
+            model, split.development, split.test, config.evaluation, config.campaign, config.customer_value
         )
         shipped = _refit(config, chosen, model, specs, split, data).with_info(**info)
         _log_candidates(candidates, tests, chosen)

@@ -1,14 +1,19 @@
 """The ranked risk list: customer value, risk bands, ranking, risk groups with their plays, and trend.
 
-Pure functions over plain frames and arrays, composed by ``churnml.pipelines.score``:
+Pure functions over plain frames and arrays; ``churnml.pipelines.score`` only wires them and does the
+I/O:
 
-- **value and revenue at risk**: calibrated probability x customer value (MRR x months, or a constant);
+- **scored frame** (:func:`scored_frame`): calibrated probability, customer value
+  (``churnml.features.value``: MRR x months, or a constant — the training campaign's value too) and
+  revenue at risk, band, at-risk flag, segment and lifecycle stage, ranked;
 - **bands** from fixed probability thresholds (never quantiles of the run: "high" means the same every
   month);
 - **ranking** by revenue at risk (or probability), ties broken by probability then customer id;
 - **risk groups**: each at-risk customer joins the playbook group whose signals add the most risk
-  (SHAP contributions summed per group), and gets that group's play;
-- **trend** against the previous run's list: probability change and a ``newly_at_risk`` flag.
+  (SHAP contributions summed per group), and gets that group's play (``churnml.risk.drivers``);
+- **the published list** (:func:`publish`): plays, trend against the previous run's list (probability
+  change and a ``newly_at_risk`` flag) and the column order;
+- **summary and history**: the run's headline figures and one history line per run.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from churnml.config import RiskConfig
+from churnml.config import Config
 from churnml.errors import ConfigError
+from churnml.features.catalogue import FeatureSpec, recency_feature
+from churnml.features.value import customer_value
 from churnml.risk.explain import Driver, Signals
+from churnml.risk.segments import segments_of
 
 NO_GROUP = None  # customers below the at-risk threshold (or not explained) have no risk group
 
@@ -185,19 +193,7 @@ def load_playbook(path: str | Path | None = None) -> Playbook:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Value, bands, ranking.
-
-
-def customer_value(frame: pd.DataFrame, config: RiskConfig) -> tuple[np.ndarray, str]:
-    """Value of each customer and how it was computed (value_feature x value_months, or the constant).
-
-    Falls back to the constant when the model has no value feature (e.g. transactions-only data).
-    """
-    if config.value == "feature" and config.value_feature in frame.columns:
-        monthly = pd.to_numeric(frame[config.value_feature], errors="coerce").astype(float)
-        value = monthly.fillna(0.0).clip(lower=0.0).to_numpy() * config.value_months
-        return value, f"{config.value_feature} x {config.value_months:g} months"
-    return np.full(len(frame), config.constant_value, dtype=float), f"constant {config.constant_value:g}"
+# Bands, ranking, the scored frame.
 
 
 def band_of(probability: np.ndarray, bands: Mapping[str, float]) -> np.ndarray:
@@ -221,6 +217,37 @@ def rank(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     ).reset_index(drop=True)
     ordered.insert(0, "rank", np.arange(1, len(ordered) + 1))
     return ordered
+
+
+def scored_frame(
+    frame: pd.DataFrame,
+    probability: np.ndarray,
+    tenure_days: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    config: Config,
+) -> tuple[pd.DataFrame, str]:
+    """Probability, value, revenue at risk, band, segment and lifecycle stage per customer of ``frame``
+    (their features), ranked; ``row`` is each customer's position in ``frame``. Also returns how the
+    value was computed ("mrr x 12 months")."""
+    value, basis = customer_value(frame, config.customer_value)
+    activity = recency_feature(
+        specs, config.risk.segments.activity_feature or config.evaluation.recency_feature
+    )
+    scored = pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].to_numpy(),
+            "churn_probability": probability,
+            "risk_band": band_of(probability, config.risk.bands),
+            "at_risk": probability >= config.risk.at_risk_threshold,
+            "revenue_at_risk": probability * value,
+            "customer_value": value,
+            "tenure_days": tenure_days,
+        }
+    )
+    segments = segments_of(frame, specs, tenure_days, config.risk.segments, activity)
+    scored = pd.concat([scored, segments], axis=1)
+    scored["row"] = np.arange(len(scored))
+    return rank(scored, config.risk.rank_by), basis
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,7 +346,52 @@ def add_trend(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFr
 
 
 # ---------------------------------------------------------------------------------------------------
-# Headline figures and the simulator's ground truth.
+# The published list.
+
+
+def list_columns(top_k: int) -> list[str]:
+    """The risk list's columns, in published order."""
+    return [
+        "rank",
+        "customer_id",
+        "churn_probability",
+        "risk_band",
+        "at_risk",
+        "revenue_at_risk",
+        "customer_value",
+        "segment",
+        "lifecycle_stage",
+        "tenure_days",
+        "risk_group",
+        *(f"driver_{k + 1}" for k in range(top_k)),
+        "play",
+        "play_owner",
+        "previous_probability",
+        "probability_change",
+        "newly_at_risk",
+        "as_of",
+        "model_version",
+    ]
+
+
+def publish(
+    scored: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    playbook: Playbook,
+    top_k: int,
+    as_of: pd.Timestamp,
+    version: str | None,
+) -> pd.DataFrame:
+    """The list as published: plays, trend against ``previous``, as-of date, model version, column order."""
+    listed = with_plays(scored, playbook)
+    listed = add_trend(listed, previous)
+    listed["as_of"] = as_of
+    listed["model_version"] = version
+    return listed[list_columns(top_k)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Headline figures, the run's summary and history, the simulator's ground truth.
 
 
 def headline(risk_list: pd.DataFrame) -> dict[str, float]:
@@ -337,6 +409,33 @@ def headline(risk_list: pd.DataFrame) -> dict[str, float]:
         "newly_at_risk": float(risk_list["newly_at_risk"].sum()),
         "mean_probability_change": float(change.mean()) if change.notna().any() else float("nan"),
     }
+
+
+def run_summary(
+    risk_list: pd.DataFrame,
+    config: Config,
+    provenance: Mapping[str, Any],
+    stats: Mapping[str, Any],
+) -> dict[str, Any]:
+    """summary.json (less the timings): ``provenance`` (as_of, model_uri, model_version, previous_as_of,
+    value_basis, typical_values_source), the settings that decide the list, ``stats`` and the headline."""
+    return {
+        **provenance,
+        "bands": dict(config.risk.bands),
+        "at_risk_threshold": config.risk.at_risk_threshold,
+        "rank_by": config.risk.rank_by,
+        **stats,
+        **headline(risk_list),
+    }
+
+
+HISTORY_KEYS = ("as_of", "customers_scored", "customers_at_risk", "revenue_at_risk", "expected_churners")
+
+
+def extend_history(history: pd.DataFrame | None, summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The runs' history (one row per run in an output directory) with this run's line appended."""
+    line = pd.DataFrame([{key: summary[key] for key in HISTORY_KEYS}])
+    return line if history is None else pd.concat([history, line], ignore_index=True)
 
 
 def true_causes(truth: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> pd.DataFrame:

@@ -6,17 +6,27 @@ Pure functions of the scored customers' features, so the list, the report and th
   failed payment within ``past_due_days`` and no successful one since), ``new`` (tenure below
   ``new_days``: still onboarding), ``inactive`` (no activity for ``inactive_days`` or ever),
   ``slipping_away`` (no activity for ``slipping_days``), else ``active``;
-- **lifecycle stage** from tenure, with the feature catalogue's stages (onboarding < 30 d, early < 90 d,
-  established < 365 d, mature).
+- **lifecycle stage** from tenure: the feature catalogue's ``lifecycle_stage`` (onboarding < 30 d,
+  early < 90 d, established < 365 d, mature).
+
+The features behind the rules are asked of the model's catalogue specs by what they compute, never by
+name: data without transactions or subscriptions simply has no past-due or cancelled customers.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from churnml.config import SegmentConfig
-from churnml.features.catalogue import LIFECYCLE_STAGES
+from churnml.features.catalogue import FeatureSpec, find_feature, lifecycle_stage
+
+# What the rules read, as catalogue queries (FeatureSpec fields).
+FAILED_PAYMENT_RECENCY = {"aggregate": "days_since_last", "table": "transactions", "row_filter": "failed"}
+PAYMENT_RECENCY = {"aggregate": "days_since_last", "table": "transactions", "row_filter": "paid"}
+ACTIVE_SUBSCRIPTION = {"aggregate": "active", "table": "subscriptions"}
 
 SEGMENTS: dict[str, str] = {
     "cancelled_past_due": "Recently cancelled / past due",
@@ -34,17 +44,17 @@ def _column(frame: pd.DataFrame, name: str | None) -> np.ndarray:
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def past_due(frame: pd.DataFrame, days: int) -> np.ndarray:
+def past_due(frame: pd.DataFrame, specs: Sequence[FeatureSpec], days: int) -> np.ndarray:
     """A failed payment in the last ``days`` days, and no successful payment after it."""
-    failed = _column(frame, "days_since_last_failed_payment")
-    paid = _column(frame, "days_since_last_payment")
+    failed = _column(frame, find_feature(specs, **FAILED_PAYMENT_RECENCY))
+    paid = _column(frame, find_feature(specs, **PAYMENT_RECENCY))
     recent = failed <= days
     return recent & (np.isnan(paid) | (paid > failed))
 
 
-def cancelled(frame: pd.DataFrame) -> np.ndarray:
+def cancelled(frame: pd.DataFrame, specs: Sequence[FeatureSpec]) -> np.ndarray:
     """Customers with no active subscription (still scored under the inactivity label definition)."""
-    active = _column(frame, "has_active_subscription")
+    active = _column(frame, find_feature(specs, **ACTIVE_SUBSCRIPTION))
     return active == 0
 
 
@@ -68,29 +78,22 @@ def segment(
     return np.select(conditions, list(SEGMENTS)[:4], default="active").astype(object)
 
 
-def lifecycle_stage(tenure_days: np.ndarray) -> np.ndarray:
-    """Lifecycle stage name per customer from tenure in days (missing tenure: None)."""
-    tenure = np.asarray(tenure_days, dtype=float)
-    stage = np.full(len(tenure), None, dtype=object)
-    for name, limit in reversed(LIFECYCLE_STAGES):
-        stage[~np.isnan(tenure) & ((tenure < limit) if limit is not None else True)] = name
-    return stage
-
-
 def segments_of(
     frame: pd.DataFrame,
+    specs: Sequence[FeatureSpec],
     tenure_days: np.ndarray,
     config: SegmentConfig,
     activity: str | None,
 ) -> pd.DataFrame:
-    """``segment`` and ``lifecycle_stage`` columns for scored customers (their feature frame)."""
+    """``segment`` and ``lifecycle_stage`` columns for scored customers (their feature frame and the
+    model's specs); ``activity`` is the days-since-last-activity feature."""
     return pd.DataFrame(
         {
             "segment": segment(
                 tenure_days,
                 _column(frame, activity),
-                past_due(frame, config.past_due_days),
-                cancelled(frame),
+                past_due(frame, specs, config.past_due_days),
+                cancelled(frame, specs),
                 config,
             ),
             "lifecycle_stage": lifecycle_stage(tenure_days),

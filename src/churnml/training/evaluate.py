@@ -9,7 +9,9 @@ every customer in the first bin and hide miscalibration where the risky customer
 
 The campaign: contact the ``k`` riskiest customers; each contact costs ``cost_per_contact`` and retains a
 would-be churner with probability ``success_rate``, saving that customer's value. Its expected profit on
-the test rows is ``success_rate * sum(value of churners among the k) - cost * k``, for every ``k``.
+the test rows is ``success_rate * sum(value of churners among the k) - cost * k``, for every ``k``. The
+value is ``churnml.features.value.customer_value``, the risk list's: the profit-optimal depth and the
+revenue at risk put the same figure on a customer.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from churnml import io
-from churnml.config import CampaignConfig, EvaluationConfig
-from churnml.errors import ConfigError
+from churnml.config import CampaignConfig, CustomerValueConfig, EvaluationConfig
 from churnml.features.catalogue import recency_feature
+from churnml.features.value import customer_value
 from churnml.training.linear import logistic_pipeline
 from churnml.training.model import ChurnModel, FeatureColumn
 
@@ -219,16 +221,6 @@ def score_report(
     return ScoreReport(name, metrics, curve, table, score, probability)
 
 
-def customer_value(frame: pd.DataFrame, campaign: CampaignConfig) -> np.ndarray:
-    """Value of retaining each customer: a feature times a multiplier, or one figure for everyone."""
-    if campaign.value_feature is None:
-        return np.full(len(frame), campaign.customer_value)
-    if campaign.value_feature not in frame.columns:
-        raise ConfigError(f"campaign.value_feature: no feature named {campaign.value_feature!r}")
-    value = pd.to_numeric(frame[campaign.value_feature], errors="coerce").astype(float)
-    return (value.fillna(value.median()).fillna(0.0) * campaign.value_multiplier).to_numpy()
-
-
 # --- baselines ---------------------------------------------------------------------------------------
 
 
@@ -331,11 +323,12 @@ def evaluate(
     test: pd.DataFrame,
     evaluation: EvaluationConfig,
     campaign: CampaignConfig,
-    seed: int,
+    value_config: CustomerValueConfig,
 ) -> Evaluation:
-    """Score the test rows with the model and the baselines (fitted on ``train``) and report them all."""
+    """Score the test rows with the model and the baselines (fitted on ``train``) and report them all;
+    the campaign values each test customer as the risk list would (``value_config``)."""
     y = test["label"].to_numpy(dtype=np.int64)
-    value = customer_value(test, campaign)
+    value, basis = customer_value(test, value_config)
     margin = model.margin(test)
 
     def report(name: str, probability: np.ndarray, score: np.ndarray | None = None) -> ScoreReport:
@@ -347,7 +340,7 @@ def evaluate(
     }
     logreg = logistic_regression(model.columns).fit(model.prepare(train), train["label"].to_numpy(int))
     reports[LOGREG] = report(LOGREG, logreg.predict_proba(model.prepare(test))[:, 1])
-    notes = []
+    notes = [f"customer value: {basis}"]
     feature = recency_feature(model.specs, evaluation.recency_feature)
     if feature is None or feature not in test.columns:
         notes.append(
