@@ -217,7 +217,8 @@ def test_as_of_after_the_data_is_a_clear_error(trained: tuple[Config, TrainResul
 
 def test_missing_model_is_a_clear_error(trained: tuple[Config, TrainResult], sim: Simulation) -> None:
     config, _ = trained
-    with pytest.raises(ChurnmlError, match=r"models:/no-such-model@champion(.|\n)*churnml train"):
+    # registry.resolve names the model, the alias and the store, and how to get one.
+    with pytest.raises(ChurnmlError, match=r"no-such-model(.|\n)*champion(.|\n)*churnml train"):
         score.run(config, model_uri="models:/no-such-model@champion", dataset=sim.to_dataset())
 
 

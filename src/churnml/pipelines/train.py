@@ -2,7 +2,8 @@
 XGBoost, logistic regression) chosen by pooled out-of-fold figures → calibration on those → the test
 cutoff → refit on every labeled cutoff → MLflow run with nested trial runs → registry.
 
-``run`` reads top to bottom as the steps of the job; each step is a function of churnml's modules.
+``run`` reads top to bottom as the steps of the job; each step is a function of ``churnml.training``
+(this module wires them and does the MLflow I/O; the refit's rules are in ``training/refit.py``).
 The test figures, and the champion/challenger decision, are those of the *development* model (fitted
 before the test cutoff); the shipped model is then refitted on every labeled cutoff
 (``model.refit_on: all``), so it knows the latest churners, and calibrated on every out-of-time
@@ -20,11 +21,9 @@ import mlflow
 import numpy as np
 import optuna
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from churnml import __version__, io, ownership
 from churnml.config import Config
-from churnml.errors import DataValidationError, ModelLoadError
 from churnml.features.training_set import TrainingSet
 from churnml.pipelines import features
 from churnml.training.calibrate import Calibrator, fit_calibrator
@@ -35,13 +34,16 @@ from churnml.training.candidates import (
     logreg_candidate,
     robust_candidate,
 )
-from churnml.training.evaluate import Evaluation, evaluate, expected_calibration_error, metric_value
+from churnml.training.evaluate import Evaluation, evaluate, holdout_figures, metric_value
 from churnml.training.mlflow_model import log_model
-from churnml.training.model import ChurnModel, load_model
+from churnml.training.model import ChurnModel
+from churnml.training.refit import comparable_model, labels_end, labels_end_of, refit_calibration_set
 from churnml.training.registry import Decision, register_and_decide
 from churnml.training.split import Split, split_by_time
 from churnml.training.tracking import TrialLogger, log_inputs, log_study, session
 from churnml.training.tune import CVData, booster_params, study_name, tune
+
+__all__ = ["TrainResult", "labels_end_of", "run", "train_dir"]
 
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "best_profit", "best_fraction")
 
@@ -100,7 +102,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
         evaluated = {
             c.name: c.fit(specs, split.development, data, config)
             .with_calibrator(_calibrator(c.margin, oof, config, log_as="evaluated"))
-            .with_info(**info, labels_end=_labels_end(split.development, split))
+            .with_info(**info, labels_end=labels_end(split.development, split))
             for c in candidates
         }
         model = evaluated[chosen.name]
@@ -182,24 +184,6 @@ def _calibrator(
     return calibrator
 
 
-def _labels_end(rows: pd.DataFrame, split: Split) -> str:
-    """When the latest label a model was fitted on was complete (its last cutoff + the label window),
-    as an ISO timestamp."""
-    window = pd.Timedelta(days=split.boundaries["label_window_days"])
-    return (rows["cutoff"].max() + window).isoformat()
-
-
-def labels_end_of(model: ChurnModel) -> pd.Timestamp:
-    """When a model's training labels were complete. Models from before the refit on every label carry
-    no ``labels_end``; they were fitted only on labels complete by their own test cutoff."""
-    end = model.info.get("labels_end") or (model.info.get("split") or {}).get("test_cutoff")
-    if end is None:
-        raise DataValidationError(
-            "model", "labels_end", "the model does not say when its training labels end"
-        )
-    return pd.Timestamp(end)
-
-
 def _refit(
     config: Config,
     chosen: Candidate,
@@ -212,21 +196,15 @@ def _refit(
     test cutoff's out-of-time margins; or, with ``refit_on: development``, the evaluated model itself."""
     if config.model.refit_on == "development":
         return evaluated
-    rows = pd.concat([split.out_of_fold, split.test], ignore_index=True)
-    margin = np.concatenate([chosen.margin, evaluated.margin(split.test)])
+    margin, rows = refit_calibration_set(chosen.margin, evaluated, split)
     refit = chosen.fit(specs, split.labeled, data, config)
     calibrator = _calibrator(margin, rows, config, log_as="shipped")
-    return refit.with_calibrator(calibrator).with_info(labels_end=_labels_end(split.labeled, split))
+    return refit.with_calibrator(calibrator).with_info(labels_end=labels_end(split.labeled, split))
 
 
 def _test_figures(model: ChurnModel, test: pd.DataFrame, config: Config) -> dict[str, float]:
     y = test["label"].to_numpy(dtype=np.int64)
-    probability = model.predict_proba(test)
-    figures = {m: metric_value(m, y, probability) for m in ("roc_auc", "pr_auc", "log_loss", "brier")}
-    figures["ece"] = expected_calibration_error(
-        y, probability, config.evaluation.ece_bins, config.evaluation.ece_strategy
-    )
-    return figures
+    return holdout_figures(y, model.predict_proba(test), config.evaluation)
 
 
 def _log_candidates(
@@ -269,20 +247,7 @@ def _register(
     tags["candidate"] = candidate
 
     def champion_score(uri: str) -> float:
-        # The champion's shipped model may have been refitted on this very test cutoff: then its model
-        # from before that refit is the one to compare (as the challenger's is).
-        for evaluated in (False, True):
-            try:
-                champion = load_model(uri, evaluated=evaluated)
-            except (OSError, ValueError, KeyError, MlflowException, ModelLoadError) as exc:
-                raise DataValidationError("model", uri, f"the champion cannot be loaded: {exc}") from None
-            if labels_end_of(champion) <= test_cutoff:
-                return metric_value(metric, y, champion.predict_proba(test))
-        raise DataValidationError(
-            "model",
-            "labels_end",
-            f"the champion was fitted on labels past the test cutoff {test_cutoff.date()}",
-        )
+        return metric_value(metric, y, comparable_model(uri, test_cutoff).predict_proba(test))
 
     version, decision = register_and_decide(
         model_uri,

@@ -35,8 +35,6 @@ from churnml.features.value import customer_value
 from churnml.risk.explain import Driver, Signals
 from churnml.risk.segments import segments_of
 
-NO_GROUP = None  # customers below the at-risk threshold (or not explained) have no risk group
-
 
 class PlayGroup(BaseModel):
     """A risk group: what to do (play), who does it, and which driver signals/families belong to it."""

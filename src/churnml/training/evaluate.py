@@ -177,6 +177,13 @@ def metric_value(
     return float(functions[metric]())
 
 
+def holdout_figures(y: np.ndarray, probability: np.ndarray, evaluation: EvaluationConfig) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss, Brier and ECE of one model's test probabilities (every candidate's)."""
+    figures = {m: metric_value(m, y, probability) for m in ("roc_auc", "pr_auc", "log_loss", "brier")}
+    figures["ece"] = expected_calibration_error(y, probability, evaluation.ece_bins, evaluation.ece_strategy)
+    return figures
+
+
 @dataclass(frozen=True)
 class ScoreReport:
     """One scorer on the test rows: its metrics, profit curve and calibration table."""
