@@ -9,12 +9,14 @@ URI for the duration of a pipeline run and restores the previous one afterwards.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 import optuna
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -172,7 +174,8 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
 
 
 def log_inputs(config: Config, fingerprint: str, label_settings: dict[str, Any], split: Split) -> None:
-    """Parent-run params: the whole config, the data fingerprint, label settings and split boundaries."""
+    """Parent-run params: the whole config, the data fingerprint, label settings and split boundaries;
+    the rows as MLflow datasets (:func:`log_datasets`)."""
     params = flatten(config.model_dump(mode="json"))
     params["data_fingerprint"] = fingerprint
     params.update(flatten({k: v for k, v in label_settings.items() if k != "cutoffs"}, "label_settings."))
@@ -182,6 +185,22 @@ def log_inputs(config: Config, fingerprint: str, label_settings: dict[str, Any],
     mlflow.set_tags({"churnml.data_fingerprint": fingerprint, "churnml.test_cutoff": test_cutoff})
     mlflow.log_dict(io.strict(config.model_dump(mode="json")), "config.json")
     mlflow.log_dict(io.strict(split.boundaries), "split.json")
+    log_datasets(split, fingerprint, config.model.refit_on)
+
+
+def log_datasets(split: Split, fingerprint: str, refit_on: str) -> None:
+    """The shipped model's training rows and the test cutoff's rows as the run's dataset inputs (name,
+    digest, schema, row count; not the data), so the UI and ``run.inputs`` say what the model saw.
+    Both are named after the data fingerprint, which says which raw data built the training set."""
+    name = f"training-set-{fingerprint[:12]}"
+    for context, rows in (("training", split.fit_rows(refit_on)), ("test", split.test)):
+        dataset = mlflow.data.from_pandas(rows, targets="label", name=f"{name}-{context}")
+        with warnings.catch_warnings():
+            # The schema describes the rows; it is never enforced, so MLflow's integer-column hint is noise.
+            warnings.filterwarnings(
+                "ignore", message="Hint: Inferred schema contains integer", category=UserWarning
+            )
+            mlflow.log_input(dataset, context=context, tags={"churnml.data_fingerprint": fingerprint})
 
 
 def log_study(study: optuna.Study, metric: str, score: float | None = None) -> None:
