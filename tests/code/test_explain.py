@@ -167,6 +167,28 @@ def test_signal_explanation_sums_windows_and_keeps_the_margin(model: ChurnModel,
     assert float(one.base_values) == pytest.approx(float(contribs[7, -1]))
 
 
+def test_the_linear_candidate_has_explanations_and_report_plots(
+    model: ChurnModel, rows: pd.DataFrame
+) -> None:
+    """A logistic regression has no TreeSHAP: its exact linear SHAP values feed the same shap plots."""
+    from churnml.risk.report import Explained, beeswarm_plot, waterfall_plot
+    from churnml.training.linear import LinearModel
+
+    y = (model.predict_proba(rows) > 0.3).astype(int)
+    untrained = ChurnModel.untrained(rows, SPECS)
+    linear = untrained.with_linear(LinearModel.fit(untrained.prepare(rows), y, ["plan"], 1.0))
+    values = explanation(linear, rows)
+    np.testing.assert_allclose(values.values.sum(axis=1) + values.base_values, linear.margin(rows), atol=1e-6)
+    customers = pd.DataFrame({"customer_id": rows["customer_id"], "rank": range(len(rows))})
+    explained = Explained(
+        customers.assign(explained=True, sampled=True), contributions(linear, rows), linear.prepare(rows)
+    )
+    assert beeswarm_plot(explained, linear).startswith("data:image/png;base64,")
+    title = "#1 x$^$ \\frac{1}{2}: 31% churn probability"  # a formula-looking id is drawn literally
+    plot = waterfall_plot(explained.contributions[0], Explainer.of(linear), title)
+    assert plot.startswith("data:image/png;base64,")
+
+
 def test_contributions_use_only_the_models_trees(model: ChurnModel, rows: pd.DataFrame) -> None:
     """A booster with extra trees beyond the model's range must not change the explanation."""
     longer = model.trained_booster.copy()
