@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # --dist loadgroup keeps each xdist_group (e.g. the training end-to-end tests) on one worker.
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: demo test lint bench install clean serve bento
+.PHONY: demo test lint typecheck bench install clean serve bento
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,12 +43,16 @@ serve: install
 bento: install
 	$(BIN)/churnml bento $(ARGS)
 
-lint: install
+lint: install typecheck
 	$(BIN)/ruff check src serving tests benchmarks
 	$(BIN)/ruff format --check src serving tests benchmarks
+
+# Settings in pyproject.toml ([tool.mypy]: src/churnml); the same check as the pre-commit hook.
+typecheck: install
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/bench_features.py
 
 clean:
-	rm -rf $(VENV) outputs serving/dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs serving/dist .pytest_cache .ruff_cache .mypy_cache

@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,8 +21,10 @@
 # is the library's documentation that runs: the test suite executes it at small sizes
 # (`tests/model/test_notebooks.py`), so it never rots.
 #
-# The file is in Jupytext's percent format (diff-friendly): open it as a notebook in JupyterLab with
-# `jupytext`, convert it with `jupytext --to ipynb notebooks/walkthrough.py`, or run it as a script.
+# Open `walkthrough.ipynb` in Jupyter. It is paired with `walkthrough.py` (Jupytext's percent format:
+# diff-friendly, and runnable as a script) by jupytext (dev extra): with jupytext installed, saving either
+# in Jupyter updates the other; after editing the `.py` by hand, run `jupytext --sync notebooks/walkthrough.py`.
+# The notebook test fails when the two hold different cells.
 # Sizes come from the environment: `CHURNML_NB_CUSTOMERS` (default 5000), `CHURNML_NB_TRIALS` (10),
 # `CHURNML_NB_OUT` (`outputs/notebook`).
 

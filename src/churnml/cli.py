@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from churnml import __version__
 from churnml.config import Config, describe, load_config
 from churnml.errors import ChurnmlError
 
@@ -46,8 +47,23 @@ def _user_errors(command):
     return wrapper
 
 
+def _print_version(requested: bool) -> None:
+    """``--version``: the installed churnml's version (the one the wheel and the MLflow model pin)."""
+    if requested:
+        console.print(f"churnml {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print churnml's version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

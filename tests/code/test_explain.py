@@ -21,8 +21,10 @@ from churnml.risk.explain import (
     contributions,
     excluded_features,
     explain_rows,
+    explanation,
     feature_specs,
     render,
+    signal_explanation,
     typical_values,
 )
 from churnml.training.model import ChurnModel
@@ -123,6 +125,68 @@ def test_contributions_equal_shap_tree_explainer(model: ChurnModel, rows: pd.Dat
         xgb.DMatrix(model.prepare(rows), enable_categorical=True)
     )
     np.testing.assert_allclose(contributions(model, rows)[:, :-1], expected, atol=1e-5)
+
+
+def test_explanation_is_shap_tree_explainers_on_a_sample(model: ChurnModel, rows: pd.DataFrame) -> None:
+    """The shap.Explanation built from XGBoost's TreeSHAP holds shap's own values, base values and names."""
+    import shap
+
+    sample = rows.sample(120, random_state=3)
+    ours = explanation(model, sample)
+    theirs = shap.TreeExplainer(model.trained_booster)(
+        xgb.DMatrix(model.prepare(sample), enable_categorical=True)
+    )
+    assert ours.values.shape == theirs.values.shape == (len(sample), len(model.columns))
+    np.testing.assert_allclose(ours.values, theirs.values, atol=1e-5)
+    np.testing.assert_allclose(ours.base_values, theirs.base_values, atol=1e-5)
+    np.testing.assert_allclose(ours.values.sum(axis=1) + ours.base_values, model.margin(sample), atol=1e-4)
+    assert ours.feature_names == list(model.feature_names)
+    # Data for shap's colours: numbers, a category as its code and missing as NaN; display data as given.
+    plan = list(model.feature_names).index("plan")
+    codes = model.prepare(sample)["plan"].cat.codes.to_numpy(float)
+    np.testing.assert_array_equal(ours.data[:, plan], codes)
+    recency = list(model.feature_names).index("days_since_last_login")
+    np.testing.assert_array_equal(ours.data[:, recency], sample["days_since_last_login"].to_numpy(float))
+    assert np.isnan(ours.data[:, recency]).any()
+    assert set(ours.display_data[:, plan]) <= {"basic", "free", "pro"}
+
+
+def test_signal_explanation_sums_windows_and_keeps_the_margin(model: ChurnModel, rows: pd.DataFrame) -> None:
+    contribs = contributions(model, rows)
+    signals = Explainer.of(model).signals
+    every = signal_explanation(signals, contribs)
+    assert every.values.shape == (len(rows), len(signals.names))
+    assert every.feature_names == list(signals.names)
+    login = [k for k, s in enumerate(SPECS) if s.signal == "login_activity"]
+    np.testing.assert_allclose(
+        every.values[:, signals.names.index("login_activity")], contribs[:, login].sum(axis=1), atol=1e-5
+    )
+    np.testing.assert_allclose(every.values.sum(axis=1) + every.base_values, model.margin(rows), atol=1e-4)
+    one = signal_explanation(signals, contribs[7], names=[n.upper() for n in signals.names])
+    assert one.values.shape == (len(signals.names),) and one.feature_names[0] == signals.names[0].upper()
+    assert float(one.base_values) == pytest.approx(float(contribs[7, -1]))
+
+
+def test_the_linear_candidate_has_explanations_and_report_plots(
+    model: ChurnModel, rows: pd.DataFrame
+) -> None:
+    """A logistic regression has no TreeSHAP: its exact linear SHAP values feed the same shap plots."""
+    from churnml.risk.report import Explained, beeswarm_plot, waterfall_plot
+    from churnml.training.linear import LinearModel
+
+    y = (model.predict_proba(rows) > 0.3).astype(int)
+    untrained = ChurnModel.untrained(rows, SPECS)
+    linear = untrained.with_linear(LinearModel.fit(untrained.prepare(rows), y, ["plan"], 1.0))
+    values = explanation(linear, rows)
+    np.testing.assert_allclose(values.values.sum(axis=1) + values.base_values, linear.margin(rows), atol=1e-6)
+    customers = pd.DataFrame({"customer_id": rows["customer_id"], "rank": range(len(rows))})
+    explained = Explained(
+        customers.assign(explained=True, sampled=True), contributions(linear, rows), linear.prepare(rows)
+    )
+    assert beeswarm_plot(explained, linear).startswith("data:image/png;base64,")
+    title = "#1 x$^$ \\frac{1}{2}: 31% churn probability"  # a formula-looking id is drawn literally
+    plot = waterfall_plot(explained.contributions[0], Explainer.of(linear), title)
+    assert plot.startswith("data:image/png;base64,")
 
 
 def test_contributions_use_only_the_models_trees(model: ChurnModel, rows: pd.DataFrame) -> None:

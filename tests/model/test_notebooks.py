@@ -1,6 +1,8 @@
 """Every notebook runs top to bottom at small sizes, so the walkthroughs never rot.
 
 Notebooks are Jupytext percent-format scripts: executing one as a script runs exactly its cells, in order.
+Each is paired with an ``.ipynb`` (what Jupyter opens) holding the same cells: jupytext keeps the pair in
+sync when either is saved in Jupyter, ``jupytext --sync notebooks/<name>.py`` after a hand edit.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import pytest
+from nbformat import NotebookNode
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.py"))
 SMALL = {"CHURNML_NB_CUSTOMERS": "1200", "CHURNML_NB_TRIALS": "2"}
@@ -18,6 +22,20 @@ SMALL = {"CHURNML_NB_CUSTOMERS": "1200", "CHURNML_NB_TRIALS": "2"}
 
 def test_there_are_notebooks() -> None:
     assert NOTEBOOKS, "notebooks/ holds no walkthrough"
+
+
+def _cells(notebook: NotebookNode) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_ipynb_pair_holds_the_same_cells(notebook: Path) -> None:
+    pair = notebook.with_suffix(".ipynb")
+    sync = f"run `jupytext --sync notebooks/{notebook.name}`"
+    assert pair.is_file(), f"{pair.name} is missing: {sync}"
+    script = jupytext.read(notebook)
+    assert "ipynb" in script.metadata["jupytext"]["formats"].split(","), f"{notebook.name} is not paired"
+    assert _cells(jupytext.read(pair)) == _cells(script), f"{pair.name} differs from {notebook.name}: {sync}"
 
 
 @pytest.mark.slow

@@ -12,6 +12,10 @@ customers: 3)". Typical values are medians (modes for categories) of customers w
 training set's label-0 rows when the model carries them in ``model.info["typical_values"]`` (see
 :func:`typical_values`), else the scored population's low-risk customers (the scoring pipeline's
 fallback, written beside the risk list). :func:`explain_rows` is all a scorer or a service needs.
+
+:func:`explanation` and :func:`signal_explanation` wrap the same values as ``shap.Explanation`` objects
+for shap's plots (the risk report's beeswarm and waterfalls) and tooling; shap is imported only there
+(it takes seconds to import), so scoring and the service never load it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,9 @@ import xgboost as xgb
 from churnml import io
 from churnml.features.catalogue import FeatureSpec
 from churnml.training.model import ChurnModel
+
+if TYPE_CHECKING:
+    import shap
 
 NON_ACTIONABLE = "non_actionable"  # keyword of exclude_from_reasons: every non-actionable feature
 TYPICAL_KEY = "typical_values"  # where a model's info carries the typical values of retained customers
@@ -92,6 +99,52 @@ def contributions(
             matrix, pred_contribs=True, iteration_range=model.iteration_range
         )
     return out
+
+
+def explanation(
+    model: ChurnModel, frame: pd.DataFrame, contribs: np.ndarray | None = None, **options: Any
+) -> shap.Explanation:
+    """:func:`contributions` as a ``shap.Explanation`` (log-odds): ``values`` per feature, ``base_values``
+    the bias, ``data`` the model's inputs as numbers (a category's code, NaN when missing: shap colours
+    by them) and ``display_data`` as given. Works for the linear candidate too (its exact linear SHAP).
+    ``contribs`` may be passed when already computed; other keyword arguments go to :func:`contributions`."""
+    import shap
+
+    prepared = model.prepare(frame)
+    if contribs is None:
+        contribs = contributions(model, prepared, **options)
+    numbers = np.empty((len(prepared), len(model.columns)), dtype=np.float64)
+    for k, column in enumerate(model.columns):
+        values = prepared[column.name]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy(np.float64)
+            numbers[:, k] = np.where(codes < 0, np.nan, codes)
+        else:
+            numbers[:, k] = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return shap.Explanation(
+        values=np.asarray(contribs[:, :-1], dtype=np.float64),
+        base_values=np.asarray(contribs[:, -1], dtype=np.float64),
+        data=numbers,
+        display_data=prepared.to_numpy(dtype=object),
+        feature_names=list(model.feature_names),
+    )
+
+
+def signal_explanation(
+    signals: Signals, contribs: np.ndarray, names: Sequence[str] | None = None
+) -> shap.Explanation:
+    """Contributions summed per signal (the windows of one behaviour are one reason) as a
+    ``shap.Explanation`` without data (a signal has no one value); ``names`` label the signals (default:
+    their names). One customer's contributions (1-D) give a 1-D explanation, for a waterfall."""
+    import shap
+
+    rows = np.atleast_2d(contribs)
+    out = shap.Explanation(
+        values=signals.sum(rows).astype(np.float64),
+        base_values=rows[:, -1].astype(np.float64),
+        feature_names=list(names if names is not None else signals.names),
+    )
+    return out[0] if np.ndim(contribs) == 1 else out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Headline figures, the ranked table (searchable and sortable with a few lines of inline JavaScript),
 risk groups with their plays, the global drivers (a SHAP summary beeswarm and contributions per
 signal), a waterfall for each top customer, the score distribution and the trend. Plots are PNGs
-embedded as base64 and drawn with matplotlib's object API (no pyplot state, no display); nothing is
-loaded from the network.
+embedded as base64; nothing is loaded from the network. The beeswarm and the waterfalls are shap's own
+(``shap.plots`` on the ``shap.Explanation``s of :mod:`churnml.risk.explain`); the other plots are drawn
+with matplotlib's object API (no pyplot state, no display).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import html
 import io as bytes_io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from churnml import io
 from churnml.config import Config
-from churnml.risk.explain import Explainer
+from churnml.risk.explain import Explainer, explanation, signal_explanation
 from churnml.risk.risk_list import Playbook, group_membership
 from churnml.risk.segments import SEGMENTS
 from churnml.training.model import ChurnModel
@@ -57,16 +59,39 @@ def _figure(width: float = 7.0, height: float = 4.0):
     return fig, fig.add_subplot()
 
 
-def png(fig) -> str:
+def png(fig, tight: bool = False) -> str:
     """A figure as a data URI (base64 PNG). Every text is drawn literally: a ``$`` in a customer id or a
-    play's label would start mathtext, and one such as ``x$^$`` failed the whole report."""
+    play's label would start mathtext, and one such as ``x$^$`` failed the whole report. ``tight`` crops
+    to the drawn content (shap's plots place labels outside their axes)."""
     from matplotlib.text import Text
 
     for text in fig.findobj(Text):
         text.set_parse_math(False)
     buffer = bytes_io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", **({"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}))
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@contextmanager
+def shap_drawing(seed: int = 0) -> Iterator[None]:
+    """Around a ``shap.plots`` call: numpy's global random state seeded and restored (the beeswarm
+    shuffles its dots with it: same report for the same data, and no effect on the caller's draws), and
+    pyplot's interactive mode restored (the waterfall switches it off for good)."""
+    import matplotlib.pyplot as plt
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with plt.ioff():
+            yield
+    finally:
+        np.random.set_state(state)
+
+
+def _plain_tick_labels(axis, replace: Callable[[str], str]) -> None:
+    """Re-set an axis's tick labels through ``replace`` (labels are regenerated from their formatter at
+    draw time, so editing a label's Text would not last)."""
+    axis.set_ticks(axis.get_ticklocs(), [replace(t.get_text()) for t in axis.get_ticklabels()])
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -122,47 +147,19 @@ def group_plot(groups: pd.DataFrame, playbook: Playbook) -> str:
 
 
 def beeswarm_plot(explained: Explained, model: ChurnModel, max_display: int = 15) -> str:
-    """SHAP summary (beeswarm) over the sampled customers: one row per feature, most important on top,
-    each dot a customer, colour the feature value (low blue, high red)."""
-    from matplotlib import colormaps
+    """SHAP summary (``shap.plots.beeswarm``) over the sampled customers: one row per feature, most
+    important on top, each dot a customer, colour the feature value (low blue, high red)."""
+    import shap
 
     sample = explained.global_rows()
-    values = explained.contributions[sample, :-1]
-    importance = np.abs(values).mean(axis=0)
-    top = np.argsort(-importance)[:max_display][::-1]
-    fig, ax = _figure(8.0, 0.32 * len(top) + 1.5)
-    rng = np.random.default_rng(0)
-    cmap = colormaps["coolwarm"]
-    for y, feature in enumerate(top):
-        name = model.feature_names[feature]
-        column = explained.features[name].iloc[sample]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            raw = column.cat.codes.to_numpy(float)
-            raw[raw < 0] = np.nan
-        else:
-            raw = pd.to_numeric(column, errors="coerce").to_numpy(float)
-        lo, hi = np.nanpercentile(raw, [5, 95]) if np.isfinite(raw).any() else (0.0, 1.0)
-        scaled = np.clip((raw - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-        colours = np.where(
-            np.isnan(scaled)[:, None], np.array([[0.6, 0.6, 0.6, 1.0]]), cmap(np.nan_to_num(scaled))
-        )
-        jitter = rng.uniform(-0.3, 0.3, len(raw))
-        ax.scatter(values[:, feature], y + jitter, c=colours, s=6, linewidths=0)
-    ax.set_yticks(range(len(top)), [model.feature_names[f] for f in top], fontsize=8)
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set(xlabel="SHAP value (log-odds of churn; > 0 raises risk)", title="Global drivers: SHAP summary")
-    sm = _scalar_mappable(cmap)
-    bar = fig.colorbar(sm, ax=ax, ticks=[0, 1], aspect=40)
-    bar.ax.set_yticklabels(["low", "high"])
-    bar.set_label("feature value")
+    values = explanation(model, explained.features.iloc[sample], explained.contributions[sample])
+    fig, ax = _figure(8.0, 0.32 * min(max_display, len(model.feature_names)) + 1.5)
+    with shap_drawing():
+        shap.plots.beeswarm(values, max_display=max_display, ax=ax, plot_size=None, show=False)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xlabel("SHAP value (log-odds of churn; > 0 raises risk)", fontsize=9)
+    ax.set_title("Global drivers: SHAP summary")
     return png(fig)
-
-
-def _scalar_mappable(cmap):
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    return ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
 
 
 def signal_importance(explained: Explained, explainer: Explainer, playbook: Playbook) -> pd.DataFrame:
@@ -196,41 +193,30 @@ def signal_plot(importance: pd.DataFrame, playbook: Playbook, max_display: int =
 
 
 def waterfall_plot(contribs: np.ndarray, explainer: Explainer, title: str, max_display: int = 9) -> str:
-    """One customer: from the average margin (bias) through the largest signal contributions to the
-    customer's margin; the remaining signals are one bar."""
-    per_signal = explainer.signals.sum(contribs[None, :])[0]
-    bias = float(contribs[-1])
-    order = np.argsort(-np.abs(per_signal))
-    shown = order[: max_display - 1]
-    rest = float(per_signal[order[max_display - 1 :]].sum()) if len(order) >= max_display else 0.0
-    labels = [_signal_label(explainer.signals.names[i]) for i in shown]
-    values = [float(per_signal[i]) for i in shown]
-    if len(order) >= max_display:
-        labels.append(f"{len(order) - len(shown)} other signals")
-        values.append(rest)
-    fig, ax = _figure(7.0, 0.36 * len(values) + 1.4)
-    start = bias
-    for y, value in enumerate(values):
-        colour = "#c8423b" if value > 0 else "#3b6ea5"
-        ax.barh(len(values) - 1 - y, value, left=start, color=colour)
-        ax.text(
-            start + value,
-            len(values) - 1 - y,
-            f" {value:+.2f}",
-            va="center",
-            fontsize=7,
-            ha="left" if value >= 0 else "right",
-        )
-        start += value
-    ax.set_yticks(range(len(values)), labels[::-1], fontsize=8)
-    ax.axvline(bias, color="grey", ls=":", lw=1)
-    ax.axvline(start, color="black", lw=1)
-    ax.set(
-        xlabel=f"log-odds of churn (uncalibrated): average customer {bias:+.2f} → this customer {start:+.2f}",
-        title=title,
-    )
-    ax.margins(x=0.15)
-    return png(fig)
+    """One customer (``shap.plots.waterfall``): from the average margin (bias) through the largest signal
+    contributions to the customer's margin; the remaining signals are one bar."""
+    import matplotlib.pyplot as plt
+    import shap
+
+    one = signal_explanation(explainer.signals, contribs, [_signal_label(n) for n in explainer.signals.names])
+    bias, total = float(one.base_values), float(one.base_values + one.values.sum())
+    with shap_drawing():
+        fig = plt.figure(dpi=72)
+        try:
+            shap.plots.waterfall(one, max_display=max_display, show=False)
+            ax, *marks = fig.axes
+            # shap writes its E[f(X)] and f(x) marks in mathtext, which png() turns off for every text.
+            for mark in marks:
+                _plain_tick_labels(mark.xaxis, lambda text: text.replace("$", ""))
+            _plain_tick_labels(ax.yaxis, lambda text: text.replace(" other features", " other signals"))
+            ax.set_xlabel(
+                f"log-odds of churn (uncalibrated): average customer {bias:+.2f} → this customer {total:+.2f}",
+                labelpad=22,  # below shap's E[f(X)] mark
+            )
+            ax.set_title(title, pad=36)
+            return png(fig, tight=True)
+        finally:
+            plt.close(fig)
 
 
 def trend_plot(risk_list: pd.DataFrame, history: pd.DataFrame | None) -> str | None:

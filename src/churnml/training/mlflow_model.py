@@ -4,7 +4,9 @@ MLflow's own XGBoost pyfunc returns class labels; this one returns ``P(churn)`` 
 ``mlflow.pyfunc.load_model("models:/churn-model@champion").predict(frame)`` is what a scorer wants.
 The model is logged "from code" with the ChurnModel's plain files as artifacts: nothing is pickled,
 and ``churnml.training.model.load_model(uri)`` gets the ChurnModel itself back from any model URI.
-Loading needs churnml installed (the serving image installs it).
+Loading needs churnml installed: the model's ``requirements.txt`` pins ``churnml==<its version>`` with the
+libraries it was trained with, so an environment made from that file alone loads and predicts
+(tests/model/test_wheel.py).
 """
 
 from __future__ import annotations
@@ -69,10 +71,13 @@ def signature(model: ChurnModel, example: pd.DataFrame) -> ModelSignature:
 
 
 def requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc (churnml itself is installed from source)."""
+    """Pinned runtime requirements of the pyfunc: churnml itself (its code builds the pyfunc) and the
+    libraries the model was trained with."""
     from importlib.metadata import version
 
-    return [
+    from churnml import __version__
+
+    return [f"churnml=={__version__}"] + [
         f"{name}=={version(name)}"
         for name in ("mlflow", "xgboost", "pandas", "numpy", "scikit-learn", "pyarrow")
     ]
