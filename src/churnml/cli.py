@@ -6,7 +6,7 @@ import logging
 import time
 from functools import wraps
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -110,9 +110,10 @@ def simulate(
 
     if fmt not in ("parquet", "csv"):
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
+    kind: Literal["parquet", "csv"] = "csv" if fmt == "csv" else "parquet"
     started = time.perf_counter()
     sim = run_simulation(customers, months, seed, signal=signal)
-    path = write_simulation(sim, out, fmt=fmt)
+    path = write_simulation(sim, out, fmt=kind)
     table = Table("table", "rows", title=f"simulated business → {path}")
     for name, frame in sim.tables.items():
         table.add_row(name, f"{len(frame):,}")

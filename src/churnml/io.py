@@ -187,7 +187,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_with(target: str | Path, writer: Callable[[Path], None]) -> Path:
+def write_with(target: str | Path, writer: Callable[[Path], object]) -> Path:
     """Atomically write ``target`` with any function that writes to a path."""
     with atomic_path(target) as tmp:
         writer(tmp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 HOST = socket.gethostname()
 HOST_TAG, PID_TAG = "churnml.host", "churnml.pid"
@@ -30,6 +31,6 @@ def alive(pid: object, host: object = HOST) -> bool:
     return True
 
 
-def orphaned(owner: dict[str, object]) -> bool:
+def orphaned(owner: Mapping[str, object]) -> bool:
     """Whether tags (or user attributes) name a writer on this host whose process is gone."""
     return owner.get(HOST_TAG) == HOST and not alive(owner.get(PID_TAG))

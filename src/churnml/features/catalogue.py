@@ -146,9 +146,10 @@ def _has(dataset: Dataset, table: str, column: str | None = None) -> bool:
 
 def _has_value(dataset: Dataset, table: str, column: str, values: frozenset[str]) -> bool:
     """Whether the column exists and holds at least one of the values (case-insensitive)."""
-    if not _has(dataset, table, column):
+    frame = _frame(dataset, table)
+    if frame is None or column not in frame.columns:
         return False
-    present = {str(v).lower() for v in _frame(dataset, table)[column].dropna().unique()}
+    present = {str(v).lower() for v in frame[column].dropna().unique()}
     return bool(present & values)
 
 
@@ -302,7 +303,7 @@ def _recency(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) ->
 
 
 def _windowed(
-    windows: list[int], make: Callable[[int | None, str], FeatureSpec], lifetime: bool = False
+    windows: list[int], make: Callable[..., FeatureSpec], lifetime: bool = False
 ) -> list[FeatureSpec]:
     """One spec per window (suffix ``_{w}d``), plus a lifetime one (suffix ``_total``) when asked."""
     specs = [make(w, f"{w}d") for w in windows]

@@ -243,7 +243,9 @@ def _register(
     metric = settings.promotion_metric
     tags = {f"test_{k}": f"{evaluation.model.metrics[k]:.6f}" for k in HEADLINE}
     test_cutoff = test["cutoff"].iloc[0]
-    tags |= {"test_cutoff": str(test_cutoff.date()), "run_id": mlflow.active_run().info.run_id}
+    active = mlflow.active_run()
+    assert active is not None, "registration happens inside the training run"
+    tags |= {"test_cutoff": str(test_cutoff.date()), "run_id": active.info.run_id}
     tags["candidate"] = candidate
 
     def champion_score(uri: str) -> float:

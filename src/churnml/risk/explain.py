@@ -315,7 +315,7 @@ class Explainer:
         )
 
     def drivers_of_values(
-        self, columns: Sequence[Sequence[Any]], contribs: np.ndarray, top_k: int = 3
+        self, columns: Sequence[Sequence[Any] | np.ndarray], contribs: np.ndarray, top_k: int = 3
     ) -> list[list[Driver]]:
         """:meth:`drivers` from the feature values themselves, one sequence per feature in the model's
         order (a category's value, a number, NaN when missing): the service's path, without pandas."""

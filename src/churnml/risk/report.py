@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -314,7 +314,7 @@ def waterfalls(
                 "drivers": [
                     listed[c] for c in listed.index if c.startswith("driver_") and isinstance(listed[c], str)
                 ],
-                "image": waterfall_plot(explained.contributions[position], explainer, title),
+                "image": waterfall_plot(explained.contributions[cast(int, position)], explainer, title),
             }
         )
     return out
@@ -374,7 +374,7 @@ def build_context(
         .reindex(list(settings.bands), fill_value=0)
         .to_dict(),
         "segment_counts": {
-            SEGMENTS[k]: int(v)
+            SEGMENTS[str(k)]: int(v)
             for k, v in risk_list["segment"].value_counts().reindex(list(SEGMENTS), fill_value=0).items()
         },
         "escape": html.escape,
@@ -400,7 +400,7 @@ def write_report(
 def top_table(risk_list: pd.DataFrame, n: int = 10, playbook: Playbook | None = None) -> list[Sequence[str]]:
     """The first ``n`` rows as short display strings (for the terminal); groups by their playbook label."""
     labels = {name: group.label for name, group in playbook.groups.items()} if playbook else {}
-    rows = []
+    rows: list[Sequence[str]] = []
     for record in risk_list.head(n).to_dict(orient="records"):
         rows.append(
             (

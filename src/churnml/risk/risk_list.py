@@ -301,7 +301,7 @@ def group_summary(risk_list: pd.DataFrame, playbook: Playbook) -> pd.DataFrame:
     )
     rows = []
     for name, group in playbook.groups.items():
-        found = stats.loc[name] if name in stats.index else None
+        found = stats.loc[name].to_dict() if name in stats.index else None
         rows.append(
             {
                 "risk_group": name,

@@ -6,6 +6,8 @@ carries little signal on its own; a monotone slope shows which direction is risk
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -40,5 +42,6 @@ def churn_by_decile(frame: pd.DataFrame, feature: str, bins: int = 10) -> pd.Dat
     table["bin"] = table["bin"].astype(int).astype(str)
     if (~present).any():
         missing = label[~present]
-        table.loc[len(table)] = ["missing", np.nan, np.nan, np.nan, len(missing), missing.mean()]
+        row: list[Any] = ["missing", np.nan, np.nan, np.nan, len(missing), missing.mean()]
+        table.loc[len(table)] = row
     return table

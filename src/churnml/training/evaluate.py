@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def profit_curve(
 
 def best_targeting(curve: pd.DataFrame) -> dict[str, float]:
     """The most profitable depth (the smallest, on ties) and what contacting everyone would give."""
-    best = curve.loc[curve["profit"].idxmax()]
+    best = curve.iloc[int(np.argmax(curve["profit"].to_numpy()))]
     return {
         "best_profit": float(best["profit"]),
         "best_contacted": float(best["contacted"]),
@@ -267,7 +268,8 @@ def feature_importance(model: ChurnModel) -> pd.DataFrame:
     """Total gain and split count per feature (features never used get zero); for a logistic regression
     the |coefficients| of the feature's standardised design columns, and no splits."""
     if model.linear is not None:
-        gain, weight = model.linear.importance(model.feature_names), {}
+        gain: dict[str, Any] = model.linear.importance(model.feature_names)
+        weight: dict[str, Any] = {}
     else:
         gain = model.trained_booster.get_score(importance_type="total_gain")
         weight = model.trained_booster.get_score(importance_type="weight")
@@ -467,9 +469,7 @@ def save_plots(evaluation: Evaluation, directory: Path) -> list[Path]:
 
     paths = []
     for name, figure in figures.items():
-        paths.append(
-            io.write_with(directory / name, lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=110))
-        )
+        paths.append(io.write_with(directory / name, partial(figure.savefig, format="png", dpi=110)))
     return paths
 
 

@@ -115,7 +115,8 @@ def split_by_time(frame: pd.DataFrame, label_settings: dict[str, Any], config: S
                 f"labeled cutoffs: {', '.join(_dates(labeled_cutoffs))}"
             )
     window = pd.Timedelta(days=label_window_days(label_settings))
-    recent = (lambda cs: cs[-config.train_cutoffs :]) if config.train_cutoffs else (lambda cs: cs)
+    keep = config.train_cutoffs or 0
+    recent = (lambda cs: cs[-keep:]) if keep else (lambda cs: cs)
     # Labels of development cutoffs must be complete before the test cutoff: its future stays unseen.
     development = _eligible(labeled_cutoffs, test_cutoff, window)
     validation_cutoffs = development[-config.folds :]

@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,8 @@ def store(config: Config) -> Iterator[str]:
     try:
         yield uri
     finally:
-        mlflow.set_tracking_uri(previous)
-        mlflow.set_registry_uri(environment["MLFLOW_REGISTRY_URI"])  # set explicitly only if it was
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None: back to "not set"
+        mlflow.set_registry_uri(environment["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]  # set explicitly only if it was
         for name, value in environment.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -155,7 +156,8 @@ class TrialLogger:
                 "optuna.state": trial.state.name,
             },
         )
-        timestamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
+        finished = trial.datetime_complete or trial.datetime_start or datetime.now()
+        timestamp = int(finished.timestamp() * 1000)
         metrics = (
             [Metric(f"valid_{self.metric}", float(trial.value), timestamp, 0)]
             if trial.value is not None
@@ -232,6 +234,7 @@ def log_study(study: optuna.Study, metric: str, score: float | None = None) -> N
     ``search_<metric>``)."""
     states = [t.state for t in study.trials]
     best = study.best_trial
+    assert best.value is not None  # the best trial is a complete one
     mlflow.log_params(
         {f"best.{k}": v for k, v in best.params.items()} | {"optuna.study_name": study.study_name}
     )

@@ -392,13 +392,12 @@ class OptimisticPruner(optuna.pruners.BasePruner):
         if len(finished) < self.n_startup_trials:
             return False
         sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-        gains = [
-            sign * (t.intermediate_values[step] - t.value) for t in finished if step in t.intermediate_values
-        ]
+        values = [(t, float(t.value)) for t in finished if t.value is not None]  # complete: always set
+        gains = [sign * (t.intermediate_values[step] - v) for t, v in values if step in t.intermediate_values]
         if not gains:
             return False  # no finished trial got this far: nothing to compare with
         best_so_far = min(sign * v for s, v in trial.intermediate_values.items() if s <= step)
-        return best_so_far - max(gains) > min(sign * t.value for t in finished)
+        return best_so_far - max(gains) > min(sign * v for _, v in values)
 
 
 def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
