@@ -96,6 +96,7 @@ def test_records_and_frames_encode_to_predict_probas_rows(booster: xgb.Booster) 
     ]
     encoded = path.records(records)
     np.testing.assert_array_equal(encoded.matrix, path.frame(frame).matrix)
+    np.testing.assert_array_equal(encoded.matrix, path.frame(model.prepare(frame)).matrix)  # as built
     np.testing.assert_array_equal(path.proba(encoded), model.predict_proba(frame))
     for values in (path.feature_values(encoded), path.feature_values(path.frame(frame))):
         plan, first = list(values[2]), list(values[0])

@@ -143,7 +143,7 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with log.open("wb") as out:
         server = subprocess.Popen(
             launch.serve_command(trained.config, "127.0.0.1", port),
-            cwd=ROOT,
+            cwd=tmp_path_factory.mktemp("elsewhere"),  # outside the checkout: the service is a package module
             env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,

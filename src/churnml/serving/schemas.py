@@ -352,12 +352,14 @@ def history_tables(histories: Sequence[BaseModel]) -> dict[str, pd.DataFrame]:
     tables["customers"] = pd.DataFrame(customers, columns=list(dict.fromkeys(customers[0])))
     for table in ACTIVITY_TABLES:
         columns = list(TABLES[table].columns)
-        rows = [
-            {**row.model_dump(), "customer_id": h.customer.customer_id}  # type: ignore[attr-defined]
-            for h in histories
-            for row in getattr(h, table)
-        ]
-        tables[table] = pd.DataFrame(rows, columns=columns).astype({c: object for c in columns if not rows})
+        owned = [(h.customer.customer_id, row) for h in histories for row in getattr(h, table)]  # type: ignore[attr-defined]
+        if not owned:
+            tables[table] = pd.DataFrame([], columns=columns).astype(object)
+            continue
+        # Column by column: a frame from lists infers the dtypes a frame from row dicts does, at a
+        # fraction of the cost on the few hundred rows of one customer.
+        values = {c: [getattr(row, c) for _, row in owned] for c in columns if c != "customer_id"}
+        tables[table] = pd.DataFrame({"customer_id": [own for own, _ in owned], **values}, columns=columns)
     return tables
 
 
