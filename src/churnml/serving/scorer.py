@@ -10,7 +10,7 @@ BentoML service (``churnml.serving.service``) is a thin shell around :class:`Sco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,9 +33,6 @@ from churnml.serving.schemas import (
     records_frame,
 )
 from churnml.training.model import ChurnModel
-
-# As churnml.data.load: a moment this far past the wall clock is not "now".
-FUTURE_TOLERANCE = timedelta(days=1)
 
 
 class ClientError(ChurnmlError):
@@ -151,7 +148,7 @@ class Scorer:
 
     def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
         """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
-        from churnml.data.load import dataset_from_frames
+        from churnml.data.load import FUTURE_TOLERANCE, dataset_from_frames
         from churnml.features import build_features
 
         if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
