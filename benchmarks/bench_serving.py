@@ -3,7 +3,7 @@
     python benchmarks/bench_serving.py                      # trains a small model in a temp MLflow store
     python benchmarks/bench_serving.py --tracking-uri sqlite:///outputs/mlflow.db   # the registered champion
 
-Starts the real server (``bentoml serve serving.service:ChurnService``, as ``churnml serve`` does) and
+Starts the real server (``bentoml serve churnml.serving.service:ChurnService``, as ``churnml serve`` does) and
 drives it from a separate client process (raw asyncio keep-alive connections, closed loop, requests
 serialised up front; its CPU per request is printed), bounded in requests and seconds per scenario:
 
@@ -204,16 +204,28 @@ def feature_rows(config, model, n: int) -> pd.DataFrame:
     return pd.concat([frame] * repeats, ignore_index=True).head(n), dataset
 
 
-def history_body(dataset, customer_id: str, as_of: pd.Timestamp) -> bytes:
-    from churnml.serving.schemas import customer_history
+def feature_records(model, frame: pd.DataFrame) -> list[dict]:
+    """Feature rows as ``/predict`` records (pandas writes NaN as null, categories as their text)."""
+    columns = ["customer_id", *model.feature_names]
+    return json.loads(
+        frame[columns].astype({"customer_id": str}).to_json(orient="records", double_precision=15)
+    )
 
-    return json.dumps(
-        {"customers": [customer_history(dataset, customer_id)], "as_of": as_of.isoformat()}
-    ).encode()
+
+def history_body(dataset, customer_id: str, as_of: pd.Timestamp) -> bytes:
+    """One customer's rows of every table as a ``/score_history`` body (ISO timestamps, NaN as null)."""
+
+    def rows(frame: pd.DataFrame) -> list[dict]:
+        own = frame.loc[frame["customer_id"] == customer_id].drop(columns="customer_id")
+        return json.loads(own.to_json(orient="records", date_format="iso", double_precision=15))
+
+    customer = rows(dataset.customers)[0] | {"customer_id": customer_id}
+    tables = {name: rows(frame) for name, frame in dataset.tables.items() if name != "customers"}
+    return json.dumps({"customers": [{"customer": customer} | tables], "as_of": as_of.isoformat()}).encode()
 
 
 def start_server(overrides: list[str], port: int, workers: int, nthread: int) -> subprocess.Popen:
-    from churnml.serving import serve
+    from churnml.serving import launch
 
     pinned = [
         *overrides,
@@ -221,8 +233,8 @@ def start_server(overrides: list[str], port: int, workers: int, nthread: int) ->
         f"serving.nthread={nthread}",
         "serving.max_records=1000",
     ]
-    config, env = serve.server_environment(None, pinned)
-    command = serve.serve_command(config, "127.0.0.1", port)
+    config, env = launch.server_environment(None, pinned)
+    command = launch.serve_command(config, "127.0.0.1", port)
     log = open(Path(tempfile.gettempdir()) / f"churnml-bench-server-{port}.log", "w")  # noqa: SIM115
     return subprocess.Popen(
         command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -284,8 +296,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from churnml.config import load_config
-    from churnml.serving import serve
-    from churnml.serving.schemas import feature_record_model, feature_records
+    from churnml.serving import launch
+    from churnml.serving.loading import load_served_model
+    from churnml.serving.schemas import feature_record_model
+    from churnml.serving.scorer import Scorer
 
     if args.tracking_uri:
         overrides = [f"tracking.uri={args.tracking_uri}", f"simulate.customers={args.customers}"]
@@ -298,7 +312,7 @@ def main() -> None:
     if args.model:
         overrides.append(f"serving.model_uri={args.model}")
     config = load_config(None, overrides)
-    loaded = serve.load_served_model(config)
+    loaded = load_served_model(config)
     model = loaded.model
     frame, dataset = feature_rows(config, model, 1000)
     records = feature_records(model, frame)
@@ -313,7 +327,7 @@ def main() -> None:
         f"server workers={args.workers} nthread={args.nthread}; load {os.getloadavg()[0]:.2f} (1 min)"
     )
 
-    scorer = serve.Scorer(
+    scorer = Scorer(
         loaded,
         config.model_copy(update={"serving": config.serving.model_copy(update={"nthread": args.nthread})}),
     )
@@ -331,7 +345,7 @@ def main() -> None:
     server = start_server(overrides, args.port, args.workers, args.nthread)
     url = f"http://127.0.0.1:{args.port}"
     try:
-        serve.wait_ready(url, timeout_s=180)
+        launch.wait_ready(url, timeout_s=180)
         results = [
             summary(
                 f"/predict 1 record x{args.concurrency} clients",

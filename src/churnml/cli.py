@@ -422,9 +422,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: serving.port).", min=1, max=65535)] = None,
 ) -> None:
     """Start the BentoML prediction service (/predict, /explain, /score_history) on the champion model."""
-    from churnml.serving import serve as serving
+    from churnml.serving import launch
 
-    raise typer.Exit(serving.run_server(config, overrides or [], model=model, host=host, port=port))
+    raise typer.Exit(launch.run_server(config, overrides or [], model=model, host=host, port=port))
 
 
 @app.command()
@@ -437,9 +437,9 @@ def bento(
     ] = None,
 ) -> None:
     """Build a Bento (service + churnml wheel + model) to containerize with `bentoml containerize`."""
-    from churnml.serving import serve as serving
+    from churnml.serving import launch
 
-    tag = serving.build_bento(config, overrides or [], model=model)
+    tag = launch.build_bento(config, overrides or [], model=model)
     console.print(
         f"model {tag} packed; `bentoml list` shows the Bento, `bentoml containerize <bento>` builds an image"
     )

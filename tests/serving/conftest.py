@@ -2,7 +2,7 @@
 
 A small model is trained and registered as champion in a temporary MLflow store once per session; the
 BentoML service then runs on a free 127.0.0.1 port, started with the command ``churnml serve`` runs
-(``bentoml serve serving.service:ChurnService``, its own arbiter and worker processes), with an API key
+(``bentoml serve churnml.serving.service:ChurnService``, its own arbiter and worker processes), with an API key
 and a CORS origin configured so that those paths are exercised too. The server's output goes to a log
 file the tests read. Tracking URIs and keys are passed explicitly: a developer's environment never
 leaks in.
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import customer_history
 
 from churnml.config import Config, load_config
 from churnml.data.dataset import Dataset
 from churnml.data.simulate import simulate
 from churnml.errors import ChurnmlError
 from churnml.features.training_set import build_training_set
-from churnml.serving import serve
-from churnml.serving.schemas import customer_history
+from churnml.serving import launch, loading
 from churnml.training.model import ChurnModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ class Live:
 
     @property
     def auth(self) -> dict[str, str]:
-        """The API key as the server reads it (``serve.ApiKeyMiddleware``)."""
+        """The API key as the server reads it (``http.ApiKeyMiddleware``)."""
         return {"X-API-Key": self.api_key}
 
     def post(self, path: str, body: object, key: str | None = API_KEY, **kwargs) -> requests.Response:
@@ -127,9 +127,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture(scope="session")
 def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     env = {
-        serve.ENV_OVERRIDES: json.dumps(trained.overrides),
-        serve.ENV_CONFIG: "",
-        serve.ENV_MODEL_URI: "",
+        loading.ENV_OVERRIDES: json.dumps(trained.overrides),
+        loading.ENV_CONFIG: "",
+        loading.ENV_MODEL_URI: "",
         "CHURNML_API_KEY": API_KEY,
         "BENTOML_DO_NOT_TRACK": "true",
         "PYTHONUNBUFFERED": "1",  # each log line reaches the file when it is written
@@ -142,8 +142,8 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            serve.serve_command(trained.config, "127.0.0.1", port),
-            cwd=ROOT,
+            launch.serve_command(trained.config, "127.0.0.1", port),
+            cwd=tmp_path_factory.mktemp("elsewhere"),  # outside the checkout: the service is a package module
             env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -152,7 +152,7 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         url = f"http://127.0.0.1:{port}"
         try:
-            serve.wait_ready(url, timeout_s=180)
+            launch.wait_ready(url, timeout_s=180)
         except ChurnmlError as exc:
             raise ChurnmlError(f"{exc}\n{log.read_text(errors='replace')[-5000:]}") from None
         yield Live(url, trained, log)

@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from churnml.serving import serve
+from churnml.serving import launch, loading
 
 if TYPE_CHECKING:
     from conftest import Trained
@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 
 def test_bento_packs_and_serves_the_champion(trained: Trained, tmp_path: Path) -> None:
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    for name in ("MLFLOW_TRACKING_URI", serve.ENV_MODEL_URI, serve.ENV_CONFIG, serve.ENV_OVERRIDES):
+    for name in ("MLFLOW_TRACKING_URI", loading.ENV_MODEL_URI, loading.ENV_CONFIG, loading.ENV_OVERRIDES):
         env.pop(name, None)
     built = subprocess.run(
         [str(BIN / "churnml"), "bento", *trained.overrides],
@@ -43,7 +43,7 @@ def test_bento_packs_and_serves_the_champion(trained: Trained, tmp_path: Path) -
 
     (bento_yaml,) = (tmp_path / "bentoml" / "bentos" / "churn_service").glob("*/bento.yaml")
     info = yaml.safe_load(bento_yaml.read_text())
-    assert info["service"] == "serving.service:ChurnService"
+    assert info["service"] == "churnml.serving.service:ChurnService"
     (service,) = info["services"]
     assert [m["tag"] for m in service["models"]] == [f"churn-model:v{version}"]
     assert {e["name"]: e["value"] for e in info["envs"]}["CHURNML_OVERRIDES"] == '["serving.host=0.0.0.0"]'
@@ -61,7 +61,7 @@ def test_bento_packs_and_serves_the_champion(trained: Trained, tmp_path: Path) -
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        serve.wait_ready(url, timeout_s=120)
+        launch.wait_ready(url, timeout_s=120)
         document = requests.get(f"{url}/docs.json", timeout=30).json()
         body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
         (record,) = body["records"]

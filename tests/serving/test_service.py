@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from helpers import feature_records
 
 from churnml.pipelines import score
 from churnml.risk.explain import explain_rows
 from churnml.risk.risk_list import band_of
-from churnml.serving.schemas import category_columns, feature_records
-from churnml.serving.serve import summarize_errors
+from churnml.serving.http import summarize_errors
+from churnml.serving.schemas import category_columns
 
 if TYPE_CHECKING:
     from conftest import Live, Trained
@@ -93,39 +94,44 @@ def test_the_served_scorer_takes_the_fast_path_and_gives_predict_proba_exactly(
     trained: Trained, features: pd.DataFrame
 ) -> None:
     """What each worker builds: records -> matrix -> XGBoost's C API -> calibration, no pandas; and the
-    same for /explain."""
+    same for /explain and /score_history (a feature frame -> the same matrix)."""
     from churnml.risk.explain import contributions
+    from churnml.serving.fast_path import FastPath
+    from churnml.serving.loading import load_served_model
     from churnml.serving.schemas import DriverOut, feature_record_model, records_frame
-    from churnml.serving.serve import Scorer, _finite, load_served_model, prepared_matrix
+    from churnml.serving.scorer import Scorer, finite_driver
 
     scorer = Scorer(load_served_model(trained.config), trained.config)
-    assert scorer.fast and scorer.dense is not None
+    assert isinstance(scorer.path, FastPath) and scorer.path is scorer.fast
     record_model = feature_record_model(trained.model)
     validated = [record_model.model_validate(r) for r in records(trained.model, features)]
     expected = trained.model.predict_proba(features)
     np.testing.assert_array_equal(scorer.probabilities(validated), expected)
     np.testing.assert_array_equal(scorer.probabilities(validated[:1]), expected[:1])
-    # /explain and /score_history skip pandas (matrix -> TreeSHAP -> drivers) and get the frame path's
-    # contributions and drivers exactly.
-    assert scorer.fast_explain
+    # Records and frames encode to the same matrix, whose TreeSHAP values and drivers are the frame
+    # path's exactly.
     frame = trained.model.prepare(records_frame(trained.model, validated))
-    rows = scorer.encoder(validated)
-    np.testing.assert_array_equal(prepared_matrix(trained.model, frame), rows)
+    rows = scorer.fast.records(validated)
+    np.testing.assert_array_equal(scorer.fast.frame(features).matrix, rows.matrix)
+    np.testing.assert_array_equal(scorer.fast.proba(scorer.fast.frame(features)), expected)
     contribs = contributions(trained.model, frame)
-    np.testing.assert_array_equal(scorer._fast_contributions(rows), contribs)
+    np.testing.assert_array_equal(scorer.fast.contributions(rows), contribs)
     expected_drivers = [
         [d.as_dict() for d in found] for found in scorer.explainer.drivers(frame, contribs, 3)
     ]
     served = [[d.model_dump() for d in e.drivers] for e in scorer.explain(validated, 3)]
-    assert served == [[DriverOut(**_finite(d)).model_dump() for d in found] for found in expected_drivers]
+    assert served == [
+        [DriverOut(**finite_driver(d)).model_dump() for d in found] for found in expected_drivers
+    ]
 
 
 def test_a_regression_champion_is_served_exactly(trained: Trained, features: pd.DataFrame) -> None:
     """A logistic-regression champion (the candidate small businesses often get) scores and explains in
     the service exactly as in batch: probabilities, contributions and drivers."""
     from churnml.risk.explain import contributions
+    from churnml.serving.loading import LoadedModel
     from churnml.serving.schemas import DriverOut, feature_record_model, records_frame
-    from churnml.serving.serve import LoadedModel, Scorer, _finite
+    from churnml.serving.scorer import ModelPath, Scorer, finite_driver
     from churnml.training.linear import LinearModel
 
     x = trained.model.prepare(features)
@@ -133,12 +139,12 @@ def test_a_regression_champion_is_served_exactly(trained: Trained, features: pd.
     categorical = [c.name for c in trained.model.columns if c.dtype == "category"]
     model = trained.model.with_linear(LinearModel.fit(x, y.astype(int), categorical, 0.1))
     scorer = Scorer(LoadedModel(model, "logreg/1", "logreg"), trained.config)
-    assert not scorer.fast and scorer.dense is None
+    assert scorer.fast is None and isinstance(scorer.path, ModelPath)
     validated = [feature_record_model(model).model_validate(r) for r in records(model, features)]
     np.testing.assert_array_equal(scorer.probabilities(validated), model.predict_proba(features))
     frame = model.prepare(records_frame(model, validated))
     expected = [
-        [DriverOut(**_finite(d.as_dict())).model_dump() for d in found]
+        [DriverOut(**finite_driver(d.as_dict())).model_dump() for d in found]
         for found in scorer.explainer.drivers(frame, contributions(model, frame), 3)
     ]
     served = scorer.explain(validated, 3)

@@ -300,30 +300,43 @@ def _select_columns(name: str, frame: pd.DataFrame, mapping: Mapping[str, str]) 
 # -------------------------------------------------------------------------------------- normalisation
 
 
+INTEGRAL_DECIMAL = r"^([+-]?\d+)\.0+$"  # an id like 17.0 (see _canonical_ids)
+
+
 def _integral_float_as_int(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _as_text(values: pd.Series) -> pd.Series:
     """Values as stripped strings, blanks missing; integral floats lose their '.0' so that 17.0 == '17'."""
+    if len(values) == 0:  # what the steps below give an empty column, without their fixed cost
+        return pd.Series([], dtype=STRING_DTYPE, index=values.index, name=values.name)
     if pd.api.types.is_float_dtype(values):
         finite = values.dropna().to_numpy()
         if np.all(np.abs(finite) < 2**53) and np.array_equal(finite, np.round(finite)):
             values = values.astype("Int64")
-    elif values.dtype == object:  # mixed Python values: per element, as object columns already are
+    elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        # mixed Python values: per element, as object columns already are (text alone has no floats)
         values = values.map(_integral_float_as_int, na_action="ignore")
     text = values.astype(STRING_DTYPE).str.strip()
+    if not pc.any(pc.equal(_arrow_text(text), "")).as_py():  # no blanks (the usual case): nothing to mask
+        return text
     return text.mask(text.eq("").fillna(False).astype(bool))
 
 
 def _canonical_ids(ids: pd.Series) -> pd.Series:
     """Ids as text where an integral number written with a decimal part is the integer: ``17.0`` is
     ``17``, as a spreadsheet export or a float column of another table writes it; ``017`` keeps its zero."""
-    return ids.str.replace(r"^([+-]?\d+)\.0+$", r"\1", regex=True)
+    if not pc.any(pc.match_substring_regex(_arrow_text(ids), INTEGRAL_DECIMAL)).as_py():
+        return ids  # nothing to rewrite: skips pandas' per-call cost, which dominates small tables
+    return ids.str.replace(INTEGRAL_DECIMAL, r"\1", regex=True)
 
 
 def _parse_timestamps(values: pd.Series, date_format: str | None) -> tuple[pd.Series, pd.Series]:
     """(timestamps as tz-naive UTC, any datetime64 unit; which values were blank). Unparseable -> NaT."""
+    if len(values) == 0:  # an empty table (a customer without tickets): nothing to parse
+        empty = pd.Series([], dtype="datetime64[ns]", index=values.index, name=values.name)
+        return empty, pd.Series([], dtype=bool, index=values.index, name=values.name)
     if isinstance(values.dtype, pd.ArrowDtype) and (
         pa.types.is_timestamp(values.dtype.pyarrow_dtype) or pa.types.is_date(values.dtype.pyarrow_dtype)
     ):
@@ -360,8 +373,11 @@ def _parse_numbers(values: pd.Series, decimal: str) -> tuple[pd.Series, pd.Serie
 def _fail(
     table: str, column: str, problem: str, frame: pd.DataFrame, mask: pd.Series, also: tuple[str, ...] = ()
 ) -> None:
-    """Raise when ``mask`` selects any rows, showing the id and the offending column(s) of a few of them."""
-    count = int(mask.sum())
+    """Raise when ``mask`` selects any rows, showing the id and the offending column(s) of a few of them.
+
+    ``mask`` is a boolean Series or array aligned with ``frame``'s rows.
+    """
+    count = int(np.count_nonzero(np.asarray(mask, dtype=bool)))
     if count:
         shown = [c for c in dict.fromkeys(["customer_id", column, *also]) if c in frame]
         raise DataValidationError(table, column, problem, example_rows(frame[shown], mask), count)
@@ -374,6 +390,9 @@ def _normalise_timestamps(
     spec = TABLES[name]
     values = raw[column]
     parsed, blank = _parse_timestamps(values, date_format)
+    # The rules compare plain numpy arrays (NaT compares False, as in pandas): a pandas comparison costs
+    # more than the data on the small tables the prediction service validates.
+    stamps, blanks = parsed.to_numpy(), blank.to_numpy(dtype=bool)
     how = f"with date_format '{date_format}'" if date_format else "as ISO 8601 (YYYY-MM-DD[ HH:MM:SS][+TZ])"
     _fail(
         name,
@@ -381,18 +400,18 @@ def _normalise_timestamps(
         f"values that are not timestamps: could not parse {how}; "
         f"set data.tables.{name}.read.date_format to your format",
         raw,
-        parsed.isna() & ~blank,
+        np.isnat(stamps) & ~blanks,
     )
     if column == spec.time_column:
         _fail(
-            name, column, "empty timestamps; every row needs one (it says when the row happened)", raw, blank
+            name, column, "empty timestamps; every row needs one (it says when the row happened)", raw, blanks
         )
     _fail(
         name,
         column,
         f"timestamps before {EARLIEST.date()}: corrupt or parsed with the wrong date_format",
         raw,
-        parsed < EARLIEST,
+        stamps < EARLIEST.to_datetime64(),
     )
     horizon = SCHEDULED_COLUMNS.get((name, column), FUTURE_TOLERANCE)
     _fail(
@@ -401,31 +420,32 @@ def _normalise_timestamps(
         f"timestamps more than {horizon.days} day(s) after now ({now:%Y-%m-%d}): corrupt or a placeholder"
         + ("; leave end_at empty for subscriptions that have not ended" if column == "end_at" else ""),
         raw,
-        parsed > now + horizon,
+        stamps > (now + horizon).to_datetime64(),
     )
     return parsed.astype("datetime64[ns]")
 
 
 def _normalise_numbers(name: str, column: str, raw: pd.DataFrame, decimal: str) -> pd.Series:
     numbers, blank = _parse_numbers(raw[column], decimal)
+    values, blanks = numbers.to_numpy(dtype=np.float64), blank.to_numpy(dtype=bool)  # as for timestamps
     hint = f" (decimal separator '{decimal}'; set data.tables.{name}.read.decimal if it differs)"
     _fail(
         name,
         column,
         "values that are not finite numbers" + hint,
         raw,
-        numbers.isna() & ~blank,
+        np.isnan(values) & ~blanks,
     )
     _fail(
         name,
         column,
         f"values larger than {MAX_MAGNITUDE:.0e} in magnitude: corrupt, or in the wrong unit",
         raw,
-        numbers.abs() > MAX_MAGNITUDE,
+        np.abs(values) > MAX_MAGNITUDE,
     )
     advice = NON_NEGATIVE.get((name, column))
     if advice:
-        _fail(name, column, f"negative values: {advice}", raw, numbers < 0)
+        _fail(name, column, f"negative values: {advice}", raw, values < 0)
     return numbers
 
 
@@ -444,7 +464,7 @@ def _normalise_table(
     ids = _canonical_ids(_as_text(raw["customer_id"]))
     _fail(name, "customer_id", "empty customer ids", raw, ids.isna())
     columns: dict[str, pd.Series] = {"customer_id": ids}
-    for column in raw.columns.drop("customer_id"):
+    for column in (c for c in raw.columns if c != "customer_id"):
         if column in spec.timestamps:
             columns[column] = _normalise_timestamps(name, column, raw, date_format, now)
         elif column in spec.numeric:
@@ -457,7 +477,12 @@ def _normalise_table(
     for ordered_name, later, earlier in ORDERINGS:
         if ordered_name == name and later in table and earlier in table:
             _fail(
-                name, later, f"{later} before {earlier}", raw, table[later] < table[earlier], also=(earlier,)
+                name,
+                later,
+                f"{later} before {earlier}",
+                raw,
+                table[later].to_numpy() < table[earlier].to_numpy(),
+                also=(earlier,),
             )
     if name == "customers":
         _fail(

@@ -12,7 +12,7 @@ customers or cutoffs. Nothing crosses customers, so partitions of customers give
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 import pandas as pd
@@ -253,9 +253,16 @@ def _clock(dataset: Dataset, t_ns: np.ndarray, n_codes: int) -> Clock:
     return Clock.covering(int(min(lows)), int(max(highs)), n_codes)
 
 
+@cache
+def _category_index(categories: tuple[str, ...]) -> pd.Index:
+    """A spec's categories as a text Index, built once: building it (and its hash table, which the Index
+    keeps) cost more than the lookups on a small table, once per call."""
+    return pd.Index(list(categories), dtype="str")
+
+
 def _category_codes(column: pd.Series, categories: Sequence[str]) -> np.ndarray:
     """Codes of a text column's values among ``categories`` (-1 missing or unseen)."""
-    codes = pd.Index(list(categories), dtype="str").get_indexer(column.astype("str"))
+    codes = _category_index(tuple(categories)).get_indexer(column.astype("str"))
     return np.where(column.notna().to_numpy(bool), codes, -1).astype(np.int64)
 
 
@@ -703,8 +710,7 @@ def _assemble(
     for spec in specs:
         if spec.dtype == "category":
             columns[spec.name] = pd.Categorical.from_codes(
-                values[spec.name].astype(np.int64),
-                categories=pd.Index(list(spec.categories or ()), dtype="str"),
+                values[spec.name].astype(np.int64), categories=_category_index(tuple(spec.categories or ()))
             )
         else:
             columns[spec.name] = values[spec.name].astype(np.float64, copy=False)

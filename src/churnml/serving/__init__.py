@@ -1,2 +1,5 @@
-"""The prediction service: the model loaded as data, the scorer and its fast path, the HTTP schemas and the
-BentoML service."""
+"""The prediction service, split by concern: ``loading`` (which model, read as data), ``scorer`` (what each
+endpoint computes), ``fast_path`` (its pandas-free scoring, checked against ChurnModel at start-up),
+``schemas`` (request and response models generated from the model), ``http`` (ASGI middleware and the
+OpenAPI document), ``launch`` (``churnml serve`` / ``churnml bento``) and ``service`` (the BentoML service,
+which loads the model when imported)."""

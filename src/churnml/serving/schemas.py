@@ -23,7 +23,6 @@ import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -43,7 +42,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
-from churnml.data.dataset import Dataset
 from churnml.training.model import ChurnModel
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads features as float32
@@ -179,40 +177,6 @@ def records_frame(model: ChurnModel, records: Sequence[BaseModel]) -> pd.DataFra
             np.array(values, dtype=object) if column.dtype == "category" else np.array(values, dtype=float)
         )
     return pd.DataFrame(columns)
-
-
-class RecordEncoder:
-    """Validated feature records -> the float32 matrix XGBoost reads, without pandas (the hot path).
-
-    Categoricals become their code in the training categories, exactly the codes ``ChurnModel.prepare``
-    gives (the booster knows which features are categorical); ``None`` becomes NaN, XGBoost's missing.
-    ``churnml.serving.serve.Scorer`` checks at start-up that this gives ``predict_proba``'s margins bit for bit.
-    """
-
-    def __init__(self, model: ChurnModel) -> None:
-        self.values = attrgetter(*(field_key(p) for p in range(len(model.columns))))
-        self.categorical = [
-            (position, {category: code for code, category in enumerate(column.categories or ())})
-            for position, column in enumerate(model.columns)
-            if column.dtype == "category"
-        ]
-        self.width = len(model.columns)
-
-    def raw(self, records: Sequence[BaseModel]) -> list[list[Any]]:
-        """The records' feature values in the model's order, as validated (categories as values)."""
-        if self.width == 1:
-            return [[self.values(record)] for record in records]
-        return [list(self.values(record)) for record in records]
-
-    def __call__(self, records: Sequence[BaseModel]) -> np.ndarray:
-        rows = []
-        for values in self.raw(records):
-            for position, codes in self.categorical:
-                value = values[position]
-                if value is not None:
-                    values[position] = codes.get(value)  # validated: always a training category
-            rows.append(values)
-        return np.array(rows, dtype=np.float32).reshape(len(rows), self.width)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -388,18 +352,20 @@ def history_tables(histories: Sequence[BaseModel]) -> dict[str, pd.DataFrame]:
     tables["customers"] = pd.DataFrame(customers, columns=list(dict.fromkeys(customers[0])))
     for table in ACTIVITY_TABLES:
         columns = list(TABLES[table].columns)
-        rows = [
-            {**row.model_dump(), "customer_id": h.customer.customer_id}  # type: ignore[attr-defined]
-            for h in histories
-            for row in getattr(h, table)
-        ]
-        tables[table] = pd.DataFrame(rows, columns=columns).astype({c: object for c in columns if not rows})
+        owned = [(h.customer.customer_id, row) for h in histories for row in getattr(h, table)]  # type: ignore[attr-defined]
+        if not owned:
+            tables[table] = pd.DataFrame([], columns=columns).astype(object)
+            continue
+        # Column by column: a frame from lists infers the dtypes a frame from row dicts does, at a
+        # fraction of the cost on the few hundred rows of one customer.
+        values = {c: [getattr(row, c) for _, row in owned] for c in columns if c != "customer_id"}
+        tables[table] = pd.DataFrame({"customer_id": [own for own, _ in owned], **values}, columns=columns)
     return tables
 
 
 # ---------------------------------------------------------------------------------------------------
 # Responses. (Examples live in RESPONSE_EXAMPLES: BentoML's OpenAPI writer refuses ``examples`` keys, so
-# ``churnml.serving.serve.complete_openapi`` adds them to the document.)
+# ``churnml.serving.http.complete_openapi`` adds them to the document.)
 
 ResponseConfig = ConfigDict(extra="forbid")
 
@@ -461,6 +427,14 @@ class ErrorBody(BaseModel):
     detail: list[ErrorItem] = Field(default_factory=list)
 
 
+def error_body(message: str, kind: str, loc: Sequence[str | int] = ()) -> dict[str, Any]:
+    """The body of every 4xx the service writes itself, in ``ErrorBody``'s shape (as BentoML's 400s):
+    ``error`` says where and what in one line, ``detail`` holds the one problem."""
+    where = ".".join(map(str, loc))
+    detail = {"type": kind, "loc": list(loc), "msg": message}
+    return {"error": f"{where}: {message}" if where else message, "detail": [detail]}
+
+
 _PREDICTION_EXAMPLE = {
     "customer_id": "C-000123",
     "churn_probability": 0.23,
@@ -496,42 +470,3 @@ RESPONSE_EXAMPLES: dict[str, dict[str, Any]] = {
         ],
     },
 }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Request bodies from data churnml already holds (for Python clients, tests and benchmarks).
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def feature_records(model: ChurnModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Feature rows (e.g. of a training set) as ``/predict`` records: missing -> null, categories as text."""
-    out = []
-    for row in frame.to_dict("records"):
-        record: dict[str, Any] = {"customer_id": str(row["customer_id"])}
-        for column in model.columns:
-            value = _json_value(row[column.name])
-            record[column.name] = (
-                None if value is None else (str(value) if column.dtype == "category" else float(value))
-            )
-        out.append(record)
-    return out
-
-
-def customer_history(dataset: Dataset, customer_id: str) -> dict[str, Any]:
-    """One customer's rows of every table as a ``/score_history`` customer (JSON-ready, ISO timestamps)."""
-
-    def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-        own = frame.loc[frame["customer_id"] == customer_id].drop(columns="customer_id")
-        return [{k: _json_value(v) for k, v in row.items()} for row in own.to_dict("records")]
-
-    customer = rows(dataset.customers)[0] | {"customer_id": customer_id}
-    return {"customer": customer} | {
-        name: rows(frame) for name, frame in dataset.tables.items() if name != CUSTOMERS.name
-    }

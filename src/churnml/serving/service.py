@@ -8,7 +8,9 @@ the config named by ``CHURNML_CONFIG``, else (run from a built Bento) the model 
 ``models:/<tracking.registered_model>@champion`` in the MLflow store of the config (or
 ``MLFLOW_TRACKING_URI``). ``churnml serve`` sets these for you.
 
-Run: ``churnml serve`` (or ``bentoml serve serving.service:ChurnService``). Docs: serving/README.md.
+Run: ``churnml serve``, or ``bentoml serve churnml.serving.service:ChurnService`` from any directory (the
+service is this package module, so an installed wheel is enough). Docs: serving/README.md in the
+repository.
 """
 
 import os
@@ -22,7 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from churnml.risk.explain import model_typical_values
-from churnml.serving import serve
+from churnml.serving import http, launch, loading
 from churnml.serving.schemas import (
     RESPONSE_EXAMPLES,
     ErrorBody,
@@ -35,17 +37,18 @@ from churnml.serving.schemas import (
     feature_record_model,
     history_model,
 )
+from churnml.serving.scorer import ClientError, Scorer
 
-CONFIG = serve.service_config()
+CONFIG = loading.service_config()
 SETTINGS = CONFIG.serving
-MODEL_URI = serve.model_uri(CONFIG, __file__)
+MODEL_URI = loading.model_uri(CONFIG, os.getcwd())  # BentoML imports a Bento's service from its src/
 API_KEY = os.environ.get(SETTINGS.api_key_env, "").strip()
 
 
 @cache
-def served_model() -> serve.LoadedModel:
+def served_model() -> loading.LoadedModel:
     """The model of this process, loaded once (the import needs its spec, ``__init__`` the rest)."""
-    return serve.load_served_model(CONFIG, MODEL_URI)
+    return loading.load_served_model(CONFIG, MODEL_URI)
 
 
 _SPEC = served_model().model
@@ -69,7 +72,9 @@ UNTRACED = ["/predict", "/explain", "/score_history", "/livez", "/readyz", "/hea
 
 
 def _bento_model_tag() -> str | None:
-    return MODEL_URI.removeprefix(serve.BENTO_SCHEME) if MODEL_URI.startswith(serve.BENTO_SCHEME) else None
+    return (
+        MODEL_URI.removeprefix(loading.BENTO_SCHEME) if MODEL_URI.startswith(loading.BENTO_SCHEME) else None
+    )
 
 
 @bentoml.service(
@@ -88,13 +93,13 @@ class ChurnService:
         bento_model = bentoml.models.BentoModel(_bento_model_tag())
 
     def __init__(self) -> None:
-        self.scorer = serve.Scorer(served_model(), CONFIG)
-        serve.bind_apis_once(self)
+        self.scorer = Scorer(served_model(), CONFIG)
+        launch.bind_apis_once(self)
 
     @bentoml.on_startup
     def _settle_heap(self) -> None:
         """Once the app is built: freeze what lives for good, collect the young less often (tail latency)."""
-        serve.settle_heap()
+        launch.settle_heap()
 
     def __is_ready__(self) -> bool:
         """``/readyz`` answers 200 once the model is loaded and the scorer built."""
@@ -133,14 +138,14 @@ class ChurnService:
         the training feature builders at ``as_of``, then probability, band and drivers."""
         try:
             return self.scorer.score_history(customers, as_of, top_k, include_features)
-        except serve.ClientError as exc:
+        except ClientError as exc:
             return JSONResponse(exc.body(), status_code=422)  # type: ignore[return-value]
 
 
 def openapi_document() -> dict:
     """BentoML's document of this service, completed with error bodies, examples and the key scheme."""
     example = {"records": [EXAMPLE_RECORD]}
-    return serve.complete_openapi(
+    return http.complete_openapi(
         ChurnService.openapi_spec.asdict(),
         request_examples={
             "/predict": example,
@@ -165,8 +170,8 @@ def openapi_document() -> dict:
 
 
 # BentoML's own metrics and error logs: a route label per series, one quiet line per client error.
-serve.label_metrics_by_route()
-serve.quiet_client_errors()
+http.label_metrics_by_route()
+http.quiet_client_errors()
 # Outermost first: CORS answers preflights before the key is checked, and only callers with the key
 # learn more than 401 about their body.
 if SETTINGS.cors_origins:
@@ -176,10 +181,10 @@ if SETTINGS.cors_origins:
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["content-type", "x-api-key", "authorization"],
     )
-ChurnService.add_asgi_middleware(serve.OpenAPIMiddleware, document=openapi_document)
+ChurnService.add_asgi_middleware(http.OpenAPIMiddleware, document=openapi_document)
 if API_KEY:
-    ChurnService.add_asgi_middleware(serve.ApiKeyMiddleware, key=API_KEY)
-ChurnService.add_asgi_middleware(serve.BodyGuardMiddleware, max_bytes=SETTINGS.max_body_bytes)
-ChurnService.add_asgi_middleware(serve.ErrorMessageMiddleware)
+    ChurnService.add_asgi_middleware(http.ApiKeyMiddleware, key=API_KEY)
+ChurnService.add_asgi_middleware(http.BodyGuardMiddleware, max_bytes=SETTINGS.max_body_bytes)
+ChurnService.add_asgi_middleware(http.ErrorMessageMiddleware)
 if SETTINGS.reconnect_every:
-    ChurnService.add_asgi_middleware(serve.ConnectionSpreadMiddleware, every=SETTINGS.reconnect_every)
+    ChurnService.add_asgi_middleware(http.ConnectionSpreadMiddleware, every=SETTINGS.reconnect_every)

@@ -1,0 +1,182 @@
+"""Running the prediction service: ``churnml serve`` (a BentoML server in the foreground), ``churnml bento``
+(a Bento packing the model), waiting for readiness, and what each worker does once its app is built.
+
+The service is the package module ``churnml.serving.service``, so it runs from an installed wheel in any
+directory; only building a Bento needs the source checkout (it builds the churnml wheel the Bento ships).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from churnml.config import Config, load_config
+from churnml.errors import ChurnmlError
+from churnml.serving.loading import (
+    BENTO_SCHEME,
+    ENV_CONFIG,
+    ENV_MODEL_URI,
+    ENV_OVERRIDES,
+    export_bento_model,
+    load_served_model,
+)
+
+SERVICE = "churnml.serving.service:ChurnService"
+BENTOFILE = Path("serving") / "bentofile.yaml"
+
+
+def checkout_dir() -> Path:
+    """The churnml source checkout (``pyproject.toml`` and ``serving/bentofile.yaml``): the current
+    directory, else the one this module was loaded from."""
+    for base in (Path.cwd(), *Path(__file__).resolve().parents[3:4]):
+        if (base / BENTOFILE).is_file() and (base / "pyproject.toml").is_file():
+            return base
+    raise ChurnmlError(
+        f"{BENTOFILE} not found: run `churnml bento` from the churnml checkout (it builds the churnml "
+        "wheel the Bento ships); `churnml serve` runs anywhere"
+    )
+
+
+def server_environment(
+    config_path: str | Path | None, overrides: Sequence[str], model: str | None = None
+) -> tuple[Config, dict[str, str]]:
+    """The config a server process will load, and the environment variables that make it load it.
+
+    The MLflow store this shell resolves (a relative ``output.dir``, ``$MLFLOW_TRACKING_URI``) is pinned
+    as an override, so the server reads the same store whatever its working directory and environment.
+    """
+    from churnml.training.tracking import tracking_uri
+
+    pinned = [*overrides, f"tracking.uri={tracking_uri(load_config(config_path, overrides))}"]
+    env = {
+        ENV_CONFIG: str(Path(config_path).resolve()) if config_path else "",
+        ENV_OVERRIDES: json.dumps(pinned),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    if model:
+        env[ENV_MODEL_URI] = model
+    return load_config(config_path, pinned), env
+
+
+@cache
+def bentoml_executable() -> str:
+    candidate = Path(sys.executable).with_name("bentoml")
+    return str(candidate) if candidate.exists() else "bentoml"
+
+
+def serve_command(config: Config, host: str | None = None, port: int | None = None) -> list[str]:
+    """``bentoml serve churnml.serving.service:ChurnService`` on the configured (or given) address."""
+    return [
+        bentoml_executable(),
+        "serve",
+        SERVICE,
+        "--host",
+        host or config.serving.host,
+        "--port",
+        str(port or config.serving.port),
+    ]
+
+
+def run_server(
+    config_path: str | Path | None,
+    overrides: Sequence[str],
+    model: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> int:
+    """Run the service in the foreground (Ctrl+C stops it); returns the server's exit status.
+
+    The model is loaded here first, so a missing champion is one clear error rather than a crashing worker.
+    """
+    config, env = server_environment(config_path, overrides, model)
+    loaded = load_served_model(config, model)
+    print(f"serving {loaded.version} on http://{host or config.serving.host}:{port or config.serving.port}")
+    return subprocess.call(serve_command(config, host, port), env={**os.environ, **env})
+
+
+def build_bento(config_path: str | Path | None, overrides: Sequence[str], model: str | None = None) -> str:
+    """Export the model into BentoML's store and build the Bento (service, churnml wheel, model)."""
+    config, _ = server_environment(config_path, overrides, model)
+    tag = export_bento_model(config, model)
+    root = checkout_dir()
+    dist = root / BENTOFILE.parent / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(root),
+        ],
+        check=True,
+    )
+    env = {**os.environ, ENV_MODEL_URI: f"{BENTO_SCHEME}{tag}", "BENTOML_DO_NOT_TRACK": "true"}
+    subprocess.run([bentoml_executable(), "build", "-f", str(BENTOFILE), "."], cwd=root, env=env, check=True)
+    return tag
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    """Block until ``url/readyz`` answers 200 (every worker loaded the model); raise after ``timeout_s``.
+
+    ``bentoml.serve`` returns as soon as the processes are started, before the model is loaded.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise ChurnmlError(f"the server at {url} was not ready after {timeout_s:.0f} s: see its log")
+
+
+# ---------------------------------------------------------------------------------------------------
+# In each worker, once its app is built.
+
+
+GC_THRESHOLDS = (2000, 50, 100)
+
+
+def settle_heap() -> None:
+    """Freeze the long-lived heap (model, modules, app) and collect young objects less often.
+
+    A request leaves a few dozen objects in reference cycles (framework futures, scopes). With Python's
+    default thresholds the garbage collector runs every few requests, promotes the requests in flight to
+    the old generations and then walks them again in full collections of 15-50 ms, measured in a worker.
+    Frozen objects are never walked, and a larger first threshold lets requests finish before a collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def bind_apis_once(service: Any) -> None:
+    """Bind the service's API methods once, as instance attributes.
+
+    BentoML 1.4 binds an API method anew, with ``inspect.signature``, each time the server looks it up
+    (twice per request): about a tenth of a worker's CPU per single-record request. An API method is a
+    non-data descriptor, so the instance attribute takes its place with the same bound callable.
+    """
+    from _bentoml_sdk.method import APIMethod
+
+    for name, method in vars(type(service)).items():
+        if isinstance(method, APIMethod):
+            setattr(service, name, method.__get__(service, type(service)))

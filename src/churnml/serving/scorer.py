@@ -1,0 +1,212 @@
+"""What each endpoint computes, as plain Python: tested without a server, built from the batch pipeline's
+pieces.
+
+``ChurnModel.predict_proba`` (same casting and trees), ``risk.band_of`` (same thresholds),
+``explain.Explainer`` (same drivers) and, for raw histories, ``data.dataset_from_frames`` (same
+validation) and ``features.build_features`` (same feature code, the model's own specs). The
+BentoML service (``churnml.serving.service``) is a thin shell around :class:`Scorer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from churnml import io
+from churnml.config import Config
+from churnml.errors import ChurnmlError, DataValidationError
+from churnml.risk.explain import Explainer, contributions
+from churnml.risk.risk_list import band_of
+from churnml.serving.fast_path import FastPath
+from churnml.serving.loading import LoadedModel
+from churnml.serving.schemas import (
+    DriverOut,
+    Explanation,
+    HistoryScore,
+    Prediction,
+    error_body,
+    history_tables,
+    records_frame,
+)
+from churnml.training.model import ChurnModel
+
+
+class ClientError(ChurnmlError):
+    """A request the model cannot score because of its content (answered 422, naming where)."""
+
+    def __init__(self, message: str, loc: Sequence[str | int] = ()):
+        super().__init__(message)
+        self.loc = list(loc)
+
+    def body(self) -> dict[str, Any]:
+        return error_body(str(self), "invalid_request", self.loc)
+
+
+class ScoringPath(Protocol):
+    """How rows become probabilities and contributions: :class:`FastPath` or :class:`ModelPath`."""
+
+    def records(self, records: Sequence[Any]) -> Any: ...
+
+    def frame(self, frame: pd.DataFrame) -> Any: ...
+
+    def proba(self, rows: Any) -> np.ndarray: ...
+
+    def contributions(self, rows: Any) -> np.ndarray: ...
+
+    def feature_values(self, rows: Any) -> Sequence[Sequence[Any]]: ...
+
+
+class ModelPath:
+    """``ChurnModel``'s own path through a prepared frame: the reference, and what a regression (or a
+    booster the fast path disagrees with) is served by."""
+
+    def __init__(self, model: ChurnModel) -> None:
+        self.model = model
+
+    def records(self, records: Sequence[Any]) -> pd.DataFrame:
+        return self.model.prepare(records_frame(self.model, records))
+
+    def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.model.prepare(frame)
+
+    def proba(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_proba(rows)
+
+    def contributions(self, rows: pd.DataFrame) -> np.ndarray:
+        return contributions(self.model, rows)
+
+    def feature_values(self, rows: pd.DataFrame) -> Sequence[Sequence[Any]]:
+        return [rows[c.name].to_numpy(dtype=object) for c in self.model.columns]
+
+
+class Scorer:
+    """The served model with everything scoring needs, built once per worker.
+
+    One decision at start-up: the fast path when it gives ``ChurnModel``'s probabilities and
+    contributions bit for bit (:meth:`FastPath.checked`), else ``ChurnModel``'s own path; every endpoint
+    then goes through ``self.path``.
+    """
+
+    def __init__(self, loaded: LoadedModel, config: Config) -> None:
+        self.loaded, self.config = loaded, config
+        model = loaded.model
+        self.explainer = Explainer.of(model, None, config.risk.exclude_from_reasons)
+        fast = None
+        if model.linear is None:
+            # Each worker is its own process with its own model: cap XGBoost's threads per worker.
+            model.trained_booster.set_param({"nthread": config.serving.nthread})
+            fast = FastPath.checked(model, config.serving.nthread)
+        self.fast = fast
+        self.path: ScoringPath = fast if fast is not None else ModelPath(model)
+
+    @property
+    def model(self) -> ChurnModel:
+        return self.loaded.model
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    def probabilities(self, records: Sequence[Any]) -> np.ndarray:
+        """``ChurnModel.predict_proba`` of validated feature records."""
+        return self.path.proba(self.path.records(records))
+
+    def predict(self, records: Sequence[Any]) -> list[Prediction]:
+        """Calibrated probability, band and model version per validated feature record."""
+        if not records:
+            return []
+        ids = [record.customer_id for record in records]
+        return [
+            Prediction.model_construct(**row) for row in self._predictions(ids, self.probabilities(records))
+        ]
+
+    def explain(self, records: Sequence[Any], top_k: int) -> list[Explanation]:
+        """The prediction plus the top drivers as sentences with their SHAP contributions."""
+        if not records:
+            return []
+        answers = self._explained([r.customer_id for r in records], self.path.records(records), top_k)
+        return [Explanation.model_construct(**row) for row in answers]
+
+    def score_history(
+        self, histories: Sequence[Any], as_of: datetime | None, top_k: int, include_features: bool
+    ) -> list[HistoryScore]:
+        """Probability, band and drivers of each customer's history at ``as_of`` (default: now)."""
+        as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
+        frame = self.history_features(histories, as_of)
+        rows = self._explained(list(frame["customer_id"]), self.path.frame(frame), top_k)
+        names = self.model.feature_names
+        for position, row in enumerate(rows):
+            row["as_of"] = as_of.replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive means UTC here
+            row["features"] = (
+                {name: io.strict(frame[name].iloc[position]) for name in names} if include_features else None
+            )
+        return [HistoryScore.model_construct(**row) for row in rows]
+
+    def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
+        """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
+        from churnml.data.load import FUTURE_TOLERANCE, dataset_from_frames
+        from churnml.features import build_features
+
+        if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
+            raise ClientError("as_of lies in the future: nothing is known about customers then", ["as_of"])
+        for index, history in enumerate(histories):
+            if history.customer.signup_at >= as_of:
+                raise ClientError(
+                    f"customer {history.customer.customer_id!r} signed up at {history.customer.signup_at}, "
+                    f"not before as_of {as_of}: there is nothing to score yet",
+                    ["customers", index, "customer", "signup_at"],
+                )
+        try:
+            dataset = dataset_from_frames(history_tables(histories))
+        except DataValidationError as exc:
+            problem = exc.problem + (f"\n{exc.examples}" if exc.examples else "")
+            raise ClientError(
+                problem, ["customers", exc.table, *([exc.column] if exc.column else [])]
+            ) from None
+        cutoffs = pd.DataFrame(
+            {
+                "customer_id": [h.customer.customer_id for h in histories],
+                "cutoff": pd.Series([as_of] * len(histories), dtype="datetime64[ns]"),
+            }
+        )
+        frame = build_features(dataset, cutoffs, self.config.features, specs=list(self.model.specs))
+        numeric = [c.name for c in self.model.columns if c.dtype != "category"]
+        infinite = np.isinf(frame[numeric].to_numpy(dtype=float))
+        if infinite.any():
+            row, column = (int(i[0]) for i in np.nonzero(infinite))
+            raise ClientError(
+                f"the history gives feature {numeric[column]!r} an infinite value", ["customers", row]
+            )
+        return frame
+
+    def _explained(self, ids: Sequence[str | None], rows: Any, top_k: int) -> list[dict[str, Any]]:
+        """Predictions with drivers of rows the path encoded: the one explain path of every endpoint."""
+        contribs = self.path.contributions(rows)
+        drivers = self.explainer.drivers_of_values(self.path.feature_values(rows), contribs, top_k)
+        answers = self._predictions(ids, self.path.proba(rows))
+        for answer, found in zip(answers, drivers, strict=True):
+            answer["drivers"] = [DriverOut.model_construct(**finite_driver(d.as_dict())) for d in found]
+        return answers
+
+    def _predictions(self, ids: Sequence[str | None], probability: np.ndarray) -> list[dict[str, Any]]:
+        bands = band_of(probability, self.config.risk.bands)
+        threshold = self.config.risk.at_risk_threshold
+        return [
+            {
+                "customer_id": customer,
+                "churn_probability": float(p),
+                "risk_band": str(band),
+                "at_risk": bool(p >= threshold),
+                "model_version": self.version,
+            }
+            for customer, p, band in zip(ids, probability, bands, strict=True)
+        ]
+
+
+def finite_driver(driver: dict[str, Any]) -> dict[str, Any]:
+    """A driver's fields as JSON allows them (a NaN value or typical becomes null)."""
+    return {k: io.strict(v) if k in ("value", "typical") else v for k, v in driver.items()}
