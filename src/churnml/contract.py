@@ -20,10 +20,10 @@ class TableSpec:
 
     name: str
     required: tuple[str, ...]
+    time_column: str
     optional: tuple[str, ...] = ()
     timestamps: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
-    time_column: str | None = None
     extra_columns_allowed: bool = False
 
     @property

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 
-def example_rows(frame: pd.DataFrame, mask: pd.Series | None = None, n: int = 3) -> str:
+def example_rows(frame: pd.DataFrame, mask: pd.Series | np.ndarray | None = None, n: int = 3) -> str:
     """Render up to ``n`` offending rows (with their row numbers in the input) for a message."""
     rows = frame if mask is None else frame.loc[mask]
     if rows.empty:

@@ -371,7 +371,12 @@ def _parse_numbers(values: pd.Series, decimal: str) -> tuple[pd.Series, pd.Serie
 
 
 def _fail(
-    table: str, column: str, problem: str, frame: pd.DataFrame, mask: pd.Series, also: tuple[str, ...] = ()
+    table: str,
+    column: str,
+    problem: str,
+    frame: pd.DataFrame,
+    mask: pd.Series | np.ndarray,
+    also: tuple[str, ...] = (),
 ) -> None:
     """Raise when ``mask`` selects any rows, showing the id and the offending column(s) of a few of them.
 
@@ -544,7 +549,7 @@ def _refuse_strays(
     for name, values in times.items():
         after = values > end
         if after.any():
-            column = TABLES[name].time_column or ""
+            column = TABLES[name].time_column
             problem = (
                 f"{count} row(s) lie more than {STRAY_GAP.days} days after all other activity, which "
                 f"stops at {end}; they would move the end of the data and every cutoff. Fix or remove "

@@ -260,9 +260,28 @@ def _category_index(categories: tuple[str, ...]) -> pd.Index:
     return pd.Index(list(categories), dtype="str")
 
 
+def _column_of(spec: FeatureSpec) -> str:
+    """The value column the catalogue declares for ``spec``'s aggregate (an error naming it if not)."""
+    if spec.column is None:
+        raise ValueError(f"feature {spec.name!r}: aggregate {spec.aggregate!r} needs a column")
+    return spec.column
+
+
+def _categories_of(spec: FeatureSpec) -> tuple[str, ...]:
+    if spec.categories is None:
+        raise ValueError(f"feature {spec.name!r}: a categorical feature needs its categories")
+    return spec.categories
+
+
+def _window_of(spec: FeatureSpec) -> int:
+    if spec.window_days is None:
+        raise ValueError(f"feature {spec.name!r}: aggregate {spec.aggregate!r} needs a window")
+    return spec.window_days
+
+
 def _category_codes(column: pd.Series, categories: Sequence[str]) -> np.ndarray:
     """Codes of a text column's values among ``categories`` (-1 missing or unseen)."""
-    codes = _category_index(tuple(categories)).get_indexer(column.astype("str"))
+    codes = _category_index(tuple(categories)).get_indexer(pd.Index(column.astype("str")))
     return np.where(column.notna().to_numpy(bool), codes, -1).astype(np.int64)
 
 
@@ -319,7 +338,7 @@ def _sums(ctx: _Context, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     tl = _spec_timeline(ctx, spec, spec.column)
     cumsum = ctx.cached(
         ("cumsum", id(tl), spec.column),
-        lambda: local_cumsum(tl.codes, ctx.column(spec.table, spec.column)[tl.rows]),
+        lambda: local_cumsum(tl.codes, ctx.column(spec.table, _column_of(spec))[tl.rows]),
     )
     a, b = ctx.window(tl, spec.window_days)
     return range_sum(cumsum, ctx.start(tl), a, b), (b - a)
@@ -337,7 +356,7 @@ def _mean(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
 def _last(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
     tl = _spec_timeline(ctx, spec, spec.column)
     p = ctx.position(tl)
-    values = ctx.column(spec.table, spec.column)[tl.rows]
+    values = ctx.column(spec.table, _column_of(spec))[tl.rows]
     return _gather(values, p - 1, p > ctx.start(tl))
 
 
@@ -448,7 +467,7 @@ def _repeat_mean(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
     tl = v.tl
     cumsum = ctx.cached(
         ("cumsum", id(tl), spec.column),
-        lambda: local_cumsum(tl.codes, ctx.column(spec.table, spec.column)[tl.rows]),
+        lambda: local_cumsum(tl.codes, ctx.column(spec.table, _column_of(spec))[tl.rows]),
     )
     # The first row of the second visit: the first row whose running day count passes the first visit.
     second = np.minimum(np.searchsorted(v.days.starts, v.first + 2, side="left"), v.b)
@@ -461,14 +480,14 @@ def _change(last: np.ndarray, prev: np.ndarray) -> np.ndarray:
 
 
 def _trend(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
-    tl, w = ctx.base("events"), spec.window_days
+    tl, w = ctx.base("events"), _window_of(spec)
     a, b = ctx.window(tl, w)
     c, _ = ctx.window(tl, w, shift=w)
     return _change((b - a).astype(np.float64), (a - c).astype(np.float64))
 
 
 def _active_days_trend(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
-    tl, w = ctx.base("events"), spec.window_days
+    tl, w = ctx.base("events"), _window_of(spec)
     a, b = ctx.window(tl, w)
     c, _ = ctx.window(tl, w, shift=w)
     return _change(_active_days_between(ctx, a, b), _active_days_between(ctx, c, a))
@@ -532,10 +551,12 @@ def _current(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
     categorical = spec.dtype == "category"
     if categorical:
         fallback = (
-            ctx.customer_codes(spec.column, spec.categories) if ctx.has("customers", spec.column) else None
+            ctx.customer_codes(_column_of(spec), _categories_of(spec))
+            if ctx.has("customers", spec.column)
+            else None
         )
     else:
-        fallback = ctx.customer_value(spec.column) if ctx.has("customers", spec.column) else None
+        fallback = ctx.customer_value(_column_of(spec)) if ctx.has("customers", spec.column) else None
     if fallback is None:
         fallback = np.full(len(ctx.t), -1 if categorical else np.nan)
     if spec.table != "subscriptions" or not ctx.has("subscriptions", spec.column):
@@ -543,10 +564,12 @@ def _current(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
     active, p, lo = _current_subscription(ctx)
     base = ctx.base("subscriptions")
     if categorical:
-        values = _category_codes(ctx.frame("subscriptions")[spec.column], spec.categories)[base.rows]
+        values = _category_codes(ctx.frame("subscriptions")[_column_of(spec)], _categories_of(spec))[
+            base.rows
+        ]
         latest = np.where(active >= 0, active, p - 1)
         return np.where(p > lo, _gather(values, latest, p > lo, fill=-1), fallback)
-    values = ctx.column("subscriptions", spec.column)[base.rows]
+    values = ctx.column("subscriptions", _column_of(spec))[base.rows]
     ended = 0.0  # every subscription has ended: nothing recurring any more
     return np.where(active >= 0, _gather(values, active, active >= 0), np.where(p > lo, ended, fallback))
 
@@ -563,7 +586,7 @@ def _subscription_age(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
 
 def _static(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
     if spec.dtype == "category":
-        return ctx.customer_codes(spec.column, spec.categories)
+        return ctx.customer_codes(_column_of(spec), _categories_of(spec))
     column = ctx.frame("customers")[spec.column]
     if spec.row_filter is not None:  # a flag: the attribute equals this value
         flag = column.astype("str").eq(spec.row_filter).to_numpy(bool).astype(np.float64)

@@ -123,11 +123,11 @@ class FastPath:
                     values[position] = codes.get(value)  # validated: always a training category
         matrix = np.array(rows, dtype=np.float32).reshape(len(rows), self.width)
 
-        def values() -> list[Sequence[Any]]:
+        def feature_values() -> list[Sequence[Any]]:
             columns = zip(*self._raw(records), strict=True)
             return [[np.nan if v is None else v for v in column] for column in columns]
 
-        return Encoded(matrix, values)
+        return Encoded(matrix, feature_values)
 
     def _raw(self, records: Sequence[BaseModel]) -> list[list[Any]]:
         """The records' feature values in the model's order, as validated (categories as values)."""

@@ -167,7 +167,7 @@ def label_metrics_by_route() -> None:
                 scope = {**scope, "path": label, REAL_SCOPE: scope}
             await super().__call__(scope, receive, send)
 
-    instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics
+    instruments.RunnerTrafficMetricsMiddleware = RouteLabelledMetrics  # type: ignore[misc,assignment]
 
 
 def client_error_status(exc: BaseException | None) -> int | None:
@@ -304,7 +304,8 @@ class OpenAPIMiddleware:
     """Serve ``/docs.json`` from ``document()`` (BentoML's document completed by :func:`complete_openapi`)."""
 
     def __init__(self, app: Callable, document: Callable[[], dict[str, Any]]) -> None:
-        self.app, self.document, self._cached = app, document, None
+        self.app, self.document = app, document
+        self._cached: dict[str, Any] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["path"] == "/docs.json" and scope.get("method") == "GET":

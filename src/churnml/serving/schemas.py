@@ -100,7 +100,7 @@ def training_category(categories: Sequence[str]) -> Any:
                 {"value": repr(value[:64]), "expected": expected},
             ) from None
 
-    return Annotated[Literal[tuple(categories)], WrapValidator(known)]  # type: ignore[valid-type]
+    return Annotated[Literal[tuple(categories)], WrapValidator(known)]
 
 
 def category_columns(model: ChurnModel) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -289,7 +289,7 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
 
     def rows(table: str) -> tuple[Any, Any]:
         spec = TABLES[table]
-        kind = Annotated[list[row_model(model, table)], Field(max_length=max_rows)]  # type: ignore[misc]
+        kind: Any = Annotated[list[row_model(model, table)], Field(max_length=max_rows)]  # type: ignore[misc]
         described = f"The customer's {table} ({', '.join(spec.required[1:])} required), any order."
         return kind, Field(default_factory=list, description=described)
 
@@ -304,10 +304,11 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
         return history
 
     config = ConfigDict(**STRICT, title="CustomerHistory")
-    return create_model(
+    validators: dict[str, Any] = {"_same_customer": model_validator(mode="after")(same_customer)}
+    return create_model(  # type: ignore[call-overload]  # fields made at run time from the model
         "CustomerHistory",
         __config__=config,
-        __validators__={"_same_customer": model_validator(mode="after")(same_customer)},
+        __validators__=validators,
         customer=(customer_model(model), Field(description="The customers-table row.")),
         **{table: rows(table) for table in ACTIVITY_TABLES},
     )

@@ -57,7 +57,7 @@ class ScoringPath(Protocol):
 
     def contributions(self, rows: Any) -> np.ndarray: ...
 
-    def feature_values(self, rows: Any) -> Sequence[Sequence[Any]]: ...
+    def feature_values(self, rows: Any) -> Sequence[Sequence[Any] | np.ndarray]: ...
 
 
 class ModelPath:
@@ -79,7 +79,7 @@ class ModelPath:
     def contributions(self, rows: pd.DataFrame) -> np.ndarray:
         return contributions(self.model, rows)
 
-    def feature_values(self, rows: pd.DataFrame) -> Sequence[Sequence[Any]]:
+    def feature_values(self, rows: pd.DataFrame) -> Sequence[Sequence[Any] | np.ndarray]:
         return [rows[c.name].to_numpy(dtype=object) for c in self.model.columns]
 
 

@@ -15,7 +15,7 @@ repository.
 
 import os
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 from bentoml.validators import ContentType
@@ -146,7 +146,7 @@ def openapi_document() -> dict:
     """BentoML's document of this service, completed with error bodies, examples and the key scheme."""
     example = {"records": [EXAMPLE_RECORD]}
     return http.complete_openapi(
-        ChurnService.openapi_spec.asdict(),
+        BENTO.openapi_spec.asdict(),
         request_examples={
             "/predict": example,
             "/explain": {**example, "top_k": TOP_K},
@@ -169,22 +169,24 @@ def openapi_document() -> dict:
     )
 
 
+# What @bentoml.service made of the class: a bentoml Service (the type checker sees the class).
+BENTO: Any = ChurnService
 # BentoML's own metrics and error logs: a route label per series, one quiet line per client error.
 http.label_metrics_by_route()
 http.quiet_client_errors()
 # Outermost first: CORS answers preflights before the key is checked, and only callers with the key
 # learn more than 401 about their body.
 if SETTINGS.cors_origins:
-    ChurnService.add_asgi_middleware(
+    BENTO.add_asgi_middleware(
         CORSMiddleware,
         allow_origins=list(SETTINGS.cors_origins),
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["content-type", "x-api-key", "authorization"],
     )
-ChurnService.add_asgi_middleware(http.OpenAPIMiddleware, document=openapi_document)
+BENTO.add_asgi_middleware(http.OpenAPIMiddleware, document=openapi_document)
 if API_KEY:
-    ChurnService.add_asgi_middleware(http.ApiKeyMiddleware, key=API_KEY)
-ChurnService.add_asgi_middleware(http.BodyGuardMiddleware, max_bytes=SETTINGS.max_body_bytes)
-ChurnService.add_asgi_middleware(http.ErrorMessageMiddleware)
+    BENTO.add_asgi_middleware(http.ApiKeyMiddleware, key=API_KEY)
+BENTO.add_asgi_middleware(http.BodyGuardMiddleware, max_bytes=SETTINGS.max_body_bytes)
+BENTO.add_asgi_middleware(http.ErrorMessageMiddleware)
 if SETTINGS.reconnect_every:
-    ChurnService.add_asgi_middleware(http.ConnectionSpreadMiddleware, every=SETTINGS.reconnect_every)
+    BENTO.add_asgi_middleware(http.ConnectionSpreadMiddleware, every=SETTINGS.reconnect_every)
