@@ -24,6 +24,7 @@ demo: install
 
 test: install chromium
 	$(BIN)/ruff check src serving tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The report test opens risk_report.html in headless Chromium (from the system packages).
