@@ -12,25 +12,35 @@ leaks in, and ``churnml`` can only come from the wheel.
 satisfy every pinned line (churnml's own dependencies included) from what is installed and the churnml
 wheel; anything missing or at another version would need a download, which ``--no-index`` refuses.
 
-``wheel_venv`` (module fixture) yields the wheel venv's ``bin`` directory: serving checks from the wheel
-(``churnml serve``, ``bentoml serve churnml.serving.service:ChurnService``) extend this module with it.
+``wheel_venv`` (module fixture) yields the wheel venv's ``bin`` directory. The service runs from it too:
+``churnml serve`` and ``python -m bentoml serve churnml.serving.service:ChurnService`` (the venv has no
+``bentoml`` script: its third-party packages come through a ``.pth``) serve the demo's champion from a
+directory outside the repository, and answer ``/predict`` with the wheel's churnml.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
+import requests
 
 import churnml
+from churnml.config import load_config
+from churnml.serving.loading import load_served_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
@@ -50,15 +60,23 @@ DEMO = [
 ]
 
 
-def run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run outside the repository, with no Python path or MLflow store inherited from the test."""
+def outside_env() -> dict[str, str]:
+    """This environment without a Python path, MLflow store, churnml setting or pip configuration."""
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MLFLOW_", "VIRTUAL_ENV", "PIP_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "MLFLOW_", "VIRTUAL_ENV", "PIP_", "CHURNML_", "BENTOML_"))
     }
     # No pip configuration either (a machine's find-links or extra index): only what the command names.
     env |= {"MPLBACKEND": "Agg", "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
-    env |= {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run outside the repository, with no Python path or MLflow store inherited from the test."""
+    done = subprocess.run(
+        command, cwd=cwd, env=outside_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done
 
@@ -232,3 +250,123 @@ def test_the_mlflow_model_loads_and_predicts_in_a_venv_made_from_its_requirement
     frame = Model.load(str(local)).load_input_example(str(local))
     expected = load_model(local / "artifacts" / ARTIFACT).predict_proba(frame)
     assert answer["p"] == pytest.approx(list(map(float, expected)), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Serving from the wheel: the demo's champion, served from a directory outside the repository.
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
+    """Until ``url/readyz`` answers 200; fails at once, with the log, when the server stops first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and server.poll() is None:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    state = "not ready in time" if server.poll() is None else f"exited with {server.returncode}"
+    raise AssertionError(f"{' '.join(server.args)}: {state}:\n{log.read_text(errors='replace')[-5000:]}")
+
+
+def serve_from_the_wheel(
+    how: str, bin_dir: Path, store: str, workdir: Path, port: int
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one way to start the service: ``churnml serve`` (the config as
+    overrides; it sets the service's environment itself), or BentoML's CLI on the package module with the
+    environment ``churnml serve`` would set (``CHURNML_OVERRIDES``, ``CHURNML_MODEL_URI``).
+
+    This venv's third-party packages come through a ``.pth``, so it has no ``bentoml`` script of its own:
+    BentoML's CLI is ``python -m bentoml`` here, and ``churnml serve`` must find it the same way."""
+    env = outside_env() | {
+        "BENTOML_HOME": str(workdir / "bentoml-home"),  # one per server: a starting one wipes its metrics
+        "BENTOML_DO_NOT_TRACK": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    if how == "churnml serve":
+        return [str(bin_dir / "churnml"), "serve", *address, f"tracking.uri={store}"], env
+    env |= {
+        "CHURNML_OVERRIDES": json.dumps([f"tracking.uri={store}"]),
+        "CHURNML_MODEL_URI": "models:/churn-model@champion",
+    }
+    return [
+        str(bin_dir / "python"),
+        "-m",
+        "bentoml",
+        "serve",
+        "churnml.serving.service:ChurnService",
+        *address,
+    ], env
+
+
+@pytest.mark.parametrize("how", ["churnml serve", "bentoml serve"])
+def test_the_service_runs_from_the_wheel(
+    how: str, demo: tuple[Path, str], wheel_venv: Path, outside: Path, tmp_path: Path
+) -> None:
+    demo_dir, _ = demo
+    store = f"sqlite:///{demo_dir / 'out' / 'mlflow.db'}"
+    venv = wheel_venv.parent.resolve()
+    site = Path(
+        run(
+            [str(wheel_venv / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            outside,
+        ).stdout.strip()
+    )
+    service_source = site / "churnml" / "serving" / "service.py"
+    assert service_source.is_file()
+    # The bytecode of the wheel's service module is written again only when a process imports that file.
+    cache = service_source.parent / "__pycache__"
+    for compiled in cache.glob("service.*.pyc"):
+        compiled.unlink()
+
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    assert REPOSITORY not in workdir.resolve().parents
+    port = free_port()
+    command, env = serve_from_the_wheel(how, wheel_venv, store, workdir, port)
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            command, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, server, log)
+
+        # Every Python process of the server is this venv's interpreter, with no Python path of the test's.
+        processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+        pythons = [p for p in processes if Path(p.cmdline()[0]).name.startswith("python")]
+        assert pythons, [p.cmdline() for p in processes]
+        for process in pythons:
+            assert Path(process.cmdline()[0]).parent == wheel_venv, process.cmdline()
+            assert not any(k.startswith("PYTHONPATH") for k in process.environ()), process.cmdline()
+            assert not Path(process.cwd()).resolve().is_relative_to(REPOSITORY)
+        # ... and what it imported was the wheel's churnml, in this venv's site-packages.
+        assert list(cache.glob("service.*.pyc")), f"{service_source} was not imported by {how}"
+        assert service_source.resolve().is_relative_to(venv)
+
+        document = requests.get(f"{url}/docs.json", timeout=30).json()
+        body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        (record,) = body["records"]
+        answer = requests.post(f"{url}/predict", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        (prediction,) = answer.json()
+        assert 0.0 <= prediction["churn_probability"] <= 1.0
+        champion = load_served_model(load_config(None, [f"tracking.uri={store}"]))
+        assert prediction["model_version"] == champion.version
+        expected = champion.model.predict_proba(pd.DataFrame([record]))[0]
+        assert prediction["churn_probability"] == pytest.approx(float(expected), abs=1e-9)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a server that stopped by itself
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -66,15 +66,18 @@ def server_environment(
 
 
 @cache
-def bentoml_executable() -> str:
-    candidate = Path(sys.executable).with_name("bentoml")
-    return str(candidate) if candidate.exists() else "bentoml"
+def bentoml_command() -> tuple[str, ...]:
+    """The BentoML CLI of this interpreter: its ``bentoml`` script when one sits beside it, else
+    ``python -m bentoml``. Never a ``bentoml`` found on ``PATH``: that one may belong to another
+    environment, with another churnml (a venv whose packages come through a ``.pth`` has no script)."""
+    script = Path(sys.executable).with_name("bentoml")
+    return (str(script),) if script.is_file() else (sys.executable, "-m", "bentoml")
 
 
 def serve_command(config: Config, host: str | None = None, port: int | None = None) -> list[str]:
     """``bentoml serve churnml.serving.service:ChurnService`` on the configured (or given) address."""
     return [
-        bentoml_executable(),
+        *bentoml_command(),
         "serve",
         SERVICE,
         "--host",
@@ -123,7 +126,7 @@ def build_bento(config_path: str | Path | None, overrides: Sequence[str], model:
         check=True,
     )
     env = {**os.environ, ENV_MODEL_URI: f"{BENTO_SCHEME}{tag}", "BENTOML_DO_NOT_TRACK": "true"}
-    subprocess.run([bentoml_executable(), "build", "-f", str(BENTOFILE), "."], cwd=root, env=env, check=True)
+    subprocess.run([*bentoml_command(), "build", "-f", str(BENTOFILE), "."], cwd=root, env=env, check=True)
     return tag
 
 
