@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import requests
 
 import churnml
 from churnml.config import load_config
+from churnml.serving import launch
 from churnml.serving.loading import load_served_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
@@ -113,23 +113,7 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(outside: Path) -> Path:
-    dist = outside / "dist"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-q",
-            *("-w", str(dist), str(REPOSITORY)),
-        ],
-        check=True,
-    )
-    (built,) = dist.glob("churnml-*.whl")
-    return built
+    return launch.build_wheel(REPOSITORY, outside / "dist")
 
 
 @pytest.fixture(scope="module")
@@ -363,10 +347,4 @@ def test_the_service_runs_from_the_wheel(
         expected = champion.model.predict_proba(pd.DataFrame([record]))[0]
         assert prediction["churn_probability"] == pytest.approx(float(expected), abs=1e-9)
     finally:
-        with contextlib.suppress(ProcessLookupError):  # a server that stopped by itself
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        launch.stop(server)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -157,9 +156,4 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             raise ChurnmlError(f"{exc}\n{log.read_text(errors='replace')[-5000:]}") from None
         yield Live(url, trained, log)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        launch.stop(server)

@@ -7,9 +7,11 @@ directory; only building a Bento needs the source checkout (it builds the churnm
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -104,27 +106,38 @@ def run_server(
     return subprocess.call(serve_command(config, host, port), env={**os.environ, **env})
 
 
+PIP_WHEEL = ("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q")
+
+
+def build_wheel(root: Path, dist: Path) -> Path:
+    """Build the churnml wheel of the checkout at ``root`` into ``dist``, offline (no build isolation: the
+    build backend, hatchling, comes from this environment; nothing is downloaded)."""
+    subprocess.run(
+        [sys.executable, *PIP_WHEEL, "-w", str(dist), str(root)],
+        check=True,
+    )
+    return max(dist.glob("churnml-*.whl"), key=lambda p: p.stat().st_mtime)
+
+
+def stop(server: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """Stop a server started in its own session (``start_new_session=True``) and all its workers: SIGTERM
+    to the process group, SIGKILL after ``grace_s``. A server that already exited is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 def build_bento(config_path: str | Path | None, overrides: Sequence[str], model: str | None = None) -> str:
     """Export the model into BentoML's store and build the Bento (service, churnml wheel, model)."""
     config, _ = server_environment(config_path, overrides, model)
     tag = export_bento_model(config, model)
     root = checkout_dir()
-    dist = root / BENTOFILE.parent / "dist"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(dist),
-            str(root),
-        ],
-        check=True,
-    )
+    build_wheel(root, root / BENTOFILE.parent / "dist")
     env = {**os.environ, ENV_MODEL_URI: f"{BENTO_SCHEME}{tag}", "BENTOML_DO_NOT_TRACK": "true"}
     subprocess.run([*bentoml_command(), "build", "-f", str(BENTOFILE), "."], cwd=root, env=env, check=True)
     return tag
