@@ -139,3 +139,20 @@ def test_the_cli_refuses_a_trapped_model_without_a_traceback(tmp_path: Path) -> 
     assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
     assert "not a churnml model" in " ".join((result.stderr + result.stdout).split())
     assert not marker.exists()
+
+
+def test_a_model_logged_before_the_stage_packages_still_loads_as_a_pyfunc(
+    tmp_path: Path, model: ChurnModel
+) -> None:
+    """Older models' code files import ``churnml.mlflow_model``: MLflow must still build their pyfunc."""
+    config = load_config(None, [f"output.dir={tmp_path}", "name=old"])
+    frame = pd.DataFrame({"customer_id": [1, 2], "days_since_last_login": [3.0, 40.0]})
+    with session(config), mlflow.start_run() as run:
+        log_model(model, frame)
+    (code,) = [p for p in Path(tmp_path / "mlartifacts").rglob("*.py") if "ChurnPyfunc" in p.read_text()]
+    old = code.read_text().replace("churnml.training.mlflow_model", "churnml.mlflow_model")
+    assert "from churnml.mlflow_model import ChurnPyfunc" in old
+    code.write_text(old)
+    with session(config):
+        predicted = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(frame)
+    assert np.allclose(predicted, model.predict_proba(frame), rtol=0, atol=1e-12)

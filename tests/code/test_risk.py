@@ -88,6 +88,8 @@ def test_customer_value_is_mrr_times_months_or_a_constant() -> None:
     assert value.tolist() == [7.0] * 4 and basis == "constant 7"
     value, basis = customer_value(frame.rename(columns={"mrr": "x"}), CustomerValueConfig())
     assert value.tolist() == [500.0] * 4 and basis == "constant 500"  # no mrr (transactions-only data)
+    with pytest.raises(ConfigError, match=r"customer_value.feature: no feature named 'mrrr'"):
+        customer_value(frame, CustomerValueConfig(feature="mrrr"))  # a typo is not the constant
 
 
 def test_playbook_file_is_the_built_in_one() -> None:

@@ -267,7 +267,7 @@ def render(spec: FeatureSpec, value: Any, typical: Any = None) -> str:
         else:
             text = f"{(spec.description or spec.name).rstrip('.')}: none yet"
     else:
-        text = spec.explain(io.strict(value))
+        text = spec.explain(value)  # as it is: an infinite ratio reads "inf", not "None"
     if _missing(typical):
         return text
     shown = format_value(spec, typical)

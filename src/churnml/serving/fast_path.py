@@ -89,7 +89,8 @@ class FastPath:
     def checked(cls, model: ChurnModel, nthread: int = 1) -> FastPath | None:
         """:meth:`of`, kept only if it gives ``ChurnModel``'s probabilities and contributions exactly on
         records with every category, missing values and a spread of numbers (from records and from a
-        prepared frame alike); a disagreement is logged and answered with None."""
+        prepared frame alike); a disagreement is logged and answered with None. All or nothing, on
+        purpose: one path serves probabilities and explanations, so they can never come from two codes."""
         path = cls.of(model, nthread)
         if path is None:
             return None

@@ -218,12 +218,14 @@ def log_datasets(split: Split, fingerprint: str, refit_on: str) -> None:
     """The shipped model's training rows and the test cutoff's rows as the run's dataset inputs (name,
     digest, schema, row count; not the data), so the UI and ``run.inputs`` say what the model saw.
     Both are named after the data fingerprint, which says which raw data built the training set; the
-    digest hashes that fingerprint with the rows' customers and cutoffs."""
+    digest hashes that fingerprint with the columns and the rows' customers, cutoffs and labels (MLflow
+    reuses a dataset record of the same name and digest, so other features must give another digest)."""
     name = f"training-set-{fingerprint[:12]}"
     source = CodeDatasetSource(tags=context_registry.resolve_tags())  # as mlflow.data.from_pandas does
     for context, rows in (("training", split.fit_rows(refit_on)), ("test", split.test)):
-        keys = pd.util.hash_pandas_object(rows[["customer_id", "cutoff"]], index=False).to_numpy()
-        digest = hashlib.sha256(fingerprint.encode() + keys.tobytes()).hexdigest()[:16]
+        keys = pd.util.hash_pandas_object(rows[["customer_id", "cutoff", "label"]], index=False).to_numpy()
+        columns = "\x1f".join(map(str, rows.columns)).encode()
+        digest = hashlib.sha256(fingerprint.encode() + columns + keys.tobytes()).hexdigest()[:16]
         dataset = TrainingRows(rows, source=source, targets="label", name=f"{name}-{context}", digest=digest)
         mlflow.log_input(dataset, context=context, tags={"churnml.data_fingerprint": fingerprint})
 
