@@ -20,7 +20,6 @@ directory outside the repository, and answer ``/predict`` with the wheel's churn
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -28,7 +27,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,18 +244,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, server: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    """Until ``url/readyz`` answers 200; fails at once, with the log, when the server stops first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and server.poll() is None:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    state = "not ready in time" if server.poll() is None else f"exited with {server.returncode}"
-    raise AssertionError(f"{' '.join(server.args)}: {state}:\n{log.read_text(errors='replace')[-5000:]}")
-
-
 def serve_from_the_wheel(
     how: str, bin_dir: Path, store: str, workdir: Path, port: int
 ) -> tuple[list[str], dict[str, str]]:
@@ -321,7 +307,7 @@ def test_the_service_runs_from_the_wheel(
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, server, log)
+        launch.wait_ready(url, timeout_s=180, server=server, log=log)
 
         # Every Python process of the server is this venv's interpreter, with no Python path of the test's.
         processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]

@@ -26,7 +26,6 @@ from helpers import customer_history
 from churnml.config import Config, load_config
 from churnml.data.dataset import Dataset
 from churnml.data.simulate import simulate
-from churnml.errors import ChurnmlError
 from churnml.features.training_set import build_training_set
 from churnml.serving import launch, loading
 from churnml.training.model import ChurnModel
@@ -150,10 +149,7 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        try:
-            launch.wait_ready(url, timeout_s=180)
-        except ChurnmlError as exc:
-            raise ChurnmlError(f"{exc}\n{log.read_text(errors='replace')[-5000:]}") from None
+        launch.wait_ready(url, timeout_s=180, server=server, log=log)
         yield Live(url, trained, log)
     finally:
         launch.stop(server)

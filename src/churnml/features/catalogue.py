@@ -126,9 +126,7 @@ def find_feature(specs: Iterable[FeatureSpec], **fields: object) -> str | None:
 def recency_feature(specs: Iterable[FeatureSpec], configured: str | None = None) -> str | None:
     """Days-since-last-activity feature: the configured one, else the first float feature of the
     'recency' family in catalogue order (the recency baseline and the "slipping away" segment's input)."""
-    if configured is not None:
-        return configured
-    return next((s.name for s in specs if s.family == "recency" and s.dtype == "float64"), None)
+    return configured if configured is not None else find_feature(specs, family="recency", dtype="float64")
 
 
 # ---------------------------------------------------------------------------------------------------

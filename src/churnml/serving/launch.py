@@ -143,8 +143,12 @@ def build_bento(config_path: str | Path | None, overrides: Sequence[str], model:
     return tag
 
 
-def wait_ready(url: str, timeout_s: float = 120.0) -> None:
-    """Block until ``url/readyz`` answers 200 (every worker loaded the model); raise after ``timeout_s``.
+def wait_ready(
+    url: str, timeout_s: float = 120.0, server: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
+    """Block until ``url/readyz`` answers 200 (every worker loaded the model); raise after ``timeout_s``,
+    or at once when ``server`` (the process serving ``url``) exits first. The error ends with the tail
+    of ``log`` (the server's output), where the reason is.
 
     ``bentoml.serve`` returns as soon as the processes are started, before the model is loaded.
     """
@@ -153,7 +157,7 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (server is None or server.poll() is None):
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
                 if answer.status == 200:
@@ -161,7 +165,17 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    raise ChurnmlError(f"the server at {url} was not ready after {timeout_s:.0f} s: see its log")
+    state = (
+        f"exited with status {server.returncode}"
+        if server is not None and server.poll() is not None
+        else f"was not ready after {timeout_s:.0f} s"
+    )
+    tail = (
+        f":\n{log.read_text(errors='replace')[-5000:]}"
+        if log is not None and log.exists()
+        else ": see its log"
+    )
+    raise ChurnmlError(f"the server at {url} {state}{tail}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -100,8 +100,12 @@ class Scorer:
             # Each worker is its own process with its own model: cap XGBoost's threads per worker.
             model.trained_booster.set_param({"nthread": config.serving.nthread})
             fast = FastPath.checked(model, config.serving.nthread)
-        self.fast = fast
         self.path: ScoringPath = fast if fast is not None else ModelPath(model)
+
+    @property
+    def fast(self) -> FastPath | None:
+        """The fast path, when the start-up check chose it."""
+        return self.path if isinstance(self.path, FastPath) else None
 
     @property
     def model(self) -> ChurnModel:
