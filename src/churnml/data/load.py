@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ logger = logging.getLogger("churnml.data.load")
 EXTENSIONS: tuple[str, ...] = (".parquet", ".csv", ".csv.gz", ".txt", ".tsv")
 
 STRING_DTYPE = pd.StringDtype(na_value=np.nan)  # pandas' default ``str`` dtype
+_STRING_ARRAY = STRING_DTYPE.construct_array_type()  # its Arrow-backed array, built from Arrow directly
 
 # A timestamp this far past the wall clock is corrupt (year 2099, a swapped day/month...), not early data.
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
@@ -281,18 +283,22 @@ def _warn_lookalikes(
 
 
 def _select_columns(name: str, frame: pd.DataFrame, mapping: Mapping[str, str]) -> pd.DataFrame:
-    """A new frame with contract column names, only the columns kept; the input frame is untouched."""
+    """A frame with contract column names, only the columns kept (the input itself when it already is
+    one); the input frame is never modified."""
     available = [str(c) for c in frame.columns]
     if len(set(available)) != len(available):
         duplicated = sorted({c for c in available if available.count(c) > 1})
         raise DataValidationError(name, duplicated[0], f"column names appear more than once: {duplicated}")
+    spec = TABLES[name]
+    in_order = available == [c for c in spec.columns if c in available]
+    if not mapping and in_order and set(spec.required) <= set(available):
+        return frame  # already the contract's names in its order: nothing to select (never modified)
     renamed = frame.rename(columns=str) if any(not isinstance(c, str) for c in frame.columns) else frame
     columns = {
         target: renamed[user_col]
         for user_col, targets in _resolve_columns(name, available, mapping).items()
         for target in targets
     }
-    spec = TABLES[name]
     order = [c for c in spec.columns if c in columns] + [c for c in columns if c not in spec.columns]
     return pd.DataFrame({c: columns[c] for c in order}, index=frame.index)
 
@@ -318,10 +324,21 @@ def _as_text(values: pd.Series) -> pd.Series:
     elif values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
         # mixed Python values: per element, as object columns already are (text alone has no floats)
         values = values.map(_integral_float_as_int, na_action="ignore")
-    text = values.astype(STRING_DTYPE).str.strip()
-    if not pc.any(pc.equal(_arrow_text(text), "")).as_py():  # no blanks (the usual case): nothing to mask
+    text = values if values.dtype == STRING_DTYPE else values.astype(STRING_DTYPE)
+    # Arrow's kernels directly (pandas' str.strip is this same kernel, behind more per-call cost).
+    array = _arrow_text(text)
+    stripped = pc.utf8_trim_whitespace(array)
+    blank = pc.equal(stripped, "")
+    if pc.any(blank).as_py():
+        stripped = pc.if_else(blank, None, stripped)
+    elif stripped.equals(array):  # nothing to strip, no blanks (the usual case)
         return text
-    return text.mask(text.eq("").fillna(False).astype(bool))
+    return pd.Series(_STRING_ARRAY(stripped, dtype=STRING_DTYPE), index=values.index, name=values.name)
+
+
+def canonical_id(text: str) -> str:
+    """One id as the contract stores it (stripped; ``17.0`` is ``17``, as ``_canonical_ids`` writes it)."""
+    return re.sub(INTEGRAL_DECIMAL, r"\1", text.strip())
 
 
 def _canonical_ids(ids: pd.Series) -> pd.Series:
@@ -332,22 +349,22 @@ def _canonical_ids(ids: pd.Series) -> pd.Series:
     return ids.str.replace(INTEGRAL_DECIMAL, r"\1", regex=True)
 
 
-def _parse_timestamps(values: pd.Series, date_format: str | None) -> tuple[pd.Series, pd.Series]:
-    """(timestamps as tz-naive UTC, any datetime64 unit; which values were blank). Unparseable -> NaT."""
+def _parse_timestamps(values: pd.Series, date_format: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(timestamps as tz-naive UTC datetime64, any unit; which values were blank). Unparseable -> NaT."""
     if len(values) == 0:  # an empty table (a customer without tickets): nothing to parse
-        empty = pd.Series([], dtype="datetime64[ns]", index=values.index, name=values.name)
-        return empty, pd.Series([], dtype=bool, index=values.index, name=values.name)
+        return np.array([], dtype="datetime64[ns]"), np.array([], dtype=bool)
     if isinstance(values.dtype, pd.ArrowDtype) and (
         pa.types.is_timestamp(values.dtype.pyarrow_dtype) or pa.types.is_date(values.dtype.pyarrow_dtype)
     ):
         values = pd.Series(pa.array(values).to_pandas(date_as_object=False).array, index=values.index)
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None), values.isna()
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(values):
-        return values, values.isna()
+        stamps = values.to_numpy()
+        return stamps, np.isnat(stamps)
     text = _as_text(values)
     parsed = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None), text.isna()
+    return parsed.dt.tz_localize(None).to_numpy(), text.isna().to_numpy(dtype=bool)
 
 
 def _text_to_float(text: pd.Series) -> pd.Series:
@@ -358,16 +375,21 @@ def _text_to_float(text: pd.Series) -> pd.Series:
         return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
-def _parse_numbers(values: pd.Series, decimal: str) -> tuple[pd.Series, pd.Series]:
+def _parse_numbers(values: pd.Series, decimal: str) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values, which values were blank); text that is not a finite number becomes NaN."""
-    if pd.api.types.is_numeric_dtype(values):  # bools included
-        numbers, blank = values.astype("float64"), values.isna()
+    if values.dtype.kind == "f":  # numpy floats: NaN is the blank
+        numbers = values.to_numpy(dtype=np.float64)
+        blank = np.isnan(numbers)
+    elif pd.api.types.is_numeric_dtype(values):  # bools and nullable integers included
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        blank = values.isna().to_numpy(dtype=bool)
     else:
         text = _as_text(values)
         if decimal != ".":
             text = text.str.replace(decimal, ".", regex=False)
-        numbers, blank = _text_to_float(text), text.isna()
-    return numbers.where(np.isfinite(numbers)), blank
+        numbers = _text_to_float(text).to_numpy(dtype=np.float64)
+        blank = text.isna().to_numpy(dtype=bool)
+    return np.where(np.isfinite(numbers), numbers, np.nan), blank
 
 
 def _fail(
@@ -390,14 +412,13 @@ def _fail(
 
 def _normalise_timestamps(
     name: str, column: str, raw: pd.DataFrame, date_format: str | None, now: pd.Timestamp
-) -> pd.Series:
+) -> np.ndarray:
     """Parse once, check every rule on the parsed values, and return datetime64[ns]."""
     spec = TABLES[name]
-    values = raw[column]
-    parsed, blank = _parse_timestamps(values, date_format)
-    # The rules compare plain numpy arrays (NaT compares False, as in pandas): a pandas comparison costs
-    # more than the data on the small tables the prediction service validates.
-    stamps, blanks = parsed.to_numpy(), blank.to_numpy(dtype=bool)
+    # The rules compare plain numpy arrays (NaT compares False, as in pandas), each bound in the values'
+    # own unit (no overflow): a pandas comparison costs more than the data on the small tables the
+    # prediction service validates.
+    stamps, blanks = _parse_timestamps(raw[column], date_format)
     how = f"with date_format '{date_format}'" if date_format else "as ISO 8601 (YYYY-MM-DD[ HH:MM:SS][+TZ])"
     _fail(
         name,
@@ -416,7 +437,7 @@ def _normalise_timestamps(
         column,
         f"timestamps before {EARLIEST.date()}: corrupt or parsed with the wrong date_format",
         raw,
-        stamps < EARLIEST.to_datetime64(),
+        stamps < EARLIEST.to_datetime64().astype(stamps.dtype),
     )
     horizon = SCHEDULED_COLUMNS.get((name, column), FUTURE_TOLERANCE)
     _fail(
@@ -425,14 +446,14 @@ def _normalise_timestamps(
         f"timestamps more than {horizon.days} day(s) after now ({now:%Y-%m-%d}): corrupt or a placeholder"
         + ("; leave end_at empty for subscriptions that have not ended" if column == "end_at" else ""),
         raw,
-        stamps > (now + horizon).to_datetime64(),
+        stamps > (now + horizon).to_datetime64().astype(stamps.dtype),
     )
-    return parsed.astype("datetime64[ns]")
+    stamps = stamps.astype("datetime64[ns]", copy=False)
+    return stamps if stamps.flags.writeable else stamps.copy()  # a read-only view of the input: own it
 
 
-def _normalise_numbers(name: str, column: str, raw: pd.DataFrame, decimal: str) -> pd.Series:
-    numbers, blank = _parse_numbers(raw[column], decimal)
-    values, blanks = numbers.to_numpy(dtype=np.float64), blank.to_numpy(dtype=bool)  # as for timestamps
+def _normalise_numbers(name: str, column: str, raw: pd.DataFrame, decimal: str) -> np.ndarray:
+    values, blanks = _parse_numbers(raw[column], decimal)
     hint = f" (decimal separator '{decimal}'; set data.tables.{name}.read.decimal if it differs)"
     _fail(
         name,
@@ -451,7 +472,7 @@ def _normalise_numbers(name: str, column: str, raw: pd.DataFrame, decimal: str) 
     advice = NON_NEGATIVE.get((name, column))
     if advice:
         _fail(name, column, f"negative values: {advice}", raw, values < 0)
-    return numbers
+    return values
 
 
 def _normalise_text(name: str, column: str, raw: pd.DataFrame) -> pd.Series:
@@ -468,7 +489,9 @@ def _normalise_table(
     spec = TABLES[name]
     ids = _canonical_ids(_as_text(raw["customer_id"]))
     _fail(name, "customer_id", "empty customer ids", raw, ids.isna())
-    columns: dict[str, pd.Series] = {"customer_id": ids}
+    # New values as arrays, assembled once without copies (building a Series per column cost more than
+    # checking a small table); columns kept from the input stay Series, whose copy-on-write protects it.
+    columns: dict[str, Any] = {"customer_id": ids}
     for column in (c for c in raw.columns if c != "customer_id"):
         if column in spec.timestamps:
             columns[column] = _normalise_timestamps(name, column, raw, date_format, now)
@@ -478,15 +501,15 @@ def _normalise_table(
             columns[column] = _normalise_text(name, column, raw)
         else:
             columns[column] = raw[column]
-    table = pd.DataFrame(columns, index=raw.index)
+    table = pd.DataFrame(columns, index=raw.index, copy=False)
     for ordered_name, later, earlier in ORDERINGS:
-        if ordered_name == name and later in table and earlier in table:
+        if ordered_name == name and later in columns and earlier in columns:
             _fail(
                 name,
                 later,
                 f"{later} before {earlier}",
                 raw,
-                table[later].to_numpy() < table[earlier].to_numpy(),
+                columns[later] < columns[earlier],
                 also=(earlier,),
             )
     if name == "customers":
@@ -514,25 +537,28 @@ def _require_tables(frames: Mapping[str, pd.DataFrame], where: str) -> None:
         )
 
 
-def _resolve_end(end: datetime | None, times: list[pd.Series]) -> pd.Timestamp:
+def _known(stamps: np.ndarray) -> np.ndarray:
+    """The non-missing datetime64[ns] values as int64 nanoseconds."""
+    return stamps[~np.isnat(stamps)].astype("datetime64[ns]").view("i8")
+
+
+def _resolve_end(end: datetime | None, times: list[np.ndarray]) -> pd.Timestamp:
     """The configured end as naive UTC, else the latest time-column value (the extraction moment)."""
     if end is not None:
         stamp = pd.Timestamp(end)
         if stamp.tz is not None:
             stamp = stamp.tz_convert("UTC").tz_localize(None)
         return stamp.as_unit("ns")
-    return max(stamp for stamp in (values.max() for values in times) if pd.notna(stamp)).as_unit("ns")
+    return pd.Timestamp(max(int(known.max()) for known in map(_known, times) if len(known))).as_unit("ns")
 
 
-def _activity_end(times: Mapping[str, pd.Series]) -> pd.Timestamp | None:
+def _activity_end(times: Mapping[str, np.ndarray]) -> pd.Timestamp | None:
     """Where activity stops when a few stray rows lie far past it (see ``STRAY_GAP``), else None.
 
     Looks only at the latest ``STRAY_SHARE`` of the time-column values: the first gap of at least
     ``STRAY_GAP`` among them separates the data from the strays.
     """
-    stamps = np.concatenate(
-        [values.dropna().to_numpy("datetime64[ns]").view("i8") for values in times.values()]
-    )
+    stamps = np.concatenate([_known(values) for values in times.values()])
     tail_size = int(len(stamps) * STRAY_SHARE)
     if tail_size < STRAY_MIN_ROWS:
         return None  # too few rows to tell strays from a quiet spell (one customer's history, say)
@@ -542,12 +568,19 @@ def _activity_end(times: Mapping[str, pd.Series]) -> pd.Timestamp | None:
 
 
 def _refuse_strays(
-    times: Mapping[str, pd.Series], tables: Mapping[str, pd.DataFrame], end: pd.Timestamp
+    times: Mapping[str, np.ndarray],
+    rows: Mapping[str, np.ndarray],
+    tables: Mapping[str, pd.DataFrame],
+    end: pd.Timestamp,
 ) -> None:
-    """Raise, naming the table, column and rows that lie past ``end``, where activity stops."""
-    count = sum(int((values > end).sum()) for values in times.values())
+    """Raise, naming the table, column and rows that lie past ``end``, where activity stops.
+
+    ``times[name]`` are the time-column values of the table's rows at positions ``rows[name]``.
+    """
+    limit = end.to_datetime64()
+    count = sum(int((values > limit).sum()) for values in times.values())
     for name, values in times.items():
-        after = values > end
+        after = values > limit
         if after.any():
             column = TABLES[name].time_column
             problem = (
@@ -555,8 +588,9 @@ def _refuse_strays(
                 f"stops at {end}; they would move the end of the data and every cutoff. Fix or remove "
                 "them, set data.end, or set data.stray_rows: drop to end the data where activity stops"
             )
-            shown = tables[name].loc[after.reindex(tables[name].index, fill_value=False)]
-            raise DataValidationError(name, column, problem, example_rows(shown), count)
+            raise DataValidationError(
+                name, column, problem, example_rows(tables[name].iloc[rows[name][after]]), count
+            )
 
 
 def _warn(
@@ -698,14 +732,15 @@ def _build_dataset(
     known = _sorted_ids(customers["customer_id"])
     codes = {name: _customer_codes(table["customer_id"], known) for name, table in activity.items()}
     keep = _drop_unknown_customers(activity, codes, unknown_customers, warnings)
+    rows = {"customers": np.arange(len(customers)), **{n: np.flatnonzero(k) for n, k in keep.items()}}
     times = {
-        "customers": customers["signup_at"],
-        **{name: table[TABLES[name].time_column][keep[name]] for name, table in activity.items()},
+        name: tables[name][TABLES[name].time_column].to_numpy()[rows[name]]
+        for name in ("customers", *activity)
     }
     stamp = _resolve_end(end, list(times.values()))
     stops = _activity_end(times) if end is None else None
     if stops is not None and stray_rows == "error":
-        _refuse_strays(times, tables, stops)
+        _refuse_strays(times, rows, tables, stops)
     if end is not None or stops is not None:
         stamp = stamp if stops is None else stops
         customers = _drop_after_end(customers, activity, codes, keep, known, stamp, warnings)

@@ -345,15 +345,21 @@ def example_history(model: ChurnModel) -> dict[str, Any]:
     return example
 
 
-def history_tables(histories: Sequence[BaseModel]) -> dict[str, pd.DataFrame]:
+def history_tables(
+    histories: Sequence[BaseModel], ids: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
     """Contract tables of the customers sent: every table present (empty when no rows were sent), every
-    contract column present, so features see the same tables and columns as in training."""
+    contract column present, so features see the same tables and columns as in training. ``ids``, one per
+    history, replace the customer ids (requests scored together keep their customers apart)."""
     tables: dict[str, pd.DataFrame] = {}
     customers = [h.customer.model_dump() for h in histories]  # type: ignore[attr-defined]
+    own_ids = list(ids) if ids is not None else [row["customer_id"] for row in customers]
+    for row, own in zip(customers, own_ids, strict=True):
+        row["customer_id"] = own
     tables["customers"] = pd.DataFrame(customers, columns=list(dict.fromkeys(customers[0])))
     for table in ACTIVITY_TABLES:
         columns = list(TABLES[table].columns)
-        owned = [(h.customer.customer_id, row) for h in histories for row in getattr(h, table)]  # type: ignore[attr-defined]
+        owned = [(own, row) for own, h in zip(own_ids, histories, strict=True) for row in getattr(h, table)]  # type: ignore[attr-defined]
         if not owned:
             tables[table] = pd.DataFrame([], columns=columns).astype(object)
             continue

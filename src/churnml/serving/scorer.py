@@ -10,6 +10,7 @@ BentoML service (``churnml.serving.service``) is a thin shell around :class:`Sco
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from churnml import io
 from churnml.config import Config
+from churnml.data.load import FUTURE_TOLERANCE, canonical_id, dataset_from_frames
 from churnml.errors import ChurnmlError, DataValidationError
 from churnml.risk.explain import Explainer, contributions
 from churnml.risk.risk_list import band_of
@@ -44,6 +46,33 @@ class ClientError(ChurnmlError):
 
     def body(self) -> dict[str, Any]:
         return error_body(str(self), "invalid_request", self.loc)
+
+
+ID_SEPARATOR = "\x1f"  # between a request's position and a customer id when requests are scored together
+
+
+@dataclass(frozen=True)
+class HistoryRequest:
+    """One ``/score_history`` request: validated histories, the moment to score at (None: now), how many
+    drivers, whether to return the features."""
+
+    histories: Sequence[Any]
+    as_of: datetime | None
+    top_k: int
+    include_features: bool
+
+
+def _check_history(histories: Sequence[Any], as_of: datetime) -> None:
+    """Refuse a moment in the future, or customers who had not signed up by then."""
+    if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
+        raise ClientError("as_of lies in the future: nothing is known about customers then", ["as_of"])
+    for index, history in enumerate(histories):
+        if history.customer.signup_at >= as_of:
+            raise ClientError(
+                f"customer {history.customer.customer_id!r} signed up at {history.customer.signup_at}, "
+                f"not before as_of {as_of}: there is nothing to score yet",
+                ["customers", index, "customer", "signup_at"],
+            )
 
 
 class ScoringPath(Protocol):
@@ -139,42 +168,100 @@ class Scorer:
         self, histories: Sequence[Any], as_of: datetime | None, top_k: int, include_features: bool
     ) -> list[HistoryScore]:
         """Probability, band and drivers of each customer's history at ``as_of`` (default: now)."""
-        as_of = as_of or datetime.now(UTC).replace(tzinfo=None)
-        frame = self.history_features(histories, as_of)
-        rows = self._explained(list(frame["customer_id"]), self.path.frame(frame), top_k)
-        names = self.model.feature_names
-        for position, row in enumerate(rows):
-            row["as_of"] = as_of.replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive means UTC here
-            row["features"] = (
-                {name: io.strict(frame[name].iloc[position]) for name in names} if include_features else None
-            )
-        return [HistoryScore.model_construct(**row) for row in rows]
+        answer = self.score_histories([HistoryRequest(histories, as_of, top_k, include_features)])[0]
+        if isinstance(answer, ClientError):
+            raise answer
+        return answer
 
-    def history_features(self, histories: Sequence[Any], as_of: datetime) -> pd.DataFrame:
-        """Features of each customer at ``as_of`` from their raw history, by the training feature code."""
-        from churnml.data.load import FUTURE_TOLERANCE, dataset_from_frames
+    def score_histories(self, requests: Sequence[HistoryRequest]) -> list[list[HistoryScore] | ClientError]:
+        """The answer to each request, or the error that refuses it, scored together.
+
+        Building features from one customer's history costs about what it costs for a few dozen (the
+        contract checks and builders have a fixed cost per call), so concurrent requests are scored in
+        one call; features of one customer never read another's rows, so each answer equals the request
+        scored alone. When the combined tables fail validation, each request is scored alone, so that
+        its error names its own rows.
+        """
+        answers: list[list[HistoryScore] | ClientError] = []
+        ready: list[tuple[int, HistoryRequest]] = []
+        for request in requests:
+            as_of = request.as_of or datetime.now(UTC).replace(tzinfo=None)
+            try:
+                _check_history(request.histories, as_of)
+            except ClientError as exc:
+                answers.append(exc)
+                continue
+            ready.append((len(answers), replace(request, as_of=as_of)))
+            answers.append([])
+        if len(ready) > 1:
+            try:
+                for (index, _), scored in zip(ready, self._scored([r for _, r in ready]), strict=True):
+                    answers[index] = scored
+                return answers
+            except ClientError:
+                pass  # one of them is at fault: score each alone below
+        for index, request in ready:
+            try:
+                answers[index] = self._scored([request])[0]
+            except ClientError as exc:
+                answers[index] = exc
+        return answers
+
+    def _scored(self, requests: Sequence[HistoryRequest]) -> list[list[HistoryScore]]:
+        """Checked requests (``as_of`` set) through one validation, one feature build and one explain.
+
+        With several requests, each customer id is prefixed by its request's position (after the
+        contract's canonical form, which the prefix then leaves alone): requests may share customers.
+        """
+        histories = [h for r in requests for h in r.histories]
+        as_ofs = [r.as_of for r in requests for _ in r.histories]
+        ids = None
+        if len(requests) > 1:
+            ids = [
+                f"{k}{ID_SEPARATOR}{canonical_id(h.customer.customer_id)}"
+                for k, r in enumerate(requests)
+                for h in r.histories
+            ]
+        frame = self.history_features(histories, as_ofs, ids)
+        customers = [str(c).partition(ID_SEPARATOR)[2] if ids else c for c in frame["customer_id"]]
+        rows = self._explained(customers, self.path.frame(frame), max(r.top_k for r in requests))
+        names = self.model.feature_names
+        answers, start = [], 0
+        for request in requests:
+            answer = []
+            for position in range(start, start + len(request.histories)):
+                row = rows[position]
+                row["drivers"] = row["drivers"][: request.top_k]
+                row["as_of"] = as_ofs[position].replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive is UTC
+                row["features"] = (
+                    {name: io.strict(frame[name].iloc[position]) for name in names}
+                    if request.include_features
+                    else None
+                )
+                answer.append(HistoryScore.model_construct(**row))
+            answers.append(answer)
+            start += len(request.histories)
+        return answers
+
+    def history_features(
+        self, histories: Sequence[Any], as_of: datetime | Sequence[datetime], ids: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Features of each customer at ``as_of`` (one, or one per history) from their raw history, by the
+        training feature code; ``ids`` replace the histories' customer ids."""
         from churnml.features import build_features
 
-        if as_of > datetime.now(UTC).replace(tzinfo=None) + FUTURE_TOLERANCE:
-            raise ClientError("as_of lies in the future: nothing is known about customers then", ["as_of"])
-        for index, history in enumerate(histories):
-            if history.customer.signup_at >= as_of:
-                raise ClientError(
-                    f"customer {history.customer.customer_id!r} signed up at {history.customer.signup_at}, "
-                    f"not before as_of {as_of}: there is nothing to score yet",
-                    ["customers", index, "customer", "signup_at"],
-                )
         try:
-            dataset = dataset_from_frames(history_tables(histories))
+            dataset = dataset_from_frames(history_tables(histories, ids))
         except DataValidationError as exc:
             problem = exc.problem + (f"\n{exc.examples}" if exc.examples else "")
             raise ClientError(
                 problem, ["customers", exc.table, *([exc.column] if exc.column else [])]
             ) from None
+        as_ofs = [as_of] * len(histories) if isinstance(as_of, datetime) else list(as_of)
         cutoffs = pd.DataFrame(
             {
-                "customer_id": [h.customer.customer_id for h in histories],
-                "cutoff": pd.Series([as_of] * len(histories), dtype="datetime64[ns]"),
+                "customer_id": list(ids) if ids is not None else [h.customer.customer_id for h in histories],
+                "cutoff": pd.Series(as_ofs, dtype="datetime64[ns]"),
             }
         )
         frame = build_features(dataset, cutoffs, self.config.features, specs=list(self.model.specs))

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 
 from churnml.risk.explain import model_typical_values
 from churnml.serving import http, launch, loading
+from churnml.serving.batching import Batcher
 from churnml.serving.schemas import (
     RESPONSE_EXAMPLES,
     ErrorBody,
@@ -37,7 +38,7 @@ from churnml.serving.schemas import (
     feature_record_model,
     history_model,
 )
-from churnml.serving.scorer import ClientError, Scorer
+from churnml.serving.scorer import ClientError, HistoryRequest, Scorer
 
 CONFIG = loading.service_config()
 SETTINGS = CONFIG.serving
@@ -94,6 +95,9 @@ class ChurnService:
 
     def __init__(self) -> None:
         self.scorer = Scorer(served_model(), CONFIG)
+        self.histories = Batcher(
+            self.scorer.score_histories, SETTINGS.max_customers, size=lambda r: len(r.histories)
+        )
         launch.bind_apis_once(self)
 
     @bentoml.on_startup
@@ -121,7 +125,7 @@ class ChurnService:
         return self.scorer.explain(records, top_k)
 
     @bentoml.api
-    def score_history(
+    async def score_history(
         self,
         customers: Histories,
         as_of: Annotated[
@@ -135,11 +139,13 @@ class ChurnService:
         include_features: Annotated[bool, Field(description="Also return the computed features.")] = False,
     ) -> Annotated[list[HistoryScore], JSON]:
         """Score customers from their raw history in the data contract's shape: features are computed by
-        the training feature builders at ``as_of``, then probability, band and drivers."""
-        try:
-            return self.scorer.score_history(customers, as_of, top_k, include_features)
-        except ClientError as exc:
-            return JSONResponse(exc.body(), status_code=422)  # type: ignore[return-value]
+        the training feature builders at ``as_of``, then probability, band and drivers.
+
+        Concurrent requests are scored together (``churnml.serving.batching``), each answer as if alone."""
+        answer = await self.histories(HistoryRequest(customers, as_of, top_k, include_features))
+        if isinstance(answer, ClientError):
+            return JSONResponse(answer.body(), status_code=422)  # type: ignore[return-value]
+        return answer
 
 
 def openapi_document() -> dict:
