@@ -556,6 +556,14 @@ class ServingConfig(_Model):
         description="Adaptive batching deadline: a request still queued after this long is refused (503). "
         "A load-shedding limit, not a target; batching waits adapt to the load on their own.",
     )
+    history_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="/score_history requests of one worker are scored together; a batch waits up to this "
+        "long for as many requests as were outstanding during the last one (0 = never wait). See "
+        "churnml.serving.batching.",
+    )
     max_records: int = Field(1000, ge=1, description="Most records in one /predict or /explain request.")
     max_customers: int = Field(100, ge=1, description="Most customers in one /score_history request.")
     max_rows: int = Field(

@@ -101,9 +101,13 @@ class _Context:
     def frame(self, table: str) -> pd.DataFrame:
         return self.dataset.tables[table]
 
+    @cached_property
+    def _columns(self) -> dict[str, frozenset[str]]:
+        return {name: frozenset(frame.columns) for name, frame in self.dataset.tables.items()}
+
     def has(self, table: str, column: str | None = None) -> bool:
-        frame = self.dataset.get(table)
-        return frame is not None and (column is None or column in frame.columns)
+        columns = self._columns.get(table)
+        return columns is not None and (column is None or column in columns)
 
     def row_codes(self, table: str) -> np.ndarray:
         return self.cached(
@@ -279,14 +283,26 @@ def _window_of(spec: FeatureSpec) -> int:
     return spec.window_days
 
 
+@cache
+def _value_set(values: tuple[str, ...]) -> pa.Array:
+    return pa.array(values, pa.string())
+
+
+def _as_text(column: pd.Series) -> pa.ChunkedArray | pa.Array:
+    """A column's values as Arrow text, written as pandas' ``str`` dtype writes them (missing stays null)."""
+    return _text(column if column.dtype == "str" else column.astype("str"))
+
+
 def _category_codes(column: pd.Series, categories: Sequence[str]) -> np.ndarray:
-    """Codes of a text column's values among ``categories`` (-1 missing or unseen)."""
-    codes = _category_index(tuple(categories)).get_indexer(pd.Index(column.astype("str")))
-    return np.where(column.notna().to_numpy(bool), codes, -1).astype(np.int64)
+    """Codes of a text column's values among ``categories`` (-1 missing or unseen): one Arrow hash lookup."""
+    codes = pc.index_in(_as_text(column), value_set=_value_set(tuple(categories)))
+    return np.asarray(codes.fill_null(-1), dtype=np.int64)
 
 
 def _lower_in(column: pd.Series, values: frozenset[str]) -> np.ndarray:
-    return column.astype("str").str.lower().isin(values).to_numpy(bool) & column.notna().to_numpy(bool)
+    """Whether each value, lower-cased, is one of ``values`` (missing: no)."""
+    found = pc.is_in(pc.utf8_lower(_as_text(column)), value_set=_value_set(tuple(sorted(values))))
+    return np.asarray(found.fill_null(False), dtype=bool)
 
 
 def _row_mask(ctx: _Context, table: str, row_filter: str) -> np.ndarray:
@@ -589,7 +605,7 @@ def _static(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
         return ctx.customer_codes(_column_of(spec), _categories_of(spec))
     column = ctx.frame("customers")[spec.column]
     if spec.row_filter is not None:  # a flag: the attribute equals this value
-        flag = column.astype("str").eq(spec.row_filter).to_numpy(bool).astype(np.float64)
+        flag = np.asarray(pc.equal(_as_text(column), spec.row_filter).fill_null(False), dtype=np.float64)
         values = np.where(column.notna().to_numpy(bool), flag, np.nan)
     else:
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -680,6 +696,7 @@ def compute(
     ids = _sorted_customer_ids(dataset)
     codes = _lookup(customer_ids, ids, len(ids))
     order = np.lexsort((t_ns, codes))
+    in_order = bool(np.all(order == np.arange(len(order))))  # one customer's query, say: no scatter back
     types = {
         kind
         for spec in specs
@@ -691,9 +708,11 @@ def compute(
         if spec.aggregate not in AGGREGATES:
             raise ValueError(f"feature {spec.name!r}: unknown aggregate {spec.aggregate!r}")
         found = AGGREGATES[spec.aggregate](ctx, spec) if _available(ctx, spec) else _missing(spec, len(order))
-        values = np.empty_like(found)
-        values[order] = found
-        out[spec.name] = values
+        if in_order:
+            out[spec.name] = found
+        else:
+            out[spec.name] = values = np.empty_like(found)
+            values[order] = found
     return out
 
 

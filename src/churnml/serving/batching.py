@@ -1,15 +1,20 @@
-"""Greedy micro-batching of concurrent requests within one worker.
+"""Micro-batching of concurrent requests within one worker.
 
-BentoML's adaptive batching takes exactly one batched argument, and ``/score_history`` has four. Here a
-request that finds the worker idle runs at once, alone (no added wait); requests that arrive while a batch
-runs wait for it and then run together as the next batch. Under load the batches grow by themselves, and
-a fixed cost per call (the contract checks and feature builders on one customer's history) is paid once
-per batch instead of once per request.
+BentoML's adaptive batching takes exactly one batched argument, and ``/score_history`` has four. Here
+requests that arrive while a batch runs wait for it and then run together as the next batch, so a fixed
+cost per call (the contract checks and feature builders on one customer's history) is paid once per batch.
+
+Greedy batching alone settles into a relay under steady concurrency: with two clients on a worker, one
+request always arrives while the other's batch runs, so each waits a whole batch and batches never grow.
+So a batch may also wait, up to ``max_wait_s``, for as many requests as were outstanding during the
+previous batch: the clients just answered usually send their next request within a millisecond or two.
+A lone client never waits (one request outstanding), and a client that leaves costs the wait once.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -24,7 +29,7 @@ class Batcher(Generic[Item, Answer]):
 
     A batch holds as many waiting items as fit in ``max_size`` by ``size`` (at least one). An exception
     raised by ``work`` goes to every request of its batch; a request cancelled while it waits (its
-    client left) is skipped when answers are handed out.
+    client left) is skipped.
     """
 
     def __init__(
@@ -32,46 +37,68 @@ class Batcher(Generic[Item, Answer]):
         work: Callable[[list[Item]], Sequence[Answer]],
         max_size: int,
         size: Callable[[Item], int] = lambda _: 1,
+        max_wait_s: float = 0.0,
     ) -> None:
-        self.work, self.max_size, self.size = work, max_size, size
-        self.batches = 0  # how many calls of ``work`` so far (for tests and metrics)
+        self.work, self.max_size, self.size, self.max_wait_s = work, max_size, size, max_wait_s
+        self.sizes: Counter[int] = Counter()  # batches so far by how many requests they held
         self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
+        self._arrived = asyncio.Event()
+        self._running = 0  # requests in the batch now running
+        self._peak = 0  # most requests outstanding (running + waiting) since the running batch began
+        self._expected = 1  # that peak during the last batch: how many to wait for
         self._runner: asyncio.Task[None] | None = None
 
     async def __call__(self, item: Item) -> Answer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         self._waiting.append((item, future))
+        self._peak = max(self._peak, self._running + len(self._waiting))
+        self._arrived.set()
         if self._runner is None or self._runner.done():
             self._runner = loop.create_task(self._run())
         return await future
 
+    async def _gather(self) -> None:
+        """Wait, at most ``max_wait_s``, until as many requests wait as the last batch saw outstanding."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while len(self._waiting) < self._expected and (left := deadline - loop.time()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
+
     def _next_batch(self) -> list[tuple[Item, asyncio.Future[Answer]]]:
         taken, total = 0, 0
         for item, future in self._waiting:
-            if future.cancelled():
-                taken += 1
-                continue
-            total += self.size(item)
-            if total > self.max_size and taken > 0:
-                break
+            if not future.cancelled():
+                total += self.size(item)
+                if total > self.max_size and taken > 0:
+                    break
             taken += 1
         batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return [(item, future) for item, future in batch if not future.cancelled()]
 
     async def _run(self) -> None:
         while self._waiting:
+            if self.max_wait_s > 0:
+                await self._gather()
             batch = self._next_batch()
             if not batch:
                 continue
-            self.batches += 1
+            self.sizes[len(batch)] += 1
+            self._running = len(batch)
+            self._peak = self._running + len(self._waiting)
             try:
                 answers = await anyio.to_thread.run_sync(self.work, [item for item, _ in batch])
             except Exception as exc:  # each request of the batch answers with it
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if not future.done():
-                    future.set_result(answer)
+            else:
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if not future.done():
+                        future.set_result(answer)
+            finally:
+                self._expected, self._running = self._peak, 0

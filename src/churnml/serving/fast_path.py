@@ -154,13 +154,14 @@ class FastPath:
 
     def _in_training_dtypes(self, frame: pd.DataFrame) -> bool:
         """Whether every model column is there as float64, or as the training categories (unordered)."""
-        if not set(self.names) <= set(frame.columns) or frame.columns.has_duplicates:
+        if frame.columns.has_duplicates:
             return False
-        dtypes = frame.dtypes
-        if not (dtypes[self.numeric_names] == np.float64).all():
+        # A plain dict: indexing pandas' dtypes Series by 126 names cost more than the whole check.
+        dtypes = dict(zip(frame.columns, frame.dtypes, strict=True))
+        if not all(dtypes.get(name) == np.float64 for name in self.numeric_names):
             return False
         return all(
-            isinstance(dtype := dtypes[self.names[position]], pd.CategoricalDtype)
+            isinstance(dtype := dtypes.get(self.names[position]), pd.CategoricalDtype)
             and not dtype.ordered
             and list(dtype.categories) == list(self.model.columns[position].categories or ())
             for position, _ in self.codes

@@ -96,7 +96,10 @@ class ChurnService:
     def __init__(self) -> None:
         self.scorer = Scorer(served_model(), CONFIG)
         self.histories = Batcher(
-            self.scorer.score_histories, SETTINGS.max_customers, size=lambda r: len(r.histories)
+            self.scorer.score_histories,
+            max_size=SETTINGS.max_customers,
+            size=lambda request: len(request.histories),
+            max_wait_s=SETTINGS.history_wait_ms / 1000,
         )
         launch.bind_apis_once(self)
 
