@@ -34,7 +34,7 @@ logger = logging.getLogger("churnml.data.load")
 EXTENSIONS: tuple[str, ...] = (".parquet", ".csv", ".csv.gz", ".txt", ".tsv")
 
 STRING_DTYPE = pd.StringDtype(na_value=np.nan)  # pandas' default ``str`` dtype
-_STRING_ARRAY = STRING_DTYPE.construct_array_type()  # its Arrow-backed array, built from Arrow directly
+_STRING_ARRAY: Any = STRING_DTYPE.construct_array_type()  # its Arrow-backed array class
 
 # A timestamp this far past the wall clock is corrupt (year 2099, a swapped day/month...), not early data.
 FUTURE_TOLERANCE = pd.Timedelta(days=1)
@@ -333,7 +333,12 @@ def _as_text(values: pd.Series) -> pd.Series:
         stripped = pc.if_else(blank, None, stripped)
     elif stripped.equals(array):  # nothing to strip, no blanks (the usual case)
         return text
-    return pd.Series(_STRING_ARRAY(stripped, dtype=STRING_DTYPE), index=values.index, name=values.name)
+    return pd.Series(text_array(stripped), index=values.index, name=values.name)
+
+
+def text_array(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
+    """Arrow strings as pandas' ``str`` array, without a copy (no per-value conversion)."""
+    return _STRING_ARRAY(values, dtype=STRING_DTYPE)
 
 
 def canonical_id(text: str) -> str:

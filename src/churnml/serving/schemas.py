@@ -43,7 +43,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
-from churnml.data.load import _STRING_ARRAY, STRING_DTYPE
+from churnml.data.load import text_array
 from churnml.training.model import ChurnModel
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads features as float32
@@ -356,7 +356,7 @@ def _typed(table: str, column: str, values: list[Any]) -> Any:
     if column in spec.numeric:  # None -> NaN
         return np.array(values, dtype=np.float64)
     if column in spec.columns:  # text, or null
-        return _STRING_ARRAY(pa.array(values, pa.large_string()), dtype=STRING_DTYPE)
+        return text_array(pa.array(values, pa.large_string()))
     return values  # a customer attribute outside the contract: as pandas reads it
 
 
@@ -377,11 +377,7 @@ def history_tables(
     }
     for table in ACTIVITY_TABLES:
         columns = list(TABLES[table].columns)
-        owned = [
-            (own, row)
-            for own, h in zip(own_ids, histories, strict=True)
-            for row in getattr(h, table)  # type: ignore[attr-defined]
-        ]
+        owned = [(own, row) for own, h in zip(own_ids, histories, strict=True) for row in getattr(h, table)]
         tables[table] = pd.DataFrame(
             {
                 c: _typed(table, c, [own if c == "customer_id" else getattr(row, c) for own, row in owned])

@@ -10,7 +10,7 @@ BentoML service (``churnml.serving.service``) is a thin shell around :class:`Sco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,6 +60,9 @@ class HistoryRequest:
     as_of: datetime | None
     top_k: int
     include_features: bool
+
+
+Checked = tuple[HistoryRequest, datetime]  # a request that passed ``_check_history`` at this moment
 
 
 def _check_history(histories: Sequence[Any], as_of: datetime) -> None:
@@ -183,7 +186,7 @@ class Scorer:
         its error names its own rows.
         """
         answers: list[list[HistoryScore] | ClientError] = []
-        ready: list[tuple[int, HistoryRequest]] = []
+        ready: list[tuple[int, Checked]] = []
         for request in requests:
             as_of = request.as_of or datetime.now(UTC).replace(tzinfo=None)
             try:
@@ -191,63 +194,65 @@ class Scorer:
             except ClientError as exc:
                 answers.append(exc)
                 continue
-            ready.append((len(answers), replace(request, as_of=as_of)))
+            ready.append((len(answers), (request, as_of)))
             answers.append([])
         if len(ready) > 1:
             try:
-                for (index, _), scored in zip(ready, self._scored([r for _, r in ready]), strict=True):
+                for (index, _), scored in zip(ready, self._scored([c for _, c in ready]), strict=True):
                     answers[index] = scored
                 return answers
             except ClientError:
                 pass  # one of them is at fault: score each alone below
-        for index, request in ready:
+        for index, checked in ready:
             try:
-                answers[index] = self._scored([request])[0]
+                answers[index] = self._scored([checked])[0]
             except ClientError as exc:
                 answers[index] = exc
         return answers
 
-    def _scored(self, requests: Sequence[HistoryRequest]) -> list[list[HistoryScore]]:
-        """Checked requests (``as_of`` set) through one validation, one feature build and one explain.
+    def _scored(self, checked: Sequence[Checked]) -> list[list[HistoryScore]]:
+        """Checked requests, each with its moment, through one validation and one feature build.
 
-        With several requests, each customer id is prefixed by its request's position (after the
-        contract's canonical form, which the prefix then leaves alone): requests may share customers.
+        Customers are keyed by their id's canonical form (as the contract stores it: ``17.0`` is ``17``),
+        prefixed, when several requests go together, by the request's position (requests may share
+        customers); answers give each id as it was sent.
         """
-        histories = [h for r in requests for h in r.histories]
-        as_ofs = [r.as_of for r in requests for _ in r.histories]
-        ids = None
-        if len(requests) > 1:
-            ids = [
-                f"{k}{ID_SEPARATOR}{canonical_id(h.customer.customer_id)}"
-                for k, r in enumerate(requests)
-                for h in r.histories
-            ]
-        frame = self.history_features(histories, as_ofs, ids)
-        customers = [str(c).partition(ID_SEPARATOR)[2] if ids else c for c in frame["customer_id"]]
-        rows = self._explained(customers, self.path.frame(frame), max(r.top_k for r in requests))
+        histories = [h for r, _ in checked for h in r.histories]
+        as_ofs = [as_of for r, as_of in checked for _ in r.histories]
+        together = len(checked) > 1
+        ids = [
+            f"{k}{ID_SEPARATOR}{canonical_id(h.customer.customer_id)}"
+            if together
+            else canonical_id(h.customer.customer_id)
+            for k, (r, _) in enumerate(checked)
+            for h in r.histories
+        ]
+        everyone = self.history_features(histories, as_ofs, ids)
         names = self.model.feature_names
         answers, start = [], 0
-        for request in requests:
-            answer = []
-            for position in range(start, start + len(request.histories)):
-                row = rows[position]
-                row["drivers"] = row["drivers"][: request.top_k]
-                row["as_of"] = as_ofs[position].replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive is UTC
+        for request, as_of in checked:
+            # The model's part per request, on its own rows: XGBoost's SHAP values of a row can differ in
+            # the last float32 bit with the rows scored beside it, and an answer must not depend on them.
+            frame = everyone.iloc[start : start + len(request.histories)]
+            sent = [h.customer.customer_id for h in request.histories]
+            rows = self._explained(sent, self.path.frame(frame), request.top_k)
+            for position, row in enumerate(rows):
+                row["as_of"] = as_of.replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive is UTC
                 row["features"] = (
                     {name: io.strict(frame[name].iloc[position]) for name in names}
                     if request.include_features
                     else None
                 )
-                answer.append(HistoryScore.model_construct(**row))
-            answers.append(answer)
+            answers.append([HistoryScore.model_construct(**row) for row in rows])
             start += len(request.histories)
         return answers
 
     def history_features(
-        self, histories: Sequence[Any], as_of: datetime | Sequence[datetime], ids: Sequence[str] | None = None
+        self, histories: Sequence[Any], as_of: datetime | Sequence[datetime], ids: Sequence[str]
     ) -> pd.DataFrame:
         """Features of each customer at ``as_of`` (one, or one per history) from their raw history, by the
-        training feature code; ``ids`` replace the histories' customer ids."""
+        training feature code, in the order of ``histories``; ``ids`` key the customers (one per history,
+        in the contract's canonical form)."""
         from churnml.features import build_features
 
         try:
@@ -259,10 +264,7 @@ class Scorer:
             ) from None
         as_ofs = [as_of] * len(histories) if isinstance(as_of, datetime) else list(as_of)
         cutoffs = pd.DataFrame(
-            {
-                "customer_id": list(ids) if ids is not None else [h.customer.customer_id for h in histories],
-                "cutoff": pd.Series(as_ofs, dtype="datetime64[ns]"),
-            }
+            {"customer_id": list(ids), "cutoff": pd.Series(as_ofs, dtype="datetime64[ns]")}
         )
         frame = build_features(dataset, cutoffs, self.config.features, specs=list(self.model.specs))
         numeric = [c.name for c in self.model.columns if c.dtype != "category"]
