@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from churnml.features.catalogue import FeatureSpec
 from churnml.risk.explain import (
     Explainer,
+    Signals,
     contributions,
     excluded_features,
     explain_rows,
@@ -298,3 +299,23 @@ def test_gpu_contributions_equal_cpu(model: ChurnModel, rows: pd.DataFrame) -> N
         contributions(model, rows, device="cuda"), contributions(model, rows), atol=1e-4
     )
     assert json.loads(model.trained_booster.save_config())["learner"]["generic_param"]["device"] == "cpu"
+
+
+def test_signal_sums_of_a_row_do_not_depend_on_the_rows_beside_it() -> None:
+    """A matrix product's rounding depends on how many rows it multiplies; the per-signal sums behind
+    every reason must not (the service scores concurrent requests together, the risk list everyone)."""
+    rng = np.random.default_rng(3)
+    membership = np.zeros((60, 12), np.float32)
+    membership[np.arange(60), rng.integers(0, 12, 60)] = 1
+    membership[5] = 0  # an excluded feature belongs to no signal
+    membership = membership[:, membership.sum(axis=0) > 0]
+    signals = Signals(tuple(map(str, range(membership.shape[1]))), membership, ("f",) * membership.shape[1])
+    contribs = (rng.normal(size=(5000, 61)) * 0.37).astype(np.float32)
+    together = signals.sum(contribs)
+    for start, count in [(0, 1), (7, 2), (100, 3), (64, 64), (1000, 999)]:
+        np.testing.assert_array_equal(
+            signals.sum(contribs[start : start + count]), together[start : start + count]
+        )
+    expected = contribs[:, :60].astype(np.float64) @ membership.astype(np.float64)
+    np.testing.assert_allclose(together, expected, rtol=1e-5, atol=1e-5)
+    assert signals.sum(contribs[:0]).shape == (0, membership.shape[1])

@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -206,9 +207,27 @@ class Signals:
         families = tuple(next(s.family for s in specs if s.signal == name) for name in names)
         return cls(tuple(names), membership, families)
 
+    @cached_property
+    def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features grouped by signal (each in at most one), where each signal's group starts, and which
+        signals have any member."""
+        members = [np.flatnonzero(self.membership[:, s]) for s in range(self.membership.shape[1])]
+        sizes = np.array([len(m) for m in members], dtype=np.int64)
+        order = np.concatenate(members) if members else np.zeros(0, np.int64)
+        starts = (np.cumsum(sizes) - sizes)[sizes > 0]
+        return order, starts, sizes > 0
+
     def sum(self, contribs: np.ndarray) -> np.ndarray:
-        """Per-signal contributions (rows x signals); ``contribs`` may include the bias column."""
-        return contribs[:, : self.membership.shape[0]] @ self.membership
+        """Per-signal contributions (rows x signals); ``contribs`` may include the bias column.
+
+        Each row is summed on its own, in feature order: a matrix product's rounding depends on how many
+        rows it multiplies, and a customer's reasons must not depend on who else is explained with it.
+        """
+        order, starts, present = self._layout
+        out = np.zeros((len(contribs), len(present)), dtype=np.result_type(contribs.dtype, np.float32))
+        if len(order) and len(contribs):
+            out[:, present] = np.add.reduceat(contribs[:, order], starts, axis=1)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -323,7 +342,7 @@ class Explainer:
         features = contribs[:, : len(self.specs)]
         # Excluded features are zeroed, so neither their signal sums nor their values are used.
         features = features * (self.reason_signals.membership.sum(axis=1) > 0)
-        per_signal = features @ self.reason_signals.membership
+        per_signal = self.reason_signals.sum(features)
         k = min(top_k, per_signal.shape[1])
         if k == 0:
             return [[] for _ in range(n_rows)]

@@ -227,23 +227,26 @@ class Scorer:
             for k, (r, _) in enumerate(checked)
             for h in r.histories
         ]
-        everyone = self.history_features(histories, as_ofs, ids)
+        frame = self.history_features(histories, as_ofs, ids)
+        sent = [h.customer.customer_id for h in histories]
+        # Every step scores a row on its own (the encoding, XGBoost's margins and SHAP values, the
+        # per-signal sums), so scoring the rows of several requests at once changes no answer.
+        rows = self._explained(sent, self.path.frame(frame), max(r.top_k for r, _ in checked))
         names = self.model.feature_names
         answers, start = [], 0
         for request, as_of in checked:
-            # The model's part per request, on its own rows: XGBoost's SHAP values of a row can differ in
-            # the last float32 bit with the rows scored beside it, and an answer must not depend on them.
-            frame = everyone.iloc[start : start + len(request.histories)]
-            sent = [h.customer.customer_id for h in request.histories]
-            rows = self._explained(sent, self.path.frame(frame), request.top_k)
-            for position, row in enumerate(rows):
+            answer = []
+            for position in range(start, start + len(request.histories)):
+                row = rows[position]
+                row["drivers"] = row["drivers"][: request.top_k]  # the strongest first
                 row["as_of"] = as_of.replace(tzinfo=UTC)  # RFC 3339 needs the zone: naive is UTC
                 row["features"] = (
                     {name: io.strict(frame[name].iloc[position]) for name in names}
                     if request.include_features
                     else None
                 )
-            answers.append([HistoryScore.model_construct(**row) for row in rows])
+                answer.append(HistoryScore.model_construct(**row))
+            answers.append(answer)
             start += len(request.histories)
         return answers
 
