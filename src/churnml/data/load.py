@@ -644,6 +644,14 @@ def _take(values: pd.Series, rows: np.ndarray) -> pd.Series:
     return pd.Series(taken.dictionary_decode(), dtype=values.dtype)
 
 
+def _with_range_index(table: pd.DataFrame) -> pd.DataFrame:
+    """The table indexed 0..n-1; itself when it already is (``reset_index`` copies every column)."""
+    index = table.index
+    if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        return table
+    return table.reset_index(drop=True)
+
+
 def _finish_activity(
     table: pd.DataFrame, codes: np.ndarray, keep: np.ndarray, known: pa.Array, time_column: str
 ) -> pd.DataFrame:
@@ -654,7 +662,7 @@ def _finish_activity(
     if order is not None:
         rows = rows[order]
     if len(rows) == len(table) and order is None:
-        return table.reset_index(drop=True)
+        return _with_range_index(table)
     columns = {c: _take(table[c], rows) for c in table.columns if c != "customer_id"}
     ids = pd.Series(known.take(pa.array(codes[rows])), dtype=STRING_DTYPE)
     return pd.DataFrame({"customer_id": ids, **columns})[list(table.columns)]
@@ -750,7 +758,7 @@ def _build_dataset(
         stamp = stamp if stops is None else stops
         customers = _drop_after_end(customers, activity, codes, keep, known, stamp, warnings)
 
-    result = {"customers": customers.reset_index(drop=True)}
+    result = {"customers": _with_range_index(customers)}
     for name, table in activity.items():
         result[name] = _finish_activity(table, codes[name], keep[name], known, TABLES[name].time_column)
     for warning in warnings:
