@@ -646,3 +646,13 @@ def test_unrelated_extra_columns_are_no_warning(tables):
     tables["transactions"] = tables["transactions"].assign(currency="EUR", status_code=1)
     tables["customers"] = tables["customers"].assign(industry="retail")
     assert dataset_from_frames(tables).warnings == ()
+
+
+def test_canonical_id_is_the_contracts_form_of_one_id() -> None:
+    """The service keys a request's customers by this form; it must equal the contract's (Arrow's regex
+    reads ASCII digits only)."""
+    from churnml.data.load import canonical_id
+
+    assert canonical_id(" 17.00 ") == "17" and canonical_id("017") == "017" and canonical_id("-3.0") == "-3"
+    assert canonical_id("１７.0") == "１７.0"  # fullwidth digits are text, as the contract reads them
+    assert canonical_id("17.5") == "17.5" and canonical_id("C-17.0") == "C-17.0"

@@ -1,33 +1,19 @@
-"""Concurrent ``/score_history`` requests are scored together (``churnml.serving.batching``): each answer
-must be the one the request gets alone, and each error must stay with its own request.
-
-The batcher is tested on its own with a stand-in ``work`` (real threads, real asyncio); the scorer's
-batched path on the trained model, in process; and the live server with concurrent clients.
+"""The micro-batcher behind ``/score_history`` (``churnml.serving.batching``), with a stand-in ``work``
+on real threads and real asyncio: who runs together, who waits and how long, and that every request
+gets an answer or an error, never a hang. (Scoring batches: test_history_batches.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pytest
-
 from churnml.serving.batching import Batcher
-from churnml.serving.loading import load_served_model
-from churnml.serving.schemas import history_model
-from churnml.serving.scorer import ClientError, HistoryRequest, Scorer
 
 if TYPE_CHECKING:
-    from conftest import Live, Trained
-
-pytestmark = pytest.mark.xdist_group("serving")  # the trained model and server of the serving tests
-
-AS_OF = pd.Timestamp("2025-08-17 06:00:00")
+    pass
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,82 +143,66 @@ def test_a_request_whose_client_left_is_not_computed() -> None:
     assert work.batches == [[0], [2]]
 
 
-# ---------------------------------------------------------------------------------------------------
-# The scorer's batched path.
+def _bounded(awaitable: Any, seconds: float = 2.0) -> Any:
+    """The awaitable's result or exception, or "hang" when it has none after ``seconds``."""
+
+    async def bounded() -> Any:
+        try:
+            return await asyncio.wait_for(awaitable, seconds)
+        except TimeoutError:
+            return "hang"
+        except BaseException as exc:  # the answer under test
+            return exc
+
+    return bounded()
 
 
-@pytest.fixture(scope="module")
-def scorer(trained: Trained) -> Scorer:
-    return Scorer(load_served_model(trained.config), trained.config)
+class Fatal(BaseException):
+    pass
 
 
-def _histories(trained: Trained, count: int) -> list[dict]:
-    customers = trained.dataset.customers
-    signed_up = customers.loc[customers["signup_at"] < AS_OF - pd.Timedelta(days=60), "customer_id"]
-    return [trained.history(c) for c in signed_up.iloc[:count]]
+def test_no_request_hangs_when_the_work_dies_or_miscounts() -> None:
+    def dies(items: list[int]) -> list[str]:
+        if 1 in items:
+            raise Fatal("a BaseException in the worker thread")
+        return [f"answer {item}" for item in items]
+
+    def miscounts(items: list[int]) -> list[str]:
+        return ["one answer"] * (len(items) + 1)
+
+    async def scenario(work: Any) -> list[Any]:
+        batcher: Batcher[int, str] = Batcher(work, max_size=100)
+        first = asyncio.ensure_future(_bounded(batcher(0)))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(_bounded(batcher(k))) for k in (1, 2)]
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(scenario(dies))
+    assert answers[0] == "answer 0"
+    assert all(isinstance(a, RuntimeError) and "BaseException in the worker" in str(a) for a in answers[1:])
+    answers = asyncio.run(scenario(miscounts))
+    assert "hang" not in answers and all(isinstance(a, ValueError) for a in answers)
 
 
-def _dump(answer: list | ClientError) -> Any:
-    if isinstance(answer, ClientError):
-        return ("error", str(answer), answer.loc)
-    return [json.loads(row.model_dump_json()) for row in answer]
+def test_a_batcher_serves_one_event_loop_after_another() -> None:
+    batcher: Batcher[int, str] = Batcher(Recorder(seconds=0.0), max_size=100, max_wait_s=0.05)
+
+    async def both() -> Any:
+        return await _bounded(asyncio.gather(batcher(0), batcher(1)))
+
+    for _ in range(2):  # each asyncio.run is a new loop
+        assert asyncio.run(both()) == ["answer 0", "answer 1"]
 
 
-def test_requests_scored_together_answer_as_if_scored_alone(trained: Trained, scorer: Scorer) -> None:
-    validate = history_model(trained.model, trained.config.serving.max_rows).model_validate
-    one, two, three = (validate(h) for h in _histories(trained, 3))
-    # The same customer under an id written as a spreadsheet writes an integral number: the contract
-    # reads "0042.0" as "0042", and the answer gives the id as it was sent.
-    copy = _histories(trained, 1)[0]
-    renamed = validate(copy | {"customer": copy["customer"] | {"customer_id": "0042.0"}})
-    earlier = (AS_OF - pd.Timedelta(days=45)).to_pydatetime()
-    requests = [
-        HistoryRequest([one, two], AS_OF.to_pydatetime(), 3, True),
-        HistoryRequest([one], earlier, 1, False),  # a customer of the first request, at another moment
-        HistoryRequest([three, renamed], AS_OF.to_pydatetime(), 5, True),
-        HistoryRequest([two], (AS_OF - pd.Timedelta(days=4000)).to_pydatetime(), 3, False),  # not signed up
-    ]
-    together = scorer.score_histories(requests)
-    alone = [scorer.score_histories([request])[0] for request in requests]
-    assert [_dump(a) for a in together] == [_dump(a) for a in alone]
-    assert isinstance(together[3], ClientError) and together[3].loc[-1] == "signup_at"
-    assert [row.customer_id for row in together[2]] == [three.customer.customer_id, "0042.0"]
-    assert together[2][1].features == together[0][0].features  # "0042.0" scored with one's rows
-    assert len(together[1][0].drivers) <= 1 and together[1][0].features is None
+def test_a_full_batch_does_not_wait_for_more() -> None:
+    work = Recorder(seconds=0.01)
 
+    async def scenario() -> float:
+        batcher: Batcher[int, str] = Batcher(work, max_size=1, max_wait_s=0.5)
+        started = time.perf_counter()
+        await asyncio.gather(*(batcher(k) for k in range(4)))
+        return time.perf_counter() - started
 
-def test_a_request_breaking_the_contract_leaves_the_others_answered(trained: Trained, scorer: Scorer) -> None:
-    raw = _histories(trained, 2)
-    broken = json.loads(json.dumps(raw[1]))
-    broken["subscriptions"][0]["end_at"] = "2000-01-01T00:00:00"  # ends before it starts
-    validate = history_model(trained.model, trained.config.serving.max_rows).model_validate
-    good = HistoryRequest([validate(raw[0])], AS_OF.to_pydatetime(), 3, False)
-    bad = HistoryRequest([validate(broken)], AS_OF.to_pydatetime(), 3, False)
-    answers = scorer.score_histories([good, bad, good])
-    assert _dump(answers[0]) == _dump(answers[2]) == _dump(scorer.score_histories([good])[0])
-    assert isinstance(answers[1], ClientError)
-    assert answers[1].loc == ["customers", "subscriptions", "end_at"]
-    assert _dump(answers[1]) == _dump(scorer.score_histories([bad])[0])
-
-
-# ---------------------------------------------------------------------------------------------------
-# The live server.
-
-
-@pytest.mark.slow
-def test_concurrent_score_history_requests_get_their_own_answers(live: Live) -> None:
-    histories = _histories(live.trained, 6)
-    bodies = [
-        {"customers": [h], "as_of": (AS_OF - pd.Timedelta(days=7 * k)).isoformat(), "top_k": 1 + k % 3}
-        for k, h in enumerate(histories)
-    ]
-    bodies.append({"customers": [histories[0], histories[0]], "as_of": AS_OF.isoformat()})  # 422 alone
-    alone = [live.post("/score_history", body) for body in bodies]
-    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-        for _ in range(3):
-            together = list(pool.map(lambda body: live.post("/score_history", body), bodies * 2))
-            for sent, answer in zip(bodies * 2, together, strict=True):
-                expected = alone[bodies.index(sent)]
-                assert answer.status_code == expected.status_code, answer.text
-                assert answer.json() == expected.json()
-    assert alone[-1].status_code == 422 and "duplicate" in alone[-1].json()["error"]
+    elapsed = asyncio.run(scenario())
+    assert work.batches == [[0], [1], [2], [3]]
+    assert elapsed < 0.4

@@ -343,7 +343,7 @@ def text_array(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.Extensio
 
 def canonical_id(text: str) -> str:
     """One id as the contract stores it (stripped; ``17.0`` is ``17``, as ``_canonical_ids`` writes it)."""
-    return re.sub(INTEGRAL_DECIMAL, r"\1", text.strip())
+    return re.sub(INTEGRAL_DECIMAL, r"\1", text.strip(), flags=re.ASCII)  # Arrow's regex: ASCII digits
 
 
 def _canonical_ids(ids: pd.Series) -> pd.Series:
@@ -557,6 +557,12 @@ def _resolve_end(end: datetime | None, times: list[np.ndarray]) -> pd.Timestamp:
     return pd.Timestamp(max(int(known.max()) for known in map(_known, times) if len(known))).as_unit("ns")
 
 
+def strays_checked(time_values: int) -> bool:
+    """Whether data with this many time-column values (customers' signups included) is checked for
+    stray rows: fewer cannot tell strays from a quiet spell (see ``_activity_end``)."""
+    return int(time_values * STRAY_SHARE) >= STRAY_MIN_ROWS
+
+
 def _activity_end(times: Mapping[str, np.ndarray]) -> pd.Timestamp | None:
     """Where activity stops when a few stray rows lie far past it (see ``STRAY_GAP``), else None.
 
@@ -564,9 +570,9 @@ def _activity_end(times: Mapping[str, np.ndarray]) -> pd.Timestamp | None:
     ``STRAY_GAP`` among them separates the data from the strays.
     """
     stamps = np.concatenate([_known(values) for values in times.values()])
-    tail_size = int(len(stamps) * STRAY_SHARE)
-    if tail_size < STRAY_MIN_ROWS:
+    if not strays_checked(len(stamps)):
         return None  # too few rows to tell strays from a quiet spell (one customer's history, say)
+    tail_size = int(len(stamps) * STRAY_SHARE)
     tail = np.sort(np.partition(stamps, len(stamps) - tail_size - 1)[-(tail_size + 1) :])
     gaps = np.flatnonzero(np.diff(tail) >= STRAY_GAP.value)
     return None if len(gaps) == 0 else pd.Timestamp(int(tail[gaps[0]]))

@@ -50,7 +50,7 @@ REACTIVATION_GAP_NS = DAY_NS  # a subscription starting this long after the prev
 def _ns(column: pd.Series) -> np.ndarray:
     """Timestamps as int64 nanoseconds (NaT -> NAT), whatever the datetime64 unit."""
     if column.dtype == _NS:  # the contract's dtype: a view, without to_numpy's conversion machinery
-        return column.values.view(np.int64)
+        return np.asarray(column.values).view(np.int64)
     return np.asarray(column.to_numpy(dtype="datetime64[ns]")).view(np.int64)
 
 

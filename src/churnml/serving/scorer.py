@@ -19,7 +19,8 @@ import pandas as pd
 
 from churnml import io
 from churnml.config import Config
-from churnml.data.load import FUTURE_TOLERANCE, canonical_id, dataset_from_frames
+from churnml.contract import ACTIVITY_TABLES
+from churnml.data.load import FUTURE_TOLERANCE, canonical_id, dataset_from_frames, strays_checked
 from churnml.errors import ChurnmlError, DataValidationError
 from churnml.risk.explain import Explainer, contributions
 from churnml.risk.risk_list import band_of
@@ -63,6 +64,7 @@ class HistoryRequest:
 
 
 Checked = tuple[HistoryRequest, datetime]  # a request that passed ``_check_history`` at this moment
+HistoryAnswer = list[HistoryScore] | Exception  # a ClientError is a 422; any other exception a 500
 
 
 def _check_history(histories: Sequence[Any], as_of: datetime) -> None:
@@ -172,21 +174,24 @@ class Scorer:
     ) -> list[HistoryScore]:
         """Probability, band and drivers of each customer's history at ``as_of`` (default: now)."""
         answer = self.score_histories([HistoryRequest(histories, as_of, top_k, include_features)])[0]
-        if isinstance(answer, ClientError):
+        if isinstance(answer, Exception):
             raise answer
         return answer
 
-    def score_histories(self, requests: Sequence[HistoryRequest]) -> list[list[HistoryScore] | ClientError]:
-        """The answer to each request, or the error that refuses it, scored together.
+    def score_histories(self, requests: Sequence[HistoryRequest]) -> list[HistoryAnswer]:
+        """The answer to each request, or the error that refuses it (a ``ClientError``, or any other
+        exception, which fails that request only), scored together.
 
         Building features from one customer's history costs about what it costs for a few dozen (the
         contract checks and builders have a fixed cost per call), so concurrent requests are scored in
         one call; features of one customer never read another's rows, so each answer equals the request
-        scored alone. When the combined tables fail validation, each request is scored alone, so that
-        its error names its own rows.
+        scored alone. Two things keep it so: a request large enough to be checked for stray rows (a
+        check of the whole data, see ``data.load.strays_checked``) is scored alone, and when the combined
+        scoring fails, each request is scored alone, so that an error names its own request's rows.
         """
-        answers: list[list[HistoryScore] | ClientError] = []
-        ready: list[tuple[int, Checked]] = []
+        answers: list[HistoryAnswer] = []
+        together: list[tuple[int, Checked]] = []
+        alone: list[tuple[int, Checked]] = []
         for request in requests:
             as_of = request.as_of or datetime.now(UTC).replace(tzinfo=None)
             try:
@@ -194,19 +199,21 @@ class Scorer:
             except ClientError as exc:
                 answers.append(exc)
                 continue
-            ready.append((len(answers), (request, as_of)))
+            time_values = sum(1 + sum(len(getattr(h, t)) for t in ACTIVITY_TABLES) for h in request.histories)
+            (alone if strays_checked(time_values) else together).append((len(answers), (request, as_of)))
             answers.append([])
-        if len(ready) > 1:
+        if len(together) > 1:
             try:
-                for (index, _), scored in zip(ready, self._scored([c for _, c in ready]), strict=True):
+                for (index, _), scored in zip(together, self._scored([c for _, c in together]), strict=True):
                     answers[index] = scored
-                return answers
-            except ClientError:
-                pass  # one of them is at fault: score each alone below
-        for index, checked in ready:
+            except Exception:  # one of them is at fault: each alone names its own error
+                alone += together
+        else:
+            alone += together
+        for index, checked in alone:
             try:
                 answers[index] = self._scored([checked])[0]
-            except ClientError as exc:
+            except Exception as exc:  # a ClientError (422), or a fault of this request only
                 answers[index] = exc
         return answers
 

@@ -148,6 +148,8 @@ class ChurnService:
         answer = await self.histories(HistoryRequest(customers, as_of, top_k, include_features))
         if isinstance(answer, ClientError):
             return JSONResponse(answer.body(), status_code=422)  # type: ignore[return-value]
+        if isinstance(answer, Exception):
+            raise answer  # a fault of this request alone (the server's 500 and its log)
         return answer
 
 
