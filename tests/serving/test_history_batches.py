@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
+import requests
 
 from churnml.serving.loading import load_served_model
 from churnml.serving.schemas import history_model
@@ -165,3 +166,15 @@ def test_concurrent_score_history_requests_get_their_own_answers(live: Live) -> 
                 assert answer.status_code == expected.status_code, answer.text
                 assert answer.json() == expected.json()
     assert alone[-1].status_code == 422 and "duplicate" in alone[-1].json()["error"]
+    # Operators see how many requests went together: a histogram on /metrics.
+    metrics = requests.get(f"{live.url}/metrics", timeout=30).text
+    counts = [
+        line for line in metrics.splitlines() if line.startswith("churnml_history_batch_requests_count")
+    ]
+    assert counts and float(counts[0].split()[-1]) >= 1
+    single = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('churnml_history_batch_requests_bucket{le="1.0"')
+    ]
+    assert single and float(counts[0].split()[-1]) > float(single[0].split()[-1])  # some batches held several

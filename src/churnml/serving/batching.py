@@ -39,8 +39,10 @@ class Batcher(Generic[Item, Answer]):
         max_size: int,
         size: Callable[[Item], int] = lambda _: 1,
         max_wait_s: float = 0.0,
+        on_batch: Callable[[int], object] | None = None,
     ) -> None:
         self.work, self.max_size, self.size, self.max_wait_s = work, max_size, size, max_wait_s
+        self.on_batch = on_batch  # told each batch's number of requests (the service's metric)
         self.sizes: Counter[int] = Counter()  # batches so far by how many requests they held
         self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._arrived: asyncio.Event | None = None  # made in the loop that waits on it
@@ -97,6 +99,8 @@ class Batcher(Generic[Item, Answer]):
                 if not batch:
                     continue
                 self.sizes[len(batch)] += 1
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
                 self._running = len(batch)
                 self._peak = self._running + len(self._waiting)
                 try:

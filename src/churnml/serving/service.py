@@ -69,6 +69,11 @@ Histories = Annotated[
 TopK = Annotated[int, Field(ge=1, le=10, description="How many drivers to give per customer.")]
 TOP_K = CONFIG.risk.top_k
 JSON = ContentType("application/json")  # saves BentoML a JSON-schema build per response to find it
+HISTORY_BATCH = bentoml.metrics.Histogram(
+    name="churnml_history_batch_requests",
+    documentation="/score_history requests scored together in one batch (churnml.serving.batching).",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 100),
+)
 UNTRACED = ["/predict", "/explain", "/score_history", "/livez", "/readyz", "/healthz", "/metrics"]
 
 
@@ -100,6 +105,7 @@ class ChurnService:
             max_size=SETTINGS.max_customers,
             size=lambda request: len(request.histories),
             max_wait_s=SETTINGS.history_wait_ms / 1000,
+            on_batch=HISTORY_BATCH.observe,
         )
         launch.bind_apis_once(self)
 
