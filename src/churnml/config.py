@@ -505,6 +505,18 @@ class RiskConfig(_Model):
         "or by probability.",
     )
     top_k: int = Field(3, ge=1, le=10, description="Drivers (reasons) per customer in the risk list.")
+    holdout_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of the at-risk customers of each risk group held out (action: holdout, not "
+        "contacted), drawn by a hash of seed, as-of date and customer: what later measures whether "
+        "contacting works. 0 = contact everyone at risk.",
+    )
+    holdout_repeat: bool = Field(
+        False,
+        description="Allow holding out a customer held out on the previous list (default: never twice in a row).",
+    )
     exclude_from_reasons: list[str] = Field(
         default_factory=list,
         description="Features, signals or families never given as reasons; 'non_actionable' drops every "

@@ -157,6 +157,7 @@ def test_plays_and_group_summary() -> None:
             "risk_group": ["fading_usage", "fading_usage", "failed_payments", None],
             "revenue_at_risk": [10.0, 5.0, 40.0, 1.0],
             "churn_probability": [0.2, 0.4, 0.5, 0.01],
+            "action": ["contact", "holdout", "contact", None],
         }
     )
     listed = with_plays(risk_list, playbook)
@@ -168,6 +169,8 @@ def test_plays_and_group_summary() -> None:
     assert summary.loc["failed_payments", "expected_churners"] == 0.5
     assert summary.index[0] == "failed_payments"  # most revenue at risk first
     assert summary["customers"].sum() == 3 and set(summary.index) == set(playbook.groups)
+    assert summary.loc["fading_usage", ["to_contact", "held_out"]].tolist() == [1, 1]
+    assert summary.loc["failed_payments", ["to_contact", "held_out"]].tolist() == [1, 0]
 
 
 def test_trend_against_the_previous_list() -> None:

@@ -209,6 +209,34 @@ def test_trend_against_the_previous_run(first: score.ScoreResult, second: score.
     assert len(history) == 2 and history["as_of"].is_monotonic_increasing
 
 
+def test_lists_hold_out_a_share_and_are_archived_by_as_of(
+    trained: tuple[Config, TrainResult], first: score.ScoreResult, second: score.ScoreResult
+) -> None:
+    """Each at-risk customer is contacted or (about risk.holdout_fraction of them, per risk group) held
+    out, never twice in a row; every run's list stays under history/<as_of>/."""
+    config, _ = trained
+    for result in (first, second):
+        listed = result.risk_list
+        at_risk = listed["at_risk"].astype(bool)
+        assert listed.loc[~at_risk, "action"].isna().all()
+        assert set(listed.loc[at_risk, "action"]) <= {"contact", "holdout"}
+        held = (listed["action"] == "holdout").sum()
+        assert held == result.summary["customers_held_out"] > 0
+        assert abs(held - config.risk.holdout_fraction * at_risk.sum()) <= listed["risk_group"].nunique() + 1
+    before = set(first.risk_list.loc[first.risk_list["action"] == "holdout", "customer_id"])
+    after = set(second.risk_list.loc[second.risk_list["action"] == "holdout", "customer_id"])
+    assert not before & after
+    archive = second.out_dir / "history"
+    folders = {p.name for p in archive.iterdir()}
+    assert folders >= {score.archive_key(pd.Timestamp(r.summary["as_of"])) for r in (first, second)}
+    for result in (first, second):
+        kept = pd.read_parquet(
+            archive / score.archive_key(pd.Timestamp(result.summary["as_of"])) / "risk_list.parquet"
+        )
+        assert kept["customer_id"].tolist() == result.risk_list["customer_id"].tolist()
+        assert kept["action"].tolist() == result.risk_list["action"].tolist()
+
+
 def test_as_of_after_the_data_is_a_clear_error(trained: tuple[Config, TrainResult], sim: Simulation) -> None:
     config, _ = trained
     with pytest.raises(ChurnmlError, match="after the end of the data"):
@@ -229,7 +257,16 @@ def test_failed_run_leaves_previous_outputs_intact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config, _ = trained
-    before = {p.name: p.read_bytes() for p in second.out_dir.iterdir()}
+
+    def files() -> dict[str, bytes]:  # every file, the archive of earlier lists included
+        return {
+            str(p.relative_to(second.out_dir)): p.read_bytes()
+            for p in second.out_dir.rglob("*")
+            if p.is_file()
+        }
+
+    before = files()
+    assert any(name.startswith("history/") for name in before)
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full while writing the report")
@@ -237,7 +274,7 @@ def test_failed_run_leaves_previous_outputs_intact(
     monkeypatch.setattr(report_module, "write_report", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         score.run(config, dataset=sim.to_dataset())
-    assert {p.name: p.read_bytes() for p in second.out_dir.iterdir()} == before
+    assert files() == before
     assert not [p for p in second.out_dir.parent.iterdir() if p.name.startswith(".score")]
 
 

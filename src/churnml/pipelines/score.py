@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ REPORT_FILE = "risk_report.html"
 SUMMARY_FILE = "summary.json"
 TYPICAL_FILE = "typical_values.json"
 HISTORY_FILE = "history.csv"
+ARCHIVE_DIR = "history"  # history/<as_of>/: every run's list, for looking back
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def run(
         scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config)
         timings["explain_s"] = _lap(clock, timings)
         previous = read_previous(out_dir)
-        risk_list = publish(scored, previous, playbook, config.risk.top_k, as_of, version)
+        risk_list = publish(scored, previous, playbook, config, as_of, version)
         groups = group_summary(risk_list, playbook)
         provenance = {
             "as_of": as_of.isoformat(),
@@ -127,6 +130,7 @@ def run(
             timings["report_s"] = time.perf_counter() - started
             summary["timings"] = {**timings, "total_s": time.perf_counter() - clock}
             io.write_json(tmp / SUMMARY_FILE, summary)
+            archive(tmp, out_dir, risk_list, summary, as_of)
             if config.scoring.log_to_mlflow:
                 run_id = log_run(tmp, summary, config)
     return ScoreResult(risk_list, groups, summary, out_dir, uri, run_id, explained)
@@ -170,12 +174,19 @@ def read_previous(out_dir: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        previous = pd.read_parquet(path, columns=["customer_id", "churn_probability", "at_risk", "as_of"])
+        wanted = ["customer_id", "churn_probability", "at_risk", "action", "as_of"]
+        previous = pd.read_parquet(path, columns=[c for c in wanted if c in _parquet_columns(path)])
     except Exception as exc:  # an unreadable old file must not stop today's list
         log.warning("previous risk list %s unreadable (%s): no trend this run", path, exc)
         return None
     previous.attrs["as_of"] = str(previous["as_of"].iloc[0]) if len(previous) else None
     return previous
+
+
+def _parquet_columns(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return set(pq.read_schema(path).names)
 
 
 def write_outputs(
@@ -196,6 +207,35 @@ def write_outputs(
     history = extend_history(pd.read_csv(old) if old.exists() else None, summary)
     io.write_csv(tmp / HISTORY_FILE, history)
     return history
+
+
+def archive_key(as_of: pd.Timestamp) -> str:
+    """The archive folder of an as-of moment: its date, with the time when it is not midnight."""
+    stamp = pd.Timestamp(as_of)
+    return stamp.strftime("%Y-%m-%d" if stamp == stamp.normalize() else "%Y-%m-%dT%H%M%S")
+
+
+def archive(
+    tmp: Path, out_dir: Path, risk_list: pd.DataFrame, summary: dict[str, Any], as_of: pd.Timestamp
+) -> None:
+    """Keep this run's list and summary under ``history/<as_of>/`` beside the earlier runs' (carried
+    over by hard links: the output directory is swapped as a whole). Scoring a date again replaces it."""
+    old = out_dir / ARCHIVE_DIR
+    if old.is_dir():
+        shutil.copytree(old, tmp / ARCHIVE_DIR, copy_function=_link_or_copy)
+    day = tmp / ARCHIVE_DIR / archive_key(as_of)
+    if day.exists():
+        shutil.rmtree(day)
+    day.mkdir(parents=True)
+    io.write_parquet(day / f"{RISK_LIST}.parquet", risk_list, metadata={"summary": summary})
+    io.write_json(day / SUMMARY_FILE, summary)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
 
 
 def log_run(tmp: Path, summary: dict[str, Any], config: Config) -> str:
@@ -220,5 +260,7 @@ def log_run(tmp: Path, summary: dict[str, Any], config: Config) -> str:
             if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
         }
         mlflow.log_metrics(numbers)
-        mlflow.log_artifacts(str(tmp), artifact_path="scoring")
+        for path in sorted(tmp.iterdir()):  # this run's outputs; earlier runs' lists are in their runs
+            if path.name != ARCHIVE_DIR:
+                mlflow.log_artifact(str(path), artifact_path="scoring")
         return active.info.run_id

@@ -33,6 +33,7 @@ from churnml.errors import ConfigError
 from churnml.features.catalogue import FeatureSpec, recency_feature
 from churnml.features.value import customer_value
 from churnml.risk.explain import Driver, Signals
+from churnml.risk.holdouts import assign_actions
 from churnml.risk.segments import segments_of
 
 
@@ -289,11 +290,14 @@ def with_plays(frame: pd.DataFrame, playbook: Playbook) -> pd.DataFrame:
 
 
 def group_summary(risk_list: pd.DataFrame, playbook: Playbook) -> pd.DataFrame:
-    """One row per playbook group: at-risk customers, revenue at risk, expected churners, the play."""
+    """One row per playbook group: at-risk customers (to contact, held out), revenue at risk, expected
+    churners, the play."""
     grouped = risk_list.loc[risk_list["risk_group"].notna()].groupby("risk_group", sort=False)
     stats = pd.DataFrame(
         {
             "customers": grouped.size(),
+            "to_contact": grouped["action"].agg(lambda a: int((a == "contact").sum())),
+            "held_out": grouped["action"].agg(lambda a: int((a == "holdout").sum())),
             "revenue_at_risk": grouped["revenue_at_risk"].sum(),
             "expected_churners": grouped["churn_probability"].sum(),
             "mean_probability": grouped["churn_probability"].mean(),
@@ -307,6 +311,8 @@ def group_summary(risk_list: pd.DataFrame, playbook: Playbook) -> pd.DataFrame:
                 "risk_group": name,
                 "label": group.label,
                 "customers": int(found["customers"]) if found is not None else 0,
+                "to_contact": int(found["to_contact"]) if found is not None else 0,
+                "held_out": int(found["held_out"]) if found is not None else 0,
                 "revenue_at_risk": float(found["revenue_at_risk"]) if found is not None else 0.0,
                 "expected_churners": float(found["expected_churners"]) if found is not None else 0.0,
                 "mean_probability": float(found["mean_probability"]) if found is not None else np.nan,
@@ -364,6 +370,7 @@ def list_columns(top_k: int) -> list[str]:
         *(f"driver_{k + 1}" for k in range(top_k)),
         "play",
         "play_owner",
+        "action",
         "previous_probability",
         "probability_change",
         "newly_at_risk",
@@ -376,16 +383,21 @@ def publish(
     scored: pd.DataFrame,
     previous: pd.DataFrame | None,
     playbook: Playbook,
-    top_k: int,
+    config: Config,
     as_of: pd.Timestamp,
     version: str | None,
 ) -> pd.DataFrame:
-    """The list as published: plays, trend against ``previous``, as-of date, model version, column order."""
+    """The list as published: plays, actions (contact or a randomised holdout), trend against
+    ``previous``, as-of date, model version, column order."""
     listed = with_plays(scored, playbook)
+    risk = config.risk
+    listed["action"] = assign_actions(
+        listed, previous, risk.holdout_fraction, as_of, config.seed, risk.holdout_repeat
+    )
     listed = add_trend(listed, previous)
     listed["as_of"] = as_of
     listed["model_version"] = version
-    return listed[list_columns(top_k)]
+    return listed[list_columns(risk.top_k)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -405,6 +417,8 @@ def headline(risk_list: pd.DataFrame) -> dict[str, float]:
         "expected_churners": float(risk_list["churn_probability"].sum()),
         "expected_churn_rate": float(risk_list["churn_probability"].mean()) if len(risk_list) else 0.0,
         "newly_at_risk": float(risk_list["newly_at_risk"].sum()),
+        "customers_to_contact": float((risk_list["action"] == "contact").sum()),
+        "customers_held_out": float((risk_list["action"] == "holdout").sum()),
         "mean_probability_change": float(change.mean()) if change.notna().any() else float("nan"),
     }
 
