@@ -65,3 +65,16 @@ def test_nobody_is_held_out_twice_in_a_row_unless_configured() -> None:
     pd.testing.assert_series_equal(
         assign_actions(frame, frame, 0.3, later, seed=42), assign_actions(frame, None, 0.3, later, seed=42)
     )
+
+
+def test_shares_are_rounded_half_up_exactly() -> None:
+    """0.29 x 50 is 14.5 (in floating point 14.4999...): 15 held out, as documented."""
+    frame = pd.DataFrame({"customer_id": [f"C{k}" for k in range(50)], "at_risk": True, "risk_group": "g"})
+    assert (assign_actions(frame, None, 0.29, AS_OF, seed=1) == "holdout").sum() == 15
+    assert (assign_actions(frame.head(5), None, 0.1, AS_OF, seed=1) == "holdout").sum() == 1  # 0.5 -> 1
+
+
+def test_previous_holdouts_match_ids_in_the_contracts_form() -> None:
+    frame = pd.DataFrame({"customer_id": ["017", "18", "19"], "at_risk": True, "risk_group": "g"})
+    previous = pd.DataFrame({"customer_id": ["017", "18.0", "19"], "action": ["holdout"] * 3})
+    assert (assign_actions(frame, previous, 0.9, AS_OF, seed=1) == "contact").all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -235,6 +236,25 @@ def test_lists_hold_out_a_share_and_are_archived_by_as_of(
         )
         assert kept["customer_id"].tolist() == result.risk_list["customer_id"].tolist()
         assert kept["action"].tolist() == result.risk_list["action"].tolist()
+
+
+def test_scoring_a_date_again_or_an_earlier_date_later_gives_the_same_list(
+    trained: tuple[Config, TrainResult],
+    sim: Simulation,
+    first: score.ScoreResult,
+    second: score.ScoreResult,
+    tmp_path: Path,
+) -> None:
+    """Holdouts and trend compare with the run before the as-of date (from the archive), not with the
+    last list written: a rerun or a backfill reproduces the list that was sent out."""
+    config, _ = trained
+    out = tmp_path / "score"
+    shutil.copytree(second.out_dir, out)
+    copy = config.model_copy(update={"scoring": config.scoring.model_copy(update={"out_dir": str(out)})})
+    columns = ["customer_id", "action", "previous_probability", "newly_at_risk"]
+    for earlier in (second, first, second):  # the last date again, then a backfill, then the last again
+        again = score.run(copy, as_of=pd.Timestamp(earlier.summary["as_of"]), dataset=sim.to_dataset())
+        pd.testing.assert_frame_equal(again.risk_list[columns], earlier.risk_list[columns])
 
 
 def test_as_of_after_the_data_is_a_clear_error(trained: tuple[Config, TrainResult], sim: Simulation) -> None:

@@ -108,7 +108,7 @@ def run(
         timings["score_s"] = _lap(clock, timings)
         scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config)
         timings["explain_s"] = _lap(clock, timings)
-        previous = read_previous(out_dir)
+        previous = read_previous(out_dir, as_of)
         risk_list = publish(scored, previous, playbook, config, as_of, version)
         groups = group_summary(risk_list, playbook)
         provenance = {
@@ -168,16 +168,39 @@ def load(uri: str, config: Config) -> tuple[ChurnModel, str | None]:
     return model, ref.version
 
 
-def read_previous(out_dir: Path) -> pd.DataFrame | None:
-    """The previous run's risk list in the output directory (for the trend), if there is one."""
-    path = out_dir / f"{RISK_LIST}.parquet"
-    if not path.exists():
+def read_previous(out_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """The list of the latest run before ``as_of`` in this output directory (for the trend and the
+    holdouts), if there is one: from the archive, so that scoring a date again, or an earlier date
+    later, compares with the run before it and not with the last one written."""
+    archived = [
+        (stamp, folder / f"{RISK_LIST}.parquet")
+        for folder in sorted((out_dir / ARCHIVE_DIR).glob("*"))
+        if (stamp := _archived_as_of(folder)) is not None and stamp < as_of
+    ]
+    latest = out_dir / f"{RISK_LIST}.parquet"
+    candidates = sorted(archived) or ([(pd.Timestamp.min, latest)] if latest.exists() else [])
+    for _, path in reversed(candidates):
+        previous = _read_list(path)
+        if previous is not None and (
+            previous.attrs["as_of"] is None or pd.Timestamp(previous.attrs["as_of"]) < as_of
+        ):
+            return previous
+    return None
+
+
+def _archived_as_of(folder: Path) -> pd.Timestamp | None:
+    try:
+        return pd.Timestamp(json.loads((folder / SUMMARY_FILE).read_text())["as_of"])
+    except Exception:  # not an archive folder of ours, or damaged: skipped
         return None
+
+
+def _read_list(path: Path) -> pd.DataFrame | None:
     try:
         wanted = ["customer_id", "churn_probability", "at_risk", "action", "as_of"]
         previous = pd.read_parquet(path, columns=[c for c in wanted if c in _parquet_columns(path)])
     except Exception as exc:  # an unreadable old file must not stop today's list
-        log.warning("previous risk list %s unreadable (%s): no trend this run", path, exc)
+        log.warning("previous risk list %s unreadable (%s): skipped", path, exc)
         return None
     previous.attrs["as_of"] = str(previous["as_of"].iloc[0]) if len(previous) else None
     return previous

@@ -14,9 +14,13 @@ in a row.
 from __future__ import annotations
 
 import hashlib
+import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
+
+from churnml.data.load import canonical_id
 
 ACTIONS = ("contact", "holdout")
 
@@ -53,13 +57,16 @@ def assign_actions(
         return action
     held_before: set[str] = set()
     if not repeat and previous is not None and "action" in previous.columns:
-        held_before = set(previous.loc[previous["action"] == "holdout", "customer_id"].astype(str))
+        held = previous.loc[previous["action"] == "holdout", "customer_id"]
+        held_before = {canonical_id(str(customer)) for customer in held}
     candidates = listed.loc[at_risk, ["customer_id", "risk_group"]].copy()
     candidates["draw"] = draw(candidates["customer_id"], as_of, seed)
-    candidates["eligible"] = ~candidates["customer_id"].astype(str).isin(held_before)
+    candidates["eligible"] = [canonical_id(str(c)) not in held_before for c in candidates["customer_id"]]
     groups = candidates["risk_group"].astype("object").where(candidates["risk_group"].notna(), "\0none")
     for _, members in candidates.groupby(groups, sort=False):
-        count = int(np.floor(fraction * len(members) + 0.5))
+        count = math.floor(
+            Fraction(str(fraction)) * len(members) + Fraction(1, 2)
+        )  # exact: 0.29 x 50 is 14.5
         chosen = members.loc[members["eligible"]].sort_values(["draw", "customer_id"]).head(count)
         action[chosen.index] = "holdout"
     return action
