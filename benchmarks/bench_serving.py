@@ -424,28 +424,18 @@ def main() -> None:
     print("\nin-process floor (validation + Scorer, one thread)  p50 ms   p99 ms")
     for name, (p50, p99) in floors.items():
         print(f"  {name:44} {p50:8.2f} {p99:8.2f}")
-    targets = []
-    if "predict" in results:
-        single = results["predict"]
-        met = single["p99_ms"] <= 50 and not single["errors"]
-        targets.append(
-            f"single /predict p99 {single['p99_ms']:.1f} ms <= 50 with {single['errors']} errors: "
-            + ("met" if met else "NOT met")
-        )
-    if "batch" in results:
-        batched = results["batch"]
-        met = batched["p99_ms"] <= 200 and not batched["errors"]
-        targets.append(
-            f"1000-record batch p50 {batched['p50_ms']:.1f} ms / p99 {batched['p99_ms']:.1f} ms <= 200: "
-            + ("met" if met else "NOT met")
-        )
-    if "history" in results:
-        history = results["history"]
-        met = history["p99_ms"] <= 50 and not history["errors"]
-        targets.append(
-            f"one-customer /score_history p99 {history['p99_ms']:.1f} ms <= 50 with {history['errors']} "
-            "errors: " + ("met" if met else "NOT met")
-        )
+    # scenario -> (what the target is, the p99 limit in ms)
+    limits = {
+        "predict": ("single /predict p99 {p99_ms:.1f} ms <= 50", 50),
+        "batch": ("1000-record batch p50 {p50_ms:.1f} ms / p99 {p99_ms:.1f} ms <= 200", 200),
+        "history": ("one-customer /score_history p99 {p99_ms:.1f} ms <= 50", 50),
+    }
+    targets = [
+        f"{text.format(**results[name])} with {results[name]['errors']} errors: "
+        + ("met" if results[name]["p99_ms"] <= limit and not results[name]["errors"] else "NOT met")
+        for name, (text, limit) in limits.items()
+        if name in results
+    ]
     print("\ntargets: " + "; ".join(targets))
     if args.json:
         args.json.write_text(json.dumps({"results": results, "floors": floors}, indent=2))

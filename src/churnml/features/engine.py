@@ -58,13 +58,9 @@ _NS = np.dtype("datetime64[ns]")
 
 
 def _text(column: pd.Series) -> pa.ChunkedArray | pa.Array:
-    """A text column as Arrow strings without copying when it already is (pandas ``str`` dtype)."""
-    array = pa.array(column) if column.dtype != object else pa.array(column, from_pandas=True)
-    if pa.types.is_dictionary(array.type):
-        array = array.cast(array.type.value_type)
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        array = pa.array(column.astype(str), from_pandas=True)
-    return array
+    """A column's values as Arrow text, written as pandas' ``str`` dtype writes them (missing stays
+    null); no copy when the column already has that dtype (the data contract's text columns)."""
+    return pa.array(column if column.dtype == "str" else column.astype("str"))
 
 
 def _lookup(values: pd.Series, keys: pa.Array, missing: int) -> np.ndarray:
@@ -293,20 +289,15 @@ def _value_set(values: tuple[str, ...]) -> pa.Array:
     return pa.array(values, pa.string())
 
 
-def _as_text(column: pd.Series) -> pa.ChunkedArray | pa.Array:
-    """A column's values as Arrow text, written as pandas' ``str`` dtype writes them (missing stays null)."""
-    return _text(column if column.dtype == "str" else column.astype("str"))
-
-
 def _category_codes(column: pd.Series, categories: Sequence[str]) -> np.ndarray:
     """Codes of a text column's values among ``categories`` (-1 missing or unseen): one Arrow hash lookup."""
-    codes = pc.index_in(_as_text(column), value_set=_value_set(tuple(categories)))
+    codes = pc.index_in(_text(column), value_set=_value_set(tuple(categories)))
     return np.asarray(codes.fill_null(-1), dtype=np.int64)
 
 
 def _lower_in(column: pd.Series, values: frozenset[str]) -> np.ndarray:
     """Whether each value, lower-cased, is one of ``values`` (missing: no)."""
-    found = pc.is_in(pc.utf8_lower(_as_text(column)), value_set=_value_set(tuple(sorted(values))))
+    found = pc.is_in(pc.utf8_lower(_text(column)), value_set=_value_set(tuple(sorted(values))))
     return np.asarray(found.fill_null(False), dtype=bool)
 
 
@@ -610,7 +601,7 @@ def _static(ctx: _Context, spec: FeatureSpec) -> np.ndarray:
         return ctx.customer_codes(_column_of(spec), _categories_of(spec))
     column = ctx.frame("customers")[spec.column]
     if spec.row_filter is not None:  # a flag: the attribute equals this value
-        flag = np.asarray(pc.equal(_as_text(column), spec.row_filter).fill_null(False), dtype=np.float64)
+        flag = np.asarray(pc.equal(_text(column), spec.row_filter).fill_null(False), dtype=np.float64)
         values = np.where(column.notna().to_numpy(bool), flag, np.nan)
     else:
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -23,6 +23,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from churnml import io, ownership
 from churnml.config import Config
@@ -130,7 +131,7 @@ def run(
             timings["report_s"] = time.perf_counter() - started
             summary["timings"] = {**timings, "total_s": time.perf_counter() - clock}
             io.write_json(tmp / SUMMARY_FILE, summary)
-            archive(tmp, out_dir, risk_list, summary, as_of)
+            archive(tmp, out_dir, as_of)
             if config.scoring.log_to_mlflow:
                 run_id = log_run(tmp, summary, config)
     return ScoreResult(risk_list, groups, summary, out_dir, uri, run_id, explained)
@@ -207,8 +208,6 @@ def _read_list(path: Path) -> pd.DataFrame | None:
 
 
 def _parquet_columns(path: Path) -> set[str]:
-    import pyarrow.parquet as pq
-
     return set(pq.read_schema(path).names)
 
 
@@ -238,11 +237,10 @@ def archive_key(as_of: pd.Timestamp) -> str:
     return stamp.strftime("%Y-%m-%d" if stamp == stamp.normalize() else "%Y-%m-%dT%H%M%S")
 
 
-def archive(
-    tmp: Path, out_dir: Path, risk_list: pd.DataFrame, summary: dict[str, Any], as_of: pd.Timestamp
-) -> None:
-    """Keep this run's list and summary under ``history/<as_of>/`` beside the earlier runs' (carried
-    over by hard links: the output directory is swapped as a whole). Scoring a date again replaces it."""
+def archive(tmp: Path, out_dir: Path, as_of: pd.Timestamp) -> None:
+    """Keep this run's list and summary (those just written to ``tmp``) under ``history/<as_of>/``
+    beside the earlier runs' (carried over by hard links: the output directory is swapped as a whole).
+    Scoring a date again replaces it."""
     old = out_dir / ARCHIVE_DIR
     if old.is_dir():
         shutil.copytree(old, tmp / ARCHIVE_DIR, copy_function=_link_or_copy)
@@ -250,8 +248,8 @@ def archive(
     if day.exists():
         shutil.rmtree(day)
     day.mkdir(parents=True)
-    io.write_parquet(day / f"{RISK_LIST}.parquet", risk_list, metadata={"summary": summary})
-    io.write_json(day / SUMMARY_FILE, summary)
+    for name in (f"{RISK_LIST}.parquet", SUMMARY_FILE):
+        _link_or_copy(str(tmp / name), str(day / name))
 
 
 def _link_or_copy(source: str, target: str) -> None:

@@ -14,7 +14,6 @@ A lone client never waits (one request outstanding), and a client that leaves co
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -43,7 +42,6 @@ class Batcher(Generic[Item, Answer]):
     ) -> None:
         self.work, self.max_size, self.size, self.max_wait_s = work, max_size, size, max_wait_s
         self.on_batch = on_batch  # told each batch's number of requests (the service's metric)
-        self.sizes: Counter[int] = Counter()  # batches so far by how many requests they held
         self._waiting: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._arrived: asyncio.Event | None = None  # made in the loop that waits on it
         self._running = 0  # requests in the batch now running
@@ -98,7 +96,6 @@ class Batcher(Generic[Item, Answer]):
                 batch = self._next_batch()
                 if not batch:
                     continue
-                self.sizes[len(batch)] += 1
                 if self.on_batch is not None:
                     self.on_batch(len(batch))
                 self._running = len(batch)
