@@ -103,6 +103,13 @@ def simulate(
         float,
         typer.Option(help="Churn signal strength: scales the risk factors' log-odds (1 = default).", min=0),
     ] = 1.0,
+    programme: Annotated[
+        bool,
+        typer.Option(
+            "--programme/--no-programme",
+            help="Run the monthly retention programme: a contacts table with random holdouts, truth_contacts.",
+        ),
+    ] = False,
 ) -> None:
     """Generate a realistic subscription business in the data contract's shape, with ground truth."""
     from churnml.data.simulate import simulate as run_simulation
@@ -112,12 +119,14 @@ def simulate(
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
     kind: Literal["parquet", "csv"] = "csv" if fmt == "csv" else "parquet"
     started = time.perf_counter()
-    sim = run_simulation(customers, months, seed, signal=signal)
+    sim = run_simulation(customers, months, seed, signal=signal, programme=programme)
     path = write_simulation(sim, out, fmt=kind)
     table = Table("table", "rows", title=f"simulated business → {path}")
     for name, frame in sim.tables.items():
         table.add_row(name, f"{len(frame):,}")
     table.add_row("truth_renewals", f"{len(sim.truth):,}")
+    if sim.contact_truth is not None:
+        table.add_row("truth_contacts", f"{len(sim.contact_truth):,}")
     console.print(table)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
@@ -344,6 +353,12 @@ def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -
             else ""
         )
     )
+    console.print(
+        f"contacting the {int(s['customers_to_contact']):,} customers to contact is expected to keep "
+        f"{s['expected_saves']:,.1f} of them (success rate {s['success_rate']:.0%}, {s['success_rate_source']}); "
+        f"{int(s['customers_held_out']):,} held out to measure it (`churnml review`)",
+        highlight=False,
+    )
     groups = Table("risk group", "customers", "revenue at risk", "play", "owner", title="risk groups")
     for row in result.groups.itertuples(index=False):
         if row.customers:
@@ -406,6 +421,78 @@ def score(
     print_score_summary(result, cfg, time.perf_counter() - started, top)
 
 
+def _pct(value: float) -> str:
+    return "–" if value != value else f"{value:.1%}"
+
+
+def print_review_summary(result, config: Config) -> None:
+    """Per reviewed list: the model's hold-up, each play's effect, saves and ROI; lists still waiting."""
+    from churnml.risk.review import public_plays
+
+    for review in result.reviews:
+        m = review.model
+        console.print(
+            f"[bold]list of {review.as_of.date()}[/] ({m['labeled']:,} customers with an outcome): realised churn "
+            f"{m['churn_rate']:.1%} (predicted {m['predicted_churn_rate']:.1%}), ROC-AUC {m['roc_auc']:.3f} "
+            f"({m['roc_auc_not_contacted']:.3f} not contacted), lift at the contacted depth "
+            f"{m['lift_at_depth']:.2f}, ECE {m['ece_not_contacted']:.4f}",
+            highlight=False,
+        )
+        table = Table(
+            "play",
+            "contacted / held out",
+            "churn held out → contacted",
+            "effect, pp (95% CI)",
+            "saved",
+            "ROI",
+            title=f"did it work? (arms from the {review.source})",
+        )
+        for row in public_plays(review.plays).to_dict(orient="records"):
+            table.add_row(
+                str(row["play"]),
+                f"{row['contacted']:,} / {row['held_out']:,}",
+                f"{_pct(row['churn_held_out'])} → {_pct(row['churn_contacted'])}",
+                f"{row['effect'] * 100:+.1f} ({row['effect_low'] * 100:+.1f}, {row['effect_high'] * 100:+.1f})",
+                f"{row['saved']:,.1f}",
+                "–" if row["roi"] != row["roi"] else f"{row['roi']:.2f}",
+            )
+        console.print(table)
+        for note in review.notes:
+            console.print(f"  note: {note}", style="dim", highlight=False)
+    for stamp, ready in result.waiting:
+        console.print(f"list of {stamp.date()}: outcomes observed from {ready.date()}, not reviewed yet")
+    if result.measured is not None:
+        m = result.measured
+        console.print(
+            f"measured success rate over {len(m['lists'])} list(s): [bold]{m['success_rate']:.0%}[/] "
+            f"(95% CI {m['success_rate_low']:.0%} to {m['success_rate_high']:.0%}); campaign.success_rate assumes "
+            f"{config.campaign.success_rate:.0%}. Use it: campaign.effect=measured",
+            highlight=False,
+        )
+    for page in result.pages:
+        console.print(f"review: [bold]{page}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_user_errors
+def review(
+    config: ConfigOption = None,
+    overrides: OverridesArg = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="Review only the archived list of this date (default: every observed one)."
+        ),
+    ] = None,
+) -> None:
+    """What happened to past risk lists: realised churn, the model's hold-up, each play's measured effect."""
+    from churnml.pipelines import review as pipeline
+
+    cfg = load_config(config, overrides or [])
+    result = pipeline.run(cfg, as_of=as_of)
+    print_review_summary(result, cfg)
+
+
 @app.command()
 @_user_errors
 def serve(
@@ -448,26 +535,49 @@ def bento(
 @app.command()
 @_user_errors
 def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
-    """Run the whole job end to end on embedded defaults (the bundled simulator's business)."""
+    """Run the whole job end to end on embedded defaults (the bundled simulator's business, with its
+    retention programme): train and score as of an earlier month, score again at the end of the data,
+    then review the earlier list now that its outcomes are known."""
+    from churnml.errors import ChurnmlError
     from churnml.pipelines import features as pipeline
+    from churnml.pipelines import review as review_pipeline
+    from churnml.pipelines import score as score_pipeline
     from churnml.pipelines import train as train_pipeline
+    from churnml.risk.review import last_reviewable
 
     # A small trial budget keeps the demo to a few minutes; `churnml train` uses the configured one.
-    cfg: Config = load_config(config, ["tune.n_trials=10", *(overrides or [])])
-    console.rule("[bold]churnml demo: features")
+    cfg: Config = load_config(config, ["tune.n_trials=10", "simulate.programme=true", *(overrides or [])])
+    full = pipeline.load_data(cfg)
+    earlier = last_reviewable(full, cfg)
+    if earlier is None:
+        raise ChurnmlError("the data is too short for a list whose outcomes are known: simulate more months")
+    then = load_config(
+        config,
+        [
+            "tune.n_trials=10",
+            "simulate.programme=true",
+            *(overrides or []),
+            f"data.end={earlier.isoformat()}",
+        ],
+    )
+    console.rule(f"[bold]churnml demo: features (the data as of {earlier.date()})")
     started = time.perf_counter()
-    result = pipeline.run(cfg)
+    result = pipeline.run(then)
     print_training_summary(result, time.perf_counter() - started)
     console.rule("[bold]churnml demo: train")
     started = time.perf_counter()
-    trained = train_pipeline.run(cfg, training_set=result.training_set)
-    print_train_summary(trained, cfg, time.perf_counter() - started)
-    console.rule("[bold]churnml demo: score")
-    from churnml.pipelines import score as score_pipeline
-
-    started = time.perf_counter()
-    scored = score_pipeline.run(cfg, dataset=result.dataset)
-    print_score_summary(scored, cfg, time.perf_counter() - started)
+    trained = train_pipeline.run(then, training_set=result.training_set)
+    print_train_summary(trained, then, time.perf_counter() - started)
+    for stage, data in (
+        (f"score as of {earlier.date()}", result.dataset),
+        ("score at the end of the data", full),
+    ):
+        console.rule(f"[bold]churnml demo: {stage}")
+        started = time.perf_counter()
+        scored = score_pipeline.run(cfg, dataset=data)
+        print_score_summary(scored, cfg, time.perf_counter() - started)
+    console.rule(f"[bold]churnml demo: review the list of {earlier.date()}")
+    print_review_summary(review_pipeline.run(cfg, dataset=full), cfg)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,11 @@ class SimulateConfig(_Model):
         description="Strength of the churn signal: scales every risk factor's log-odds contribution "
         "(1 = as documented, 0 = churn at random); the intercept is re-centred to keep the churn rate.",
     )
+    programme: bool = Field(
+        False,
+        description="Run the simulated retention programme: monthly contacts with randomised holdouts "
+        "(a contacts table) whose true, heterogeneous effects are in truth_contacts (docs/simulator.md).",
+    )
 
 
 class CutoffSchedule(_Model):
@@ -196,7 +201,7 @@ class FeatureConfig(_Model):
     )
     include_families: list[str] | None = Field(
         None,
-        description="Only these feature families (recency, frequency, monetary, engagement, support, billing, tenure); None = all.",
+        description="Only these feature families (recency, frequency, monetary, engagement, support, billing, tenure, profile, contacts); None = all.",
     )
     exclude: list[str] = Field(default_factory=list, description="Feature names to leave out.")
     partitions: int = Field(
@@ -368,6 +373,11 @@ class CampaignConfig(_Model):
     success_rate: float = Field(
         0.25, gt=0, le=1, description="Share of contacted would-be churners the campaign retains."
     )
+    effect: Literal["assumed", "measured"] = Field(
+        "assumed",
+        description="assumed = success_rate; measured = the success rate `churnml review` measured on past "
+        "lists with holdouts (<output.dir>/<name>/review/measured_effect.json), success_rate until one exists.",
+    )
 
 
 class CustomerValueConfig(_Model):
@@ -446,7 +456,10 @@ class ScoringConfig(_Model):
         ge=0,
         description="Customers sampled from everyone scored (not only the at-risk) for the global drivers plot.",
     )
-    log_to_mlflow: bool = Field(True, description="Log the risk list and report to an MLflow scoring run.")
+    log_to_mlflow: bool = Field(
+        True,
+        description="Log the risk list and report to an MLflow scoring run (and each review to a review run).",
+    )
 
 
 class SegmentConfig(_Model):

@@ -81,10 +81,36 @@ MESSAGES = TableSpec(
     time_column="sent_at",
 )
 
+CONTACTS = TableSpec(
+    name="contacts",
+    required=("customer_id", "contacted_at", "play", "arm"),
+    optional=("channel", "cost"),
+    timestamps=("contacted_at",),
+    numeric=("cost",),
+    time_column="contacted_at",
+)
+
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (CUSTOMERS, EVENTS, SUBSCRIPTIONS, TRANSACTIONS, TICKETS, MESSAGES)
+    spec.name: spec for spec in (CUSTOMERS, EVENTS, SUBSCRIPTIONS, TRANSACTIONS, TICKETS, MESSAGES, CONTACTS)
 }
+# What customers do (the data needs one of these; inactivity labels and the data's start read them).
 ACTIVITY_TABLES: tuple[str, ...] = ("events", "subscriptions", "transactions", "tickets", "messages")
+# Every table of facts per customer over time: the activity plus what the business did to customers.
+HISTORY_TABLES: tuple[str, ...] = (*ACTIVITY_TABLES, "contacts")
+
+# ``contacts.arm``: contacted (treatment) or kept out of the contact at random (holdout). Other spellings
+# a retention team uses are read as these two.
+ARMS: tuple[str, str] = ("treatment", "holdout")
+ARM_SYNONYMS: dict[str, str] = {
+    "treatment": "treatment",
+    "treated": "treatment",
+    "contact": "treatment",
+    "contacted": "treatment",
+    "holdout": "holdout",
+    "hold-out": "holdout",
+    "hold_out": "holdout",
+    "control": "holdout",
+}
 
 # Values of ``transactions.status`` that mean a payment did not go through.
 FAILED_PAYMENT_STATUSES: frozenset[str] = frozenset({"failed", "declined", "error", "chargeback"})

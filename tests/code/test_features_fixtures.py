@@ -105,6 +105,17 @@ def make_dataset(**drop_columns: list[str]) -> Dataset:
                 "campaign": ["newsletter", "newsletter", "winback"],
             }
         ),
+        "contacts": _table(
+            {
+                "customer_id": ["A", "A", "A", "B"],
+                "contacted_at": _ts(
+                    "2025-02-10 09:00", "2025-03-20 09:00", "2025-03-30 15:00", "2025-03-31 09:00"
+                ),
+                "play": ["offer", "billing_outreach", "success_call", "re_engagement"],
+                "arm": ["treatment", "treatment", "holdout", "treatment"],  # a holdout is not a contact
+                "cost": [30.0, 5.0, 0.0, 2.0],
+            }
+        ),
     }
     for table, columns in drop_columns.items():
         tables[table] = tables[table].drop(columns=columns)
@@ -203,6 +214,11 @@ EXPECTED_A = {
     "country": "US",
     "company_size": "1-10",
     "customer_seats": 3.0,
+    # contacts: treatment on 02-10 and 03-20 09:00; the 03-30 holdout was not contacted
+    "days_since_last_contact": 11 + 15 / 24,
+    "contacts_count_30d": 1,
+    "contacts_count_90d": 2,
+    "contacts_count_total": 2,
 }
 
 EXPECTED_B = {
@@ -242,6 +258,8 @@ EXPECTED_B = {
     "lifecycle_stage": "mature",
     "promotion": 0.0,
     "country": "DE",
+    "days_since_last_contact": 15 / 24,  # 03-31 09:00
+    "contacts_count_30d": 1,
 }
 
 EXPECTED_C = {  # signs up after the cutoff: no static facts yet, no activity
@@ -255,6 +273,8 @@ EXPECTED_C = {  # signs up after the cutoff: no static facts yet, no activity
     "has_active_subscription": 0.0,
     "events_count_total": 0,
     "tickets_open": 0,
+    "days_since_last_contact": NAN,
+    "contacts_count_total": 0,
 }
 
 # The same customer A two and a half days later: facts from 04-01..04-03 have become known.
@@ -275,6 +295,7 @@ EXPECTED_A_LATER = {
     "repeat_purchase_days_total": 1,
     "purchase_overdue_ratio": (6 + 2 / 24) / 27,
     "days_since_first_purchase": 33.5,
+    "days_since_last_contact": 14 + 3 / 24,
 }
 
 

@@ -164,6 +164,20 @@ def histories(draw) -> Dataset:
         message["opened_at"] = None if open_h is None else message["sent_at"] + pd.Timedelta(hours=open_h)
         message["clicked_at"] = None if click_h is None else message["sent_at"] + pd.Timedelta(hours=click_h)
         messages.append(message)
+    contacts = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "customer_id": who,
+                    "contacted_at": moments(),
+                    "play": st.sampled_from(["billing_outreach", "offer"]),
+                    "arm": st.sampled_from(["treatment", "holdout"]),
+                    "cost": maybe(st.sampled_from([2.0, 40.0])),
+                }
+            ),
+            max_size=6,
+        )
+    )
     tables = {
         "customers": _frame(customers, "customers", tuple(customers[0])),
         "events": _frame(events, "events", ("customer_id", "timestamp", "event_type", "value")),
@@ -177,6 +191,7 @@ def histories(draw) -> Dataset:
             tickets, "tickets", ("customer_id", "opened_at", "closed_at", "priority", "satisfaction")
         ),
         "messages": _frame(messages, "messages", ("customer_id", "sent_at", "opened_at", "clicked_at")),
+        "contacts": _frame(contacts, "contacts", ("customer_id", "contacted_at", "play", "arm", "cost")),
     }
     tables["customers"]["seats"] = tables["customers"]["seats"].astype("int64")
     return Dataset(tables=tables, end=ORIGIN + pd.Timedelta(hours=HORIZON_H + 24 * 40))
@@ -252,6 +267,10 @@ def rewrite_future(draw, dataset: Dataset, t: pd.Timestamp) -> Dataset:
                 frame.loc[i, "satisfaction"] = draw(st.sampled_from([np.nan, 2.0, 4.0]))
             for i in np.flatnonzero(future):
                 frame.loc[i, "priority"] = draw(st.sampled_from(["low", "urgent"]))
+        if name == "contacts":
+            for i in np.flatnonzero(future):
+                frame.loc[i, "arm"] = draw(st.sampled_from(["treatment", "holdout"]))
+                frame.loc[i, "play"] = "success_call"
         if name == "messages":
             for column in ("opened_at", "clicked_at"):
                 for i in np.flatnonzero(frame[column].isna() | (frame[column] >= t)):
@@ -347,6 +366,8 @@ def _filter_rows(dataset: Dataset, spec: FeatureSpec, cid: str) -> pd.DataFrame:
     elif spec.row_filter in ("paid", "failed"):
         failed = rows["status"].str.lower().isin(FAILED_PAYMENT_STATUSES)
         rows = rows.loc[failed if spec.row_filter == "failed" else ~failed]
+    elif spec.row_filter == "treated":
+        rows = rows.loc[rows["arm"] == "treatment"]
     elif spec.row_filter == "high_priority":
         rows = rows.loc[rows["priority"].str.lower().isin(HIGH_PRIORITIES)]
     if spec.event_type is not None:
@@ -545,7 +566,9 @@ def test_partitions_give_identical_results_in_input_order(data, partitions: int)
         assert_same_features(single.iloc[[i]].reset_index(drop=True), alone, specs)
 
 
-@pytest.mark.parametrize("absent", ["events", "subscriptions", "transactions", "tickets", "messages"])
+@pytest.mark.parametrize(
+    "absent", ["events", "subscriptions", "transactions", "tickets", "messages", "contacts"]
+)
 @settings(max_examples=5, deadline=None)
 @given(dataset=histories())
 def test_absent_tables_contribute_no_features(absent: str, dataset: Dataset) -> None:

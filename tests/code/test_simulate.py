@@ -14,7 +14,19 @@ from sklearn.metrics import roc_auc_score
 
 from churnml.contract import ACTIVITY_TABLES, TABLES
 from churnml.data.dataset import Dataset
-from churnml.data.simulate import COEF, FACTORS, Simulation, centred_base, simulate, write_simulation
+from churnml.data.simulate import (
+    COEF,
+    FACTORS,
+    HOLDOUT_SHARE,
+    PLAYS,
+    PROMOTION,
+    SLEEPING_DOG_EFFECT,
+    Simulation,
+    centred_base,
+    contact_effect,
+    simulate,
+    write_simulation,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +57,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path, fmt: str) -> None:
     first = write_simulation(simulate(200, 3, seed=3), tmp_path / "a", fmt=fmt)
     second = write_simulation(simulate(200, 3, seed=3), tmp_path / "b", fmt=fmt)
     assert _digests(first) == _digests(second)
-    assert len(_digests(first)) == len(TABLES) + 2  # tables, truth, simulation.json
+    assert len(_digests(first)) == len(TABLES) - 1 + 2  # tables but contacts, truth, simulation.json
 
 
 def test_other_seed_gives_other_data(tmp_path: Path) -> None:
@@ -74,10 +86,12 @@ def test_rejects_empty_simulation() -> None:
 # --- contract --------------------------------------------------------------------------------------
 
 
-def test_tables_follow_the_contract(small: Simulation) -> None:
-    assert set(small.tables) == set(TABLES)
-    for name, spec in TABLES.items():
-        frame = small.tables[name]
+@pytest.mark.parametrize("programme", [False, True])
+def test_tables_follow_the_contract(programme: bool) -> None:
+    small = simulate(n_customers=300, months=3, seed=5, programme=programme)
+    assert set(small.tables) == set(TABLES) - ({"contacts"} if not programme else set())
+    for name, frame in small.tables.items():
+        spec = TABLES[name]
         assert set(spec.columns) <= set(frame.columns), name
         if not spec.extra_columns_allowed:
             assert list(frame.columns) == [c for c in spec.columns if c in frame.columns], name
@@ -112,9 +126,11 @@ def test_no_row_after_end_or_before_signup(sim: Simulation) -> None:
     assert tickets["satisfaction"].dropna().isin([1.0, 2.0, 3.0, 4.0, 5.0]).all()
 
 
-def test_tables_sorted_by_customer_and_time(sim: Simulation) -> None:
-    for name, spec in TABLES.items():
-        frame = sim.tables[name]
+@pytest.mark.parametrize("fixture", ["sim", "programme"])
+def test_tables_sorted_by_customer_and_time(fixture: str, request: pytest.FixtureRequest) -> None:
+    sim = request.getfixturevalue(fixture)
+    for name, frame in sim.tables.items():
+        spec = TABLES[name]
         expected = frame.sort_values(["customer_id", spec.time_column], kind="stable")
         assert frame.index.equals(expected.index), name
 
@@ -295,3 +311,106 @@ def test_zero_signal_is_churn_at_random() -> None:
 def test_rejects_bad_signal(signal: float) -> None:
     with pytest.raises(ValueError, match="signal"):
         simulate(100, 2, seed=1, signal=signal)
+
+
+# --- the retention programme -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def programme() -> Simulation:
+    return simulate(n_customers=5000, months=12, seed=11, programme=True)
+
+
+def test_without_the_programme_nothing_changes(sim: Simulation, programme: Simulation) -> None:
+    """Same seed: the history before the programme starts is identical, and without it nothing says
+    a programme exists (earlier files stay byte-identical: test_default_signal_is_the_documented_model)."""
+    assert "contacts" not in sim.tables and sim.contact_truth is None and "contrib_contact" not in sim.truth
+    start = pd.Timestamp(date(2025, 1, 1))
+    with_programme = simulate(n_customers=4000, months=12, seed=11, programme=True)
+    for name, spec in TABLES.items():
+        if name in sim.tables:
+            frames = [
+                frame.loc[frame[spec.time_column] < start].reset_index(drop=True)
+                for frame in (sim.tables[name], with_programme.tables[name])
+            ]
+            if name == "events":  # each event's type and time of day are drawn after the run, for all
+                frames = [f.groupby(["customer_id", f["timestamp"].dt.date]).size() for f in frames]
+                pd.testing.assert_series_equal(*frames)
+            else:  # (a subscription that started before may end differently later)
+                pd.testing.assert_frame_equal(*[f.drop(columns=["end_at"], errors="ignore") for f in frames])
+    renewals = [
+        t.loc[t["renewal_at"] < start].reset_index(drop=True) for t in (sim.truth, with_programme.truth)
+    ]
+    pd.testing.assert_frame_equal(renewals[0], renewals[1].drop(columns="contrib_contact"))
+    assert with_programme.params["programme"] is True
+
+
+def test_programme_contacts_hold_out_a_random_share_with_the_playbook_plays(programme: Simulation) -> None:
+    from churnml.risk.risk_list import load_playbook
+
+    contacts = programme.tables["contacts"]
+    assert contacts["contacted_at"].dt.day.eq(1).all() and contacts["contacted_at"].min() >= pd.Timestamp(
+        "2025-01-01"
+    )
+    share = (contacts["arm"] == "holdout").mean()
+    assert abs(share - HOLDOUT_SHARE) < 3 * np.sqrt(HOLDOUT_SHARE * (1 - HOLDOUT_SHARE) / len(contacts))
+    assert (contacts.loc[contacts["arm"] == "holdout", "cost"] == 0).all()
+    assert (contacts.loc[contacts["arm"] == "treatment", "cost"] > 0).all()
+    playbook = load_playbook()
+    for factor, group in playbook.cause_groups().items():
+        assert PLAYS[FACTORS.index(factor)] == playbook.groups[group].play, factor
+    month = contacts["contacted_at"].dt.to_period("M")
+    assert not contacts.assign(month=month).duplicated(["customer_id", "month"]).any()
+
+
+def test_contact_effects_are_heterogeneous_as_documented() -> None:
+    contrib = np.zeros((8, len(FACTORS)))
+    contrib[:, FACTORS.index("billing")] = [2.5, 0.0, 0, 0, 0, 0, 0, 0]
+    contrib[:, FACTORS.index("engagement")] = [0, 0, 2.0, 2.0, 0, 0, 0, 0]
+    contrib[:, FACTORS.index("support")] = [0, 0, 0, 0, 0, 0, 1.5, 0]
+    play = np.array(
+        [
+            PLAYS.index(p)
+            for p in (
+                "Billing outreach",
+                "Billing outreach",
+                "Re-engagement campaign",
+                "Re-engagement campaign",
+                "Loyalty offer",
+                "Loyalty offer",
+                "Success-manager call",
+                "Success-manager call",
+            )
+        ]
+    )
+    disengagement = np.array([0, 0, 0.3, 0.9, 0, 0, 0, 0])
+    channel = np.array([0, 0, 0, 0, PROMOTION, 0, 0, 0])
+    dog = np.array([False] * 7 + [True])
+    effect = contact_effect(play, contrib, disengagement, channel, dog)
+    np.testing.assert_allclose(
+        effect, [-0.8 * 2.5, 0.0, -0.6 * 2.0, 0.0, -0.9, -0.15, -0.6 * 1.5, SLEEPING_DOG_EFFECT]
+    )
+
+
+def test_contact_truth_matches_what_happened(programme: Simulation) -> None:
+    """Each arm churns at the rate its recorded probability says: holdouts at the probability without
+    the contact, contacted customers at the one with it; the renewal log agrees for contacted customers."""
+    truth = programme.contact_truth.dropna(subset=["churned"])
+    assert len(truth) >= 0.99 * len(programme.contact_truth)
+    assert (truth["renewal_at"] > truth["contacted_at"]).all()
+    assert (truth["renewal_at"] - truth["contacted_at"] < pd.Timedelta(days=32)).all()
+    for arm, column in (("holdout", "churn_prob_without"), ("treatment", "churn_prob_with")):
+        rows = truth.loc[truth["arm"] == arm]
+        p = rows[column]
+        se = np.sqrt((p * (1 - p)).sum()) / len(rows)
+        assert abs(rows["churned"].mean() - p.mean()) < 4 * se, arm
+    renewals = programme.truth.set_index(["customer_id", "renewal_at"])
+    treated = truth.loc[truth["arm"] == "treatment"].set_index(["customer_id", "renewal_at"])
+    np.testing.assert_allclose(
+        renewals.loc[treated.index, "churn_prob"], treated["churn_prob_with"], rtol=1e-12
+    )
+    held = truth.loc[truth["arm"] == "holdout"].set_index(["customer_id", "renewal_at"])
+    assert (renewals.loc[held.index, "contrib_contact"] == 0).all()
+    # Contacts help on average and hurt the sleeping dogs.
+    assert truth.loc[~truth["sleeping_dog"], "effect"].mean() > 0.02
+    assert (truth.loc[truth["sleeping_dog"], "effect"] < 0).all()

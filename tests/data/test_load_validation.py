@@ -656,3 +656,58 @@ def test_canonical_id_is_the_contracts_form_of_one_id() -> None:
     assert canonical_id(" 17.00 ") == "17" and canonical_id("017") == "017" and canonical_id("-3.0") == "-3"
     assert canonical_id("１７.0") == "１７.0"  # fullwidth digits are text, as the contract reads them
     assert canonical_id("17.5") == "17.5" and canonical_id("C-17.0") == "C-17.0"
+
+
+# ------------------------------------------------------------------------------------ contacts
+
+
+def _contacts(**changes) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3"],
+            "contacted_at": ["2024-03-01 10:00:00", "2024-03-01 10:05:00", "2024-03-01 10:10:00"],
+            "play": ["Billing outreach", "Loyalty offer", "Loyalty offer"],
+            "arm": ["Treatment", "control", "holdout"],
+            "cost": [5.0, 0.0, None],
+        }
+    )
+    return frame.assign(**changes)
+
+
+def test_contacts_are_read_with_arms_in_the_contract_words(tables):
+    dataset = dataset_from_frames({**tables, "contacts": _contacts()})
+    contacts = dataset.tables["contacts"]
+    assert contacts["arm"].tolist() == ["treatment", "holdout", "holdout"]
+    assert contacts["contacted_at"].dtype == "datetime64[ns]"
+    assert contacts["cost"].isna().tolist() == [False, False, True]
+
+
+def test_an_unknown_arm_is_an_error_naming_the_row(tables):
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames({**tables, "contacts": _contacts(arm=["treatment", "maybe", "holdout"])})
+    assert_reported(info.value, "contacts", "arm", "maybe")
+    assert "treatment or holdout" in str(info.value)
+
+
+def test_an_empty_play_and_a_negative_cost_are_errors(tables):
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames({**tables, "contacts": _contacts(play=["Offer", None, "Offer"])})
+    assert_reported(info.value, "contacts", "play", "c2")
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames({**tables, "contacts": _contacts(cost=[5.0, -1.0, 0.0])})
+    assert_reported(info.value, "contacts", "cost", "-1")
+
+
+def test_contacts_are_not_customer_activity(tables):
+    """A contact is what the business did: data with only contacts has no activity to learn from."""
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames({"customers": tables["customers"], "contacts": _contacts()})
+    assert "no activity table" in str(info.value)
+
+
+def test_contacts_of_unknown_customers_are_dropped_and_rows_are_sorted(tables):
+    frame = _contacts(customer_id=["c3", "zz", "c1"])
+    dataset = dataset_from_frames({**tables, "contacts": frame})
+    contacts = dataset.tables["contacts"]
+    assert contacts["customer_id"].tolist() == ["c1", "c3"]
+    assert any(w.table == "contacts" for w in dataset.warnings)

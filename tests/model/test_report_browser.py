@@ -20,10 +20,12 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from churnml.config import load_config
+from churnml.config import Config, load_config
+from churnml.data.dataset import Dataset
+from churnml.data.load import dataset_from_frames
 from churnml.data.simulate import simulate
 from churnml.features.training_set import build_training_set
-from churnml.pipelines import score
+from churnml.pipelines import review, score
 from churnml.training.model import ChurnModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_browser")]
@@ -66,6 +68,18 @@ def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Completed
     return result
 
 
+def quick_model(dataset: Dataset, config: Config, path: Path, depth: int, rounds: int) -> Path:
+    """A model directory fitted in a second (no tuning, no calibration, no MLflow): what is tested here
+    is the page, not the model."""
+    training_set = build_training_set(dataset, config.labels, config.features)
+    labeled = training_set.labeled
+    untrained = ChurnModel.untrained(labeled, training_set.specs)
+    x, y = untrained.xy(labeled)
+    params = {"objective": "binary:logistic", "max_depth": depth, "eta": 0.1, "nthread": 2, "seed": 0}
+    booster = xgb.train(params, xgb.DMatrix(x, label=y, enable_categorical=True), num_boost_round=rounds)
+    return untrained.with_booster(booster, best_iteration=rounds - 1).save(path)
+
+
 @pytest.fixture(scope="session")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> score.ScoreResult:
     """Two scoring runs (a month apart, so there is a trend) with a quickly fitted model directory:
@@ -82,13 +96,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> score.ScoreResult:
     )
     sim = simulate(800, 8, 11)
     dataset = sim.to_dataset()
-    training_set = build_training_set(dataset, config.labels, config.features)
-    labeled = training_set.labeled
-    untrained = ChurnModel.untrained(labeled, training_set.specs)
-    x, y = untrained.xy(labeled)
-    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1, "nthread": 2, "seed": 0}
-    booster = xgb.train(params, xgb.DMatrix(x, label=y, enable_categorical=True), num_boost_round=60)
-    model_dir = untrained.with_booster(booster, best_iteration=59).save(out / "model")
+    model_dir = quick_model(dataset, config, out / "model", depth=4, rounds=60)
     score.run(config, as_of=sim.end - pd.DateOffset(months=1), model_uri=str(model_dir), dataset=dataset)
     return score.run(config, model_uri=str(model_dir), dataset=dataset)
 
@@ -181,3 +189,51 @@ def test_search_filters_the_table_in_the_browser(scored: score.ScoreResult, tmp_
     assert len(visible) == expected > 0
     assert len(rows) == len(listed)  # every at-risk row is still in the page, only hidden
     assert parse(dom).text["risk-count"].strip() == str(len(visible))
+
+
+@pytest.fixture(scope="session")
+def reviewed(tmp_path_factory: pytest.TempPathFactory) -> review.ReviewResult:
+    """A list scored on the simulator's business with its retention programme, reviewed two months on."""
+    out = tmp_path_factory.mktemp("review")
+    config = load_config(
+        None,
+        [
+            f"output.dir={out}",
+            "scoring.log_to_mlflow=false",
+            "scoring.global_sample=200",
+            "risk.report.waterfalls=1",
+        ],
+    )
+    sim = simulate(800, 8, 11, programme=True)
+    as_of = pd.Timestamp("2025-07-01")
+    then = dataset_from_frames(sim.tables, end=as_of)
+    model_dir = quick_model(then, config, out / "model", depth=3, rounds=40)
+    score.run(config, as_of=as_of, model_uri=str(model_dir), dataset=then)
+    return review.run(config, dataset=sim.to_dataset())
+
+
+def test_review_page_renders_in_a_real_browser(reviewed: review.ReviewResult, tmp_path: Path) -> None:
+    binary = chromium()
+    [page] = reviewed.pages
+    html = page.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", html)
+    dom = run_chromium(binary, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout
+    elements = parse(dom)
+    images = {img.get("id"): img.get("src", "") for img in elements.tags.get("img", [])}
+    for plot in ("plot-effects", "plot-calibration"):
+        assert images.get(plot, "").startswith("data:image/png;base64,"), plot
+    plays = reviewed.reviews[0].plays
+    body = dom.split('id="play-table"', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert len(re.findall(r"<tr[^>]*>", body)) == len(plays) > 1  # each play and "all plays"
+    total = plays.iloc[-1]
+    assert elements.text["fig-saved"].strip() == f"{total['saved']:,.1f}"
+    assert "Did it work?" in dom
+    screenshot = tmp_path / "review.png"
+    run_chromium(
+        binary, tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1400,2400", page.as_uri()
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 30_000
+    keep = os.environ.get("CHURNML_TEST_ARTIFACTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, Path(keep) / "review.png")

@@ -19,11 +19,13 @@ from churnml import cli, io
 from churnml.cli import app
 from churnml.config import Config
 from churnml.data.dataset import Dataset
+from churnml.data.load import dataset_from_frames
 from churnml.data.simulate import Simulation, simulate
 from churnml.errors import ChurnmlError
 from churnml.features.labels import make_label_times
 from churnml.features.training_set import TrainingSet
-from churnml.pipelines import score, train
+from churnml.pipelines import review, score, train
+from churnml.pipelines.archive import archive_key
 from churnml.pipelines.train import TrainResult
 from churnml.risk import report as report_module
 from churnml.risk.explain import Explainer
@@ -229,10 +231,10 @@ def test_lists_hold_out_a_share_and_are_archived_by_as_of(
     assert not before & after
     archive = second.out_dir / "history"
     folders = {p.name for p in archive.iterdir()}
-    assert folders >= {score.archive_key(pd.Timestamp(r.summary["as_of"])) for r in (first, second)}
+    assert folders >= {archive_key(pd.Timestamp(r.summary["as_of"])) for r in (first, second)}
     for result in (first, second):
         kept = pd.read_parquet(
-            archive / score.archive_key(pd.Timestamp(result.summary["as_of"])) / "risk_list.parquet"
+            archive / archive_key(pd.Timestamp(result.summary["as_of"])) / "risk_list.parquet"
         )
         assert kept["customer_id"].tolist() == result.risk_list["customer_id"].tolist()
         assert kept["action"].tolist() == result.risk_list["action"].tolist()
@@ -370,3 +372,72 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_score_advance_the_data_review_matches_a_hand_count(
+    trained: tuple[Config, TrainResult], sim: Simulation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Score a list on the data as it was, let the data run past its horizon, review: who churned comes
+    from the simulator's renewal log, who was contacted from a contacts table written here."""
+    config, _ = trained
+    out = tmp_path / "score"
+    copy = config.model_copy(update={"scoring": config.scoring.model_copy(update={"out_dir": str(out)})})
+    as_of = pd.Timestamp("2025-08-01")  # the data ends 2025-10-01: horizon and grace observed
+    listed = score.run(copy, as_of=as_of, dataset=dataset_from_frames(sim.tables, end=as_of)).risk_list
+    plan = listed.loc[listed["action"].notna()]
+    skipped = plan.loc[plan["action"] == "contact", "customer_id"].head(3)
+    done = plan.loc[~plan["customer_id"].isin(skipped)]
+    contacts = pd.DataFrame(
+        {
+            "customer_id": done["customer_id"],
+            "contacted_at": as_of + pd.Timedelta(hours=10),
+            "play": done["play"],
+            "arm": np.where(done["action"] == "contact", "treatment", "holdout"),
+            "cost": 12.5,
+        }
+    )
+    full = dataset_from_frames({**sim.tables, "contacts": contacts})
+    result = review.run(copy, dataset=full)
+    assert [r.as_of for r in result.reviews] == [as_of] and not result.waiting
+    reviewed = result.reviews[0]
+
+    truth = sim.truth
+    window = (truth["renewal_at"] >= as_of) & (truth["renewal_at"] < as_of + pd.Timedelta(days=30))
+    churners = set(truth.loc[truth["churned"] & window, "customer_id"]) & set(listed["customer_id"])
+    churned = reviewed.customers.set_index("customer_id")["churned"]
+    assert churned.notna().all() and set(churned.index[churned == 1]) == churners
+    plays = reviewed.plays.set_index("play")
+    for play, rows in done.groupby("play"):
+        treated, held = rows.loc[rows["action"] == "contact"], rows.loc[rows["action"] == "holdout"]
+        row = plays.loc[play]
+        assert (row["contacted"], row["held_out"]) == (len(treated), len(held))
+        assert row["cost"] == pytest.approx(12.5 * len(treated))
+        if len(treated) and len(held):
+            rate_t = treated["customer_id"].isin(churners).mean()
+            rate_h = held["customer_id"].isin(churners).mean()
+            assert row["effect"] == pytest.approx(rate_h - rate_t)
+            assert row["revenue_saved"] == pytest.approx((rate_h - rate_t) * treated["customer_value"].sum())
+    assert any(note.startswith("3 customers the list said to contact") for note in reviewed.notes)
+    m = reviewed.model
+    assert m["churners"] == len(churners) and 0.5 < m["roc_auc"] <= 1.0
+
+    folder = out.parent / "review" / "2025-08-01"
+    for name in ("review.html", "review_plays.csv", "review_breakdown.csv", "summary.json"):
+        assert (folder / name).stat().st_size > 0, name
+    json.loads((folder / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    measured = json.loads((out.parent / "review" / "measured_effect.json").read_text())
+    assert measured["lists"] == [as_of.isoformat()]
+    assert "Did it work?" in (folder / "review.html").read_text()
+    run = MlflowClient(config.tracking.uri).get_run(result.run_ids[0])
+    assert run.data.tags["churnml.stage"] == "review"
+    assert run.data.metrics["model_churners"] == len(churners)
+
+    # The command line: this data has no contacts table, so the arms are the list's plan.
+    monkeypatch.setattr(cli.console, "width", 80)
+    common = [*SIM, *QUICK, f"output.dir={config.output.dir}", f"tracking.uri={config.tracking.uri}"]
+    runner = CliRunner()
+    printed = runner.invoke(app, ["review", *common, f"scoring.out_dir={out}"])
+    assert printed.exit_code == 0, printed.output
+    assert "arms from the list" in printed.output and "review.html" in printed.output
+    error = runner.invoke(app, ["review", "--as-of", "2025-09-01", *common, f"scoring.out_dir={out}"])
+    assert error.exit_code == 2 and "no archived risk list as of 2025-09-01" in error.output

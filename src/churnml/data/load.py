@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from churnml.config import DataConfig, ReadOptions, TableSource
-from churnml.contract import ACTIVITY_TABLES, TABLES, TableSpec
+from churnml.contract import ACTIVITY_TABLES, ARM_SYNONYMS, ARMS, HISTORY_TABLES, TABLES, TableSpec
 from churnml.data.dataset import Dataset
 from churnml.errors import DataValidationError, DataWarning, example_rows
 
@@ -68,6 +68,7 @@ NON_NEGATIVE: dict[tuple[str, str], str] = {
     "not stored as negative amounts",
     ("customers", "mrr"): "monthly recurring revenue cannot be negative",
     ("subscriptions", "mrr"): "monthly recurring revenue cannot be negative",
+    ("contacts", "cost"): "a contact's cost cannot be negative",
 }
 
 
@@ -525,7 +526,26 @@ def _normalise_table(
             raw,
             ids.duplicated(keep=False),
         )
+    if name == "contacts":
+        table["arm"] = _arms(raw, table["arm"])
+        _fail(
+            name,
+            "play",
+            "empty plays; every contact needs the play (or campaign) it was part of",
+            raw,
+            table["play"].isna().to_numpy(),
+        )
     return table
+
+
+def _arms(raw: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """``contacts.arm`` in the contract's words (``ARMS``); other spellings are read, unknown ones refused."""
+    arms = values.str.lower().map(ARM_SYNONYMS)
+    problem = (
+        f"values that are not an arm: use {' or '.join(ARMS)} (holdout = kept out of the contact at random)"
+    )
+    _fail("contacts", "arm", problem, raw, arms.isna().to_numpy())
+    return arms.astype(STRING_DTYPE)
 
 
 # ------------------------------------------------------------------------------------ the whole dataset
@@ -744,7 +764,7 @@ def _build_dataset(
     customers = tables["customers"]
     if customers.empty:
         raise DataValidationError("customers", None, "the table has no rows")
-    activity = {name: tables[name] for name in ACTIVITY_TABLES if name in tables}
+    activity = {name: tables[name] for name in HISTORY_TABLES if name in tables}
 
     # Customers are matched by their position among the sorted ids: one hash pass per table, and the
     # same codes then sort each table by customer.

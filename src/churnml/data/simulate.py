@@ -77,6 +77,31 @@ CAMPAIGNS = ("newsletter", "product_update", "upgrade_offer", "winback")
 CAMPAIGN_HOUR = np.array([10, 15, 11, 9])
 CAMPAIGN_OPEN_OFFSET = np.array([0.0, 0.3, -0.2, -0.5])
 
+# The retention programme (``simulate(..., programme=True)``; docs/simulator.md, "Retention programme").
+# On the first day of every simulated month it ranks active customers by their current risk, takes the
+# top SELECT_SHARE, holds out HOLDOUT_SHARE of them at random and contacts the others with the play of
+# their main problem (the playbook's play for that factor). A contact moves the log-odds of the
+# customer's next renewal decision only, by an effect that depends on the customer (``contact_effect``).
+SELECT_SHARE = 0.10
+HOLDOUT_SHARE = 0.2
+SLEEPING_DOG_SHARE = 0.06  # customers whom any contact pushes out (a trait, drawn once)
+SLEEPING_DOG_EFFECT = 0.9
+LONG_GONE = 0.5  # latent disengagement above which re-engagement no longer helps
+MIN_TENURE_DAYS = 7  # too new to be judged at risk
+# Per factor of the main problem: the play (the default playbook's name for it), channel and cost.
+PLAYS = (
+    "Re-engagement campaign",  # engagement
+    "Success-manager call",  # support
+    "Billing outreach",  # billing
+    "Webinar invitation",  # onboarding
+    "Loyalty offer",  # promotion
+    "First-renewal check-in",  # tenure
+    "Plan review",  # plan
+    "Account review",  # none: no risk factor
+)
+PLAY_CHANNELS = ("email", "phone", "email", "email", "email", "phone", "phone", "phone")
+PLAY_COSTS = (2.0, 40.0, 5.0, 5.0, 25.0, 15.0, 20.0, 20.0)
+
 PENDING, ACTIVE, CHURNED = 0, 1, 2
 BASE_PFAIL, FLAKY_PFAIL, FLAKY_SHARE = 0.02, 0.35, 0.15  # first-attempt failure chance of a payment
 HAZARD_BASE = 0.0011  # daily chance that an engaged customer starts slipping away (before risk factors)
@@ -131,6 +156,7 @@ class Simulation:
     truth: pd.DataFrame
     end: pd.Timestamp
     params: dict
+    contact_truth: pd.DataFrame | None = None  # the retention programme's truth, when it ran
 
     def to_dataset(self) -> Dataset:
         return Dataset(tables=dict(self.tables), end=self.end)
@@ -211,6 +237,35 @@ def true_cause_codes(contributions: np.ndarray) -> np.ndarray:
     best = contributions.argmax(axis=1)
     positive = contributions.max(axis=1) > 0
     return np.where(positive, best, len(FACTORS))
+
+
+def contact_effect(
+    play: np.ndarray, contrib: np.ndarray, disengagement: np.ndarray, channel: np.ndarray, dog: np.ndarray
+) -> np.ndarray:
+    """Change in a contacted customer's renewal log-odds (negative = the contact helps).
+
+    ``play`` indexes ``PLAYS``; ``contrib`` are the renewal's factor contributions (columns ``FACTORS``).
+    Each play works on its own problem and only where the problem can still be fixed: billing outreach
+    gets most failing cards updated, re-engagement brings back the slipping-away but not the long gone,
+    the loyalty offer holds price-sensitive promotion customers (others barely care), the success-manager
+    call repairs support trouble, onboarding and first-renewal calls help the not yet onboarded and the
+    new. Sleeping dogs leave more often whatever the play.
+    """
+    engagement, support, billing, onboarding, _, tenure, _ = contrib.T
+    effect = np.select(
+        [play == k for k in range(len(PLAYS))],
+        [
+            np.where(disengagement < LONG_GONE, -0.6 * np.maximum(engagement, 0.0), 0.0),
+            -0.6 * np.maximum(support, 0.0),
+            -0.8 * np.maximum(billing, 0.0),
+            np.where(onboarding > 0, -0.4, 0.0),
+            np.where(channel == PROMOTION, -0.9, -0.15),
+            -0.35 * np.maximum(tenure, 0.0),
+            np.full(len(play), -0.2),
+            np.full(len(play), -0.1),
+        ],
+    )
+    return np.where(dog, SLEEPING_DOG_EFFECT, effect)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -361,6 +416,7 @@ class _State:
     fail_n: np.ndarray
     pain_start: np.ndarray
     pain_end: np.ndarray
+    contact_row: np.ndarray  # row of the programme log awaiting this customer's next renewal, or -1
 
 
 def _initial_state(cust: _Customers, rng: np.random.Generator) -> _State:
@@ -389,6 +445,7 @@ def _initial_state(cust: _Customers, rng: np.random.Generator) -> _State:
         fail_n=np.zeros(n, np.int64),
         pain_start=np.full(n, np.inf),
         pain_end=np.full(n, -np.inf),
+        contact_row=np.full(n, -1, np.int64),
     )
 
 
@@ -424,7 +481,15 @@ class _Log:
             "prob": [],
             "churned": [],
             "cause": [],
+            "contact": [],
         }
+    )
+    contact: dict = field(
+        default_factory=lambda: {"cust": [], "time": [], "play": [], "treated": [], "dog": []}
+    )
+    n_contacts: int = 0
+    outcome: dict = field(
+        default_factory=lambda: {"row": [], "day": [], "without": [], "with_contact": [], "churned": []}
     )
 
 
@@ -474,6 +539,7 @@ class _Rngs:
     support: np.random.Generator
     marketing: np.random.Generator
     details: np.random.Generator
+    programme: np.random.Generator | None = None  # drawn only when the programme runs
 
 
 @dataclass(frozen=True)
@@ -486,6 +552,7 @@ class _World:
     coef: Coefficients  # with the intercept re-centred for the signal strength
     crisis_start: int  # first day of a six-week stretch where support is overloaded
     signal: float = 1.0  # multiplies every factor's log-odds contribution at the renewals
+    sleeping_dog: np.ndarray | None = None  # per customer; None = no retention programme
 
 
 def _signups(t: int, idx: np.ndarray, w: _World, state: _State, log: _Log) -> None:
@@ -543,7 +610,12 @@ def _renewals(t: int, w: _World, state: _State, log: _Log) -> None:
         return
     contrib, recent = _contributions(t, idx, w, state)
     contrib = contrib * w.signal
-    prob = sigmoid(w.coef.base + contrib.sum(axis=1))
+    logit = w.coef.base + contrib.sum(axis=1)
+    if w.sleeping_dog is None:
+        contact = np.zeros(len(idx))
+    else:
+        contact, awaited, change = _contact_effects(idx, contrib, w, state, log)
+    prob = sigmoid(logit + contact)
     churned = w.rngs.churn.random(len(idx)) < prob
     cause = true_cause_codes(contrib)
     _append(
@@ -554,12 +626,75 @@ def _renewals(t: int, w: _World, state: _State, log: _Log) -> None:
         prob=prob,
         churned=churned,
         cause=cause.astype(np.int8),
+        contact=contact,
     )
+    if w.sleeping_dog is not None and len(awaited):
+        _append(
+            log.outcome,
+            row=state.contact_row[idx[awaited]],
+            day=np.full(len(awaited), t, np.int32),
+            without=sigmoid(logit[awaited]),
+            with_contact=sigmoid(logit[awaited] + change),
+            churned=churned[awaited],
+        )
+        state.contact_row[idx[awaited]] = -1
     _churn(t, idx[churned], cause[churned] == BILLING, w, state, log)
     stay = ~churned
     _plan_changes(t, idx[stay], recent[stay], w, state, log)
     _payments(t, idx[stay], w, state, log)
     state.cycle_start[idx[stay]] = t
+
+
+def _contact_effects(
+    idx: np.ndarray, contrib: np.ndarray, w: _World, state: _State, log: _Log
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-odds change of a contact awaiting each of these renewals (0 for holdouts and everyone else).
+
+    Also returns the positions of the renewals that a programme row awaits and that row's log-odds
+    change had the customer been contacted (so holdouts get their counterfactual too).
+    """
+    assert w.sleeping_dog is not None  # only called when the programme runs
+    rows = state.contact_row[idx]
+    awaited = np.flatnonzero(rows >= 0)
+    plays = _cat(log.contact["play"], np.int8)[rows[awaited]]
+    treated = _cat(log.contact["treated"], bool)[rows[awaited]]
+    who = idx[awaited]
+    change = contact_effect(
+        plays, contrib[awaited], state.disengagement[who], w.cust.channel[who], w.sleeping_dog[who]
+    )
+    effect = np.zeros(len(idx))
+    effect[awaited] = np.where(treated, change, 0.0)
+    return effect, awaited, change
+
+
+def _programme(t: int, w: _World, state: _State, log: _Log) -> None:
+    """The month's retention list: the riskiest active customers, a random holdout, a play each."""
+    if w.sleeping_dog is None or w.rngs.programme is None:
+        return
+    cust = w.cust
+    tenure = t - cust.signup_day - cust.signup_sec / DAY_S
+    idx = np.flatnonzero((state.status == ACTIVE) & (tenure >= MIN_TENURE_DAYS))
+    if len(idx) == 0:
+        return
+    contrib, _ = _contributions(t, idx, w, state)
+    contrib = contrib * w.signal
+    ranked = np.argsort(-contrib.sum(axis=1), kind="stable")[: int(np.ceil(SELECT_SHARE * len(idx)))]
+    chosen = idx[ranked]
+    rng = w.rngs.programme
+    treated = rng.random(len(chosen)) >= HOLDOUT_SHARE
+    play = true_cause_codes(contrib[ranked]).astype(np.int8)
+    time = t * DAY_S + _business_seconds(rng, len(chosen), 11.0, 1.5)
+    rows = log.n_contacts + np.arange(len(chosen), dtype=np.int64)
+    _append(
+        log.contact,
+        cust=chosen.astype(np.int32),
+        time=time,
+        play=play,
+        treated=treated,
+        dog=w.sleeping_dog[chosen],
+    )
+    log.n_contacts += len(chosen)
+    state.contact_row[chosen] = rows
 
 
 def _churn(t: int, idx: np.ndarray, involuntary: np.ndarray, w: _World, state: _State, log: _Log) -> None:
@@ -786,6 +921,8 @@ def _run(w: _World) -> _Log:
         _signups(t, np.arange(first[t], first[t + 1]), w, state, log)
         _renewals(t, w, state, log)
         _reactivations(t, w, state, log)
+        if w.cal.dom[t] == 1 and t >= PREHISTORY_DAYS:
+            _programme(t, w, state, log)
         _behaviour(t, w, state)
         multiplier = _activity_multiplier(t, w, state)
         _events(t, multiplier, w, state, log)
@@ -967,7 +1104,60 @@ def _truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
     )
     for k, name in enumerate(FACTORS):
         frame[f"contrib_{name}"] = contrib[order, k]
+    if w.sleeping_dog is not None:  # the log-odds a contact added (0 without one, or for a holdout)
+        frame["contrib_contact"] = _cat(log.truth["contact"], np.float64)[order]
     return frame
+
+
+def _contacts_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    """The programme as a retention team records it: who, when, which play, which arm, channel, cost."""
+    who, time = _cat(log.contact["cust"], np.int32), _cat(log.contact["time"], np.int64)
+    order = _order(who, time)
+    play = _cat(log.contact["play"], np.int8)[order]
+    treated = _cat(log.contact["treated"], bool)[order]
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "contacted_at": _times(w.cal.origin, time[order]),
+            "play": _labels(play, PLAYS),
+            "arm": _labels((~treated).astype(np.int8), ("treatment", "holdout")),
+            "channel": _labels(play, PLAY_CHANNELS),
+            "cost": np.where(treated, np.array(PLAY_COSTS)[play], 0.0),
+        }
+    )
+
+
+def _contact_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    """Per programme row: the next renewal's churn probability with and without the contact (both arms).
+
+    Rows whose renewal falls after the end of the data have no outcome (NaN/NaT).
+    """
+    n = log.n_contacts
+    who, time = _cat(log.contact["cust"], np.int32), _cat(log.contact["time"], np.int64)
+    row = _cat(log.outcome["row"], np.int64)
+    renewal = np.full(n, NO_TIME, np.int64)
+    renewal[row] = _cat(log.outcome["day"], np.int64) * DAY_S
+    without, with_contact = np.full(n, np.nan), np.full(n, np.nan)
+    without[row] = _cat(log.outcome["without"], np.float64)
+    with_contact[row] = _cat(log.outcome["with_contact"], np.float64)
+    churned = np.zeros(n, bool)
+    churned[row] = _cat(log.outcome["churned"], bool)
+    order = _order(who, time)
+    treated = _cat(log.contact["treated"], bool)[order]
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "contacted_at": _times(w.cal.origin, time[order]),
+            "play": _labels(_cat(log.contact["play"], np.int8)[order], PLAYS),
+            "arm": _labels((~treated).astype(np.int8), ("treatment", "holdout")),
+            "sleeping_dog": _cat(log.contact["dog"], bool)[order],
+            "renewal_at": _times(w.cal.origin, renewal[order]),
+            "churn_prob_without": without[order],
+            "churn_prob_with": with_contact[order],
+            "effect": without[order] - with_contact[order],
+            "churned": np.where(renewal[order] == NO_TIME, np.nan, churned[order].astype(np.float64)),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -975,24 +1165,36 @@ def _truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
 
 
 def simulate(
-    n_customers: int, months: int, seed: int, start: date = date(2025, 1, 1), signal: float = 1.0
+    n_customers: int,
+    months: int,
+    seed: int,
+    start: date = date(2025, 1, 1),
+    signal: float = 1.0,
+    programme: bool = False,
 ) -> Simulation:
     """Simulate ``n_customers`` signing up from a year before ``start`` until a month before the end.
 
     Rows run from ``start - 365 days`` to ``start + months``; the same arguments give identical tables.
     ``signal`` scales how strongly the risk factors move each renewal's log-odds (1 = the documented
     model, 0 = churn at random); the intercept is re-centred so the churn rate stays about the same.
+    ``programme`` runs the monthly retention programme from ``start`` on: a ``contacts`` table, and its
+    truth (``Simulation.contact_truth``). Without it the tables are exactly those of earlier versions.
     """
     if n_customers <= 0 or months <= 0:
         raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
     if not np.isfinite(signal) or signal < 0:
         raise ValueError(f"signal must be a finite number >= 0, got {signal}")
     cal = _calendar(start, months)
-    rngs = _Rngs(*np.random.default_rng(seed).spawn(8))
+    # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
+    # leaves the other eight, and so the tables without a programme, as they were.
+    rngs = _Rngs(*np.random.default_rng(seed).spawn(9 if programme else 8))
     cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
     crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
     coef = COEF if signal == 1.0 else replace(COEF, base=centred_base(signal))
-    w = _World(cust=cust, cal=cal, rngs=rngs, coef=coef, crisis_start=crisis, signal=float(signal))
+    dogs = rngs.programme.random(n_customers) < SLEEPING_DOG_SHARE if rngs.programme else None
+    w = _World(
+        cust=cust, cal=cal, rngs=rngs, coef=coef, crisis_start=crisis, signal=float(signal), sleeping_dog=dogs
+    )
     log = _run(w)
     ids = _customer_ids(n_customers)
     tables = {
@@ -1003,6 +1205,8 @@ def simulate(
         "tickets": _tickets_frame(log, w, ids),
         "messages": _messages_frame(log, w, ids),
     }
+    if programme:
+        tables["contacts"] = _contacts_frame(log, w, ids)
     params = {
         "n_customers": int(n_customers),
         "months": int(months),
@@ -1013,8 +1217,13 @@ def simulate(
     }
     if signal != 1.0:  # recorded only when set, so the default's files stay as they were
         params["signal"] = float(signal)
+    if programme:
+        params["programme"] = True
     end = cal.origin + pd.Timedelta(seconds=cal.end_s)
-    return Simulation(tables=tables, truth=_truth_frame(log, w, ids), end=end, params=params)
+    contact_truth = _contact_truth_frame(log, w, ids) if programme else None
+    return Simulation(
+        tables=tables, truth=_truth_frame(log, w, ids), end=end, params=params, contact_truth=contact_truth
+    )
 
 
 def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> Path:
@@ -1024,6 +1233,8 @@ def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "cs
     out_dir = Path(out_dir)
     frames = {name: sim.tables[name] for name in TABLES if name in sim.tables}
     frames["truth_renewals"] = sim.truth
+    if sim.contact_truth is not None:
+        frames["truth_contacts"] = sim.contact_truth
     for name, frame in frames.items():
         target = out_dir / f"{name}.{fmt}"
         if fmt == "parquet":

@@ -24,7 +24,17 @@ from churnml.config import FeatureConfig
 from churnml.contract import CUSTOMERS, FAILED_PAYMENT_STATUSES
 from churnml.data.dataset import Dataset
 
-FAMILIES = ("recency", "frequency", "monetary", "engagement", "support", "billing", "tenure", "profile")
+FAMILIES = (
+    "recency",
+    "frequency",
+    "monetary",
+    "engagement",
+    "support",
+    "billing",
+    "tenure",
+    "profile",
+    "contacts",
+)
 TOP_EVENT_TYPES = 10  # event types with their own features: the most frequent ones (plus login-like ones)
 MAX_CATEGORIES = 1000  # a text attribute with more distinct values is an identifier, not a feature
 LONG_WINDOW_DAYS = 30  # means and rates use windows at least this long: shorter ones are mostly empty
@@ -49,7 +59,7 @@ class FeatureSpec:
     underlying behaviour (all windows of login activity...) so explanations can sum them. The remaining
     fields are the aggregate's parameters: ``column`` (value column aggregated or copied),
     ``event_type`` (events of one type), ``row_filter`` (a named row subset: paid, failed,
-    high_priority, plan_change, downgrade, reactivation), ``time`` (a later-fact timestamp the aggregate
+    high_priority, plan_change, downgrade, reactivation, treated), ``time`` (a later-fact timestamp the aggregate
     is anchored on, e.g. tickets.closed_at), ``event_types`` (the types counted by ``distinct``) and
     ``categories`` (the levels of a categorical feature). Plain values only, so specs round-trip JSON.
     """
@@ -930,6 +940,41 @@ def _profile(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) ->
     return specs
 
 
+def _contacts(dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...]) -> list[FeatureSpec]:
+    """What the retention team did: contacts made (the treatment arm; a holdout was not contacted).
+
+    Not reasons by default (``actionable=False``): customers are contacted because they were at risk,
+    so "contacted last week" goes with risk without being a cause a manager can act on.
+    """
+    if not _has(dataset, "contacts"):
+        return []
+    common = {"family": "contacts", "table": "contacts", "row_filter": "treated", "actionable": False}
+    return [
+        _spec(
+            name="days_since_last_contact",
+            aggregate="days_since_last",
+            window_days=None,
+            reason="Last contacted by the retention team {value:.0f} days ago",
+            signal="retention_contacts",
+            description="Days since the last retention contact (contacts.arm = treatment).",
+            **common,
+        ),
+        *_windowed(
+            _long_windows(config),
+            lambda w, sfx: _spec(
+                name=f"contacts_count_{sfx}",
+                aggregate="count",
+                window_days=w,
+                reason=f"Contacted by the retention team {{value:.0f}} times {_in(w)}",
+                signal="retention_contacts",
+                description="Retention contacts made (contacts.arm = treatment).",
+                **common,
+            ),
+            lifetime=True,
+        ),
+    ]
+
+
 _BUILDERS: dict[str, Callable[[Dataset, FeatureConfig, tuple[str, ...]], list[FeatureSpec]]] = {
     "recency": _recency,
     "frequency": _frequency,
@@ -939,6 +984,7 @@ _BUILDERS: dict[str, Callable[[Dataset, FeatureConfig, tuple[str, ...]], list[Fe
     "billing": _billing,
     "tenure": _tenure,
     "profile": _profile,
+    "contacts": _contacts,
 }
 
 

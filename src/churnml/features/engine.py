@@ -307,6 +307,8 @@ def _row_mask(ctx: _Context, table: str, row_filter: str) -> np.ndarray:
     if row_filter in ("paid", "failed"):
         failed = _lower_in(frame["status"], FAILED_PAYMENT_STATUSES)[base.rows]
         return failed if row_filter == "failed" else ~failed
+    if row_filter == "treated":
+        return (frame["arm"] == "treatment").to_numpy(dtype=bool, na_value=False)[base.rows]
     if row_filter == "high_priority":
         return _lower_in(frame["priority"], HIGH_PRIORITIES)[base.rows]
     if table == "subscriptions" and row_filter in ("plan_change", "downgrade", "reactivation"):

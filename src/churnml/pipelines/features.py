@@ -7,7 +7,7 @@ from pathlib import Path
 
 from churnml.config import Config
 from churnml.data.dataset import Dataset
-from churnml.data.load import load_dataset
+from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.data.simulate import simulate
 from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
 
@@ -23,7 +23,12 @@ def load_data(config: Config, base_dir: Path | None = None) -> Dataset:
     """The configured data, or the bundled simulator's business when no data is configured."""
     if config.data.dir is None and not config.data.tables:
         sim = config.simulate
-        return simulate(sim.customers, sim.months, sim.seed, sim.start, signal=sim.signal).to_dataset()
+        simulated = simulate(
+            sim.customers, sim.months, sim.seed, sim.start, signal=sim.signal, programme=sim.programme
+        )
+        if config.data.end is None:
+            return simulated.to_dataset()
+        return dataset_from_frames(simulated.tables, end=config.data.end)  # the business as it was then
     return load_dataset(config.data, base_dir=base_dir)
 
 

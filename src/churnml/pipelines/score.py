@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -23,18 +21,27 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from churnml import io, ownership
 from churnml.config import Config
 from churnml.data.dataset import Dataset
 from churnml.errors import ChurnmlError, ModelLoadError
 from churnml.pipelines import features
+from churnml.pipelines.archive import (
+    ARCHIVE_DIR,
+    RISK_LIST,
+    SUMMARY_FILE,
+    archive,
+    read_previous,
+    score_dir,
+)
+from churnml.pipelines.review import campaign_in_use
 from churnml.risk import report
 from churnml.risk.drivers import drivers_and_groups
 from churnml.risk.population import active_customer_features, resolve_as_of, tenure_days
 from churnml.risk.report import Explained
 from churnml.risk.risk_list import (
+    expected_saves,
     extend_history,
     group_summary,
     load_playbook,
@@ -50,13 +57,10 @@ __all__ = ["ScoreResult", "active_customer_features", "run", "score_dir"]
 
 log = logging.getLogger(__name__)
 
-RISK_LIST = "risk_list"  # .csv and .parquet
 GROUPS_FILE = "risk_groups.csv"
 REPORT_FILE = "risk_report.html"
-SUMMARY_FILE = "summary.json"
 TYPICAL_FILE = "typical_values.json"
 HISTORY_FILE = "history.csv"
-ARCHIVE_DIR = "history"  # history/<as_of>/: every run's list, for looking back
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,6 @@ class ScoreResult:
     @property
     def report_path(self) -> Path:
         return self.out_dir / REPORT_FILE
-
-
-def score_dir(config: Config) -> Path:
-    return Path(config.scoring.out_dir or Path(config.output.dir) / config.name / "score")
 
 
 def default_model_uri(config: Config) -> str:
@@ -120,7 +120,13 @@ def run(
             "value_basis": value_basis,
             "typical_values_source": typical["source"],
         }
+        campaign, success_source = campaign_in_use(config)
         summary = run_summary(risk_list, config, provenance, stats)
+        summary |= {
+            "expected_saves": expected_saves(risk_list, campaign.success_rate),
+            "success_rate": campaign.success_rate,
+            "success_rate_source": success_source,
+        }
         run_id = None
         with io.atomic_dir(out_dir) as tmp:
             history = write_outputs(tmp, risk_list, groups, summary, typical, out_dir)
@@ -169,48 +175,6 @@ def load(uri: str, config: Config) -> tuple[ChurnModel, str | None]:
     return model, ref.version
 
 
-def read_previous(out_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    """The list of the latest run before ``as_of`` in this output directory (for the trend and the
-    holdouts), if there is one: from the archive, so that scoring a date again, or an earlier date
-    later, compares with the run before it and not with the last one written."""
-    archived = [
-        (stamp, folder / f"{RISK_LIST}.parquet")
-        for folder in sorted((out_dir / ARCHIVE_DIR).glob("*"))
-        if (stamp := _archived_as_of(folder)) is not None and stamp < as_of
-    ]
-    latest = out_dir / f"{RISK_LIST}.parquet"
-    candidates = sorted(archived) or ([(pd.Timestamp.min, latest)] if latest.exists() else [])
-    for _, path in reversed(candidates):
-        previous = _read_list(path)
-        if previous is not None and (
-            previous.attrs["as_of"] is None or pd.Timestamp(previous.attrs["as_of"]) < as_of
-        ):
-            return previous
-    return None
-
-
-def _archived_as_of(folder: Path) -> pd.Timestamp | None:
-    try:
-        return pd.Timestamp(json.loads((folder / SUMMARY_FILE).read_text())["as_of"])
-    except Exception:  # not an archive folder of ours, or damaged: skipped
-        return None
-
-
-def _read_list(path: Path) -> pd.DataFrame | None:
-    try:
-        wanted = ["customer_id", "churn_probability", "at_risk", "action", "as_of"]
-        previous = pd.read_parquet(path, columns=[c for c in wanted if c in _parquet_columns(path)])
-    except Exception as exc:  # an unreadable old file must not stop today's list
-        log.warning("previous risk list %s unreadable (%s): skipped", path, exc)
-        return None
-    previous.attrs["as_of"] = str(previous["as_of"].iloc[0]) if len(previous) else None
-    return previous
-
-
-def _parquet_columns(path: Path) -> set[str]:
-    return set(pq.read_schema(path).names)
-
-
 def write_outputs(
     tmp: Path,
     risk_list: pd.DataFrame,
@@ -229,34 +193,6 @@ def write_outputs(
     history = extend_history(pd.read_csv(old) if old.exists() else None, summary)
     io.write_csv(tmp / HISTORY_FILE, history)
     return history
-
-
-def archive_key(as_of: pd.Timestamp) -> str:
-    """The archive folder of an as-of moment: its date, with the time when it is not midnight."""
-    stamp = pd.Timestamp(as_of)
-    return stamp.strftime("%Y-%m-%d" if stamp == stamp.normalize() else "%Y-%m-%dT%H%M%S")
-
-
-def archive(tmp: Path, out_dir: Path, as_of: pd.Timestamp) -> None:
-    """Keep this run's list and summary (those just written to ``tmp``) under ``history/<as_of>/``
-    beside the earlier runs' (carried over by hard links: the output directory is swapped as a whole).
-    Scoring a date again replaces it."""
-    old = out_dir / ARCHIVE_DIR
-    if old.is_dir():
-        shutil.copytree(old, tmp / ARCHIVE_DIR, copy_function=_link_or_copy)
-    day = tmp / ARCHIVE_DIR / archive_key(as_of)
-    if day.exists():
-        shutil.rmtree(day)
-    day.mkdir(parents=True)
-    for name in (f"{RISK_LIST}.parquet", SUMMARY_FILE):
-        _link_or_copy(str(tmp / name), str(day / name))
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # a file system without hard links
-        shutil.copy2(source, target)
 
 
 def log_run(tmp: Path, summary: dict[str, Any], config: Config) -> str:

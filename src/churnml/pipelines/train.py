@@ -25,7 +25,7 @@ import pandas as pd
 from churnml import __version__, io, ownership
 from churnml.config import Config
 from churnml.features.training_set import TrainingSet
-from churnml.pipelines import features
+from churnml.pipelines import features, review
 from churnml.training.calibrate import Calibrator, fit_calibrator
 from churnml.training.candidates import (
     Candidate,
@@ -107,8 +107,15 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
         }
         model = evaluated[chosen.name]
         tests = {n: _test_figures(m, split.test, config) for n, m in evaluated.items()}
+        campaign, success_source = review.campaign_in_use(config)
+        mlflow.log_params(
+            {
+                "campaign.success_rate_used": campaign.success_rate,
+                "campaign.success_rate_source": success_source,
+            }
+        )
         evaluation = evaluate(
-            model, split.development, split.test, config.evaluation, config.campaign, config.customer_value
+            model, split.development, split.test, config.evaluation, campaign, config.customer_value
         )
         shipped = _refit(config, chosen, model, specs, split, data).with_info(**info)
         _log_candidates(candidates, tests, chosen)

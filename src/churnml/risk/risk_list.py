@@ -423,6 +423,13 @@ def headline(risk_list: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def expected_saves(risk_list: pd.DataFrame, success_rate: float) -> float:
+    """Churners the list's contacts are expected to keep: success rate x the contacted customers'
+    churn probabilities (the holdout is not contacted, so it saves no one)."""
+    contacted = risk_list["action"].to_numpy(object) == "contact"
+    return float(success_rate * risk_list.loc[contacted, "churn_probability"].sum())
+
+
 def run_summary(
     risk_list: pd.DataFrame,
     config: Config,

@@ -42,7 +42,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from churnml.contract import ACTIVITY_TABLES, CUSTOMERS, TABLES
+from churnml.contract import CUSTOMERS, HISTORY_TABLES, TABLES
 from churnml.data.load import text_array
 from churnml.training.model import ChurnModel
 
@@ -229,12 +229,27 @@ class MessageRow(_Row):
     campaign: Text | None = None
 
 
+class ContactRow(_Row):
+    contacted_at: Timestamp = Field(
+        description="When the retention team contacted the customer (or held them out)."
+    )
+    play: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="The play or campaign, e.g. Billing outreach."
+    )
+    arm: Annotated[str, StringConstraints(min_length=1, max_length=32)] = Field(
+        description="treatment (contacted) or holdout (kept out at random)."
+    )
+    channel: Text | None = None
+    cost: Money | None = None
+
+
 ROW_MODELS: dict[str, type[_Row]] = {
     "events": EventRow,
     "subscriptions": SubscriptionRow,
     "transactions": TransactionRow,
     "tickets": TicketRow,
     "messages": MessageRow,
+    "contacts": ContactRow,
 }
 
 
@@ -287,7 +302,7 @@ def row_model(model: ChurnModel, table: str) -> type[_Row]:
 
 
 def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
-    """``CustomerHistory``: one customer and their rows of each activity table (each may be empty)."""
+    """``CustomerHistory``: one customer and their rows of each history table (each may be empty)."""
 
     def rows(table: str) -> tuple[Any, Any]:
         spec = TABLES[table]
@@ -297,7 +312,7 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
 
     def same_customer(history: Any) -> Any:
         own = history.customer.customer_id
-        for table in ACTIVITY_TABLES:
+        for table in HISTORY_TABLES:
             for index, row in enumerate(getattr(history, table)):
                 if row.customer_id is not None and row.customer_id != own:
                     raise ValueError(
@@ -312,7 +327,7 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
         __config__=config,
         __validators__=validators,
         customer=(customer_model(model), Field(description="The customers-table row.")),
-        **{table: rows(table) for table in ACTIVITY_TABLES},
+        **{table: rows(table) for table in HISTORY_TABLES},
     )
 
 
@@ -375,7 +390,7 @@ def history_tables(
             {c: _typed("customers", c, [row[c] for row in customers]) for c in customers[0]}
         )
     }
-    for table in ACTIVITY_TABLES:
+    for table in HISTORY_TABLES:
         columns = list(TABLES[table].columns)
         owned = [(own, row) for own, h in zip(own_ids, histories, strict=True) for row in getattr(h, table)]
         tables[table] = pd.DataFrame(

@@ -1,0 +1,246 @@
+"""Review pipeline: every archived risk list whose horizon is now in the data → realised churn, the
+model's hold-up and each play's measured effect → an HTML page, CSV tables and summary.json per list,
+the success rate measured over all reviewed lists, and an MLflow run per list.
+
+``run`` is the wiring and this module the I/O; the steps are pure functions of ``churnml.risk.review``.
+Everything is rebuilt from the archive and the data on each run (cheap: labels and group counts), so
+the review directory is swapped in whole and never mixes old and new figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from churnml import io, ownership
+from churnml.config import CampaignConfig, Config
+from churnml.data.dataset import Dataset
+from churnml.errors import ChurnmlError
+from churnml.pipelines import features
+from churnml.pipelines.archive import (
+    ARCHIVE_DIR,
+    RISK_LIST,
+    SUMMARY_FILE,
+    archive_key,
+    archived_lists,
+    review_dir,
+    score_dir,
+)
+from churnml.risk import review_report
+from churnml.risk.review import (
+    Review,
+    json_ready,
+    measured_success_rate,
+    observed_by,
+    play_effects,
+    public_plays,
+    review_list,
+)
+from churnml.training.tracking import session
+
+__all__ = ["MEASURED_FILE", "ReviewResult", "campaign_in_use", "measured_effect", "review_dir", "run"]
+
+log = logging.getLogger(__name__)
+
+MEASURED_FILE = "measured_effect.json"
+PLAYS_FILE = "review_plays.csv"
+BREAKDOWN_FILE = "review_breakdown.csv"
+CUSTOMERS_FILE = "review_customers.parquet"
+REPORT_FILE = "review.html"
+
+
+@dataclass(frozen=True)
+class ReviewResult:
+    reviews: list[Review]
+    waiting: list[tuple[pd.Timestamp, pd.Timestamp]]  # (list as of, outcomes observed by)
+    measured: dict[str, Any] | None
+    out_dir: Path
+    run_ids: list[str]
+    pages: list[Path]  # review.html of each reviewed list
+
+
+def run(
+    config: Config,
+    as_of: Any = None,
+    dataset: Dataset | None = None,
+    base_dir: Path | None = None,
+) -> ReviewResult:
+    """Review the archived lists whose outcomes are observed (or only the one of ``as_of``)."""
+    scores = score_dir(config)
+    lists = archived_lists(scores)
+    if not lists:
+        raise ChurnmlError(
+            f"no archived risk list in {scores / ARCHIVE_DIR}: run `churnml score` first; a list can be "
+            f"reviewed once its horizon ({config.labels.horizon_days} days) is in the data"
+        )
+    if as_of is not None:
+        wanted = pd.Timestamp(as_of)
+        lists = [(stamp, folder) for stamp, folder in lists if stamp == wanted]
+        if not lists:
+            raise ChurnmlError(f"no archived risk list as of {wanted}; archived: {_stamps(scores)}")
+    dataset = dataset or features.load_data(config, base_dir)
+    due = [(stamp, folder) for stamp, folder in lists if observed_by(stamp, config) <= dataset.end]
+    waiting = [
+        (stamp, observed_by(stamp, config)) for stamp, _ in lists if observed_by(stamp, config) > dataset.end
+    ]
+    if as_of is not None and not due:
+        stamp, ready = waiting[0]
+        raise ChurnmlError(
+            f"the list of {stamp.date()} cannot be reviewed yet: its outcomes are observed from {ready.date()} "
+            f"(horizon + grace), and the data ends {dataset.end.date()}"
+        )
+    reviews = [
+        review_list(pd.read_parquet(folder / f"{RISK_LIST}.parquet"), dataset, config, stamp)
+        for stamp, folder in due
+    ]
+    measured = _measured(reviews, config)
+    out_dir = review_dir(config)
+    target = out_dir / archive_key(reviews[0].as_of) if as_of is not None and reviews else out_dir
+    run_ids: list[str] = []
+    logging_on = config.scoring.log_to_mlflow  # the review of a scoring run goes where the run went
+    with session(config) if logging_on else nullcontext(), io.atomic_dir(target) as tmp:
+        for review in reviews:
+            folder = tmp if as_of is not None else tmp / archive_key(review.as_of)
+            write_review(folder, review, config)
+            if logging_on:
+                run_ids.append(log_run(folder, review, config))
+        if as_of is None and measured is not None:
+            io.write_json(tmp / MEASURED_FILE, measured)
+    pages = [(target if as_of is not None else out_dir / archive_key(r.as_of)) / REPORT_FILE for r in reviews]
+    return ReviewResult(reviews, waiting, measured, out_dir, run_ids, pages)
+
+
+def _stamps(scores: Path) -> str:
+    return ", ".join(str(stamp.date()) for stamp, _ in archived_lists(scores)) or "none"
+
+
+def _measured(reviews: list[Review], config: Config) -> dict[str, Any] | None:
+    """The success rate over every reviewed list (plays pooled across lists: more customers, one figure)."""
+    if not reviews:
+        return None
+    pooled = pd.concat([r.customers for r in reviews], ignore_index=True)
+    plays = play_effects(pooled, config.campaign.success_rate)
+    overall = measured_success_rate(plays)
+    if overall is None:
+        return None
+    return {
+        **overall,
+        "lists": [r.as_of.isoformat() for r in reviews],
+        "assumed_success_rate": config.campaign.success_rate,
+        "plays": [json_ready(row) for row in public_plays(plays).to_dict(orient="records")],
+    }
+
+
+def measured_effect(config: Config) -> dict[str, Any] | None:
+    """The last review's measured success rate (``campaign.effect: measured``), None if there is none."""
+    path = review_dir(config) / MEASURED_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("measured effect %s unreadable (%s): using campaign.success_rate", path, exc)
+        return None
+
+
+def campaign_in_use(config: Config) -> tuple[CampaignConfig, str]:
+    """The campaign settings train and score use, and where the success rate comes from: the measured
+    one with ``campaign.effect: measured`` once a review has measured it, else ``campaign.success_rate``."""
+    campaign = config.campaign
+    if campaign.effect != "measured":
+        return campaign, "assumed (campaign.success_rate)"
+    measured = measured_effect(config)
+    rate = None if measured is None else measured.get("success_rate")
+    if measured is None or rate is None or not 0 < rate <= 1:
+        why = "no review yet" if measured is None else f"measured {rate}, not a share in (0, 1]"
+        log.warning(
+            "campaign.effect=measured but %s has no usable success rate (%s): using campaign.success_rate",
+            review_dir(config) / MEASURED_FILE,
+            why,
+        )
+        return campaign, f"assumed (campaign.success_rate; {why})"
+    lists = ", ".join(stamp[:10] for stamp in measured.get("lists", []))
+    return campaign.model_copy(update={"success_rate": float(rate)}), f"measured on the lists of {lists}"
+
+
+def write_review(folder: Path, review: Review, config: Config) -> None:
+    """The play table, the breakdowns, the reviewed customers, summary.json and the HTML page."""
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_csv(folder / PLAYS_FILE, public_plays(review.plays))
+    io.write_csv(folder / BREAKDOWN_FILE, long_breakdown(review))
+    keep = [
+        "customer_id",
+        "rank",
+        "churn_probability",
+        "risk_band",
+        "risk_group",
+        "segment",
+        "action",
+        "play",
+        "customer_value",
+        "arm",
+        "play_run",
+        "contact_cost",
+        "churned",
+    ]
+    io.write_parquet(folder / CUSTOMERS_FILE, review.customers[[c for c in keep if c in review.customers]])
+    io.write_json(folder / SUMMARY_FILE, json_ready(review.summary()) | {"notes": review.notes})
+    review_report.write_report(folder / REPORT_FILE, review, config)
+
+
+def long_breakdown(review: Review) -> pd.DataFrame:
+    """All breakdowns in one table: by (band, group, segment, action, arm), value, counts and rates."""
+    frames = [table.assign(by=by) for by, table in review.breakdowns.items()]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return table[["by", *[c for c in table.columns if c != "by"]]] if len(table) else table
+
+
+def log_run(folder: Path, review: Review, config: Config) -> str:
+    """An MLflow run of this review in the config's experiment: the figures and the outputs."""
+    date = review.as_of.isoformat()[:10]
+    with mlflow.start_run(run_name=f"review-{date}", tags=ownership.tags()) as active:
+        mlflow.set_tags({"churnml.stage": "review", "churnml.review_as_of": review.as_of.isoformat()})
+        mlflow.log_params(
+            {
+                "as_of": review.as_of.isoformat(),
+                "arms_from": review.source,
+                "horizon_days": config.labels.horizon_days,
+            }
+        )
+        figures = {f"model_{k}": v for k, v in review.model.items()}
+        for row in public_plays(review.plays).itertuples(index=False):
+            key = _metric_key(str(row.play))
+            for name in (
+                "effect",
+                "effect_low",
+                "effect_high",
+                "saved",
+                "revenue_saved",
+                "roi",
+                "success_rate",
+            ):
+                figures[f"{key}.{name}"] = getattr(row, name)
+        mlflow.log_metrics({k: float(v) for k, v in figures.items() if _finite(v)})
+        for path in sorted(folder.iterdir()):
+            mlflow.log_artifact(str(path), artifact_path="review")
+        return active.info.run_id
+
+
+def _metric_key(play: str) -> str:
+    return "play_" + "".join(c if c.isalnum() else "_" for c in play.lower()).strip("_")
+
+
+def _finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.number)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )

@@ -1,0 +1,431 @@
+"""What happened to a past risk list: realised churn, whether the model held up, what each play saved.
+
+Why randomised holdouts: customers are contacted because they are at risk, so "contacted customers
+churned less than the rest" proves nothing. Within a play, the holdout was drawn at random from the
+same customers as the contacted ones; the difference of their churn rates over the list's horizon is
+the play's effect, without a model and with an honest confidence interval.
+
+Pure functions of the archived list, the data and the settings (``churnml.pipelines.review`` does the
+I/O). Who was contacted, with which play and at what cost comes from the ``contacts`` table where the
+data has one (what was done), else from the list's ``action`` and ``play`` columns (what was planned).
+Outcomes use the training label (``churnml.features.labels``): churn in ``(as_of, as_of + horizon)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from churnml.config import Config
+from churnml.data.dataset import Dataset
+from churnml.data.load import canonical_id
+from churnml.features.labels import cutoff_dates, make_label_times
+from churnml.training.evaluate import expected_calibration_error
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+TREATMENT, HOLDOUT, NOT_CONTACTED = "treatment", "holdout", "none"
+BREAKDOWNS = ("risk_band", "risk_group", "segment", "action", "arm")
+MIN_ARM = 10  # fewer customers in an arm: the play's effect is shown but flagged as too few to judge
+
+
+@dataclass(frozen=True)
+class Review:
+    """One reviewed list: per customer, the model's hold-up, breakdowns and the plays' measured effects."""
+
+    as_of: pd.Timestamp
+    horizon_end: pd.Timestamp
+    source: str  # where the arms come from: "contacts" (what was done) or "list" (what was planned)
+    customers: pd.DataFrame  # the list's customers with arm, play_run, contact_cost, churned
+    model: dict[str, Any]
+    calibration: pd.DataFrame  # per band: customers, predicted, realised
+    breakdowns: dict[str, pd.DataFrame]
+    plays: pd.DataFrame  # one row per play, then "all plays"
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of ``summary.json`` and the MLflow run."""
+        overall = self.plays.iloc[-1].to_dict() if len(self.plays) else {}
+        return {
+            "as_of": self.as_of.isoformat(),
+            "horizon_end": self.horizon_end.isoformat(),
+            "arms_from": self.source,
+            **{f"model_{k}": v for k, v in self.model.items()},
+            **{f"all_plays_{k}": overall.get(k) for k in PLAY_FIGURES if k in overall},
+            "notes": list(self.notes),
+        }
+
+
+PLAY_FIGURES = (
+    "contacted",
+    "held_out",
+    "churn_contacted",
+    "churn_held_out",
+    "effect",
+    "effect_low",
+    "effect_high",
+    "saved",
+    "saved_low",
+    "saved_high",
+    "revenue_saved",
+    "cost",
+    "roi",
+    "success_rate",
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Intervals.
+
+
+def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (NaNs when n = 0)."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def difference_interval(
+    k1: float, n1: float, k2: float, n2: float, z: float = Z95
+) -> tuple[float, float, float]:
+    """p1 - p2 with Newcombe's hybrid score interval (his method 10): unlike the Wald interval it keeps
+    its coverage with few churners and rates near 0, which is what a play's holdout usually has."""
+    if n1 <= 0 or n2 <= 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, z)
+    l2, u2 = wilson(k2, n2, z)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return d, low, high
+
+
+# ---------------------------------------------------------------------------------------------------
+# Who got what, and who churned.
+
+
+def horizon_end(as_of: pd.Timestamp, config: Config) -> pd.Timestamp:
+    return pd.Timestamp(as_of) + pd.Timedelta(days=config.labels.horizon_days)
+
+
+def observed_by(as_of: pd.Timestamp, config: Config) -> pd.Timestamp:
+    """When the list's outcomes are all in the data: the horizon plus the label's grace period."""
+    grace = config.labels.grace_days if config.labels.definition == "subscription" else 0
+    return horizon_end(as_of, config) + pd.Timedelta(days=grace)
+
+
+def last_reviewable(dataset: Dataset, config: Config) -> pd.Timestamp | None:
+    """The latest cutoff of the schedule whose list could be reviewed on this data (None if none)."""
+    due = [c for c in cutoff_dates(dataset, config.labels.cutoffs) if observed_by(c, config) <= dataset.end]
+    return due[-1] if due else None
+
+
+def outcomes(risk_list: pd.DataFrame, dataset: Dataset, config: Config, as_of: pd.Timestamp) -> pd.Series:
+    """Churned (1/0) per listed customer over the horizon, by the training label's definition; missing
+    where the data cannot tell (not yet observed, or no longer a customer by the label's rules)."""
+    labels = make_label_times(dataset, config.labels, [pd.Timestamp(as_of)]).frame
+    known = labels.set_index(labels["customer_id"].map(canonical_id))["label"]
+    return pd.Series(
+        risk_list["customer_id"].astype(str).map(canonical_id).map(known).to_numpy(),
+        index=risk_list.index,
+        dtype="Int8",
+    )
+
+
+def arms(
+    risk_list: pd.DataFrame,
+    contacts: pd.DataFrame | None,
+    as_of: pd.Timestamp,
+    until: pd.Timestamp,
+    cost_per_contact: float,
+) -> tuple[pd.DataFrame, str]:
+    """Per listed customer: ``arm`` (treatment, holdout or none), ``play_run`` and ``contact_cost``.
+
+    With a contacts table: the customer's first contact row in ``[as_of, until)`` (what was done; a
+    planned contact that never happened is ``none``), its cost, else ``cost_per_contact`` for a treated
+    customer. Without one: the list's own ``action`` and ``play`` (assumes the plan was carried out).
+    """
+    index = risk_list.index
+    if contacts is None:
+        action = risk_list["action"].astype(str)
+        planned = np.select([action == "contact", action == "holdout"], [TREATMENT, HOLDOUT], NOT_CONTACTED)
+        frame = pd.DataFrame(
+            {
+                "arm": planned,
+                "play_run": risk_list["play"].where(planned != NOT_CONTACTED),
+                "contact_cost": np.where(planned == TREATMENT, cost_per_contact, 0.0),
+            },
+            index=index,
+        )
+        return frame, "list"
+    window = contacts.loc[(contacts["contacted_at"] >= as_of) & (contacts["contacted_at"] < until)]
+    first = window.sort_values("contacted_at", kind="stable").drop_duplicates("customer_id")
+    first = first.set_index(first["customer_id"].map(canonical_id))
+    ids = risk_list["customer_id"].astype(str).map(canonical_id)
+    arm = ids.map(first["arm"]).fillna(NOT_CONTACTED).astype(str)
+    recorded = ids.map(first["cost"]) if "cost" in first else pd.Series(np.nan, index=index)
+    treated = (arm == TREATMENT).to_numpy()
+    cost = np.where(treated, recorded.fillna(cost_per_contact).to_numpy(float), 0.0)
+    frame = pd.DataFrame(
+        {"arm": arm.to_numpy(), "play_run": ids.map(first["play"]).to_numpy(), "contact_cost": cost},
+        index=index,
+    )
+    return frame, "contacts"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Did the model hold up?
+
+
+def model_holdup(reviewed: pd.DataFrame, bands: Sequence[str], ece_bins: int) -> tuple[dict, pd.DataFrame]:
+    """Realised ROC-AUC (all labeled customers, and those not contacted: a contact changes the outcome it
+    predicts), lift and capture at the contacted depth, calibration per band and ECE (not contacted)."""
+    labeled = reviewed.loc[reviewed["churned"].notna()]
+    untreated = labeled.loc[labeled["arm"] != TREATMENT]
+    y_all = labeled["churned"].to_numpy(float)
+    y_un = untreated["churned"].to_numpy(float)
+    depth = int(reviewed["action"].isin(["contact", "holdout"]).sum())
+    top = labeled.sort_values("rank", kind="stable").head(depth) if depth else labeled.iloc[:0]
+    base = y_all.mean() if len(y_all) else math.nan
+    figures = {
+        "customers": len(reviewed),
+        "labeled": len(labeled),
+        "churners": int(y_all.sum()),
+        "churn_rate": float(base),
+        "predicted_churn_rate": float(labeled["churn_probability"].mean()) if len(labeled) else math.nan,
+        "roc_auc": _auc(y_all, labeled["churn_probability"].to_numpy(float)),
+        "roc_auc_not_contacted": _auc(y_un, untreated["churn_probability"].to_numpy(float)),
+        "contacted_depth": depth,
+        "lift_at_depth": float(top["churned"].astype(float).mean() / base)
+        if depth and base > 0
+        else math.nan,
+        "capture_at_depth": float(top["churned"].astype(float).sum() / y_all.sum())
+        if depth and y_all.sum() > 0
+        else math.nan,
+        "ece_not_contacted": expected_calibration_error(
+            y_un, untreated["churn_probability"].to_numpy(float), ece_bins
+        )
+        if len(y_un) >= ece_bins
+        else math.nan,
+    }
+    calibration = (
+        untreated.groupby("risk_band", observed=True, sort=False)
+        .agg(
+            customers=("churned", "size"),
+            predicted=("churn_probability", "mean"),
+            realised=("churned", lambda s: float(s.astype(float).mean())),
+        )
+        .reindex([b for b in bands if b in set(untreated["risk_band"])])
+        .reset_index()
+    )
+    return figures, calibration
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else math.nan
+
+
+def breakdown(reviewed: pd.DataFrame, by: str, order: Sequence[str] = ()) -> pd.DataFrame:
+    """Customers, labeled, churners, realised and predicted churn rate per value of ``by`` (values in
+    ``order`` first, in that order: the bands from low to high; the others by name)."""
+    labeled = reviewed["churned"].notna()
+    frame = reviewed.assign(
+        _labeled=labeled,
+        _churned=reviewed["churned"].astype(float).fillna(0.0),
+        _p=reviewed["churn_probability"],
+    )
+    table = frame.groupby(frame[by].astype(str).fillna("–"), sort=True).agg(
+        customers=("_labeled", "size"),
+        labeled=("_labeled", "sum"),
+        churners=("_churned", "sum"),
+        predicted=("_p", "mean"),
+    )
+    table["realised"] = table["churners"] / table["labeled"].where(table["labeled"] > 0)
+    first = [v for v in order if v in table.index]
+    table = table.loc[first + [v for v in table.index if v not in first]]
+    return table.reset_index().rename(columns={by: "value"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# What did each play do?
+
+
+def play_effects(reviewed: pd.DataFrame, assumed_success_rate: float) -> pd.DataFrame:
+    """One row per play run (contacted vs held out) and a last "all plays" row.
+
+    ``effect`` = churn among held out - churn among contacted (positive: the play prevented churn), with
+    Newcombe's 95% interval; ``saved`` = effect x contacted; ``revenue_saved`` = effect x the contacted
+    customers' value; ``roi`` = revenue saved / cost (at least 1: the play paid for itself);
+    ``success_rate`` = effect / churn among held out (share of would-be churners kept: the quantity
+    ``campaign.success_rate`` assumes). The "all plays" row adds the plays up (a stratified estimate, so a
+    play with a different holdout share does not bias it); its interval adds their variances.
+    """
+    labeled = reviewed.loc[reviewed["churned"].notna() & reviewed["arm"].isin([TREATMENT, HOLDOUT])]
+    rows = []
+    for play, group in labeled.groupby(labeled["play_run"].astype(str), sort=True):
+        rows.append(_play_row(play, group, assumed_success_rate))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = pd.concat([table, pd.DataFrame([_total_row(table, assumed_success_rate)])], ignore_index=True)
+    return table
+
+
+def _play_row(play: str, group: pd.DataFrame, assumed: float) -> dict[str, Any]:
+    treated = group.loc[group["arm"] == TREATMENT]
+    held = group.loc[group["arm"] == HOLDOUT]
+    n_t, n_h = len(treated), len(held)
+    k_t, k_h = float(treated["churned"].astype(float).sum()), float(held["churned"].astype(float).sum())
+    effect, low, high = difference_interval(k_h, n_h, k_t, n_t)
+    value = float(treated["customer_value"].astype(float).fillna(0.0).sum())
+    cost = float(treated["contact_cost"].sum())
+    churn_h = k_h / n_h if n_h else math.nan
+    return {
+        "play": play,
+        "contacted": n_t,
+        "held_out": n_h,
+        "churn_contacted": k_t / n_t if n_t else math.nan,
+        "churn_held_out": churn_h,
+        "effect": effect,
+        "effect_low": low,
+        "effect_high": high,
+        # Wald variance of the difference: only used to add plays up in the "all plays" row.
+        "_variance": _wald_variance(k_h, n_h, k_t, n_t),
+        "saved": effect * n_t,
+        "saved_low": low * n_t,
+        "saved_high": high * n_t,
+        "revenue_saved": effect * value,
+        "cost": cost,
+        "roi": effect * value / cost if cost > 0 else math.nan,
+        "success_rate": effect / churn_h if churn_h and churn_h > 0 else math.nan,
+        "assumed_success_rate": assumed,
+        "enough_data": bool(n_t >= MIN_ARM and n_h >= MIN_ARM),
+        "_value": value,
+    }
+
+
+def _wald_variance(k1: float, n1: float, k2: float, n2: float) -> float:
+    if n1 <= 0 or n2 <= 0:
+        return math.nan
+    p1, p2 = k1 / n1, k2 / n2
+    # A zero-churn arm has zero Wald variance; a half churner keeps the sum's interval honest.
+    p1, p2 = max(p1, 0.5 / n1), max(p2, 0.5 / n2)
+    return p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
+
+
+def _total_row(table: pd.DataFrame, assumed: float) -> dict[str, Any]:
+    ok = table.loc[table["contacted"].gt(0) & table["held_out"].gt(0)]
+    n_t = float(ok["contacted"].sum())
+    saved = float((ok["effect"] * ok["contacted"]).sum())
+    spread = Z95 * math.sqrt(float((ok["contacted"] ** 2 * ok["_variance"]).sum()))
+    held_rate = float((ok["churn_held_out"] * ok["contacted"]).sum() / n_t) if n_t else math.nan
+    effect = saved / n_t if n_t else math.nan
+    cost = float(table["cost"].sum())
+    revenue = float((ok["effect"] * ok["_value"]).sum())
+    return {
+        "play": "all plays",
+        "contacted": int(table["contacted"].sum()),
+        "held_out": int(table["held_out"].sum()),
+        "churn_contacted": float((ok["churn_contacted"] * ok["contacted"]).sum() / n_t) if n_t else math.nan,
+        "churn_held_out": held_rate,
+        "effect": effect,
+        "effect_low": (saved - spread) / n_t if n_t else math.nan,
+        "effect_high": (saved + spread) / n_t if n_t else math.nan,
+        "_variance": math.nan,
+        "saved": saved,
+        "saved_low": saved - spread,
+        "saved_high": saved + spread,
+        "revenue_saved": revenue,
+        "cost": cost,
+        "roi": revenue / cost if cost > 0 else math.nan,
+        "success_rate": effect / held_rate if held_rate > 0 else math.nan,
+        "assumed_success_rate": assumed,
+        "enough_data": bool(ok["enough_data"].any()),
+        "_value": float(ok["_value"].sum()),
+    }
+
+
+def public_plays(plays: pd.DataFrame) -> pd.DataFrame:
+    """The play table without its working columns (for the CSV and the report)."""
+    return plays.drop(columns=[c for c in plays.columns if c.startswith("_")])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole review.
+
+
+def review_list(risk_list: pd.DataFrame, dataset: Dataset, config: Config, as_of: pd.Timestamp) -> Review:
+    """Review one archived list against the data (its horizon must be observed: see ``observed_by``)."""
+    as_of = pd.Timestamp(as_of)
+    until = horizon_end(as_of, config)
+    assigned, source = arms(
+        risk_list, dataset.get("contacts"), as_of, until, config.campaign.cost_per_contact
+    )
+    reviewed = pd.concat([risk_list, assigned], axis=1)
+    reviewed["churned"] = outcomes(risk_list, dataset, config, as_of)
+    model, calibration = model_holdup(reviewed, list(config.risk.bands), config.evaluation.ece_bins)
+    plays = play_effects(reviewed, config.campaign.success_rate)
+    notes = _notes(reviewed, plays, source)
+    orders = {"risk_band": list(config.risk.bands), "arm": [TREATMENT, HOLDOUT, NOT_CONTACTED]}
+    breakdowns = {by: breakdown(reviewed, by, orders.get(by, ())) for by in BREAKDOWNS if by in reviewed}
+    return Review(as_of, until, source, reviewed, model, calibration, breakdowns, plays, notes)
+
+
+def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str) -> list[str]:
+    notes = []
+    missing = int(reviewed["churned"].isna().sum())
+    if missing:
+        notes.append(
+            f"{missing:,} listed customers have no outcome (no longer customers by the label's rules)"
+        )
+    if source == "contacts":
+        planned = reviewed["action"].eq("contact")
+        skipped = int((planned & reviewed["arm"].eq(NOT_CONTACTED)).sum())
+        if skipped:
+            notes.append(f"{skipped:,} customers the list said to contact have no contact in the horizon")
+    else:
+        notes.append("no contacts table: arms are the list's plan (action), assumed carried out")
+    for row in plays.itertuples():
+        if row.play != "all plays" and not row.enough_data:
+            notes.append(
+                f"{row.play}: fewer than {MIN_ARM} contacted or held-out customers; too few to judge"
+            )
+    return notes
+
+
+def measured_success_rate(plays: pd.DataFrame) -> dict[str, Any] | None:
+    """The "all plays" success rate and interval, for ``campaign.effect: measured`` (None if unmeasured)."""
+    if plays.empty:
+        return None
+    total = plays.iloc[-1]
+    held = total["churn_held_out"]
+    if not (held > 0) or not np.isfinite(total["success_rate"]):
+        return None
+    return {
+        "success_rate": float(total["success_rate"]),
+        "success_rate_low": float(total["effect_low"] / held),
+        "success_rate_high": float(total["effect_high"] / held),
+        "contacted": int(total["contacted"]),
+        "held_out": int(total["held_out"]),
+    }
+
+
+def json_ready(values: Mapping[Any, Any]) -> dict[str, Any]:
+    """Numbers as plain floats/ints and NaN as None (JSON has no NaN)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[str(key)] = value
+    return out
