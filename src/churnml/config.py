@@ -556,11 +556,12 @@ class DriftConfig(_Model):
         "< 0.1 stable, 0.1-0.25 moving, > 0.25 shifted.",
     )
     ks_warn: float = Field(
-        0.15,
+        0.18,
         gt=0,
         le=1,
         description="Flag a numeric feature (or the score) whose two-sample KS statistic (largest gap "
-        "between the cumulative distributions) reaches this.",
+        "between the cumulative distributions) reaches this; 0.18 is the shift PSI 0.2 means for a "
+        "normal feature (0.45 standard deviations).",
     )
     unseen_warn: float = Field(
         0.01,

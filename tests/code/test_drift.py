@@ -202,3 +202,21 @@ def test_the_score_window_keeps_the_last_scores_and_their_psi() -> None:
     window.add(np.random.default_rng(2).beta(1, 9, 5000))  # a batch larger than the window
     assert window.filled == 1000 and window.psi() < 0.1
     assert len(window.bin_labels()) == profile.bins and window.bin_labels()[-1] == "missing"
+
+
+def test_ks_counts_only_above_what_chance_gives_for_the_values_present() -> None:
+    """A feature most customers lack (the age of an open ticket) has a few dozen values a side: their KS
+    differ by chance by more than ks_warn: KS does not flag them."""
+    assert drift.ks_noise(100, 100) == pytest.approx(1.628 * math.sqrt(0.02))
+    rng = np.random.default_rng(19)
+    sparse = np.full(3000, np.nan)
+    sparse[:40] = rng.exponential(size=40)
+    run = np.full(2000, np.nan)
+    run[:30] = rng.exponential(size=30)
+    reference = drift.reference_profile(
+        pd.DataFrame({"x": sparse}), [FeatureColumn("x", "float64")], None, ""
+    )
+    row = drift.compare(reference, pd.DataFrame({"x": run}), None, SETTINGS).iloc[0]
+    assert row["ks_noise"] == pytest.approx(drift.ks_noise(40, 30)) and row["ks_noise"] > SETTINGS.ks_warn
+    assert row["ks"] > SETTINGS.ks_warn and row["ks"] < row["ks_noise"]  # by chance: same distribution
+    assert not row["flagged"]

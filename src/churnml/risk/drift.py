@@ -11,7 +11,9 @@ compares the scored customers with it, per feature:
   values. An empty bin counts as 1e-4 of the rows, so a value never seen gives a large, finite PSI.
 - **KS**, the largest gap between the two cumulative distributions (numeric features): computed at the
   reference's percentiles (values and left limits), so it is never above the exact two-sample statistic
-  and at most ~1/100 below it (a test checks it against scipy), without storing the training rows.
+  and at most ~1/100 below it (a test checks it against scipy), without storing the training rows. It
+  compares present values only, so it counts only above the 1% level of chance for those numbers
+  (``ks_noise``): on a feature 95% of customers lack, 60 values a side differ by 0.3 by chance.
 - **missing share** in the reference and in the run, and for categorical features the **unseen share**:
   customers whose raw data hold a value of the feature's column the model never saw (the features read
   it as missing, so only the raw tables show it).
@@ -50,6 +52,7 @@ FORMAT_VERSION = 1
 PSI_BINS = 10  # deciles: the usual PSI resolution, stable on a few hundred customers
 CDF_POINTS = 100  # percentiles: KS to within ~1/100
 EPSILON = 1e-4  # share an empty bin counts as
+KS_CRITICAL = 1.628  # sqrt(-ln(0.01 / 2) / 2): the two-sample KS test's 1% level, times sqrt((n+m)/nm)
 SCORE = "churn_probability"  # the score's row in the drift table
 DIGITS = 6  # shares rounded in the stored profile (compact JSON; far below any sampling error)
 
@@ -93,10 +96,14 @@ class Profile:
         index = np.where(known >= 0, known, len(self.categories))
         return np.where(pd.isna(text), self.bins - 1, index)
 
+    def counts(self, values: Any) -> np.ndarray:
+        """How many of ``values`` fall in each bin."""
+        return np.bincount(self.bin_index(values), minlength=self.bins)
+
     def actual(self, values: Any) -> np.ndarray:
         """Share of ``values`` per bin."""
-        index = self.bin_index(values)
-        return np.bincount(index, minlength=self.bins) / max(len(index), 1)
+        counts = self.counts(values)
+        return counts / max(counts.sum(), 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if v != ()}
@@ -237,6 +244,7 @@ TABLE_COLUMNS = [
     "kind",
     "psi",
     "ks",
+    "ks_noise",
     "missing_reference",
     "missing_scored",
     "unseen_share",
@@ -280,31 +288,47 @@ def compare(
     unseen: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """The drift table: one row per feature of the reference that ``frame`` has, and one for the score
-    (``churn_probability``, first), each flagged when PSI, KS or the unseen share reaches its threshold."""
+    (``churn_probability``, first), each flagged when PSI, KS or the unseen share reaches its threshold
+    (KS only when it is also above ``ks_noise``: on a feature most customers lack, a few dozen values
+    on each side differ by chance alone)."""
     rows = []
     profiles = {SCORE: reference.score} if reference.score is not None and probability is not None else {}
     for name, profile in {**profiles, **reference.features}.items():
         if profile is None or (name != SCORE and name not in frame.columns):
             continue
         values = probability if name == SCORE else frame[name]
+        counts = profile.counts(values)
+        actual, present = counts / max(counts.sum(), 1), counts[:-1].sum()
         rows.append(
             {
                 "feature": name,
                 "kind": "score" if name == SCORE else profile.kind,
-                "psi": psi(profile.expected(), profile.actual(values)),
+                "psi": psi(profile.expected(), actual),
                 "ks": ks_statistic(profile, values),
+                "ks_noise": ks_noise(round(profile.rows * (1 - profile.missing)), present)
+                if profile.kind == "numeric"
+                else np.nan,
                 "missing_reference": profile.missing,
-                "missing_scored": float(profile.actual(values)[-1]),
+                "missing_scored": float(actual[-1]),
                 "unseen_share": (unseen or {}).get(name, np.nan) if profile.kind == "categorical" else np.nan,
             }
         )
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-1])
     table["flagged"] = (
         (table["psi"] >= settings.psi_warn)
-        | (table["ks"] >= settings.ks_warn)
+        | ((table["ks"] >= settings.ks_warn) & (table["ks"] > table["ks_noise"]))
         | (table["unseen_share"] >= settings.unseen_warn)
     )
     return table
+
+
+def ks_noise(n: float, m: float) -> float:
+    """The KS statistic chance alone exceeds 1% of the time between samples of ``n`` and ``m`` values
+    (the two-sample test's asymptotic critical value, c(0.01) = 1.628): where ``n`` or ``m`` is small,
+    a KS above the threshold says nothing."""
+    if n < 1 or m < 1:
+        return float("nan")
+    return float(KS_CRITICAL * np.sqrt((n + m) / (n * m)))
 
 
 def movers(table: pd.DataFrame, n: int) -> pd.DataFrame:
