@@ -7,7 +7,8 @@ cutoff → refit on every labeled cutoff → MLflow run with nested trial runs �
 The test figures, and the champion/challenger decision, are those of the *development* model (fitted
 before the test cutoff); the shipped model is then refitted on every labeled cutoff
 (``model.refit_on: all``), so it knows the latest churners, and calibrated on every out-of-time
-prediction there is: the folds' and the development model's on the test cutoff.
+prediction there is: the folds' and the development model's on the test cutoff. The shipped model
+carries the test cutoff's reference profile, what scoring measures drift against (``risk.drift``).
 """
 
 from __future__ import annotations
