@@ -6,10 +6,11 @@ import logging
 import time
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -335,6 +336,22 @@ def promote(
     console.print(f"{name} v{version} is now '{alias}'")
 
 
+def drift_line(summary: dict[str, Any]) -> str:
+    """The scoring run's drift in one line: a warning past the thresholds, else the score's shift."""
+    from churnml.risk.drift import warning_text
+
+    if summary["reference"] is None:
+        return f"drift: {summary['note']}"
+    if warning := warning_text(summary):
+        return f"[bold yellow]WARNING {escape(warning)}[/]"
+    score = summary["score"] or {}
+    shift = f"score PSI {score['psi']:.3f}, KS {score['ks']:.3f}; " if score else ""
+    return (
+        f"drift since training ({summary['reference']}): {shift}no feature past the thresholds "
+        f"({summary['features_compared']} compared)"
+    )
+
+
 def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -> None:
     """Headline figures, risk groups, the top of the ranked list and where the report is."""
     from churnml.risk.report import top_table
@@ -380,6 +397,7 @@ def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -
         )
         if driver:
             console.print(Padding(Text(driver, style="dim"), (0, 0, 0, 7)))
+    console.print(drift_line(s["drift"]), highlight=False)
     t = s["timings"]
     console.print(
         f"explained {s['customers_explained']:,} customers ({s['rows_contributions']:,} SHAP rows, "

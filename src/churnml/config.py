@@ -558,6 +558,49 @@ class RiskConfig(_Model):
         return ordered
 
 
+class DriftConfig(_Model):
+    """Drift between the model's training data and each scoring run (``churnml.risk.drift``)."""
+
+    psi_warn: float = Field(
+        0.2,
+        gt=0,
+        description="A feature (or the score) whose population stability index against the training "
+        "reference reaches this is flagged: a warning in the report and the terminal. Rule of thumb: "
+        "< 0.1 stable, 0.1-0.25 moving, > 0.25 shifted.",
+    )
+    ks_warn: float = Field(
+        0.18,
+        gt=0,
+        le=1,
+        description="Flag a numeric feature (or the score) whose two-sample KS statistic (largest gap "
+        "between the cumulative distributions) reaches this; 0.18 is the shift PSI 0.2 means for a "
+        "normal feature (0.45 standard deviations).",
+    )
+    unseen_warn: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Flag a categorical feature when this share of scored customers has a value the model "
+        "never saw (the model reads it as missing).",
+    )
+    top: int = Field(
+        10, ge=1, description="Features with the largest drift shown in the report and summary.json."
+    )
+    window: int = Field(
+        10_000,
+        ge=100,
+        le=1_000_000,
+        description="Service: the last this many probabilities a worker served, compared with the training "
+        "reference on /metrics (churnml_score_psi).",
+    )
+    min_window: int = Field(
+        500,
+        ge=1,
+        description="Service: churnml_score_psi is NaN until a worker has served this many probabilities "
+        "(PSI of a few scores is noise).",
+    )
+
+
 class ServingConfig(_Model):
     model_uri: str | None = Field(
         None,
@@ -647,6 +690,7 @@ class Config(_Model):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
 

@@ -27,6 +27,7 @@ from churnml.features.training_set import TrainingSet
 from churnml.pipelines import review, score, train
 from churnml.pipelines.archive import archive_key
 from churnml.pipelines.train import TrainResult
+from churnml.risk import drift
 from churnml.risk import report as report_module
 from churnml.risk.explain import Explainer
 from churnml.risk.report import signal_importance
@@ -310,6 +311,7 @@ def test_cli_scores_and_prints_the_top_of_the_list(
     result = runner.invoke(app, ["score", "--out", str(tmp_path / "cli"), "--top", "10", *common])
     assert result.exit_code == 0, result.output
     assert "risk_report.html" in result.output and "top 10 by revenue at risk" in result.output
+    assert "drift since training (test cutoff" in " ".join(result.output.split())
     listed = pd.read_csv(tmp_path / "cli" / "risk_list.csv")
     assert all(customer in result.output for customer in listed["customer_id"].head(10))
     assert listed["customer_id"].iloc[10] not in result.output
@@ -441,3 +443,101 @@ def test_score_advance_the_data_review_matches_a_hand_count(
     assert "arms from the list" in printed.output and "review.html" in printed.output
     error = runner.invoke(app, ["review", "--as-of", "2025-09-01", *common, f"scoring.out_dir={out}"])
     assert error.exit_code == 2 and "no archived risk list as of 2025-09-01" in error.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# Drift against the training reference.
+
+MONEY = {"amount", "mrr"}  # the columns a pricing change moves
+
+
+def price_change(dataset: Dataset, at: pd.Timestamp, factor: float) -> Dataset:
+    """The same business with prices times ``factor`` from ``at`` on: payments, and the MRR of
+    subscriptions and customers that start after it. Behaviour is unchanged, so nothing else moves."""
+    tables = dict(dataset.tables)
+    for name, time, column in (
+        ("transactions", "timestamp", "amount"),
+        ("subscriptions", "start_at", "mrr"),
+        ("customers", "signup_at", "mrr"),
+    ):
+        frame = tables[name]
+        tables[name] = frame.assign(**{column: frame[column].where(frame[time] < at, frame[column] * factor)})
+    return Dataset(tables=tables, end=dataset.end)
+
+
+def test_drift_is_written_logged_and_reported(
+    trained: tuple[Config, TrainResult], second: score.ScoreResult
+) -> None:
+    config, result = trained
+    reference = drift.Reference.from_dict(result.model.reference)
+    assert reference is not None and reference.source.startswith("test cutoff")
+    assert set(reference.features) == set(result.model.feature_names) and reference.score is not None
+    assert (train.train_dir(config) / "model" / "reference_profile.json").exists()
+    table = pd.read_csv(second.out_dir / "drift.csv")
+    assert table["feature"].tolist() == ["churn_probability", *result.model.feature_names]
+    summary = json.loads((second.out_dir / "summary.json").read_text())["drift"]
+    assert summary["reference"] == reference.source
+    assert summary["warning"] == bool(table["flagged"].any())
+    assert summary["flagged"] == table.loc[table["flagged"] & (table["kind"] != "score"), "feature"].tolist()
+    assert len(summary["top"]) == config.drift.top and summary["score"]["psi"] >= 0
+    html = (second.out_dir / "risk_report.html").read_text()
+    assert 'id="drift-table"' in html and (('id="drift-warning"' in html) == summary["warning"])
+    run = MlflowClient(tracking_uri=config.tracking.uri).get_run(second.run_id)
+    by = table.set_index("feature")
+    for feature in ("churn_probability", result.model.feature_names[0]):
+        assert run.data.metrics[f"drift.psi.{feature}"] == pytest.approx(by.loc[feature, "psi"])
+    assert run.data.metrics["drift.flagged"] == len(summary["flagged"])
+    artifacts = {
+        a.path
+        for a in MlflowClient(tracking_uri=config.tracking.uri).list_artifacts(second.run_id, "scoring")
+    }
+    assert "scoring/drift.csv" in artifacts
+
+
+def test_a_pricing_change_is_flagged_on_the_money_features_only(
+    trained: tuple[Config, TrainResult], sim: Simulation, tmp_path: Path
+) -> None:
+    """Prices up 50% four months before the end: against the same run without the change, the features
+    newly flagged are money features (payments, MRR), and no other feature moves at all."""
+    config, result = trained
+    quiet = config.model_copy(update={"scoring": config.scoring.model_copy(update={"log_to_mlflow": False})})
+    runs = {}
+    for name, dataset in (
+        ("control", sim.to_dataset()),
+        ("shifted", price_change(sim.to_dataset(), sim.end - pd.DateOffset(months=4), 1.5)),
+    ):
+        settings = quiet.model_copy(
+            update={"scoring": quiet.scoring.model_copy(update={"out_dir": str(tmp_path / name)})}
+        )
+        scored = score.run(settings, dataset=dataset)
+        runs[name] = pd.read_csv(scored.out_dir / "drift.csv").set_index("feature")
+    money = {s.name for s in result.model.specs if s.column in MONEY}
+    control, shifted = runs["control"], runs["shifted"]
+    newly = set(shifted.index[shifted["flagged"] & ~control["flagged"]])
+    print(
+        f"\nflagged by the change: {sorted(newly)}; flagged in both: {sorted(set(control.index[control['flagged']]))}"
+    )
+    assert newly and newly <= money
+    assert {"mrr", "payments_amount_90d"} <= set(shifted.index[shifted["flagged"]])
+    others = shifted.index.difference([*money, "churn_probability"])
+    np.testing.assert_allclose(shifted.loc[others, "psi"], control.loc[others, "psi"])
+
+
+def test_a_model_without_a_reference_still_scores(
+    trained: tuple[Config, TrainResult], sim: Simulation, tmp_path: Path
+) -> None:
+    config, _ = trained
+    model_dir = tmp_path / "old_model"
+    shutil.copytree(train.train_dir(config) / "model", model_dir)
+    (model_dir / "reference_profile.json").unlink()  # as models saved before drift was recorded
+    settings = config.model_copy(
+        update={
+            "scoring": config.scoring.model_copy(
+                update={"out_dir": str(tmp_path / "out"), "log_to_mlflow": False}
+            )
+        }
+    )
+    result = score.run(settings, model_uri=str(model_dir), dataset=sim.to_dataset())
+    assert result.summary["drift"]["reference"] is None and "no reference" in result.summary["drift"]["note"]
+    assert not (result.out_dir / "drift.csv").exists()
+    assert "No reference" in result.report_path.read_text()

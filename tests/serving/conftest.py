@@ -35,6 +35,7 @@ API_KEY = "test-key-0123456789"
 ORIGIN = "https://crm.example.com"
 MAX_RECORDS = 50
 RECONNECT_EVERY = 4
+MIN_WINDOW = 120  # served scores before a worker's churnml_score_psi is a number
 MAX_BODY_BYTES = 2 * 2**20  # well above the largest test body, small enough to send past it quickly
 # Small but real: 800 simulated customers over 9 months, a 2-trial study with short boosting.
 TRAIN = [
@@ -57,6 +58,7 @@ SERVE = [
     f"serving.cors_origins=[{ORIGIN}]",
     f"serving.reconnect_every={RECONNECT_EVERY}",
     f"serving.max_body_bytes={MAX_BODY_BYTES}",
+    f"drift.min_window={MIN_WINDOW}",
 ]
 
 

@@ -19,6 +19,7 @@ import requests
 from helpers import feature_records
 
 from churnml.pipelines import score
+from churnml.risk import drift
 from churnml.risk.explain import explain_rows
 from churnml.risk.risk_list import band_of
 from churnml.serving.http import summarize_errors
@@ -484,6 +485,43 @@ def test_health_and_prometheus_metrics(live: Live) -> None:
     assert requests.get(f"{live.url}/readyz", timeout=30).status_code == 200
     metrics = requests.get(f"{live.url}/metrics", timeout=30).text
     assert "bentoml_service_request_total" in metrics and 'endpoint="/predict"' in metrics
+
+
+def _values(metrics: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of one metric's series (labels text as /metrics writes it, '' for none)."""
+    out = {}
+    for line in _series(metrics):
+        series, _, value = line.rpartition(" ")
+        if series == name or series.startswith(name + "{"):
+            out[series[len(name) :]] = float(value)
+    return out
+
+
+def test_metrics_show_the_served_scores_against_the_training_reference(
+    live: Live, features: pd.DataFrame
+) -> None:
+    """Every answered probability counts in its bin of the training reference's score deciles, beside the
+    reference's own shares; a worker's rolling PSI appears once it has served drift.min_window scores."""
+    trained = live.trained
+    reference = drift.Reference.from_dict(trained.model.reference)
+    assert reference is not None and reference.score is not None
+    before = requests.get(f"{live.url}/metrics", timeout=30).text
+    shares = _values(before, "churnml_reference_score_share")
+    assert len(shares) == reference.score.bins and sum(shares.values()) == pytest.approx(1, abs=1e-4)
+    wanted = trained.config.drift.min_window
+    frame = pd.concat([features] * (1 + wanted // len(features)), ignore_index=True).head(wanted)
+    for start in range(0, len(frame), live.max_records):
+        body = {"records": records(trained.model, frame.iloc[start : start + live.max_records])}
+        assert live.post("/predict", body).status_code == 200
+    after = requests.get(f"{live.url}/metrics", timeout=30).text
+    total = "churnml_served_scores_total"
+    counted = {k: v - _values(before, total).get(k, 0.0) for k, v in _values(after, total).items()}
+    index = reference.score.bin_index(trained.model.predict_proba(frame))
+    labels = drift.ScoreWindow(reference.score, 1).bin_labels()
+    expected = {f'{{bin="{labels[b]}"}}': float(n) for b, n in enumerate(np.bincount(index)) if n}
+    assert {k: v for k, v in counted.items() if v} == expected
+    (psi,) = _values(after, "churnml_score_psi").values()  # one worker
+    assert math.isfinite(psi) and psi >= 0
 
 
 def _series(metrics: str) -> list[str]:

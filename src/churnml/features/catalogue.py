@@ -133,6 +133,21 @@ def find_feature(specs: Iterable[FeatureSpec], **fields: object) -> str | None:
     )
 
 
+def raw_category_columns(spec: FeatureSpec) -> tuple[tuple[str, str], ...]:
+    """``(table, column)`` of each raw value a categorical feature reads (none for other features).
+
+    A feature of the current subscription (``plan``) falls back on the customers column of the same name
+    (``churnml.features.engine``), so that column is read too. The service refuses unseen values in these
+    columns; drift counts the customers who have one.
+    """
+    if spec.dtype != "category" or not spec.column or not spec.categories:
+        return ()
+    sources = [(spec.table, spec.column)]
+    if spec.aggregate == "current" and spec.table != "customers":
+        sources.append(("customers", spec.column))
+    return tuple(sources)
+
+
 def recency_feature(specs: Iterable[FeatureSpec], configured: str | None = None) -> str | None:
     """Days-since-last-activity feature: the configured one, else the first float feature of the
     'recency' family in catalogue order (the recency baseline and the "slipping away" segment's input)."""

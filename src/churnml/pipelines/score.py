@@ -1,11 +1,12 @@
-"""Scoring pipeline: customers active at the as-of date → features → calibrated probability → value,
-bands, segments, ranking → SHAP drivers and risk groups for the customers that need them → trend
+"""Scoring pipeline: customers active at the as-of date → features → calibrated probability → drift
+against the model's training reference → value, bands, segments, ranking → SHAP drivers and risk groups for the customers that need them → trend
 against the previous run → risk list, group summary and HTML report, swapped in atomically and logged
 to an MLflow scoring run.
 
 ``run`` is the wiring and this module the I/O (model, previous list, outputs, MLflow); the steps are
 pure functions of ``churnml.risk``: ``population`` (who is scored), ``risk_list`` (the scored, ranked and
-published list, its summary), ``drivers`` (reasons and risk groups).
+published list, its summary), ``drivers`` (reasons and risk groups), ``drift`` (the run against the
+training data).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from churnml.pipelines.archive import (
     score_dir,
 )
 from churnml.pipelines.review import campaign_in_use
-from churnml.risk import report
+from churnml.risk import drift, report
 from churnml.risk.drivers import drivers_and_groups
 from churnml.risk.population import active_customer_features, resolve_as_of, tenure_days
 from churnml.risk.report import Explained
@@ -61,6 +62,7 @@ GROUPS_FILE = "risk_groups.csv"
 REPORT_FILE = "risk_report.html"
 TYPICAL_FILE = "typical_values.json"
 HISTORY_FILE = "history.csv"
+DRIFT_FILE = "drift.csv"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ def run(
         tenure = tenure_days(frame, dataset, as_of)
         scored, value_basis = scored_frame(frame, probability, tenure, model.specs, config)
         timings["score_s"] = _lap(clock, timings)
+        reference, drifted = drift_against_training(model, frame, probability, dataset, as_of, config)
+        timings["drift_s"] = _lap(clock, timings)
         scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config)
         timings["explain_s"] = _lap(clock, timings)
         previous = read_previous(out_dir, as_of)
@@ -127,9 +131,12 @@ def run(
             "success_rate": campaign.success_rate,
             "success_rate_source": success_source,
         }
+        summary["drift"] = drift.summary(drifted, reference, config.drift)
+        if warning := drift.warning_text(summary["drift"]):
+            log.warning(warning)
         run_id = None
         with io.atomic_dir(out_dir) as tmp:
-            history = write_outputs(tmp, risk_list, groups, summary, typical, out_dir)
+            history = write_outputs(tmp, risk_list, groups, summary, typical, out_dir, drifted)
             started = time.perf_counter()
             report.write_report(
                 tmp / REPORT_FILE, risk_list, groups, summary, explained, model, playbook, config, history
@@ -139,7 +146,7 @@ def run(
             io.write_json(tmp / SUMMARY_FILE, summary)
             archive(tmp, out_dir, as_of)
             if config.scoring.log_to_mlflow:
-                run_id = log_run(tmp, summary, config)
+                run_id = log_run(tmp, summary, config, drifted)
     return ScoreResult(risk_list, groups, summary, out_dir, uri, run_id, explained)
 
 
@@ -149,6 +156,23 @@ def tracked(config: Config, uri: str) -> AbstractContextManager[Any]:
     if not config.scoring.log_to_mlflow and Path(uri).is_dir():
         return nullcontext()
     return session(config)
+
+
+def drift_against_training(
+    model: ChurnModel,
+    frame: pd.DataFrame,
+    probability: np.ndarray,
+    dataset: Dataset,
+    as_of: pd.Timestamp,
+    config: Config,
+) -> tuple[drift.Reference | None, pd.DataFrame | None]:
+    """The model's training reference and this run's drift table against it (None, None for a model
+    saved without a reference: the run goes on, and summary.json says so)."""
+    reference = drift.Reference.from_dict(model.reference)
+    if reference is None:
+        return None, None
+    unseen = drift.unseen_shares(dataset, frame["customer_id"].to_numpy(), as_of, model.specs)
+    return reference, drift.compare(reference, frame, probability, config.drift, unseen)
 
 
 def _lap(start: float, timings: dict[str, float] | None = None) -> float:
@@ -182,10 +206,14 @@ def write_outputs(
     summary: dict[str, Any],
     typical: dict[str, Any],
     out_dir: Path,
+    drifted: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Risk list (CSV + Parquet), group summary, typical values and the run history into ``tmp``;
-    returns the history (one row per run in this output directory)."""
+    """Risk list (CSV + Parquet), group summary, typical values, the drift table (when the model has a
+    reference) and the run history into ``tmp``; returns the history (one row per run in this output
+    directory)."""
     io.write_csv(tmp / f"{RISK_LIST}.csv", risk_list)
+    if drifted is not None:
+        io.write_csv(tmp / DRIFT_FILE, drifted)
     io.write_parquet(tmp / f"{RISK_LIST}.parquet", risk_list, metadata={"summary": summary})
     io.write_csv(tmp / GROUPS_FILE, groups)
     io.write_json(tmp / TYPICAL_FILE, typical)
@@ -195,8 +223,9 @@ def write_outputs(
     return history
 
 
-def log_run(tmp: Path, summary: dict[str, Any], config: Config) -> str:
-    """An MLflow run of this scoring in the config's experiment: settings, figures and the outputs."""
+def log_run(tmp: Path, summary: dict[str, Any], config: Config, drifted: pd.DataFrame | None = None) -> str:
+    """An MLflow run of this scoring in the config's experiment: settings, figures (every drift figure
+    too, ``drift.psi.<feature>``...) and the outputs."""
     with mlflow.start_run(run_name=f"score-{summary['as_of'][:10]}", tags=ownership.tags()) as active:
         mlflow.set_tags({"churnml.stage": "score", "churnml.model_uri": summary["model_uri"]})
         mlflow.log_params(
@@ -216,7 +245,7 @@ def log_run(tmp: Path, summary: dict[str, Any], config: Config) -> str:
             for k, v in {**summary, **summary.get("timings", {})}.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
         }
-        mlflow.log_metrics(numbers)
+        mlflow.log_metrics(numbers | (drift.metrics(drifted) if drifted is not None else {}))
         for path in sorted(tmp.iterdir()):  # this run's outputs; earlier runs' lists are in their runs
             if path.name != ARCHIVE_DIR:
                 mlflow.log_artifact(str(path), artifact_path="scoring")

@@ -7,7 +7,8 @@ cutoff → refit on every labeled cutoff → MLflow run with nested trial runs �
 The test figures, and the champion/challenger decision, are those of the *development* model (fitted
 before the test cutoff); the shipped model is then refitted on every labeled cutoff
 (``model.refit_on: all``), so it knows the latest churners, and calibrated on every out-of-time
-prediction there is: the folds' and the development model's on the test cutoff.
+prediction there is: the folds' and the development model's on the test cutoff. The shipped model
+carries the test cutoff's reference profile, what scoring measures drift against (``risk.drift``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from churnml import __version__, io, ownership
 from churnml.config import Config
 from churnml.features.training_set import TrainingSet
 from churnml.pipelines import features, review
+from churnml.risk import drift
 from churnml.training.calibrate import Calibrator, fit_calibrator
 from churnml.training.candidates import (
     Candidate,
@@ -118,6 +120,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
             model, split.development, split.test, config.evaluation, campaign, config.customer_value
         )
         shipped = _refit(config, chosen, model, specs, split, data).with_info(**info)
+        shipped = shipped.with_reference(_reference(shipped, split.test, evaluation.model.probability))
         _log_candidates(candidates, tests, chosen)
         mlflow.log_params(
             {
@@ -207,6 +210,13 @@ def _refit(
     refit = chosen.fit(specs, split.labeled, data, config)
     calibrator = _calibrator(margin, rows, config, log_as="shipped")
     return refit.with_calibrator(calibrator).with_info(labels_end=labels_end(split.labeled, split))
+
+
+def _reference(model: ChurnModel, test: pd.DataFrame, probability: np.ndarray) -> dict[str, Any]:
+    """The training data drift is measured against (``churnml.risk.drift``): the test cutoff's customers,
+    one snapshot like a scoring run, and their out-of-time probabilities."""
+    source = f"test cutoff {test['cutoff'].iloc[0].date()}, {len(test):,} customers"
+    return drift.reference_profile(test, model.columns, probability, source).to_dict()
 
 
 def _test_figures(model: ChurnModel, test: pd.DataFrame, config: Config) -> dict[str, float]:

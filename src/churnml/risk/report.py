@@ -2,7 +2,8 @@
 
 Headline figures, the ranked table (searchable and sortable with a few lines of inline JavaScript),
 risk groups with their plays, the global drivers (a SHAP summary beeswarm and contributions per
-signal), a waterfall for each top customer, the score distribution and the trend. Plots are PNGs
+signal), a waterfall for each top customer, the score distribution, the trend and the drift since
+training (a warning banner at the top when a feature or the score moved past the thresholds). Plots are PNGs
 embedded as base64; nothing is loaded from the network. The beeswarm and the waterfalls are shap's own
 (``shap.plots`` on the ``shap.Explanation``s of :mod:`churnml.risk.explain`); the other plots are drawn
 with matplotlib's object API (no pyplot state, no display).
@@ -27,6 +28,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from churnml import io
 from churnml.config import Config
+from churnml.risk import drift
 from churnml.risk.explain import Explainer, explanation, signal_explanation
 from churnml.risk.risk_list import Playbook, group_membership
 from churnml.risk.segments import SEGMENTS
@@ -377,6 +379,7 @@ def build_context(
             SEGMENTS[str(k)]: int(v)
             for k, v in risk_list["segment"].value_counts().reindex(list(SEGMENTS), fill_value=0).items()
         },
+        "drift_warning": drift.warning_text(summary["drift"]) if "drift" in summary else None,
         "escape": html.escape,
     }
 

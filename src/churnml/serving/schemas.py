@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from churnml.contract import CUSTOMERS, HISTORY_TABLES, TABLES
 from churnml.data.load import text_array
+from churnml.features.catalogue import raw_category_columns
 from churnml.training.model import ChurnModel
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # XGBoost reads features as float32
@@ -106,19 +107,16 @@ def training_category(categories: Sequence[str]) -> Any:
 
 
 def category_columns(model: ChurnModel) -> dict[tuple[str, str], tuple[str, ...]]:
-    """``(table, column)`` of each raw value a categorical feature reads -> its training categories.
-
-    A feature of the current subscription (``plan``) falls back on the customers column of the same name
-    (``churnml.features.engine``), so that column is read too.
-    """
+    """``(table, column)`` of each raw value a categorical feature reads -> its training categories
+    (``catalogue.raw_category_columns``)."""
     columns: dict[tuple[str, str], tuple[str, ...]] = {}
     for spec in model.specs:
-        column, categories = spec.column, tuple(spec.categories or ())
-        if spec.dtype != "category" or not column or not categories:
-            continue
-        columns[(spec.table, column)] = categories
-        if spec.aggregate == "current":
-            columns.setdefault(("customers", column), categories)
+        categories = tuple(spec.categories or ())
+        for k, source in enumerate(raw_category_columns(spec)):  # its own column, then the fallback
+            if k == 0:
+                columns[source] = categories
+            else:
+                columns.setdefault(source, categories)
     return columns
 
 

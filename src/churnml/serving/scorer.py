@@ -9,7 +9,7 @@ BentoML service (``churnml.serving.service``) is a thin shell around :class:`Sco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -125,8 +125,14 @@ class Scorer:
     then goes through ``self.path``.
     """
 
-    def __init__(self, loaded: LoadedModel, config: Config) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        config: Config,
+        on_scores: Callable[[np.ndarray], object] | None = None,
+    ) -> None:
         self.loaded, self.config = loaded, config
+        self.on_scores = on_scores  # sees every batch of probabilities answered (the drift gauges)
         model = loaded.model
         self.explainer = Explainer.of(model, None, config.risk.exclude_from_reasons)
         fast = None
@@ -296,6 +302,8 @@ class Scorer:
         return answers
 
     def _predictions(self, ids: Sequence[str | None], probability: np.ndarray) -> list[dict[str, Any]]:
+        if self.on_scores is not None and len(probability):
+            self.on_scores(probability)
         bands = band_of(probability, self.config.risk.bands)
         threshold = self.config.risk.at_risk_threshold
         return [

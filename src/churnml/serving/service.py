@@ -23,6 +23,7 @@ from pydantic import Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
+from churnml.risk import drift
 from churnml.risk.explain import model_typical_values
 from churnml.serving import http, launch, loading
 from churnml.serving.batching import Batcher
@@ -74,6 +75,47 @@ HISTORY_BATCH = bentoml.metrics.Histogram(
     documentation="/score_history requests scored together in one batch (churnml.serving.batching).",
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 100),
 )
+REFERENCE = drift.Reference.from_dict(_SPEC.reference)
+if REFERENCE is not None and REFERENCE.score is not None:  # a model without a reference has no such series
+    SCORE_PSI = bentoml.metrics.Gauge(
+        name="churnml_score_psi",
+        documentation="PSI of the last drift.window churn probabilities this worker answered against the "
+        "model's training reference (out-of-time scores); NaN until drift.min_window. Alert above ~0.2.",
+        multiprocess_mode="liveall",
+    )
+    SERVED_SCORES = bentoml.metrics.Counter(
+        name="churnml_served_scores",
+        documentation="Churn probabilities answered, per bin of the training reference's score deciles.",
+        labelnames=["bin"],
+    )
+    REFERENCE_SHARE = bentoml.metrics.Gauge(
+        name="churnml_reference_score_share",
+        documentation="Share of the training reference's scores in each bin of churnml_served_scores.",
+        labelnames=["bin"],
+        multiprocess_mode="max",
+    )
+
+
+class ScoreDrift:
+    """Every answered batch of probabilities into the worker's window and the score-drift metrics: a few
+    numpy operations and one metric update per bin hit, per request."""
+
+    def __init__(self, reference: drift.Profile) -> None:
+        self.window = drift.ScoreWindow(reference, CONFIG.drift.window)
+        self.labels = self.window.bin_labels()
+        for label, share in zip(self.labels, reference.expected(), strict=True):
+            REFERENCE_SHARE.labels(bin=label).set(share)
+        SCORE_PSI.set(float("nan"))
+
+    def __call__(self, probability: Any) -> None:
+        added = self.window.add(probability)
+        for label, count in zip(self.labels, added, strict=True):
+            if count:
+                SERVED_SCORES.labels(bin=label).inc(int(count))
+        enough = self.window.filled >= CONFIG.drift.min_window
+        SCORE_PSI.set(self.window.psi() if enough else float("nan"))
+
+
 UNTRACED = ["/predict", "/explain", "/score_history", "/livez", "/readyz", "/healthz", "/metrics"]
 
 
@@ -99,7 +141,8 @@ class ChurnService:
         bento_model = bentoml.models.BentoModel(_bento_model_tag())
 
     def __init__(self) -> None:
-        self.scorer = Scorer(served_model(), CONFIG)
+        score_drift = ScoreDrift(REFERENCE.score) if REFERENCE is not None and REFERENCE.score else None
+        self.scorer = Scorer(served_model(), CONFIG, on_scores=score_drift)
         self.histories = Batcher(
             self.scorer.score_histories,
             max_size=SETTINGS.max_customers,

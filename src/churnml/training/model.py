@@ -8,8 +8,9 @@ about columns, dtypes, categories or the number of trees:
   the *training* categories, unseen values becoming missing, as XGBoost does not handle them itself);
 - ``margin``/``predict_proba`` always pass ``iteration_range`` (plain ``Booster.predict`` would use
   every tree, not the early-stopped number);
-- ``save``/``load`` write the booster (or the regression's numbers, ``churnml.training.linear``), the calibrator
-  and the spec as JSON: nothing is pickled.
+- ``save``/``load`` write the booster (or the regression's numbers, ``churnml.training.linear``), the calibrator,
+  the spec and the reference profile of the training data (``churnml.risk.drift``) as JSON: nothing is
+  pickled. A model saved before the reference existed loads with ``reference=None``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ BOOSTER_FILE = "booster.json"
 LINEAR_FILE = "linear.json"
 CALIBRATOR_FILE = "calibrator.json"
 SPEC_FILE = "feature_spec.json"
+REFERENCE_FILE = "reference_profile.json"  # the training distributions drift is measured against
 FORMAT_VERSION = 1
 
 
@@ -78,6 +80,7 @@ class ChurnModel:
     specs: tuple[FeatureSpec, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     linear: LinearModel | None = None
+    reference: dict[str, Any] | None = None  # churnml.risk.drift.Reference.to_dict() of the training data
 
     @classmethod
     def untrained(cls, frame: pd.DataFrame, specs: Sequence[FeatureSpec]) -> ChurnModel:
@@ -119,6 +122,9 @@ class ChurnModel:
 
     def with_info(self, **info: Any) -> ChurnModel:
         return dataclasses.replace(self, info={**self.info, **info})
+
+    def with_reference(self, reference: dict[str, Any]) -> ChurnModel:
+        return dataclasses.replace(self, reference=reference)
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's input columns, in training order and dtypes; extra columns are ignored.
@@ -195,6 +201,8 @@ class ChurnModel:
             io.write_with(directory / BOOSTER_FILE, lambda tmp: tmp.write_bytes(raw))
         io.write_json(directory / CALIBRATOR_FILE, self.calibrator.to_dict())
         io.write_json(directory / SPEC_FILE, self.spec_document())
+        if self.reference is not None:
+            io.write_text(directory / REFERENCE_FILE, io.dumps(self.reference))  # features in model order
         return directory
 
     @classmethod
@@ -221,7 +229,13 @@ class ChurnModel:
             specs=tuple(FeatureSpec.from_dict(s) for s in spec.get("features", ())),
             info=spec.get("info", {}),
             linear=linear,
+            reference=_read_reference(directory / REFERENCE_FILE),
         )
+
+
+def _read_reference(path: Path) -> dict[str, Any] | None:
+    """The reference profile, if the model has one (models saved before it existed do not)."""
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _as_float(values: pd.Series, name: str) -> pd.Series:
