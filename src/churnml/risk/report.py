@@ -322,18 +322,28 @@ def waterfalls(
     return out
 
 
-def render(context: dict[str, Any]) -> str:
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def environment() -> Environment:
+    """The pages' Jinja environment (templates in ``churnml/risk/templates``, shared style in
+    ``_style.css.j2``) with the number filters they share: a missing figure shows as a dash."""
     env = Environment(
         loader=PackageLoader("churnml.risk", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["money"] = _money
-    env.filters["pct"] = lambda v: (
-        "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
-    )
-    return env.get_template(TEMPLATE).render(**context)
+    env.filters["money"] = lambda v: "–" if _missing(v) else _money(v)
+    env.filters["pct"] = lambda v: "–" if _missing(v) else f"{v:.1%}"
+    env.filters["pp"] = lambda v: "–" if _missing(v) else f"{v * 100:+.1f} pp"
+    env.filters["num"] = lambda v, digits=2: "–" if _missing(v) else f"{v:,.{digits}f}"
+    return env
+
+
+def render(context: dict[str, Any]) -> str:
+    return environment().get_template(TEMPLATE).render(**context)
 
 
 def build_context(

@@ -3,24 +3,18 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from churnml import io
 from churnml.config import Config
-from churnml.risk.report import _figure, _money, plot_text, png
+from churnml.risk.report import _figure, environment, plot_text, png
 from churnml.risk.review import PLAY_FIGURES, Review, json_ready, public_plays
 
 TEMPLATE = "review.html.j2"
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def effect_plot(plays: pd.DataFrame) -> str | None:
@@ -69,17 +63,7 @@ def calibration_plot(calibration: pd.DataFrame) -> str | None:
 
 
 def render(context: dict[str, Any]) -> str:
-    env = Environment(
-        loader=PackageLoader("churnml.risk", "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["money"] = lambda v: "–" if _missing(v) else _money(v)
-    env.filters["pct"] = lambda v: "–" if _missing(v) else f"{v:.1%}"
-    env.filters["pp"] = lambda v: "–" if _missing(v) else f"{v * 100:+.1f} pp"
-    env.filters["num"] = lambda v, digits=2: "–" if _missing(v) else f"{v:,.{digits}f}"
-    return env.get_template(TEMPLATE).render(**context)
+    return environment().get_template(TEMPLATE).render(**context)
 
 
 def build_context(review: Review, config: Config) -> dict[str, Any]:
