@@ -172,7 +172,8 @@ def test_review_of_a_small_business_by_hand() -> None:
     m = result.model
     assert (m["labeled"], m["churners"], m["contacted_depth"]) == (6, 2, 3)
     assert m["roc_auc"] == pytest.approx(7 / 8)  # churners at ranks 1 and 3 of 6
-    assert m["lift_at_depth"] == pytest.approx((2 / 3) / (2 / 6))
+    # Not contacted: c2..c5, c2 churned; the list put 3 of 6 on a play, so the top half of them (c2, c3).
+    assert m["lift_at_depth"] == pytest.approx((1 / 2) / (1 / 4)) and m["capture_at_depth"] == 1.0
     table = result.breakdowns["risk_band"].set_index("value")
     assert table.loc["high", "churners"] == 2 and table.loc["low", "realised"] == 0.0
     assert any("too few to judge" in note for note in result.notes)

@@ -131,9 +131,7 @@ def run(
             "success_rate": campaign.success_rate,
             "success_rate_source": success_source,
         }
-        summary["drift"] = drift.summary(drifted, reference, config.drift)
-        if warning := drift.warning_text(summary["drift"]):
-            log.warning(warning)
+        summary["drift"] = drift.summary(drifted, reference, config.drift)  # the CLI prints its warning
         run_id = None
         with io.atomic_dir(out_dir) as tmp:
             history = write_outputs(tmp, risk_list, groups, summary, typical, out_dir, drifted)
