@@ -8,8 +8,10 @@ holdout and heterogeneous true effects, docs/simulator.md). churnml trains on th
 against the full data. The review's measured effect per play (pooled over the lists) is compared with
 the true average effect of the same customers, from the simulator's truth table: each customer's churn
 probability at the next renewal with and without the contact, counted only when that renewal falls in
-the list's horizon (the review counts churn in that window). Also: the measured total saves vs the true
-saves of the contacted customers, and each list's realised ROC-AUC vs the model's test-cutoff ROC-AUC.
+the list's horizon (the review counts churn in that window); lists are strata, weighted by their
+contacted customers in both (``pooled_effects``). Also: the measured total saves vs the true saves of
+the contacted customers, and each list's realised ROC-AUC vs the model's test-cutoff ROC-AUC (both over
+all customers, contacted ones included, with Hanley-McNeil standard errors).
 
 Prints a table per seed and the coverage over all (seed, play) pairs; the targets (≥ 90% covered, total
 saves within the interval) are printed beside the figures.
@@ -30,7 +32,7 @@ from churnml.data.load import dataset_from_frames
 from churnml.data.simulate import simulate
 from churnml.features.training_set import build_training_set
 from churnml.pipelines import review, score, train
-from churnml.risk.review import TREATMENT, observed_by, play_effects, public_plays
+from churnml.risk.review import TREATMENT, observed_by, pooled_effects, public_plays
 
 TARGET_COVERAGE = 0.90
 
@@ -75,6 +77,8 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     then = dataset_from_frames(sim.tables, end=pd.Timestamp(args.train_end))
     trained = train.run(config, training_set=build_training_set(then, config.labels, config.features))
     test_auc = float(trained.evaluation.model.metrics["roc_auc"])
+    test_y = trained.evaluation.y
+    test_se = auc_se(test_auc, int(test_y.sum()), int(len(test_y) - test_y.sum()))
     horizon = config.labels.horizon_days
     months = pd.date_range(args.train_end, full.end, freq="MS")
     listed = [m for m in months if observed_by(m, config) <= full.end]
@@ -82,21 +86,37 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
         data = dataset_from_frames(sim.tables, end=as_of)  # scored as it was: nothing after as_of
         score.run(config, as_of=as_of, dataset=data)
     result = review.run(config, dataset=full)
-    pooled = pd.concat([r.customers for r in result.reviews], ignore_index=True)
+    # The review's pooled figure adds up (list, play) strata weighted by their contacted customers; the
+    # truth is weighted the same way, stratum by stratum.
+    plays = public_plays(pooled_effects([r.plays for r in result.reviews], config.campaign.success_rate))
     truth = pd.concat(
-        [true_effects(r.customers, sim.contact_truth, horizon) for r in result.reviews], ignore_index=True
+        [
+            true_effects(r.customers, sim.contact_truth, horizon).assign(list=str(r.as_of.date()))
+            for r in result.reviews
+        ],
+        ignore_index=True,
     )
-    plays = public_plays(play_effects(pooled, config.campaign.success_rate))
-    true_by_play = truth.groupby(truth["play_run"].astype(str))["true_effect"].mean()
+    strata = truth.groupby(["play_run", "list"]).agg(
+        true_effect=("true_effect", "mean"),
+        contacted=("arm", lambda a: int((a == TREATMENT).sum())),
+        held_out=("arm", lambda a: int((a == "holdout").sum())),
+    )
+    strata = strata.loc[(strata["contacted"] > 0) & (strata["held_out"] > 0)].reset_index()
+    weighted = strata.assign(w=strata["true_effect"] * strata["contacted"])
+    by_play = weighted.groupby("play_run")[["w", "contacted"]].sum()
+    true_by_play = by_play["w"] / by_play["contacted"]
     plays["true_effect"] = plays["play"].map(true_by_play)
-    plays["covered"] = (plays["effect_low"] <= plays["true_effect"]) & (
-        plays["true_effect"] <= plays["effect_high"]
+    plays.loc[plays["play"] == "all plays", "true_effect"] = weighted["w"].sum() / weighted["contacted"].sum()
+    measurable = np.isfinite(plays["effect_low"].to_numpy(float)) & plays["true_effect"].notna().to_numpy()
+    plays["covered"] = (
+        measurable
+        & (plays["effect_low"] <= plays["true_effect"])
+        & (plays["true_effect"] <= plays["effect_high"])
     )
-    treated = truth.loc[truth["arm"] == TREATMENT]
     total = plays.loc[plays["play"] == "all plays"].iloc[0]
-    true_saves = float(treated["true_effect"].sum())
+    true_saves = float(weighted["w"].sum())
     print(f"\nseed {seed}: lists {[str(m.date()) for m in listed]}, test-cutoff ROC-AUC {test_auc:.3f}")
-    shown = plays.loc[plays["play"] != "all plays"]
+    shown = plays.loc[(plays["play"] != "all plays") & measurable]
     print(
         shown[
             ["play", "contacted", "held_out", "effect", "effect_low", "effect_high", "true_effect", "covered"]
@@ -111,18 +131,21 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     )
     aucs = []
     for r in result.reviews:
+        # Like with like: the test cutoff's customers include the programme's contacted ones too, so the
+        # list's AUC over all its customers is the comparable figure (the not-contacted AUC drops the
+        # riskiest customers and reads lower).
         m = r.model
-        labeled = r.customers.loc[r.customers["churned"].notna() & (r.customers["arm"] != TREATMENT)]
+        labeled = r.customers.loc[r.customers["churned"].notna()]
         pos = int(labeled["churned"].astype(float).sum())
-        se = auc_se(m["roc_auc_not_contacted"], pos, len(labeled) - pos)
-        z = (m["roc_auc_not_contacted"] - test_auc) / se if se > 0 else float("nan")
+        se = auc_se(m["roc_auc"], pos, len(labeled) - pos)
+        z = (m["roc_auc"] - test_auc) / math.hypot(se, test_se)
         aucs.append(z)
         print(
-            f"  list {r.as_of.date()}: realised ROC-AUC {m['roc_auc_not_contacted']:.3f} (not contacted; "
-            f"{m['roc_auc']:.3f} all) vs test {test_auc:.3f}: z = {z:+.2f} (SE {se:.3f}, {pos} churners)"
+            f"  list {r.as_of.date()}: realised ROC-AUC {m['roc_auc']:.3f} ({m['roc_auc_not_contacted']:.3f} not "
+            f"contacted) vs test {test_auc:.3f}: z = {z:+.2f} (SE {se:.3f} and {test_se:.3f}, {pos} churners)"
         )
     return {
-        "pairs": int(shown["true_effect"].notna().sum()),
+        "pairs": len(shown),
         "covered": int(shown["covered"].sum()),
         "saves_ok": bool(saves_ok),
         "auc_z": aucs,

@@ -443,6 +443,10 @@ def _pct(value: float) -> str:
     return "–" if value != value else f"{value:.1%}"
 
 
+def _num(value: float, spec: str) -> str:
+    return "–" if value != value else format(value, spec)
+
+
 def print_review_summary(result, config: Config) -> None:
     """Per reviewed list: the model's hold-up, each play's effect, saves and ROI; lists still waiting."""
     from churnml.risk.review import public_plays
@@ -451,9 +455,9 @@ def print_review_summary(result, config: Config) -> None:
         m = review.model
         console.print(
             f"[bold]list of {review.as_of.date()}[/] ({m['labeled']:,} customers with an outcome): realised churn "
-            f"{m['churn_rate']:.1%} (predicted {m['predicted_churn_rate']:.1%}), ROC-AUC {m['roc_auc']:.3f} "
-            f"({m['roc_auc_not_contacted']:.3f} not contacted), lift at the contacted depth "
-            f"{m['lift_at_depth']:.2f}, ECE {m['ece_not_contacted']:.4f}",
+            f"{_pct(m['churn_rate'])} (predicted {_pct(m['predicted_churn_rate'])}), ROC-AUC "
+            f"{_num(m['roc_auc'], '.3f')} ({_num(m['roc_auc_not_contacted'], '.3f')} not contacted), lift at the "
+            f"contacted depth {_num(m['lift_at_depth'], '.2f')}, ECE {_num(m['ece_not_contacted'], '.4f')}",
             highlight=False,
         )
         table = Table(
@@ -470,9 +474,10 @@ def print_review_summary(result, config: Config) -> None:
                 str(row["play"]),
                 f"{row['contacted']:,} / {row['held_out']:,}",
                 f"{_pct(row['churn_held_out'])} → {_pct(row['churn_contacted'])}",
-                f"{row['effect'] * 100:+.1f} ({row['effect_low'] * 100:+.1f}, {row['effect_high'] * 100:+.1f})",
-                f"{row['saved']:,.1f}",
-                "–" if row["roi"] != row["roi"] else f"{row['roi']:.2f}",
+                f"{_num(row['effect'] * 100, '+.1f')} ({_num(row['effect_low'] * 100, '+.1f')}, "
+                f"{_num(row['effect_high'] * 100, '+.1f')})",
+                _num(row["saved"], ",.1f"),
+                _num(row["roi"], ".2f"),
             )
         console.print(table)
         for note in review.notes:
@@ -481,12 +486,25 @@ def print_review_summary(result, config: Config) -> None:
         console.print(f"list of {stamp.date()}: outcomes observed from {ready.date()}, not reviewed yet")
     if result.measured is not None:
         m = result.measured
+        usable = 0 < m["success_rate"] <= 1
         console.print(
-            f"measured success rate over {len(m['lists'])} list(s): [bold]{m['success_rate']:.0%}[/] "
-            f"(95% CI {m['success_rate_low']:.0%} to {m['success_rate_high']:.0%}); campaign.success_rate assumes "
-            f"{config.campaign.success_rate:.0%}. Use it: campaign.effect=measured",
+            f"measured success rate over {len(m['lists'])} list(s) ({', '.join(m['plays_judged'])}): "
+            f"[bold]{m['success_rate']:.0%}[/] (95% CI {m['success_rate_low']:.0%} to {m['success_rate_high']:.0%}); "
+            f"campaign.success_rate assumes {config.campaign.success_rate:.0%}. "
+            + (
+                "Use it: campaign.effect=measured"
+                if usable
+                else "Not a usable rate: the contacts did not keep customers"
+            ),
             highlight=False,
         )
+    elif result.reviews:
+        console.print(
+            f"no play had {config.review.min_arm} or more customers in both arms: no success rate measured",
+            highlight=False,
+        )
+    if not result.reviews and not result.waiting:
+        console.print("no archived list to review")
     for page in result.pages:
         console.print(f"review: [bold]{page}[/]", highlight=False, soft_wrap=True)
 
@@ -592,10 +610,21 @@ def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     ):
         console.rule(f"[bold]churnml demo: {stage}")
         started = time.perf_counter()
-        scored = score_pipeline.run(cfg, dataset=data)
+        # The model just trained, not the registry's champion: an earlier champion may have been fitted
+        # on the very outcomes this demo reviews.
+        just_trained = (
+            f"models:/{cfg.tracking.registered_model}/{trained.version}"
+            if trained.version
+            else trained.model_uri
+        )
+        scored = score_pipeline.run(cfg, dataset=data, model_uri=just_trained)
         print_score_summary(scored, cfg, time.perf_counter() - started)
     console.rule(f"[bold]churnml demo: review the list of {earlier.date()}")
     print_review_summary(review_pipeline.run(cfg, dataset=full), cfg)
+    again = " ".join(["simulate.programme=true", *(overrides or [])])
+    console.print(
+        f"to review again on this business: churnml review {again}", highlight=False, soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

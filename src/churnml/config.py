@@ -380,6 +380,24 @@ class CampaignConfig(_Model):
     )
 
 
+class ReviewConfig(_Model):
+    """``churnml review``: how past lists are judged (docs/risk_list.md, "Did it work?")."""
+
+    arms: Literal["auto", "contacts", "list"] = Field(
+        "auto",
+        description="Who counts as contacted or held out. contacts: the arm of each customer's first row of "
+        "the contacts table in the list's horizon (write each row when the customer is assigned, holdouts "
+        "too); list: the list's own action, contact or holdout (intention to treat: a planned contact counts "
+        "as contacted whether or not it happened); auto: contacts when the data has a contacts table, else list.",
+    )
+    min_arm: int = Field(
+        10,
+        ge=1,
+        description="Fewest contacted and held-out customers for a play's effect to be judged and to count "
+        "in the measured success rate.",
+    )
+
+
 class CustomerValueConfig(_Model):
     """What a churned customer costs: the campaign's saved value (training) and the risk list's revenue at
     risk use this one rule (``churnml.features.value``)."""
@@ -686,6 +704,7 @@ class Config(_Model):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     campaign: CampaignConfig = Field(default_factory=CampaignConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     customer_value: CustomerValueConfig = Field(default_factory=CustomerValueConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)

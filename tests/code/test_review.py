@@ -17,6 +17,7 @@ from churnml.risk.review import (
     measured_success_rate,
     observed_by,
     play_effects,
+    pooled_effects,
     review_list,
     wilson,
 )
@@ -105,7 +106,7 @@ def test_play_effects_worked_out_on_paper() -> None:
             "contact_cost": [5.0] * 8 + [0.0] * 4 + [20.0] * 3 + [0.0] * 2,
         }
     )
-    plays = play_effects(reviewed, 0.25).set_index("play")
+    plays = play_effects(reviewed, 0.25, min_arm=3).set_index("play")
     offer = plays.loc["Offer"]
     assert offer["effect"] == pytest.approx(2 / 4 - 1 / 8)
     assert offer["saved"] == pytest.approx(0.375 * 8)
@@ -123,10 +124,83 @@ def test_play_effects_worked_out_on_paper() -> None:
     assert total["effect"] == pytest.approx(4.5 / 11)
     assert total["saved_low"] < total["saved"] < total["saved_high"]
     assert total["roi"] == pytest.approx((150 + 300) / (40 + 60))
-    measured = measured_success_rate(plays.reset_index())
-    assert measured is not None
-    held = (0.5 * 8 + 0.5 * 3) / 11
-    assert measured["success_rate"] == pytest.approx((4.5 / 11) / held)
+    measured = measured_success_rate(plays.reset_index())  # Call has too few customers to count
+    assert measured is not None and measured["plays_judged"] == ["Offer"]
+    assert measured["success_rate"] == pytest.approx(0.375 / 0.5)
+
+
+def _reviewed(play: str, arms: list[str], churned: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "play_run": play,
+            "arm": arms,
+            "churned": pd.array(churned, dtype="Int8"),
+            "customer_value": 100.0,
+            "contact_cost": [5.0 if a == "treatment" else 0.0 for a in arms],
+        }
+    )
+
+
+def test_lists_are_strata_when_pooled_so_no_simpson() -> None:
+    """Two lists where the play does nothing: list A holds out half its customers and 40% of everyone
+    churns; list B holds out a tenth and 10% churn. Pooling the customers would show an effect."""
+    a = _reviewed("Offer", ["treatment"] * 50 + ["holdout"] * 50, [1] * 20 + [0] * 30 + [1] * 20 + [0] * 30)
+    b = _reviewed("Offer", ["treatment"] * 90 + ["holdout"] * 10, [1] * 9 + [0] * 81 + [1] + [0] * 9)
+    lists = [play_effects(a, 0.25), play_effects(b, 0.25)]
+    naive = play_effects(pd.concat([a, b]), 0.25).set_index("play").loc["Offer", "effect"]
+    assert naive == pytest.approx(21 / 60 - 29 / 140)  # +0.14: an effect that is not there
+    pooled = pooled_effects(lists, 0.25).set_index("play")
+    assert pooled.loc["Offer", "effect"] == pytest.approx(0.0)
+    assert pooled.loc["all plays", "saved"] == pytest.approx(0.0)
+    assert pooled.loc["Offer", "effect_low"] < 0 < pooled.loc["Offer", "effect_high"]
+
+
+def test_plays_without_holdouts_have_no_effect_and_do_not_count() -> None:
+    both = _reviewed("Offer", ["treatment"] * 20 + ["holdout"] * 20, [1] * 2 + [0] * 18 + [1] * 6 + [0] * 14)
+    only = _reviewed("Call", ["treatment"] * 30, [0] * 30)
+    plays = play_effects(pd.concat([both, only]), 0.25).set_index("play")
+    assert math.isnan(plays.loc["Call", "effect"]) and math.isnan(plays.loc["Call", "roi"])
+    total = plays.loc["all plays"]
+    assert (total["contacted"], total["held_out"], total["cost"]) == (20, 20, 100.0)  # Offer's alone
+    assert total["effect"] == pytest.approx(0.2)
+    none = play_effects(only, 0.25).set_index("play").loc["all plays"]
+    assert all(math.isnan(none[k]) for k in ("effect", "saved", "saved_low", "roi", "revenue_saved"))
+
+
+def test_play_names_are_one_play_whatever_the_case_and_spacing() -> None:
+    contacts = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2"],
+            "contacted_at": pd.Timestamp("2025-06-02"),
+            "play": ["Loyalty offer", "loyalty  OFFER ", "Loyalty offer"],
+            "arm": ["treatment", "holdout", "treatment"],
+        }
+    )
+    assigned, _ = arms(_list(), contacts, AS_OF, AS_OF + pd.Timedelta(days=30), 10.0)
+    assert assigned["play_run"].iloc[:3].tolist() == ["Loyalty offer"] * 3
+
+
+def test_arms_by_the_plan_with_a_contacts_table_is_intention_to_treat() -> None:
+    """review.arms: list counts a planned contact as contacted even without a contact row, and takes the
+    play and cost from a row where there is one."""
+    contacts = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c4"],
+            "contacted_at": pd.Timestamp("2025-06-10"),
+            "play": ["Success-manager call", "Loyalty offer"],
+            "arm": ["treatment", "treatment"],
+            "cost": [40.0, 25.0],
+        }
+    )
+    assigned, source = arms(_list(), contacts, AS_OF, AS_OF + pd.Timedelta(days=30), 10.0, "list")
+    assert source == "list"
+    assert assigned["arm"].tolist() == ["treatment", "treatment", "holdout", "none", "none", "none"]
+    assert assigned["play_run"].iloc[:3].tolist() == [
+        "Billing outreach",
+        "Success-manager call",
+        "Billing outreach",
+    ]
+    assert assigned["contact_cost"].tolist() == [10.0, 40.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_review_of_a_small_business_by_hand() -> None:

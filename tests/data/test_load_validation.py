@@ -711,3 +711,13 @@ def test_contacts_of_unknown_customers_are_dropped_and_rows_are_sorted(tables):
     contacts = dataset.tables["contacts"]
     assert contacts["customer_id"].tolist() == ["c1", "c3"]
     assert any(w.table == "contacts" for w in dataset.warnings)
+
+
+def test_contacts_do_not_move_the_end_of_the_data(tables):
+    """A contact scheduled after the last activity must not make unobserved weeks look observed."""
+    without = dataset_from_frames(tables)
+    late = _contacts(contacted_at=["2024-03-01 10:00:00", "2024-03-01 10:00:00", "2024-06-30 09:00:00"])
+    dataset = dataset_from_frames({**tables, "contacts": late})
+    assert dataset.end == without.end
+    assert dataset.tables["contacts"]["contacted_at"].max() <= dataset.end
+    assert any(w.table == "contacts" and "after end" in w.problem for w in dataset.warnings)

@@ -383,7 +383,12 @@ def test_score_advance_the_data_review_matches_a_hand_count(
     from the simulator's renewal log, who was contacted from a contacts table written here."""
     config, _ = trained
     out = tmp_path / "score"
-    copy = config.model_copy(update={"scoring": config.scoring.model_copy(update={"out_dir": str(out)})})
+    copy = config.model_copy(
+        update={
+            "scoring": config.scoring.model_copy(update={"out_dir": str(out)}),
+            "review": config.review.model_copy(update={"min_arm": 1}),  # a small business: judge every play
+        }
+    )
     as_of = pd.Timestamp("2025-08-01")  # the data ends 2025-10-01: horizon and grace observed
     listed = score.run(copy, as_of=as_of, dataset=dataset_from_frames(sim.tables, end=as_of)).risk_list
     plan = listed.loc[listed["action"].notna()]
@@ -420,6 +425,7 @@ def test_score_advance_the_data_review_matches_a_hand_count(
             assert row["effect"] == pytest.approx(rate_h - rate_t)
             assert row["revenue_saved"] == pytest.approx((rate_h - rate_t) * treated["customer_value"].sum())
     assert any(note.startswith("3 customers the list said to contact") for note in reviewed.notes)
+    assert not any("other data" in note for note in reviewed.notes)
     m = reviewed.model
     assert m["churners"] == len(churners) and 0.5 < m["roc_auc"] <= 1.0
 
@@ -433,6 +439,22 @@ def test_score_advance_the_data_review_matches_a_hand_count(
     run = MlflowClient(config.tracking.uri).get_run(result.run_ids[0])
     assert run.data.tags["churnml.stage"] == "review"
     assert run.data.metrics["model_churners"] == len(churners)
+
+    # Nothing due (the data as it was at the list): the earlier review stays as it is.
+    before = sorted(p.name for p in (out.parent / "review").iterdir())
+    nothing = review.run(copy, dataset=dataset_from_frames(sim.tables, end=as_of + pd.Timedelta(days=20)))
+    assert (
+        not nothing.reviews
+        and nothing.waiting
+        and sorted(p.name for p in (out.parent / "review").iterdir()) == before
+    )
+    # A date finds the list; text that is not a date is a clear error; other data is named in a note.
+    other = copy.model_copy(update={"simulate": copy.simulate.model_copy(update={"seed": 8})})
+    again = review.run(other, as_of="2025-08-01", dataset=full)
+    assert [r.as_of for r in again.reviews] == [as_of]
+    assert again.reviews[0].notes[0].startswith("this list was scored on other data")
+    with pytest.raises(ChurnmlError, match="not a date"):
+        review.run(copy, as_of="2025-13-01", dataset=full)
 
     # The command line: this data has no contacts table, so the arms are the list's plan.
     monkeypatch.setattr(cli.console, "width", 80)

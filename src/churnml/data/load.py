@@ -772,16 +772,24 @@ def _build_dataset(
     codes = {name: _customer_codes(table["customer_id"], known) for name, table in activity.items()}
     keep = _drop_unknown_customers(activity, codes, unknown_customers, warnings)
     rows = {"customers": np.arange(len(customers)), **{n: np.flatnonzero(k) for n, k in keep.items()}}
+    # The end of the data is where the customers' own activity ends: what the business did to them
+    # (contacts) cannot extend it, or a scheduled contact would make unobserved weeks look observed.
     times = {
         name: tables[name][TABLES[name].time_column].to_numpy()[rows[name]]
         for name in ("customers", *activity)
+        if name == "customers" or name in ACTIVITY_TABLES
     }
     stamp = _resolve_end(end, list(times.values()))
     stops = _activity_end(times) if end is None else None
     if stops is not None and stray_rows == "error":
         _refuse_strays(times, rows, tables, stops)
-    if end is not None or stops is not None:
-        stamp = stamp if stops is None else stops
+    stamp = stamp if stops is None else stops
+    later_facts = any(
+        (tables[name][TABLES[name].time_column].to_numpy()[rows[name]] > stamp.to_datetime64()).any()
+        for name in activity
+        if name not in ACTIVITY_TABLES
+    )
+    if end is not None or stops is not None or later_facts:
         customers = _drop_after_end(customers, activity, codes, keep, known, stamp, warnings)
 
     result = {"customers": _with_range_index(customers)}

@@ -31,8 +31,10 @@ def score_dir(config: Config) -> Path:
 
 
 def review_dir(config: Config) -> Path:
-    """Beside the score directory: the reviews of its archived lists."""
-    return score_dir(config).parent / "review"
+    """Beside the score directory: the reviews of its archived lists (``outputs/<name>/review`` for the
+    default ``outputs/<name>/score``; ``<dir>_review`` beside any other, so two never share one)."""
+    scores = score_dir(config)
+    return scores.parent / ("review" if scores.name == "score" else f"{scores.name}_review")
 
 
 def archive_key(as_of: pd.Timestamp) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from churnml.config import Config
 from churnml.data.dataset import Dataset
@@ -30,6 +31,15 @@ def load_data(config: Config, base_dir: Path | None = None) -> Dataset:
             return simulated.to_dataset()
         return dataset_from_frames(simulated.tables, end=config.data.end)  # the business as it was then
     return load_dataset(config.data, base_dir=base_dir)
+
+
+def data_source(config: Config) -> dict[str, Any]:
+    """Where the data comes from (the simulator's settings, or the configured files), so a later run can
+    tell whether it reads the same business; the end of the data is left out (it moves)."""
+    if config.data.dir is None and not config.data.tables:
+        return {"simulate": config.simulate.model_dump(mode="json")}
+    tables = {name: source.path for name, source in sorted(config.data.tables.items())}
+    return {"dir": config.data.dir, "tables": tables}
 
 
 def training_set_dir(config: Config) -> Path:

@@ -40,7 +40,7 @@ from churnml.risk.review import (
     json_ready,
     measured_success_rate,
     observed_by,
-    play_effects,
+    pooled_effects,
     public_plays,
     review_list,
 )
@@ -73,7 +73,8 @@ def run(
     dataset: Dataset | None = None,
     base_dir: Path | None = None,
 ) -> ReviewResult:
-    """Review the archived lists whose outcomes are observed (or only the one of ``as_of``)."""
+    """Review the archived lists whose outcomes are observed (or only the one of ``as_of``, a date or a
+    moment). With none due, nothing is written: the earlier reviews stay as they are."""
     scores = score_dir(config)
     lists = archived_lists(scores)
     if not lists:
@@ -82,28 +83,36 @@ def run(
             f"reviewed once its horizon ({config.labels.horizon_days} days) is in the data"
         )
     if as_of is not None:
-        wanted = pd.Timestamp(as_of)
-        lists = [(stamp, folder) for stamp, folder in lists if stamp == wanted]
-        if not lists:
-            raise ChurnmlError(f"no archived risk list as of {wanted}; archived: {_stamps(scores)}")
+        lists = _the_list_of(as_of, lists)
     dataset = dataset or features.load_data(config, base_dir)
     due = [(stamp, folder) for stamp, folder in lists if observed_by(stamp, config) <= dataset.end]
     waiting = [
         (stamp, observed_by(stamp, config)) for stamp, _ in lists if observed_by(stamp, config) > dataset.end
     ]
-    if as_of is not None and not due:
-        stamp, ready = waiting[0]
-        raise ChurnmlError(
-            f"the list of {stamp.date()} cannot be reviewed yet: its outcomes are observed from {ready.date()} "
-            f"(horizon + grace), and the data ends {dataset.end.date()}"
-        )
-    reviews = [
-        review_list(pd.read_parquet(folder / f"{RISK_LIST}.parquet"), dataset, config, stamp)
-        for stamp, folder in due
-    ]
-    measured = _measured(reviews, config)
     out_dir = review_dir(config)
-    target = out_dir / archive_key(reviews[0].as_of) if as_of is not None and reviews else out_dir
+    if not due:
+        if as_of is not None:
+            stamp, ready = waiting[0]
+            raise ChurnmlError(
+                f"the list of {stamp.date()} cannot be reviewed yet: its outcomes are observed from "
+                f"{ready.date()} (horizon + grace), and the data ends {dataset.end.date()}"
+            )
+        return ReviewResult([], waiting, None, out_dir, [], [])
+    source = features.data_source(config)
+    reviews = []
+    for stamp, folder in due:
+        review = review_list(pd.read_parquet(folder / f"{RISK_LIST}.parquet"), dataset, config, stamp)
+        scored_on = _scored_on(folder)
+        if scored_on is not None and scored_on != source:
+            review.notes.insert(
+                0,
+                f"this list was scored on other data ({_describe(scored_on)}) than this review reads "
+                f"({_describe(source)}): its figures compare different customers",
+            )
+            log.warning("review of %s: %s", stamp.date(), review.notes[0])
+        reviews.append(review)
+    measured = _measured(reviews, config)
+    target = out_dir / archive_key(reviews[0].as_of) if as_of is not None else out_dir
     run_ids: list[str] = []
     logging_on = config.scoring.log_to_mlflow  # the review of a scoring run goes where the run went
     with session(config) if logging_on else nullcontext(), io.atomic_dir(target) as tmp:
@@ -118,16 +127,43 @@ def run(
     return ReviewResult(reviews, waiting, measured, out_dir, run_ids, pages)
 
 
+def _the_list_of(as_of: Any, lists: list[tuple[pd.Timestamp, Path]]) -> list[tuple[pd.Timestamp, Path]]:
+    """The archived list of a moment, or of a date (a list scored at the end of the data is rarely at
+    midnight); a clear error for text that is not a date, or a date with no list or several."""
+    try:
+        wanted = pd.Timestamp(as_of)
+    except (ValueError, TypeError):
+        raise ChurnmlError(f"--as-of {as_of!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)") from None
+    found = [(stamp, folder) for stamp, folder in lists if stamp == wanted]
+    if not found and wanted == wanted.normalize():
+        found = [(stamp, folder) for stamp, folder in lists if stamp.normalize() == wanted]
+    archived = ", ".join(folder.name for _, folder in lists)
+    if not found:
+        raise ChurnmlError(f"no archived risk list as of {as_of}; archived: {archived}")
+    if len(found) > 1:
+        raise ChurnmlError(f"several lists on {as_of}: give the moment, one of {archived}")
+    return found
+
+
+def _scored_on(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / SUMMARY_FILE).read_text()).get("data_source")
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(source: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(source.items()))
+
+
 def _stamps(scores: Path) -> str:
     return ", ".join(str(stamp.date()) for stamp, _ in archived_lists(scores)) or "none"
 
 
 def _measured(reviews: list[Review], config: Config) -> dict[str, Any] | None:
-    """The success rate over every reviewed list (plays pooled across lists: more customers, one figure)."""
-    if not reviews:
-        return None
-    pooled = pd.concat([r.customers for r in reviews], ignore_index=True)
-    plays = play_effects(pooled, config.campaign.success_rate)
+    """The success rate over every reviewed list: each (list, play) a stratum (``pooled_effects``), only
+    plays with enough customers in both arms (``review.min_arm``) counting."""
+    plays = pooled_effects([r.plays for r in reviews], config.campaign.success_rate, config.review.min_arm)
     overall = measured_success_rate(plays)
     if overall is None:
         return None
@@ -218,6 +254,8 @@ def log_run(folder: Path, review: Review, config: Config) -> str:
         figures = {f"model_{k}": v for k, v in review.model.items()}
         for row in public_plays(review.plays).itertuples(index=False):
             key = _metric_key(str(row.play))
+            while f"{key}.effect" in figures:  # two plays whose names differ only in punctuation
+                key += "_"
             for name in (
                 "effect",
                 "effect_low",

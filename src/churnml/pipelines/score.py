@@ -123,6 +123,7 @@ def run(
             "previous_as_of": None if previous is None else previous.attrs.get("as_of"),
             "value_basis": value_basis,
             "typical_values_source": typical["source"],
+            "data_source": features.data_source(config),
         }
         campaign, success_source = campaign_in_use(config)
         summary = run_summary(risk_list, config, provenance, stats)

@@ -8,7 +8,7 @@ the play's effect, without a model and with an honest confidence interval.
 Pure functions of the archived list, the data and the settings (``churnml.pipelines.review`` does the
 I/O). Who was contacted, with which play and at what cost comes from the ``contacts`` table where the
 data has one (what was done), else from the list's ``action`` and ``play`` columns (what was planned).
-Outcomes use the training label (``churnml.features.labels``): churn in ``(as_of, as_of + horizon)``.
+Outcomes use the training label (``churnml.features.labels``): churn in ``[as_of, as_of + horizon)``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ from churnml.training.evaluate import expected_calibration_error
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 TREATMENT, HOLDOUT, NOT_CONTACTED = "treatment", "holdout", "none"
 BREAKDOWNS = ("risk_band", "risk_group", "segment", "action", "arm")
-MIN_ARM = 10  # fewer customers in an arm: the play's effect is shown but flagged as too few to judge
+MIN_ARM = 10  # default review.min_arm: fewer customers in an arm and a play's effect is not judged
 
 
 @dataclass(frozen=True)
@@ -147,39 +147,47 @@ def arms(
     as_of: pd.Timestamp,
     until: pd.Timestamp,
     cost_per_contact: float,
+    mode: Literal["auto", "contacts", "list"] = "auto",
 ) -> tuple[pd.DataFrame, str]:
     """Per listed customer: ``arm`` (treatment, holdout or none), ``play_run`` and ``contact_cost``.
 
-    With a contacts table: the customer's first contact row in ``[as_of, until)`` (what was done; a
-    planned contact that never happened is ``none``), its cost, else ``cost_per_contact`` for a treated
-    customer. Without one: the list's own ``action`` and ``play`` (assumes the plan was carried out).
+    ``contacts`` (``auto`` with a contacts table): the arm of the customer's first contact row in
+    ``[as_of, until)``, as recorded when the customer was assigned; a planned contact without a row is
+    ``none``. ``list`` (``auto`` without one): the list's own ``action`` (intention to treat: a planned
+    contact counts as contacted whether or not it happened), with the play and cost of a contact row
+    where there is one. Cost: the row's, else ``cost_per_contact`` for a contacted customer.
     """
-    index = risk_list.index
-    if contacts is None:
-        action = risk_list["action"].astype(str)
-        planned = np.select([action == "contact", action == "holdout"], [TREATMENT, HOLDOUT], NOT_CONTACTED)
-        frame = pd.DataFrame(
-            {
-                "arm": planned,
-                "play_run": risk_list["play"].where(planned != NOT_CONTACTED),
-                "contact_cost": np.where(planned == TREATMENT, cost_per_contact, 0.0),
-            },
-            index=index,
-        )
-        return frame, "list"
-    window = contacts.loc[(contacts["contacted_at"] >= as_of) & (contacts["contacted_at"] < until)]
-    first = window.sort_values("contacted_at", kind="stable").drop_duplicates("customer_id")
-    first = first.set_index(first["customer_id"].map(canonical_id))
+    source = mode if mode != "auto" else ("contacts" if contacts is not None else "list")
     ids = risk_list["customer_id"].astype(str).map(canonical_id)
-    arm = ids.map(first["arm"]).fillna(NOT_CONTACTED).astype(str)
-    recorded = ids.map(first["cost"]) if "cost" in first else pd.Series(np.nan, index=index)
-    treated = (arm == TREATMENT).to_numpy()
-    cost = np.where(treated, recorded.fillna(cost_per_contact).to_numpy(float), 0.0)
+    first = pd.DataFrame(columns=["arm", "play", "cost"])
+    if contacts is not None:
+        window = contacts.loc[(contacts["contacted_at"] >= as_of) & (contacts["contacted_at"] < until)]
+        first = window.sort_values("contacted_at", kind="stable").drop_duplicates("customer_id")
+        first = first.set_index(first["customer_id"].map(canonical_id))
+    if source == "contacts":
+        arm = ids.map(first["arm"]).fillna(NOT_CONTACTED).astype(str).to_numpy()
+        play = ids.map(first["play"])
+    else:
+        action = risk_list["action"].astype(str)
+        arm = np.select([action == "contact", action == "holdout"], [TREATMENT, HOLDOUT], NOT_CONTACTED)
+        play = ids.map(first["play"]).astype(object).fillna(risk_list["play"]).where(arm != NOT_CONTACTED)
+    recorded = ids.map(first["cost"]) if "cost" in first else pd.Series(np.nan, index=risk_list.index)
+    cost = np.where(arm == TREATMENT, recorded.fillna(cost_per_contact).to_numpy(float), 0.0)
     frame = pd.DataFrame(
-        {"arm": arm.to_numpy(), "play_run": ids.map(first["play"]).to_numpy(), "contact_cost": cost},
-        index=index,
+        {"arm": arm, "play_run": _play_names(play).to_numpy(), "contact_cost": cost}, index=risk_list.index
     )
-    return frame, "contacts"
+    return frame, source
+
+
+def _play_names(plays: pd.Series) -> pd.Series:
+    """Plays as one name each, whatever the case and spacing ("billing  Outreach" is Billing outreach):
+    the most frequent spelling of each, ties by name."""
+    text = plays.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    key = text.str.casefold()
+    counts = pd.DataFrame({"key": key, "text": text}).dropna().value_counts().reset_index()
+    counts = counts.sort_values(["key", "count", "text"], ascending=[True, False, True], kind="stable")
+    spelling = counts.drop_duplicates("key").set_index("key")["text"]
+    return key.map(spelling).astype(object).where(key.notna(), None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -259,28 +267,29 @@ def breakdown(reviewed: pd.DataFrame, by: str, order: Sequence[str] = ()) -> pd.
 # What did each play do?
 
 
-def play_effects(reviewed: pd.DataFrame, assumed_success_rate: float) -> pd.DataFrame:
+def play_effects(reviewed: pd.DataFrame, assumed_success_rate: float, min_arm: int = MIN_ARM) -> pd.DataFrame:
     """One row per play run (contacted vs held out) and a last "all plays" row.
 
     ``effect`` = churn among held out - churn among contacted (positive: the play prevented churn), with
     Newcombe's 95% interval; ``saved`` = effect x contacted; ``revenue_saved`` = effect x the contacted
     customers' value; ``roi`` = revenue saved / cost (at least 1: the play paid for itself);
     ``success_rate`` = effect / churn among held out (share of would-be churners kept: the quantity
-    ``campaign.success_rate`` assumes). The "all plays" row adds the plays up (a stratified estimate, so a
-    play with a different holdout share does not bias it); its interval adds their variances.
+    ``campaign.success_rate`` assumes). A play without both arms has no effect (NaN). The "all plays"
+    row adds up the plays that have both arms (``combine``).
     """
     labeled = reviewed.loc[reviewed["churned"].notna() & reviewed["arm"].isin([TREATMENT, HOLDOUT])]
-    rows = []
-    for play, group in labeled.groupby(labeled["play_run"].astype(str), sort=True):
-        rows.append(_play_row(play, group, assumed_success_rate))
+    rows = [
+        _play_row(str(play), group, assumed_success_rate, min_arm)
+        for play, group in labeled.groupby(labeled["play_run"].astype(str), sort=True)
+    ]
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = pd.concat([table, pd.DataFrame([_total_row(table, assumed_success_rate)])], ignore_index=True)
-    return table
+    total = combine(table, "all plays", assumed_success_rate, min_arm)
+    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
-def _play_row(play: str, group: pd.DataFrame, assumed: float) -> dict[str, Any]:
+def _play_row(play: str, group: pd.DataFrame, assumed: float, min_arm: int) -> dict[str, Any]:
     treated = group.loc[group["arm"] == TREATMENT]
     held = group.loc[group["arm"] == HOLDOUT]
     n_t, n_h = len(treated), len(held)
@@ -298,7 +307,7 @@ def _play_row(play: str, group: pd.DataFrame, assumed: float) -> dict[str, Any]:
         "effect": effect,
         "effect_low": low,
         "effect_high": high,
-        # Wald variance of the difference: only used to add plays up in the "all plays" row.
+        # Wald variance of the difference: only used to add strata up (``combine``).
         "_variance": _wald_variance(k_h, n_h, k_t, n_t),
         "saved": effect * n_t,
         "saved_low": low * n_t,
@@ -306,9 +315,9 @@ def _play_row(play: str, group: pd.DataFrame, assumed: float) -> dict[str, Any]:
         "revenue_saved": effect * value,
         "cost": cost,
         "roi": effect * value / cost if cost > 0 else math.nan,
-        "success_rate": effect / churn_h if churn_h and churn_h > 0 else math.nan,
+        "success_rate": effect / churn_h if churn_h > 0 else math.nan,
         "assumed_success_rate": assumed,
-        "enough_data": bool(n_t >= MIN_ARM and n_h >= MIN_ARM),
+        "enough_data": bool(n_t >= min_arm and n_h >= min_arm),
         "_value": value,
     }
 
@@ -316,42 +325,73 @@ def _play_row(play: str, group: pd.DataFrame, assumed: float) -> dict[str, Any]:
 def _wald_variance(k1: float, n1: float, k2: float, n2: float) -> float:
     if n1 <= 0 or n2 <= 0:
         return math.nan
-    p1, p2 = k1 / n1, k2 / n2
-    # A zero-churn arm has zero Wald variance; a half churner keeps the sum's interval honest.
-    p1, p2 = max(p1, 0.5 / n1), max(p2, 0.5 / n2)
+    # An arm where no one (or everyone) churned has zero Wald variance; half a customer either way
+    # keeps the sum's interval honest.
+    p1 = min(max(k1 / n1, 0.5 / n1), 1 - 0.5 / n1)
+    p2 = min(max(k2 / n2, 0.5 / n2), 1 - 0.5 / n2)
     return p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
 
 
-def _total_row(table: pd.DataFrame, assumed: float) -> dict[str, Any]:
-    ok = table.loc[table["contacted"].gt(0) & table["held_out"].gt(0)]
-    n_t = float(ok["contacted"].sum())
-    saved = float((ok["effect"] * ok["contacted"]).sum())
-    spread = Z95 * math.sqrt(float((ok["contacted"] ** 2 * ok["_variance"]).sum()))
+def combine(strata: pd.DataFrame, label: str, assumed: float, min_arm: int = MIN_ARM) -> dict[str, Any]:
+    """Rows of ``play_effects`` (plays of one list, or one play over several lists) added up as strata.
+
+    Only strata with both arms count, the counts and cost too (so ROI compares like with like); the
+    effect is saves / contacted, each stratum's difference weighted by its contacted customers, so
+    strata with different holdout shares or churn rates cannot bias it (Simpson). Its interval adds the
+    strata's Wald variances; a single stratum keeps its own (Newcombe) interval. NaN when no stratum has
+    both arms.
+    """
+    ok = strata.loc[strata["contacted"].gt(0) & strata["held_out"].gt(0)]
+    n_t, n_h = float(ok["contacted"].sum()), float(ok["held_out"].sum())
+    if len(ok) == 1:
+        row = ok.iloc[0].to_dict()
+        return {str(k): v for k, v in row.items()} | {
+            "play": label,
+            "enough_data": bool(n_t >= min_arm and n_h >= min_arm),
+        }
+    saved = float((ok["effect"] * ok["contacted"]).sum()) if n_t else math.nan
+    spread = Z95 * math.sqrt(float((ok["contacted"] ** 2 * ok["_variance"]).sum())) if n_t else math.nan
     held_rate = float((ok["churn_held_out"] * ok["contacted"]).sum() / n_t) if n_t else math.nan
     effect = saved / n_t if n_t else math.nan
-    cost = float(table["cost"].sum())
-    revenue = float((ok["effect"] * ok["_value"]).sum())
+    cost = float(ok["cost"].sum())
+    revenue = float((ok["effect"] * ok["_value"]).sum()) if n_t else math.nan
     return {
-        "play": "all plays",
-        "contacted": int(table["contacted"].sum()),
-        "held_out": int(table["held_out"].sum()),
+        "play": label,
+        "contacted": int(n_t),
+        "held_out": int(n_h),
         "churn_contacted": float((ok["churn_contacted"] * ok["contacted"]).sum() / n_t) if n_t else math.nan,
         "churn_held_out": held_rate,
         "effect": effect,
         "effect_low": (saved - spread) / n_t if n_t else math.nan,
         "effect_high": (saved + spread) / n_t if n_t else math.nan,
-        "_variance": math.nan,
+        "_variance": float((ok["contacted"] ** 2 * ok["_variance"]).sum()) / n_t**2 if n_t else math.nan,
         "saved": saved,
         "saved_low": saved - spread,
         "saved_high": saved + spread,
         "revenue_saved": revenue,
         "cost": cost,
-        "roi": revenue / cost if cost > 0 else math.nan,
+        "roi": revenue / cost if cost > 0 and n_t else math.nan,
         "success_rate": effect / held_rate if held_rate > 0 else math.nan,
         "assumed_success_rate": assumed,
-        "enough_data": bool(ok["enough_data"].any()),
+        "enough_data": bool(n_t >= min_arm and n_h >= min_arm),
         "_value": float(ok["_value"].sum()),
     }
+
+
+def pooled_effects(plays: Sequence[pd.DataFrame], assumed: float, min_arm: int = MIN_ARM) -> pd.DataFrame:
+    """Several lists' play tables as one: each play's lists added up as strata, then every (list, play)
+    with both arms in "all plays". (Pooling customers across lists instead would let a list with more
+    holdouts and more churn pass for an effect.) A customer on several lists counts in each, so the
+    interval is somewhat too narrow when lists overlap."""
+    strata = (
+        pd.concat([t.loc[t["play"] != "all plays"] for t in plays if len(t)], ignore_index=True)
+        if any(len(t) for t in plays)
+        else pd.DataFrame()
+    )
+    if strata.empty:
+        return strata
+    rows = [combine(group, str(play), assumed, min_arm) for play, group in strata.groupby("play", sort=True)]
+    return pd.DataFrame([*rows, combine(strata, "all plays", assumed, min_arm)])
 
 
 def public_plays(plays: pd.DataFrame) -> pd.DataFrame:
@@ -368,19 +408,19 @@ def review_list(risk_list: pd.DataFrame, dataset: Dataset, config: Config, as_of
     as_of = pd.Timestamp(as_of)
     until = horizon_end(as_of, config)
     assigned, source = arms(
-        risk_list, dataset.get("contacts"), as_of, until, config.campaign.cost_per_contact
+        risk_list, dataset.get("contacts"), as_of, until, config.campaign.cost_per_contact, config.review.arms
     )
     reviewed = pd.concat([risk_list, assigned], axis=1)
     reviewed["churned"] = outcomes(risk_list, dataset, config, as_of)
     model, calibration = model_holdup(reviewed, list(config.risk.bands), config.evaluation.ece_bins)
-    plays = play_effects(reviewed, config.campaign.success_rate)
-    notes = _notes(reviewed, plays, source)
+    plays = play_effects(reviewed, config.campaign.success_rate, config.review.min_arm)
+    notes = _notes(reviewed, plays, source, config.review.min_arm)
     orders = {"risk_band": list(config.risk.bands), "arm": [TREATMENT, HOLDOUT, NOT_CONTACTED]}
     breakdowns = {by: breakdown(reviewed, by, orders.get(by, ())) for by in BREAKDOWNS if by in reviewed}
     return Review(as_of, until, source, reviewed, model, calibration, breakdowns, plays, notes)
 
 
-def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str) -> list[str]:
+def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str, min_arm: int) -> list[str]:
     notes = []
     missing = int(reviewed["churned"].isna().sum())
     if missing:
@@ -391,24 +431,35 @@ def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str) -> list[str
         planned = reviewed["action"].eq("contact")
         skipped = int((planned & reviewed["arm"].eq(NOT_CONTACTED)).sum())
         if skipped:
-            notes.append(f"{skipped:,} customers the list said to contact have no contact in the horizon")
-    else:
-        notes.append("no contacts table: arms are the list's plan (action), assumed carried out")
-    for row in plays.itertuples():
-        if row.play != "all plays" and not row.enough_data:
             notes.append(
-                f"{row.play}: fewer than {MIN_ARM} contacted or held-out customers; too few to judge"
+                f"{skipped:,} customers the list said to contact have no contact row in the horizon; they are "
+                "left out (if they were assigned but not reached, review.arms: list compares by the plan)"
+            )
+    else:
+        notes.append("arms are the list's plan (action): a planned contact counts as contacted")
+    for row in plays.itertuples():
+        if row.play == "all plays":
+            continue
+        if not (row.contacted and row.held_out):
+            notes.append(
+                f"{row.play}: no {'held-out' if row.contacted else 'contacted'} customer; no effect measured"
+            )
+        elif not row.enough_data:
+            notes.append(
+                f"{row.play}: fewer than {min_arm} contacted or held-out customers; too few to judge"
             )
     return notes
 
 
 def measured_success_rate(plays: pd.DataFrame) -> dict[str, Any] | None:
-    """The "all plays" success rate and interval, for ``campaign.effect: measured`` (None if unmeasured)."""
-    if plays.empty:
+    """The success rate of the plays with enough customers in both arms (``review.min_arm``) added up,
+    with its interval, for ``campaign.effect: measured``; None when no play qualifies."""
+    judged = plays.loc[(plays["play"] != "all plays") & plays["enough_data"]] if len(plays) else plays
+    if judged.empty:
         return None
-    total = plays.iloc[-1]
+    total = combine(judged, "all plays", float(judged["assumed_success_rate"].iloc[0]))
     held = total["churn_held_out"]
-    if not (held > 0) or not np.isfinite(total["success_rate"]):
+    if not held > 0 or not np.isfinite(total["success_rate"]):
         return None
     return {
         "success_rate": float(total["success_rate"]),
@@ -416,6 +467,7 @@ def measured_success_rate(plays: pd.DataFrame) -> dict[str, Any] | None:
         "success_rate_high": float(total["effect_high"] / held),
         "contacted": int(total["contacted"]),
         "held_out": int(total["held_out"]),
+        "plays_judged": sorted(str(p) for p in judged["play"]),
     }
 
 
