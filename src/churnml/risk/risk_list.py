@@ -10,7 +10,8 @@ I/O:
   month);
 - **ranking** by revenue at risk (or probability), ties broken by probability then customer id;
 - **risk groups**: each at-risk customer joins the playbook group whose signals add the most risk
-  (SHAP contributions summed per group), and gets that group's play (``churnml.risk.drivers``);
+  (SHAP contributions summed per group, what a short history explains counted as newness, times the
+  group's ``weight``), and gets that group's play (``churnml.risk.drivers``);
 - **the published list** (:func:`publish`): plays, trend against the previous run's list (probability
   change and a ``newly_at_risk`` flag) and the column order;
 - **summary and history**: the run's headline figures and one history line per run.
