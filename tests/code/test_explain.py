@@ -15,7 +15,7 @@ import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from churnml.features.catalogue import FeatureSpec
+from churnml.features.catalogue import FeatureSpec, history_days
 from churnml.risk.explain import (
     Explainer,
     Signals,
@@ -28,6 +28,7 @@ from churnml.risk.explain import (
     signal_explanation,
     typical_values,
 )
+from churnml.risk.risk_list import assign_groups, load_playbook
 from churnml.training.model import ChurnModel
 
 
@@ -319,3 +320,151 @@ def test_signal_sums_of_a_row_do_not_depend_on_the_rows_beside_it() -> None:
     expected = contribs[:, :60].astype(np.float64) @ membership.astype(np.float64)
     np.testing.assert_allclose(together, expected, rtol=1e-5, atol=1e-5)
     assert signals.sum(contribs[:0]).shape == (0, membership.shape[1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Risk groups: what a short history explains goes to the tenure signal.
+
+
+def _history_spec(name: str, signal: str, family: str, aggregate: str, window: int | None) -> FeatureSpec:
+    return FeatureSpec(
+        name=name,
+        family=family,
+        table="events",
+        aggregate=aggregate,
+        window_days=window,
+        dtype="float64",
+        reason=name + ": {value}",
+        signal=signal,
+    )
+
+
+HISTORY_SPECS = [
+    _history_spec("events_count_30d", "activity", "frequency", "count", 30),
+    _history_spec("events_count_total", "activity", "frequency", "count", None),
+    _history_spec("days_since_last_onboarding", "onboarding_activity", "recency", "days_since_last", None),
+    _history_spec("failed_payments_30d", "failed_payments", "billing", "count", 30),
+    _history_spec("events_trend_30d", "activity_trend", "engagement", "trend", 30),
+    _history_spec("tenure_days", "tenure", "tenure", "tenure", None),
+]
+HISTORY_TYPICAL = {
+    "events_count_30d": 20.0,
+    "events_count_total": 200.0,
+    "failed_payments_30d": 0.0,
+    "events_trend_30d": 0.0,
+}
+
+
+def _history_explainer(typical: dict | None = None, specs: list[FeatureSpec] = HISTORY_SPECS) -> Explainer:
+    frame = pd.DataFrame({s.name: [0.0] for s in specs})
+    return Explainer.of(ChurnModel.untrained(frame, specs), HISTORY_TYPICAL if typical is None else typical)
+
+
+def _history_values(rows: list[list[float]]) -> list[np.ndarray]:
+    return [np.array(column, dtype=object) for column in zip(*rows, strict=True)]
+
+
+def test_history_days_come_from_the_window_and_the_aggregate() -> None:
+    days = [history_days(spec, 30) for spec in HISTORY_SPECS]
+    assert days == [30, 30, 30, 30, 60, 0]  # a trend needs both of its windows; tenure is the history itself
+    static = dataclasses.replace(HISTORY_SPECS[0], aggregate="static", window_days=None)
+    assert history_days(static, 30) == 0  # an attribute known at signup needs no history
+
+
+def test_a_short_history_is_credited_to_the_tenure_signal() -> None:
+    explainer = _history_explainer()
+    names = list(explainer.signals.names)
+    #        30d count  total  onboarding  failed  trend  tenure
+    values = [
+        [5.0, 40.0, np.nan, 0.0, 0.0, 12.0],  # 12 days old: low usage and no onboarding yet
+        [5.0, 40.0, np.nan, 0.0, 0.0, 400.0],  # the same values after 400 days are behaviour
+        [5.0, 40.0, np.nan, 1.0, 0.0, 12.0],  # a failed payment is a failed payment at any age
+        [35.0, 40.0, 3.0, 0.0, 0.0, 45.0],  # 45 days: the 30-day window is full, the trend is not
+    ]
+    contribs = np.array(
+        [
+            [0.6, 0.3, 0.25, -0.1, 0.2, 0.05, -2.0],
+            [0.6, 0.3, 0.25, -0.1, 0.2, -0.2, -2.0],
+            [0.2, 0.1, 0.25, 1.0, 0.0, 0.05, -2.0],
+            [0.4, 0.3, -0.1, -0.1, 0.2, 0.0, -2.0],
+        ],
+        dtype=np.float32,
+    )
+    grouped = explainer.group_signals(_history_values(values), contribs, lifetime_days=30)
+    plain = explainer.signals.sum(contribs)
+    np.testing.assert_allclose(grouped.sum(axis=1), plain.sum(axis=1), atol=1e-6)  # nothing is lost
+    tenure, activity = names.index("tenure"), names.index("activity")
+    np.testing.assert_allclose(grouped[0, tenure], 0.05 + 0.6 + 0.3 + 0.25 + 0.2, atol=1e-6)
+    assert grouped[0, activity] == 0 and grouped[0, names.index("failed_payments")] == pytest.approx(-0.1)
+    np.testing.assert_array_equal(grouped[1], plain[1])
+    assert grouped[2, names.index("failed_payments")] == pytest.approx(1.0)
+    assert grouped[2, tenure] == pytest.approx(0.05 + 0.2 + 0.1 + 0.25)
+    # 45 days: the 30-day count above the typical value and the lifetime total stay usage; the trend
+    # (60 days) is newness.
+    assert grouped[3, activity] == pytest.approx(0.7)
+    assert grouped[3, tenure] == pytest.approx(0.2)
+    assert grouped[3, names.index("activity_trend")] == 0
+
+
+def test_without_a_typical_value_only_missing_values_are_newness() -> None:
+    explainer = _history_explainer(typical={})
+    names = list(explainer.signals.names)
+    values = [[5.0, 40.0, np.nan, 0.0, 0.0, 12.0]]
+    contribs = np.array([[0.6, 0.3, 0.25, -0.1, 0.2, 0.05, -2.0]], dtype=np.float32)
+    grouped = explainer.group_signals(_history_values(values), contribs, lifetime_days=30)
+    assert grouped[0, names.index("activity")] == pytest.approx(0.9)  # low, but low against what?
+    assert grouped[0, names.index("tenure")] == pytest.approx(0.05 + 0.25)  # never onboarded: too early
+    # A model without a tenure feature cannot tell newness: the plain signal sums.
+    explainer = _history_explainer(specs=HISTORY_SPECS[:-1])
+    np.testing.assert_array_equal(
+        explainer.group_signals(
+            _history_values([v[:-1] for v in values]), contribs[:, [0, 1, 2, 3, 4, 6]], 30
+        ),
+        explainer.signals.sum(contribs[:, [0, 1, 2, 3, 4, 6]]),
+    )
+
+
+def test_group_signals_of_a_row_do_not_depend_on_the_rows_beside_it() -> None:
+    explainer = _history_explainer()
+    rng = np.random.default_rng(5)
+    n = 3000
+    values = np.column_stack(
+        [
+            rng.poisson(20, n),
+            rng.poisson(200, n),
+            np.where(rng.random(n) < 0.5, np.nan, rng.exponential(30, n)),
+            rng.poisson(0.2, n),
+            rng.normal(0, 0.5, n),
+            rng.uniform(0, 120, n),
+        ]
+    ).tolist()
+    contribs = (rng.normal(size=(n, 7)) * 0.37).astype(np.float32)
+    together = explainer.group_signals(_history_values(values), contribs, 30)
+    for start, count in [(0, 1), (7, 2), (64, 64), (1000, 999)]:
+        rows = slice(start, start + count)
+        alone = explainer.group_signals(_history_values(values[rows]), contribs[rows], 30)
+        np.testing.assert_array_equal(alone, together[rows])
+
+
+def test_new_customers_get_the_new_customer_play_not_re_engagement() -> None:
+    """The playbook's groups on the signals above: the same low usage is "new customer" at 12 days and
+    "fading usage" at 400; a failed payment wins at any age; a full window with a steep drop is usage."""
+    explainer = _history_explainer()
+    values = [
+        [5.0, 40.0, np.nan, 0.0, 0.0, 12.0],
+        [5.0, 40.0, 3.0, 0.0, 0.0, 400.0],
+        [25.0, 40.0, 3.0, 2.0, 0.0, 12.0],
+        [2.0, 900.0, 3.0, 0.0, -0.8, 200.0],
+    ]
+    contribs = np.array(
+        [
+            [0.6, 0.3, 0.25, -0.1, 0.0, 0.05, -2.0],
+            [0.6, 0.3, -0.1, -0.1, 0.0, -0.2, -2.0],
+            [-0.1, 0.1, -0.1, 1.3, 0.0, 0.05, -2.0],
+            [0.7, -0.2, -0.1, -0.1, 0.6, -0.2, -2.0],
+        ],
+        dtype=np.float32,
+    )
+    per_signal = explainer.group_signals(_history_values(values), contribs, lifetime_days=30)
+    groups = assign_groups(per_signal, explainer.signals, load_playbook())
+    assert groups.tolist() == ["new_customer", "fading_usage", "failed_payments", "fading_usage"]

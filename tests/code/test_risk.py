@@ -141,13 +141,21 @@ def test_group_is_the_one_adding_most_risk() -> None:
     )
     per_signal = np.array(
         [
-            [0.4, 0.3, 0.6, 0.0],  # usage 0.7 beats payments 0.6: windows of a group add up
+            [0.5, 0.4, 0.6, 0.0],  # usage 0.9 beats payments 0.6: the signals of a group add up
+            [0.4, 0.3, 0.6, 0.0],  # usage 0.7 x weight 0.75 < 0.6: a specific cause before the symptom
             [0.4, -0.5, 0.6, 0.1],  # usage nets -0.1
             [-0.1, -0.1, -0.2, -0.3],  # nothing adds risk
         ]
     )
+    assert playbook.groups["fading_usage"].weight == 0.75
     groups = assign_groups(per_signal, signals, playbook).tolist()
-    assert groups == ["fading_usage", "failed_payments", "other"]
+    assert groups == ["fading_usage", "failed_payments", "failed_payments", "other"]
+    # A customer's group does not depend on the rows grouped with it.
+    many = np.random.default_rng(4).normal(size=(3000, 4)).astype(np.float32)
+    together = assign_groups(many, signals, playbook)
+    for start, count in [(0, 1), (5, 2), (64, 64), (1000, 999)]:
+        rows = slice(start, start + count)
+        assert assign_groups(many[rows], signals, playbook).tolist() == together[rows].tolist()
 
 
 def test_plays_and_group_summary() -> None:

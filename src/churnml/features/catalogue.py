@@ -148,6 +148,39 @@ def raw_category_columns(spec: FeatureSpec) -> tuple[tuple[str, str], ...]:
     return tuple(sources)
 
 
+# Aggregates whose lifetime value (no window) builds up over the customer's history: a short history keeps
+# them low or missing ("no login yet") whatever the customer does.
+HISTORY_AGGREGATES = frozenset(
+    {
+        "count",
+        "sum",
+        "active_days",
+        "distinct",
+        "days_since_last",
+        "days_since_first",
+        "span_days",
+        "repeat_days",
+        "repeat_mean",
+        "gap_mean",
+        "gap_std",
+        "overdue_ratio",
+    }
+)
+TWO_WINDOW_AGGREGATES = frozenset({"trend", "active_days_trend"})  # a window against the one before it
+
+
+def history_days(spec: FeatureSpec, lifetime_days: int) -> int:
+    """Days of history a feature needs before a low or missing value says something about behaviour
+    rather than about a short history: its window (both windows of a trend), ``lifetime_days`` for a
+    lifetime aggregate that builds up over history, 0 for attributes, current state and the tenure
+    family (which measures the history itself)."""
+    if spec.family == "tenure":
+        return 0
+    if spec.window_days is not None:
+        return spec.window_days * (2 if spec.aggregate in TWO_WINDOW_AGGREGATES else 1)
+    return lifetime_days if spec.aggregate in HISTORY_AGGREGATES else 0
+
+
 def recency_feature(specs: Iterable[FeatureSpec], configured: str | None = None) -> str | None:
     """Days-since-last-activity feature: the configured one, else the first float feature of the
     'recency' family in catalogue order (the recency baseline and the "slipping away" segment's input)."""

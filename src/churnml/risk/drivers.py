@@ -56,8 +56,10 @@ def drivers_and_groups(
     explainer = Explainer.of(model, typical["values"], config.risk.exclude_from_reasons)
     is_explained = np.isin(positions, explain_pos)
     local = np.flatnonzero(is_explained)
-    drivers = explainer.drivers(subset.iloc[local], contribs[local], config.risk.top_k)
-    groups = assign_groups(explainer.signals.sum(contribs[local]), explainer.signals, playbook)
+    inputs = explainer.values(subset.iloc[local])
+    drivers = explainer.drivers_of_values(inputs, contribs[local], config.risk.top_k)
+    per_signal = explainer.group_signals(inputs, contribs[local], config.risk.segments.new_days)
+    groups = assign_groups(per_signal, explainer.signals, playbook)
 
     out = scored.copy()
     columns = driver_columns(drivers, config.risk.top_k)

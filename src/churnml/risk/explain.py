@@ -32,7 +32,7 @@ import pandas as pd
 import xgboost as xgb
 
 from churnml import io
-from churnml.features.catalogue import FeatureSpec
+from churnml.features.catalogue import FeatureSpec, find_feature, history_days
 from churnml.training.model import ChurnModel
 
 if TYPE_CHECKING:
@@ -326,12 +326,62 @@ class Explainer:
         typical = model_typical_values(model) if typical is None else dict(typical)
         return cls(model, tuple(specs), Signals.of(specs), reason_signals, typical)
 
+    def values(self, frame: pd.DataFrame) -> list[np.ndarray]:
+        """The model's input values of ``frame``, one array per feature in the model's order (the form
+        :meth:`drivers_of_values` and :meth:`group_signals` read)."""
+        prepared = self.model.prepare(frame)
+        return [prepared[spec.name].to_numpy(dtype=object) for spec in self.specs]
+
     def drivers(self, frame: pd.DataFrame, contribs: np.ndarray, top_k: int = 3) -> list[list[Driver]]:
         """Up to ``top_k`` drivers per row with a positive summed contribution, strongest first."""
-        prepared = self.model.prepare(frame)
-        return self.drivers_of_values(
-            [prepared[spec.name].to_numpy(dtype=object) for spec in self.specs], contribs, top_k
-        )
+        return self.drivers_of_values(self.values(frame), contribs, top_k)
+
+    def group_signals(
+        self, columns: Sequence[Sequence[Any] | np.ndarray], contribs: np.ndarray, lifetime_days: int
+    ) -> np.ndarray:
+        """Per-signal contributions for choosing a risk group: :meth:`Signals.sum`, except that the risk a
+        short history explains is credited to the tenure signal (the new-customer group's).
+
+        A customer younger than a feature's history (its window, both windows of a trend, or
+        ``lifetime_days`` for a lifetime aggregate: ``catalogue.history_days``) has had no time to build
+        it up. When such a feature raises risk with a value at or below the typical one, or missing
+        ("no onboarding yet"), the risk is that the customer is new, not that usage fades or onboarding
+        failed: a 20-day-old customer's 90-day login count is at most 20 days' worth. Higher values (a
+        failed payment, a ticket) are behaviour whatever the tenure and keep their own signal. Without a
+        typical value only a missing value counts. ``columns`` are :meth:`values`; each row is computed
+        on its own, so a customer's group does not depend on who else is explained with it.
+        """
+        name = find_feature(self.specs, aggregate="tenure")
+        if name is None:  # no tenure, no telling newness from behaviour
+            return self.signals.sum(contribs)
+        tenure = [s.name for s in self.specs].index(name)
+        features = contribs[:, : len(self.specs)]
+        moved = self._short_history(columns, _numbers(columns[tenure]), features, lifetime_days)
+        per_signal = self.signals.sum(np.where(moved, 0.0, features).astype(features.dtype))
+        tenure_signal = self.signals.names.index(self.specs[tenure].signal)
+        per_signal[:, tenure_signal] += np.add.reduce(np.where(moved, features, 0.0), axis=1)
+        return per_signal
+
+    def _short_history(
+        self,
+        columns: Sequence[Sequence[Any] | np.ndarray],
+        tenure: np.ndarray,
+        features: np.ndarray,
+        lifetime_days: int,
+    ) -> np.ndarray:
+        """Rows x features: the contributions a short history explains (see :meth:`group_signals`)."""
+        moved = np.zeros(features.shape, dtype=bool)
+        for k, spec in enumerate(self.specs):
+            days = history_days(spec, lifetime_days)
+            if days == 0 or spec.dtype == "category":
+                continue
+            value = _numbers(columns[k])
+            typical = self.typical.get(spec.name)
+            low = np.isnan(value)
+            if isinstance(typical, (int, float)) and not math.isnan(typical):
+                low |= value <= typical
+            moved[:, k] = (tenure < days) & low & (features[:, k] > 0)
+        return moved
 
     def drivers_of_values(
         self, columns: Sequence[Sequence[Any] | np.ndarray], contribs: np.ndarray, top_k: int = 3
@@ -381,6 +431,13 @@ class Explainer:
             members = np.flatnonzero(membership[:, signal])
             lead[:, signal] = members[np.argmax(features[:, members], axis=1)]
         return lead
+
+
+def _numbers(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Values as floats (missing -> NaN)."""
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
 
 
 def explain_rows(

@@ -10,7 +10,8 @@ I/O:
   month);
 - **ranking** by revenue at risk (or probability), ties broken by probability then customer id;
 - **risk groups**: each at-risk customer joins the playbook group whose signals add the most risk
-  (SHAP contributions summed per group), and gets that group's play (``churnml.risk.drivers``);
+  (SHAP contributions summed per group, what a short history explains counted as newness, times the
+  group's ``weight``), and gets that group's play (``churnml.risk.drivers``);
 - **the published list** (:func:`publish`): plays, trend against the previous run's list (probability
   change and a ``newly_at_risk`` flag) and the column order;
 - **summary and history**: the run's headline figures and one history line per run.
@@ -49,6 +50,14 @@ class PlayGroup(BaseModel):
     signals: list[str] = Field(default_factory=list, description="Signal names or shell patterns.")
     families: list[str] = Field(default_factory=list, description="Feature families (second pass).")
     causes: list[str] = Field(default_factory=list, description="Simulator factors this group stands for.")
+    weight: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Multiplies the group's risk when groups are compared. Below 1 for a group whose "
+        "signals also carry the other groups' causes (fading usage: customers who leave for any reason "
+        "use the product less first), so that a specific cause adding nearly as much risk is named.",
+    )
 
 
 class Playbook(BaseModel):
@@ -78,7 +87,7 @@ class Playbook(BaseModel):
         return {cause: name for name, group in self.groups.items() for cause in group.causes}
 
 
-def _group(label, play, description, owner, signals=(), families=(), causes=()) -> dict[str, Any]:
+def _group(label, play, description, owner, signals=(), families=(), causes=(), weight=1.0) -> dict[str, Any]:
     return {
         "label": label,
         "play": play,
@@ -87,6 +96,7 @@ def _group(label, play, description, owner, signals=(), families=(), causes=()) 
         "signals": list(signals),
         "families": list(families),
         "causes": list(causes),
+        **({"weight": weight} if weight != 1.0 else {}),
     }
 
 
@@ -163,6 +173,7 @@ DEFAULT_PLAYBOOK: dict[str, Any] = {
             ],
             ["recency", "frequency", "engagement"],
             ["engagement"],
+            weight=0.75,
         ),
         "other": _group(
             "Other",
@@ -263,12 +274,19 @@ def group_membership(signals: Signals, playbook: Playbook) -> tuple[list[str], n
 
 
 def assign_groups(signal_contribs: np.ndarray, signals: Signals, playbook: Playbook) -> np.ndarray:
-    """Per row: the group whose signals add the most risk (net), or the default group if none adds any."""
+    """Per row: the group whose signals add the most risk (net, times the group's ``weight``), or the
+    default group if none adds any.
+
+    ``signal_contribs`` are per-signal contributions (``Explainer.group_signals``: what a short history
+    explains already moved to tenure). Each row's group sums are taken on their own (as
+    ``Signals.sum``), so a customer's group does not depend on who else is grouped with it.
+    """
     groups, membership = group_membership(signals, playbook)
-    per_group = signal_contribs @ membership
-    best = per_group.argmax(axis=1) if len(per_group) else np.zeros(0, dtype=int)
+    per_group = Signals(tuple(groups), membership, ("",) * len(groups)).sum(signal_contribs)
+    weighted = per_group * np.array([playbook.groups[name].weight for name in groups])
+    best = weighted.argmax(axis=1) if len(weighted) else np.zeros(0, dtype=int)
     names = np.array(groups, dtype=object)[best]
-    positive = per_group.max(axis=1) > 0 if len(per_group) else np.zeros(0, dtype=bool)
+    positive = weighted.max(axis=1) > 0 if len(weighted) else np.zeros(0, dtype=bool)
     return np.where(positive, names, playbook.default_group).astype(object)
 
 
