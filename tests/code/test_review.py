@@ -251,3 +251,23 @@ def test_review_of_a_small_business_by_hand() -> None:
     table = result.breakdowns["risk_band"].set_index("value")
     assert table.loc["high", "churners"] == 2 and table.loc["low", "realised"] == 0.0
     assert any("too few to judge" in note for note in result.notes)
+
+
+def test_measured_success_rate_is_used_only_when_there_is_a_usable_one(tmp_path) -> None:
+    from churnml import io
+    from churnml.pipelines.archive import review_dir
+    from churnml.pipelines.review import MEASURED_FILE, campaign_in_use
+
+    config = load_config(
+        None, [f"output.dir={tmp_path}", "campaign.effect=measured", "campaign.success_rate=0.25"]
+    )
+    campaign, source = campaign_in_use(config)
+    assert campaign.success_rate == 0.25 and "no review yet" in source
+    io.write_json(review_dir(config) / MEASURED_FILE, {"success_rate": 0.4, "lists": ["2025-06-01T00:00:00"]})
+    campaign, source = campaign_in_use(config)
+    assert campaign.success_rate == 0.4 and source == "measured on the lists of 2025-06-01"
+    io.write_json(review_dir(config) / MEASURED_FILE, {"success_rate": -0.3, "lists": []})
+    campaign, source = campaign_in_use(config)
+    assert campaign.success_rate == 0.25 and "not a share" in source
+    assumed = load_config(None, [f"output.dir={tmp_path}"])
+    assert campaign_in_use(assumed)[0].success_rate == 0.25  # campaign.effect: assumed ignores the file
