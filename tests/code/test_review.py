@@ -123,6 +123,11 @@ def test_play_effects_worked_out_on_paper() -> None:
     assert total["saved"] == pytest.approx(3.0 + 1.5)
     assert total["effect"] == pytest.approx(4.5 / 11)
     assert total["saved_low"] < total["saved"] < total["saved_high"]
+    # MOVER (Zou & Donner): each play's Newcombe distances, weighted by its contacted share, in quadrature.
+    (_, l1, u1), (_, l2, u2) = difference_interval(2, 4, 1, 8), difference_interval(1, 2, 0, 3)
+    w1, w2 = 8 / 11, 3 / 11
+    assert total["effect_low"] == pytest.approx(4.5 / 11 - math.hypot(w1 * (0.375 - l1), w2 * (0.5 - l2)))
+    assert total["effect_high"] == pytest.approx(4.5 / 11 + math.hypot(w1 * (u1 - 0.375), w2 * (u2 - 0.5)))
     assert total["roi"] == pytest.approx((150 + 300) / (40 + 60))
     measured = measured_success_rate(plays.reset_index())  # Call has too few customers to count
     assert measured is not None and measured["plays_judged"] == ["Offer"]
