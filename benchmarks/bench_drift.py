@@ -21,27 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from churnml.config import load_config
-from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames
-from churnml.data.simulate import simulate
+from churnml.data.simulate import PRICE_COLUMNS, price_change, simulate
 from churnml.features.training_set import build_training_set
 from churnml.pipelines import score, train
-
-MONEY = {"amount", "mrr"}  # the columns a pricing change moves
-
-
-def price_change(dataset: Dataset, at: pd.Timestamp, factor: float) -> Dataset:
-    """Prices times ``factor`` from ``at`` on: payments, and the MRR of subscriptions and customers that
-    start after it. Nothing else changes."""
-    tables = dict(dataset.tables)
-    for name, time, column in (
-        ("transactions", "timestamp", "amount"),
-        ("subscriptions", "start_at", "mrr"),
-        ("customers", "signup_at", "mrr"),
-    ):
-        frame = tables[name]
-        tables[name] = frame.assign(**{column: frame[column].where(frame[time] < at, frame[column] * factor)})
-    return Dataset(tables=tables, end=dataset.end)
 
 
 def main() -> None:
@@ -74,7 +57,7 @@ def main() -> None:
     as_of = change + pd.DateOffset(months=args.after)
     before = dataset_from_frames(sim.to_dataset().tables, end=change)
     trained = train.run(config, training_set=build_training_set(before, config.labels, config.features))
-    money = [s.name for s in trained.model.specs if s.column in MONEY]
+    money = [s.name for s in trained.model.specs if s.column in PRICE_COLUMNS]
     print(f"\nprice change x{args.factor} on {change.date()}; trained on the data before it")
     print(f"reference: {trained.model.reference['source'] if trained.model.reference else None}")
     print(f"money features ({len(money)}): {', '.join(money)}")

@@ -20,7 +20,7 @@ from churnml.cli import app
 from churnml.config import Config
 from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames
-from churnml.data.simulate import Simulation, simulate
+from churnml.data.simulate import PRICE_COLUMNS, Simulation, price_change, simulate
 from churnml.errors import ChurnmlError
 from churnml.features.labels import make_label_times
 from churnml.features.training_set import TrainingSet
@@ -470,22 +470,6 @@ def test_score_advance_the_data_review_matches_a_hand_count(
 # ---------------------------------------------------------------------------------------------------
 # Drift against the training reference.
 
-MONEY = {"amount", "mrr"}  # the columns a pricing change moves
-
-
-def price_change(dataset: Dataset, at: pd.Timestamp, factor: float) -> Dataset:
-    """The same business with prices times ``factor`` from ``at`` on: payments, and the MRR of
-    subscriptions and customers that start after it. Behaviour is unchanged, so nothing else moves."""
-    tables = dict(dataset.tables)
-    for name, time, column in (
-        ("transactions", "timestamp", "amount"),
-        ("subscriptions", "start_at", "mrr"),
-        ("customers", "signup_at", "mrr"),
-    ):
-        frame = tables[name]
-        tables[name] = frame.assign(**{column: frame[column].where(frame[time] < at, frame[column] * factor)})
-    return Dataset(tables=tables, end=dataset.end)
-
 
 def test_drift_is_written_logged_and_reported(
     trained: tuple[Config, TrainResult], second: score.ScoreResult
@@ -533,7 +517,7 @@ def test_a_pricing_change_is_flagged_on_the_money_features_only(
         )
         scored = score.run(settings, dataset=dataset)
         runs[name] = pd.read_csv(scored.out_dir / "drift.csv").set_index("feature")
-    money = {s.name for s in result.model.specs if s.column in MONEY}
+    money = {s.name for s in result.model.specs if s.column in PRICE_COLUMNS}
     control, shifted = runs["control"], runs["shifted"]
     newly = set(shifted.index[shifted["flagged"] & ~control["flagged"]])
     print(

@@ -1226,6 +1226,24 @@ def simulate(
     )
 
 
+PRICE_COLUMNS = frozenset({"amount", "mrr"})  # the columns a pricing change moves
+
+
+def price_change(dataset: Dataset, at: pd.Timestamp, factor: float) -> Dataset:
+    """The same business with prices times ``factor`` from ``at`` on: payments, and the MRR of
+    subscriptions and customers that start after it. Behaviour is unchanged, so nothing else moves: a
+    known shift for checking drift detection (``benchmarks/bench_drift.py``, the drift tests)."""
+    tables = dict(dataset.tables)
+    for name, time, column in (
+        ("transactions", "timestamp", "amount"),
+        ("subscriptions", "start_at", "mrr"),
+        ("customers", "signup_at", "mrr"),
+    ):
+        frame = tables[name]
+        tables[name] = frame.assign(**{column: frame[column].where(frame[time] < at, frame[column] * factor)})
+    return Dataset(tables=tables, end=dataset.end)
+
+
 def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> Path:
     """Write each contract table, ``truth_renewals`` and ``simulation.json`` (each file atomically)."""
     if fmt not in ("parquet", "csv"):
