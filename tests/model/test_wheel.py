@@ -180,6 +180,10 @@ def test_demo_runs_from_the_wheel_and_writes_its_outputs(demo: tuple[Path, str])
     assert len(risk_list) > 0 and risk_list["churn_probability"].between(0, 1).all()
     report = (out / "churnml" / "score" / "risk_report.html").read_text()
     assert "data:image/png;base64," in report  # the template came from the wheel and the plots were drawn
+    # The demo ends with the review of its earlier list, whose page is rendered from the wheel too.
+    assert "churnml demo: review the list of" in stdout
+    [page] = (out / "churnml" / "review").glob("*/review.html")
+    assert "Did it work?" in page.read_text()
 
 
 def test_the_mlflow_model_loads_and_predicts_in_a_venv_made_from_its_requirements(
