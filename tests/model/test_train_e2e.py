@@ -118,8 +118,9 @@ def test_saved_model_is_plain_json(first: tuple[Config, TrainResult]) -> None:
     directory = result.out_dir / "model"
     scorer = "booster.json" if result.model.kind == "xgboost" else "linear.json"
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        [scorer, "calibrator.json", "feature_spec.json"]
+        [scorer, "calibrator.json", "feature_spec.json", "reference_profile.json"]
     )
+    json.loads((directory / "reference_profile.json").read_text())  # drift's reference: plain JSON too
     spec = json.loads((directory / "feature_spec.json").read_text())
     assert [c["name"] for c in spec["columns"]] == result.model.feature_names
     assert all(f["reason"] for f in spec["features"])  # reason templates travel with the model
