@@ -252,6 +252,8 @@ def test_review_of_a_small_business_by_hand() -> None:
     assert (m["labeled"], m["churners"], m["contacted_depth"]) == (6, 2, 3)
     assert m["roc_auc"] == pytest.approx(7 / 8)  # churners at ranks 1 and 3 of 6
     # Not contacted: c2..c5, c2 churned; the list put 3 of 6 on a play, so the top half of them (c2, c3).
+    # Not contacted: c2..c5, c2 churned; the list put 3 of 6 on a play, so the top half of them: c2, c3.
+    # (By the list's rank over everyone it would be (2/3) / (2/6), the same 2.0: capture tells them apart.)
     assert m["lift_at_depth"] == pytest.approx((1 / 2) / (1 / 4)) and m["capture_at_depth"] == 1.0
     table = result.breakdowns["risk_band"].set_index("value")
     assert table.loc["high", "churners"] == 2 and table.loc["low", "realised"] == 0.0
@@ -276,3 +278,23 @@ def test_measured_success_rate_is_used_only_when_there_is_a_usable_one(tmp_path)
     assert campaign.success_rate == 0.25 and "not a share" in source
     assumed = load_config(None, [f"output.dir={tmp_path}"])
     assert campaign_in_use(assumed)[0].success_rate == 0.25  # campaign.effect: assumed ignores the file
+
+
+def test_lift_at_the_contacted_depth_is_by_probability_among_those_not_contacted() -> None:
+    """The list's rank follows revenue here (the opposite of probability): the lift judges the model."""
+    from churnml.risk.review import model_holdup
+
+    reviewed = pd.DataFrame(
+        {
+            "rank": [1, 2, 3, 4, 5],
+            "churn_probability": [0.1, 0.2, 0.3, 0.4, 0.9],
+            "churned": pd.array([0, 0, 0, 1, 0], dtype="Int8"),
+            "action": ["contact", "contact", None, None, None],
+            "arm": ["none", "none", "none", "none", "treatment"],  # the last one's outcome was changed
+            "risk_band": "low",
+        }
+    )
+    figures, _ = model_holdup(reviewed, ["low"], 2)
+    # 2 of 5 put on a play; among the 4 not contacted that is 2, the two most probable: one churner.
+    assert figures["lift_at_depth"] == pytest.approx((1 / 2) / (1 / 4)) and figures["capture_at_depth"] == 1.0
+    assert figures["roc_auc_not_contacted"] == 1.0

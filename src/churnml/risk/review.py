@@ -196,14 +196,18 @@ def _play_names(plays: pd.Series) -> pd.Series:
 
 def model_holdup(reviewed: pd.DataFrame, bands: Sequence[str], ece_bins: int) -> tuple[dict, pd.DataFrame]:
     """Realised ROC-AUC (all labeled customers, and those not contacted: a contact changes the outcome it
-    predicts), lift and capture at the contacted depth, calibration per band and ECE (not contacted)."""
+    predicts); lift and capture at the contacted depth, calibration per band and ECE (not contacted)."""
     labeled = reviewed.loc[reviewed["churned"].notna()]
     untreated = labeled.loc[labeled["arm"] != TREATMENT]
     y_all = labeled["churned"].to_numpy(float)
     y_un = untreated["churned"].to_numpy(float)
     depth = int(reviewed["action"].isin(["contact", "holdout"]).sum())
-    top = labeled.sort_values("rank", kind="stable").head(depth) if depth else labeled.iloc[:0]
+    # Lift at the list's depth (the share it put on a play), judged where no contact changed the outcome:
+    # the same share of the customers not contacted, by probability (the list's rank may follow revenue).
+    k = round(depth / len(reviewed) * len(untreated)) if len(reviewed) else 0
+    top = untreated.sort_values("churn_probability", ascending=False, kind="stable").head(k)
     base = y_all.mean() if len(y_all) else math.nan
+    base_un = y_un.mean() if len(y_un) else math.nan
     figures = {
         "customers": len(reviewed),
         "labeled": len(labeled),
@@ -213,11 +217,11 @@ def model_holdup(reviewed: pd.DataFrame, bands: Sequence[str], ece_bins: int) ->
         "roc_auc": _auc(y_all, labeled["churn_probability"].to_numpy(float)),
         "roc_auc_not_contacted": _auc(y_un, untreated["churn_probability"].to_numpy(float)),
         "contacted_depth": depth,
-        "lift_at_depth": float(top["churned"].astype(float).mean() / base)
-        if depth and base > 0
+        "lift_at_depth": float(top["churned"].astype(float).mean() / base_un)
+        if k and base_un > 0
         else math.nan,
-        "capture_at_depth": float(top["churned"].astype(float).sum() / y_all.sum())
-        if depth and y_all.sum() > 0
+        "capture_at_depth": float(top["churned"].astype(float).sum() / y_un.sum())
+        if k and y_un.sum() > 0
         else math.nan,
         "ece_not_contacted": expected_calibration_error(
             y_un, untreated["churn_probability"].to_numpy(float), ece_bins
