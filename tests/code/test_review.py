@@ -298,3 +298,15 @@ def test_lift_at_the_contacted_depth_is_by_probability_among_those_not_contacted
     # 2 of 5 put on a play; among the 4 not contacted that is 2, the two most probable: one churner.
     assert figures["lift_at_depth"] == pytest.approx((1 / 2) / (1 / 4)) and figures["capture_at_depth"] == 1.0
     assert figures["roc_auc_not_contacted"] == 1.0
+
+
+def test_the_service_takes_contacts_only_for_a_model_that_reads_them() -> None:
+    from types import SimpleNamespace
+
+    from churnml.contract import ACTIVITY_TABLES
+    from churnml.serving.schemas import history_table_names
+
+    plain = SimpleNamespace(specs=[SimpleNamespace(table="events")])
+    reads = SimpleNamespace(specs=[SimpleNamespace(table="events"), SimpleNamespace(table="contacts")])
+    assert history_table_names(plain) == ACTIVITY_TABLES  # type: ignore[arg-type]
+    assert history_table_names(reads) == (*ACTIVITY_TABLES, "contacts")  # type: ignore[arg-type]

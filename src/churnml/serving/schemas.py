@@ -299,6 +299,18 @@ def row_model(model: ChurnModel, table: str) -> type[_Row]:
     return create_model(base.__name__, __base__=base, **changed) if changed else base
 
 
+def history_table_names(model: ChurnModel) -> tuple[str, ...]:
+    """The tables a history carries: every activity table, and ``contacts`` only for a model that reads
+    them (each table, even empty, costs about a millisecond of checks per history)."""
+    reads_contacts = any(spec.table == "contacts" for spec in model.specs)
+    return tuple(t for t in HISTORY_TABLES if t != "contacts" or reads_contacts)
+
+
+def tables_of(history: BaseModel) -> tuple[str, ...]:
+    """The history tables a validated history has (those of its model)."""
+    return tuple(t for t in HISTORY_TABLES if t in type(history).model_fields)
+
+
 def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
     """``CustomerHistory``: one customer and their rows of each history table (each may be empty)."""
 
@@ -310,7 +322,7 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
 
     def same_customer(history: Any) -> Any:
         own = history.customer.customer_id
-        for table in HISTORY_TABLES:
+        for table in tables_of(history):
             for index, row in enumerate(getattr(history, table)):
                 if row.customer_id is not None and row.customer_id != own:
                     raise ValueError(
@@ -325,7 +337,7 @@ def history_model(model: ChurnModel, max_rows: int) -> type[BaseModel]:
         __config__=config,
         __validators__=validators,
         customer=(customer_model(model), Field(description="The customers-table row.")),
-        **{table: rows(table) for table in HISTORY_TABLES},
+        **{table: rows(table) for table in history_table_names(model)},
     )
 
 
@@ -388,7 +400,7 @@ def history_tables(
             {c: _typed("customers", c, [row[c] for row in customers]) for c in customers[0]}
         )
     }
-    for table in HISTORY_TABLES:
+    for table in tables_of(histories[0]):
         columns = list(TABLES[table].columns)
         owned = [(own, row) for own, h in zip(own_ids, histories, strict=True) for row in getattr(h, table)]
         tables[table] = pd.DataFrame(

@@ -19,7 +19,6 @@ import pandas as pd
 
 from churnml import io
 from churnml.config import Config
-from churnml.contract import HISTORY_TABLES
 from churnml.data.load import FUTURE_TOLERANCE, canonical_id, dataset_from_frames, strays_checked
 from churnml.errors import ChurnmlError, DataValidationError
 from churnml.risk.explain import Explainer, contributions
@@ -34,6 +33,7 @@ from churnml.serving.schemas import (
     error_body,
     history_tables,
     records_frame,
+    tables_of,
 )
 from churnml.training.model import ChurnModel
 
@@ -205,7 +205,7 @@ class Scorer:
             except ClientError as exc:
                 answers.append(exc)
                 continue
-            time_values = sum(1 + sum(len(getattr(h, t)) for t in HISTORY_TABLES) for h in request.histories)
+            time_values = sum(1 + sum(len(getattr(h, t)) for t in tables_of(h)) for h in request.histories)
             (alone if strays_checked(time_values) else together).append((len(answers), (request, as_of)))
             answers.append([])
         if len(together) > 1:
