@@ -156,10 +156,6 @@ def _describe(source: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(source.items()))
 
 
-def _stamps(scores: Path) -> str:
-    return ", ".join(str(stamp.date()) for stamp, _ in archived_lists(scores)) or "none"
-
-
 def _measured(reviews: list[Review], config: Config) -> dict[str, Any] | None:
     """The success rate over every reviewed list: each (list, play) a stratum (``pooled_effects``), only
     plays with enough customers in both arms (``review.min_arm``) counting."""
