@@ -582,20 +582,13 @@ def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     from churnml.risk.review import last_reviewable
 
     # A small trial budget keeps the demo to a few minutes; `churnml train` uses the configured one.
-    cfg: Config = load_config(config, ["tune.n_trials=10", "simulate.programme=true", *(overrides or [])])
+    settings = ["tune.n_trials=10", "simulate.programme=true", *(overrides or [])]
+    cfg: Config = load_config(config, settings)
     full = pipeline.load_data(cfg)
     earlier = last_reviewable(full, cfg)
     if earlier is None:
         raise ChurnmlError("the data is too short for a list whose outcomes are known: simulate more months")
-    then = load_config(
-        config,
-        [
-            "tune.n_trials=10",
-            "simulate.programme=true",
-            *(overrides or []),
-            f"data.end={earlier.isoformat()}",
-        ],
-    )
+    then = load_config(config, [*settings, f"data.end={earlier.isoformat()}"])
     console.rule(f"[bold]churnml demo: features (the data as of {earlier.date()})")
     started = time.perf_counter()
     result = pipeline.run(then)

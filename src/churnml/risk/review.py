@@ -300,26 +300,47 @@ def _play_row(play: str, group: pd.DataFrame, assumed: float, min_arm: int) -> d
     k_t, k_h = float(treated["churned"].astype(float).sum()), float(held["churned"].astype(float).sum())
     effect, low, high = difference_interval(k_h, n_h, k_t, n_t)
     value = float(treated["customer_value"].astype(float).fillna(0.0).sum())
-    cost = float(treated["contact_cost"].sum())
+    churn_t = k_t / n_t if n_t else math.nan
     churn_h = k_h / n_h if n_h else math.nan
+    cost = float(treated["contact_cost"].sum())
+    return _effect_row(
+        play, n_t, n_h, churn_t, churn_h, (effect, low, high), effect * value, cost, value, assumed, min_arm
+    )
+
+
+def _effect_row(
+    play: str,
+    contacted: int,
+    held_out: int,
+    churn_contacted: float,
+    churn_held_out: float,
+    interval: tuple[float, float, float],
+    revenue: float,
+    cost: float,
+    value: float,
+    assumed: float,
+    min_arm: int,
+) -> dict[str, Any]:
+    """A row of the play table: the figures that follow from the counts, the effect and its interval."""
+    effect, low, high = interval
     return {
         "play": play,
-        "contacted": n_t,
-        "held_out": n_h,
-        "churn_contacted": k_t / n_t if n_t else math.nan,
-        "churn_held_out": churn_h,
+        "contacted": contacted,
+        "held_out": held_out,
+        "churn_contacted": churn_contacted,
+        "churn_held_out": churn_held_out,
         "effect": effect,
         "effect_low": low,
         "effect_high": high,
-        "saved": effect * n_t,
-        "saved_low": low * n_t,
-        "saved_high": high * n_t,
-        "revenue_saved": effect * value,
+        "saved": effect * contacted,
+        "saved_low": low * contacted,
+        "saved_high": high * contacted,
+        "revenue_saved": revenue,
         "cost": cost,
-        "roi": effect * value / cost if cost > 0 else math.nan,
-        "success_rate": effect / churn_h if churn_h > 0 else math.nan,
+        "roi": revenue / cost if cost > 0 else math.nan,
+        "success_rate": effect / churn_held_out if churn_held_out > 0 else math.nan,
         "assumed_success_rate": assumed,
-        "enough_data": bool(n_t >= min_arm and n_h >= min_arm),
+        "enough_data": bool(contacted >= min_arm and held_out >= min_arm),
         "_value": value,
     }
 
@@ -336,56 +357,27 @@ def combine(strata: pd.DataFrame, label: str, assumed: float, min_arm: int = MIN
     interval. NaN when no stratum has both arms.
     """
     ok = strata.loc[strata["contacted"].gt(0) & strata["held_out"].gt(0)]
-    n_t, n_h = float(ok["contacted"].sum()), float(ok["held_out"].sum())
+    n_t, n_h = int(ok["contacted"].sum()), int(ok["held_out"].sum())
     if not n_t:
         nan = math.nan
-        return {
-            "play": label,
-            "contacted": 0,
-            "held_out": 0,
-            "churn_contacted": nan,
-            "churn_held_out": nan,
-            "effect": nan,
-            "effect_low": nan,
-            "effect_high": nan,
-            "saved": nan,
-            "saved_low": nan,
-            "saved_high": nan,
-            "revenue_saved": nan,
-            "cost": 0.0,
-            "roi": nan,
-            "success_rate": nan,
-            "assumed_success_rate": assumed,
-            "enough_data": False,
-            "_value": 0.0,
-        }
+        return _effect_row(label, 0, 0, nan, nan, (nan, nan, nan), nan, 0.0, 0.0, assumed, min_arm)
     weight = ok["contacted"].to_numpy(float) / n_t
     effect = float((weight * ok["effect"]).sum())
     low = effect - math.sqrt(float(((weight * (ok["effect"] - ok["effect_low"])) ** 2).sum()))
     high = effect + math.sqrt(float(((weight * (ok["effect_high"] - ok["effect"])) ** 2).sum()))
-    held_rate = float((weight * ok["churn_held_out"]).sum())
-    cost = float(ok["cost"].sum())
-    revenue = float((ok["effect"] * ok["_value"]).sum())
-    return {
-        "play": label,
-        "contacted": int(n_t),
-        "held_out": int(n_h),
-        "churn_contacted": float((weight * ok["churn_contacted"]).sum()),
-        "churn_held_out": held_rate,
-        "effect": effect,
-        "effect_low": low,
-        "effect_high": high,
-        "saved": effect * n_t,
-        "saved_low": low * n_t,
-        "saved_high": high * n_t,
-        "revenue_saved": revenue,
-        "cost": cost,
-        "roi": revenue / cost if cost > 0 else math.nan,
-        "success_rate": effect / held_rate if held_rate > 0 else math.nan,
-        "assumed_success_rate": assumed,
-        "enough_data": bool(n_t >= min_arm and n_h >= min_arm),
-        "_value": float(ok["_value"].sum()),
-    }
+    return _effect_row(
+        label,
+        n_t,
+        n_h,
+        float((weight * ok["churn_contacted"]).sum()),
+        float((weight * ok["churn_held_out"]).sum()),
+        (effect, low, high),
+        float((ok["effect"] * ok["_value"]).sum()),
+        float(ok["cost"].sum()),
+        float(ok["_value"].sum()),
+        assumed,
+        min_arm,
+    )
 
 
 def pooled_effects(plays: Sequence[pd.DataFrame], assumed: float, min_arm: int = MIN_ARM) -> pd.DataFrame:
