@@ -17,8 +17,11 @@ logistic regression on log-scaled features; XGBoost with fixed settings (300 tre
 rate 0.05). The baselines are fitted on every labeled row of the extract. The oracle is a reference,
 not a target:
 
-- ``subscription`` shape (all six tables, subscription labels): bench_model's oracle, the true
-  probability that a renewal decision in ``[cutoff, cutoff + horizon)`` goes against the customer.
+- ``subscription`` shape (all six tables, subscription labels): bench_model's oracle, the Bayes-optimal
+  forecast at the cutoff (``churn_forecast``: the probability that a renewal decision in ``[cutoff,
+  cutoff + horizon)`` goes against the customer given everything the simulation knows at the cutoff,
+  over ``--futures`` simulated futures). The ``hindsight`` row is bench_model's hindsight oracle, which
+  also knows the behaviour between the cutoff and each renewal: no forecast can reach it.
 - ``transactions`` shape (customers and transactions only, inactivity labels: no transaction in
   ``[cutoff, cutoff + horizon)``, active = a transaction in the last ``active_days``): customers pay at
   each monthly renewal, so with a 90-day horizon the label is 1 exactly when the *first* renewal after
@@ -27,7 +30,7 @@ not a target:
   ``churn_prob`` when its dominant factor is not billing (involuntary churn is decided by the factors,
   not drawn), 0 when it is; a customer with no renewal in the window had already left: 1, or 0 when an
   involuntary churn in the week before the cutoff still has dunning retries to come. Win-backs inside
-  the window (about 1% of departed customers a month) are ignored.
+  the window (about 1% of departed customers a month) are ignored. This one is a hindsight reference.
 
 Each cell can hold several businesses (``--seeds``: the simulator's and training's seed): with a few
 dozen churners per scoring cutoff, one business's AUC moves by a few hundredths from seed to seed, so
@@ -52,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from bench_model import oracle_probability
+from bench_model import forecast_oracle, oracle_probability
 from sklearn.metrics import roc_auc_score
 
 from churnml.config import Config, load_config
@@ -167,10 +170,14 @@ def inactivity_oracle(rows: pd.DataFrame, truth: pd.DataFrame, horizon_days: int
     return probability
 
 
-def oracle(shape: str, rows: pd.DataFrame, truth: pd.DataFrame, horizon_days: int) -> np.ndarray:
+def oracles(shape: str, rows: pd.DataFrame, sim: Simulation, horizon_days: int, futures: int) -> dict:
+    """The oracle (and, for subscriptions, the hindsight oracle) on the scoring rows."""
     if shape == "subscription":
-        return oracle_probability(rows, truth, horizon_days)
-    return inactivity_oracle(rows, truth, horizon_days)
+        return {
+            "oracle": forecast_oracle(rows, sim, horizon_days, futures),
+            "hindsight": oracle_probability(rows, sim.truth, horizon_days),
+        }
+    return {"oracle": inactivity_oracle(rows, sim.truth, horizon_days)}
 
 
 # --- baselines (fitted on every labeled row of the extract) ------------------------------------------
@@ -275,7 +282,7 @@ def run_cell(cell: Cell, sim: Simulation, args: argparse.Namespace, out: Path) -
         "recency": recency_baseline(train_rows, rows, config, training_set.specs),
         "logreg": logreg_baseline(train_rows, rows, config, training_set.specs),
         "xgboost_fixed": xgboost_baseline(train_rows, rows, config, training_set.specs),
-        "oracle": oracle(cell.shape, rows, sim.truth, config.labels.horizon_days),
+        **oracles(cell.shape, rows, sim, config.labels.horizon_days, args.futures),
     }
     months = [c.date().isoformat() for c in scoring]
     masks = {m: (rows["cutoff"] == c).to_numpy() for m, c in zip(months, scoring, strict=True)}
@@ -449,6 +456,7 @@ def main() -> None:
         "--seeds", default="42", help="businesses per cell (simulator and training seeds), comma-separated"
     )
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--futures", type=int, default=100, help="simulated futures per cutoff (oracle)")
     parser.add_argument("--inactivity-horizon", type=int, default=90, help="transactions shape: horizon_days")
     parser.add_argument(
         "--active-days",

@@ -23,6 +23,7 @@ from churnml.data.simulate import (
     SLEEPING_DOG_EFFECT,
     Simulation,
     centred_base,
+    churn_forecast,
     contact_effect,
     simulate,
     write_simulation,
@@ -257,6 +258,55 @@ def test_enough_events_for_benchmarks(sim: Simulation) -> None:
     subs = sim.tables["subscriptions"]
     active_years = ((subs["end_at"].fillna(sim.end) - subs["start_at"]).dt.days / 365.25).sum()
     assert len(sim.tables["events"]) / active_years >= 150
+
+
+# --- the forecast oracle (the best possible churn probability at a cutoff) -------------------------------
+
+
+def _renewals_in(truth: pd.DataFrame, cutoff: pd.Timestamp, days: int) -> pd.DataFrame:
+    inside = (truth["renewal_at"] >= cutoff) & (truth["renewal_at"] < cutoff + pd.Timedelta(days=days))
+    return truth.loc[inside]
+
+
+def test_forecast_is_the_truth_when_the_decision_is_already_made(sim: Simulation) -> None:
+    """A renewal at the cutoff's midnight depends only on the past, so every future agrees on it exactly;
+    a customer with no renewal in the window cannot churn in it."""
+    cutoff, days = pd.Timestamp("2025-09-01"), 1
+    forecast = churn_forecast(sim, [cutoff], days, futures=3, seed=1).set_index("customer_id")
+    renewing = _renewals_in(sim.truth, cutoff, days).set_index("customer_id")
+    assert len(renewing) > 50
+    np.testing.assert_allclose(forecast.loc[renewing.index, "churn_prob"], renewing["churn_prob"], rtol=1e-12)
+    others = forecast.drop(renewing.index)
+    assert len(others) > 1000 and (others["churn_prob"] == 0).all()
+
+
+def test_forecast_is_calibrated_and_below_hindsight(sim: Simulation) -> None:
+    """Over a 30-day window the forecast's mean is the renewal-time probabilities' mean (the expected
+    churn), and ranking by it is good but worse than by those, which saw behaviour after the cutoff."""
+    cutoffs = [pd.Timestamp("2025-08-01"), pd.Timestamp("2025-10-01")]
+    forecast = churn_forecast(sim, cutoffs, 30, futures=20, seed=2)
+    assert set(forecast["cutoff"]) == set(cutoffs)
+    churned, hindsight, predicted = [], [], []
+    for cutoff in cutoffs:
+        rows = forecast.loc[forecast["cutoff"] == cutoff].set_index("customer_id")
+        window = _renewals_in(sim.truth, cutoff, 30)
+        churned.append(window.groupby("customer_id")["churned"].any().reindex(rows.index, fill_value=False))
+        survive = np.log1p(-window["churn_prob"]).groupby(window["customer_id"]).sum()
+        hindsight.append(1 - np.exp(survive.reindex(rows.index, fill_value=0.0)))
+        predicted.append(rows["churn_prob"])
+    y, late, early = (pd.concat(x).to_numpy() for x in (churned, hindsight, predicted))
+    assert abs(early.mean() - late.mean()) < 0.002
+    assert 0.7 < roc_auc_score(y, early) < roc_auc_score(y, late)
+
+
+def test_forecast_is_deterministic_and_refuses_other_moments(small: Simulation) -> None:
+    cutoff = pd.Timestamp("2025-02-01")
+    first = churn_forecast(small, [cutoff], 30, futures=4, seed=5, batch=3)
+    pd.testing.assert_frame_equal(first, churn_forecast(small, [cutoff], 30, futures=4, seed=5, batch=3))
+    assert not first["churn_prob"].equals(churn_forecast(small, [cutoff], 30, futures=4, seed=6)["churn_prob"])
+    for moment in (pd.Timestamp("2025-02-01 12:00"), pd.Timestamp("2030-01-01")):
+        with pytest.raises(ValueError, match="not a midnight inside the simulated days"):
+            churn_forecast(small, [moment], 30)
 
 
 # --- signal strength -------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ one child random generator per component, so the same seed gives byte-identical 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -553,6 +553,7 @@ class _World:
     crisis_start: int  # first day of a six-week stretch where support is overloaded
     signal: float = 1.0  # multiplies every factor's log-odds contribution at the renewals
     sleeping_dog: np.ndarray | None = None  # per customer; None = no retention programme
+    forecast: bool = False  # renewals record their probability but nobody leaves (`churn_forecast`)
 
 
 def _signups(t: int, idx: np.ndarray, w: _World, state: _State, log: _Log) -> None:
@@ -616,7 +617,7 @@ def _renewals(t: int, w: _World, state: _State, log: _Log) -> None:
     else:
         contact, awaited, change = _contact_effects(idx, contrib, w, state, log)
     prob = sigmoid(logit + contact)
-    churned = w.rngs.churn.random(len(idx)) < prob
+    churned = (w.rngs.churn.random(len(idx)) < prob) & (not w.forecast)
     cause = true_cause_codes(contrib)
     _append(
         log.truth,
@@ -908,26 +909,36 @@ def _campaign(t: int, multiplier: np.ndarray, w: _World, state: _State, log: _Lo
     )
 
 
-def _run(w: _World) -> _Log:
-    """Step through the days; each step is vectorised over customers."""
+def _day(t: int, w: _World, state: _State, log: _Log) -> None:
+    """One simulated day, every step vectorised over customers."""
+    first, last = np.searchsorted(w.cust.signup_day, [t, t + 1])
+    _signups(t, np.arange(first, last), w, state, log)
+    _renewals(t, w, state, log)
+    _reactivations(t, w, state, log)
+    if w.cal.dom[t] == 1 and t >= PREHISTORY_DAYS:
+        _programme(t, w, state, log)
+    _behaviour(t, w, state)
+    multiplier = _activity_multiplier(t, w, state)
+    _events(t, multiplier, w, state, log)
+    _tickets(t, w, state, log)
+    _campaign(t, multiplier, w, state, log)
+
+
+_DayHook = Callable[[int, "_World", _State, "_Log"], None]
+
+
+def _run(w: _World, before_day: _DayHook | None = None) -> _Log:
+    """Step through the days; ``before_day`` sees the state at each midnight (the forecast forks there)."""
     cust = w.cust
     state = _initial_state(cust, w.rngs.behaviour)
     log = _Log()
     _new_subscriptions(
         log, state, np.arange(cust.n), cust.signup_day.astype(np.int64) * DAY_S + cust.signup_sec
     )
-    first = np.searchsorted(cust.signup_day, np.arange(w.cal.n_days + 1))
     for t in range(w.cal.n_days):
-        _signups(t, np.arange(first[t], first[t + 1]), w, state, log)
-        _renewals(t, w, state, log)
-        _reactivations(t, w, state, log)
-        if w.cal.dom[t] == 1 and t >= PREHISTORY_DAYS:
-            _programme(t, w, state, log)
-        _behaviour(t, w, state)
-        multiplier = _activity_multiplier(t, w, state)
-        _events(t, multiplier, w, state, log)
-        _tickets(t, w, state, log)
-        _campaign(t, multiplier, w, state, log)
+        if before_day is not None:
+            before_day(t, w, state, log)
+        _day(t, w, state, log)
     return log
 
 
@@ -1164,6 +1175,24 @@ def _contact_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
 # Public API.
 
 
+def _world(n_customers: int, months: int, seed: int, start: date, signal: float, programme: bool) -> _World:
+    if n_customers <= 0 or months <= 0:
+        raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
+    if not np.isfinite(signal) or signal < 0:
+        raise ValueError(f"signal must be a finite number >= 0, got {signal}")
+    cal = _calendar(start, months)
+    # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
+    # leaves the other eight, and so the tables without a programme, as they were.
+    rngs = _Rngs(*np.random.default_rng(seed).spawn(9 if programme else 8))
+    cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
+    crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
+    coef = COEF if signal == 1.0 else replace(COEF, base=centred_base(signal))
+    dogs = rngs.programme.random(n_customers) < SLEEPING_DOG_SHARE if rngs.programme else None
+    return _World(
+        cust=cust, cal=cal, rngs=rngs, coef=coef, crisis_start=crisis, signal=float(signal), sleeping_dog=dogs
+    )
+
+
 def simulate(
     n_customers: int,
     months: int,
@@ -1180,21 +1209,8 @@ def simulate(
     ``programme`` runs the monthly retention programme from ``start`` on: a ``contacts`` table, and its
     truth (``Simulation.contact_truth``). Without it the tables are exactly those of earlier versions.
     """
-    if n_customers <= 0 or months <= 0:
-        raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
-    if not np.isfinite(signal) or signal < 0:
-        raise ValueError(f"signal must be a finite number >= 0, got {signal}")
-    cal = _calendar(start, months)
-    # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
-    # leaves the other eight, and so the tables without a programme, as they were.
-    rngs = _Rngs(*np.random.default_rng(seed).spawn(9 if programme else 8))
-    cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
-    crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
-    coef = COEF if signal == 1.0 else replace(COEF, base=centred_base(signal))
-    dogs = rngs.programme.random(n_customers) < SLEEPING_DOG_SHARE if rngs.programme else None
-    w = _World(
-        cust=cust, cal=cal, rngs=rngs, coef=coef, crisis_start=crisis, signal=float(signal), sleeping_dog=dogs
-    )
+    w = _world(n_customers, months, seed, start, signal, programme)
+    cal = w.cal
     log = _run(w)
     ids = _customer_ids(n_customers)
     tables = {
@@ -1224,6 +1240,105 @@ def simulate(
     return Simulation(
         tables=tables, truth=_truth_frame(log, w, ids), end=end, params=params, contact_truth=contact_truth
     )
+
+
+_T = TypeVar("_T")
+
+
+def _repeat(obj: _T, n: int, reps: int) -> _T:
+    """A copy of a per-customer dataclass with every customer repeated ``reps`` times in a row."""
+    values: dict[str, Any] = {}
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        per_customer = isinstance(value, np.ndarray) and value.shape[:1] == (n,)
+        values[f.name] = np.repeat(value, reps, axis=0) if per_customer else value
+    return replace(obj, **values)  # type: ignore[type-var]
+
+
+def _fork_probability(
+    t: int, w: _World, state: _State, log: _Log, horizon_days: int, reps: int, seed: Sequence[int]
+) -> np.ndarray:
+    """Per customer, the mean over ``reps`` futures from midnight of day ``t`` of the probability that a
+    renewal in the next ``horizon_days`` days goes against them.
+
+    Each customer is repeated ``reps`` times, with fresh random generators, and nobody leaves: a renewal
+    only records its probability. The chance of churning within the window is then, in each future,
+    ``1 - prod(1 - p)`` over its renewals: leaving at one renewal ends the path, and a path that stays is
+    exactly the one that goes on (the churn draw is independent of everything else), so no draw of the
+    decision itself is needed and its noise is averaged out analytically.
+    """
+    n = w.cust.n
+    rngs = _Rngs(*np.random.default_rng([*seed, t]).spawn(9 if w.rngs.programme is not None else 8))
+    dogs = None if w.sleeping_dog is None else np.repeat(w.sleeping_dog, reps)
+    fork = replace(w, cust=_repeat(w.cust, n, reps), rngs=rngs, sleeping_dog=dogs, forecast=True)
+    fork_state = _repeat(state, n, reps)
+    fork_log = _Log(contact={k: list(v) for k, v in log.contact.items()}, n_contacts=log.n_contacts)
+    for day in range(t, min(t + horizon_days, w.cal.n_days)):
+        _day(day, fork, fork_state, fork_log)
+    who = _cat(fork_log.truth["cust"], np.int64)
+    survive = np.zeros(n * reps)
+    np.add.at(survive, who, np.log1p(-_cat(fork_log.truth["prob"], np.float64)))
+    return (1.0 - np.exp(survive)).reshape(n, reps).mean(axis=1)
+
+
+def churn_forecast(
+    sim: Simulation,
+    cutoffs: Sequence[pd.Timestamp],
+    horizon_days: int,
+    futures: int = 200,
+    seed: int = 0,
+    batch: int = 25,
+) -> pd.DataFrame:
+    """The best possible churn probability at each cutoff: the Bayes oracle for a model scored there.
+
+    For every customer active at midnight of a cutoff, the probability that their subscription ends in
+    ``[cutoff, cutoff + horizon_days)`` given *everything* the simulation knows at that moment, hidden
+    traits and the latent slide into disengagement included, averaged over ``futures`` simulated futures
+    (the simulation is re-run from ``sim.params`` and forked at each cutoff). The truth table's renewal
+    probabilities, by contrast, use behaviour up to each renewal, after the cutoff: a hindsight that no
+    forecast can have. Returns ``customer_id``, ``cutoff``, ``churn_prob``.
+    """
+    params = sim.params
+    start = date.fromisoformat(params["start"])
+    w = _world(
+        params["n_customers"],
+        params["months"],
+        params["seed"],
+        start,
+        params.get("signal", 1.0),
+        params.get("programme", False),
+    )
+    days = {}
+    for cutoff in cutoffs:
+        offset = pd.Timestamp(cutoff) - w.cal.origin
+        if offset != pd.Timedelta(days=offset.days) or not 0 <= offset.days < w.cal.n_days:
+            raise ValueError(f"cutoff {cutoff} is not a midnight inside the simulated days")
+        days[offset.days] = pd.Timestamp(cutoff)
+    ids = _customer_ids(w.cust.n)
+    frames = []
+
+    def fork(t: int, world: _World, state: _State, log: _Log) -> None:
+        if t not in days:
+            return
+        active = np.flatnonzero(state.status == ACTIVE)
+        chunks = [
+            _fork_probability(t, world, state, log, horizon_days, min(batch, futures - done), (seed, done))
+            for done in range(0, futures, batch)
+        ]
+        sizes = [min(batch, futures - done) for done in range(0, futures, batch)]
+        probability = np.average(np.column_stack(chunks), axis=1, weights=sizes)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": _labels(active, ids),
+                    "cutoff": days[t],
+                    "churn_prob": probability[active],
+                }
+            )
+        )
+
+    _run(w, before_day=fork)
+    return pd.concat(frames, ignore_index=True)
 
 
 PRICE_COLUMNS = frozenset({"amount", "mrr"})  # the columns a pricing change moves
