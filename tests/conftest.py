@@ -20,7 +20,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ import psycopg
 import pytest
 
 URL_VARIABLE = "CHURNML_TEST_POSTGRES_URL"
+SERVER_PREFIX = "churnml-postgres-"  # /tmp/churnml-postgres-*/: a server's data, socket, log and owner
 
 
 def _binaries() -> Path | None:
@@ -73,14 +74,14 @@ def postgres_server() -> Iterator[str]:
     assert bindir is not None
     as_user: list[str] = []
     if os.geteuid() == 0:
-        if (
-            shutil.which("runuser") is None
-            or subprocess.run(["id", "postgres"], capture_output=True).returncode
-        ):
+        runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+        if runuser is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
             _unavailable("running as root, and there is no 'postgres' user (or runuser) to run PostgreSQL as")
-        as_user = ["runuser", "-u", "postgres", "--"]
+        as_user = [runuser, "-u", "postgres", "--"]
     # Not pytest's tmp_path: its parents are private to root, and the server runs as postgres.
-    home = Path(tempfile.mkdtemp(prefix="churnml-postgres-"))
+    home = Path(tempfile.mkdtemp(prefix=SERVER_PREFIX, dir="/tmp"))
+    # Who started it: .ci/run stops a server whose owner died without stopping it (a killed run).
+    (home / "owner.pid").write_text(str(os.getpid()))
     if as_user:
         shutil.chown(home, "postgres")
     data, log, port = home / "data", home / "server.log", _free_port()
@@ -108,13 +109,24 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """URL of a new, empty database on the test server, dropped after the test."""
-    name = f"churnml_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlsplit(postgres_server)._replace(path=f"/{name}").geturl()
-    finally:
+def postgres_database(postgres_server: str) -> Iterator[Callable[[], str]]:
+    """``postgres_database()``: the URL of a new, empty database on the test server; all dropped after
+    the test (MLflow and Optuna each need their own: both keep an ``alembic_version`` table)."""
+    names: list[str] = []
+
+    def create() -> str:
+        names.append(f"churnml_{uuid.uuid4().hex[:12]}")
         with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{names[-1]}"')
+        return urlsplit(postgres_server)._replace(path=f"/{names[-1]}").geturl()
+
+    yield create
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        for name in names:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_database: Callable[[], str]) -> str:
+    """URL of a new, empty database on the test server, dropped after the test."""
+    return postgres_database()
