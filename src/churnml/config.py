@@ -133,7 +133,9 @@ class TableSource(_Model):
 
 class DataConfig(_Model):
     dir: str | None = Field(
-        None, description="Directory holding the tables. None = generate the bundled simulator data."
+        None,
+        description="Directory holding the tables. None, with no data.tables either = generate the "
+        "bundled simulator data.",
     )
     tables: dict[str, TableSource] = Field(
         default_factory=dict,

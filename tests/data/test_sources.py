@@ -25,6 +25,7 @@ from churnml.data.load import load_dataset, read_table
 from churnml.data.simulate import simulate
 from churnml.errors import ConfigError, DataValidationError
 from churnml.features.training_set import TRAINING_SET_FILE
+from churnml.pipelines.features import data_source
 
 SIMULATED = simulate(150, 6, 11).tables  # every contract table but contacts, a few thousand rows
 
@@ -154,8 +155,10 @@ def test_postgres_tables_and_queries_read_as_the_files(
     to_postgres(postgres_url, SIMULATED)
     to_sqlite(tmp_path / "billing.db", {"transactions": SIMULATED["transactions"]})
     # Each table may have its own database: transactions from SQLite, the rest from PostgreSQL.
+    # SQLAlchemy's form of the URL works too, so one URL can serve churnml, Optuna and MLflow.
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://")
     config = DataConfig.model_validate(
-        {"url": postgres_url, "tables": database_tables(f"sqlite:///{tmp_path / 'billing.db'}")}
+        {"url": url, "tables": database_tables(f"sqlite:///{tmp_path / 'billing.db'}")}
     )
     assert_same(load_dataset(config), load_dataset(DataConfig(dir=str(files))))
 
@@ -190,6 +193,30 @@ def test_postgres_types_are_normalised_like_the_files(postgres_url: str) -> None
     assert customers["seats"].dtype == "float64"  # an extra attribute: a number, not text
     assert list(payments["timestamp"]) == [pd.Timestamp("2024-02-01 08:00"), pd.Timestamp("2024-02-02")]
     assert payments["amount"].dtype == "float64"
+
+
+def test_postgres_types_without_a_pandas_column_are_refused_with_a_cast_to_write(postgres_url: str) -> None:
+    with postgresql.connect(postgres_url, autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE accounts (id uuid, created date, trial interval)")
+        cursor.execute(
+            "INSERT INTO accounts VALUES ('6f1c0e4e-8a51-4c1e-9d1e-3f1f3b1c2a10', '2024-01-02', '14 days')"
+        )
+        cursor.execute("CREATE TABLE logins (id uuid, at timestamp)")
+        cursor.execute("INSERT INTO logins VALUES ('6f1c0e4e-8a51-4c1e-9d1e-3f1f3b1c2a10', '2024-02-01')")
+    events = {"sql": "SELECT id::text AS customer_id, at AS timestamp, 'login' AS event_type FROM logins"}
+    tables = {"customers": {"table": "accounts", "columns": {"customer_id": "id", "signup_at": "created"}}}
+    for refused in ("id", "trial"):
+        with pytest.raises(DataValidationError) as info:
+            load_dataset(
+                DataConfig.model_validate({"url": postgres_url, "tables": {**tables, "events": events}})
+            )
+        assert f"table 'customers', column '{refused}'" in str(info.value) and "::text" in str(info.value)
+        query = "SELECT id::text, created" + (", trial" if refused == "id" else "") + " FROM accounts"
+        tables = {"customers": {"sql": query, "columns": {"customer_id": "id", "signup_at": "created"}}}
+    dataset = load_dataset(
+        DataConfig.model_validate({"url": postgres_url, "tables": {**tables, "events": events}})
+    )
+    assert list(dataset.tables["events"]["customer_id"]) == ["6f1c0e4e-8a51-4c1e-9d1e-3f1f3b1c2a10"]
 
 
 def test_churnml_features_from_postgres_equal_those_from_files(
@@ -302,3 +329,15 @@ def test_contradictory_sources_are_config_errors(table: dict, problem: str) -> N
     with pytest.raises(ConfigError, match=r"data\.tables\.events") as info:
         load_config(None, [f"data.tables.events={table}"])
     assert problem in str(info.value)
+
+
+def test_runs_record_database_sources_with_passwords_masked() -> None:
+    tables = {"customers": {"table": "crm.accounts"}, "events": {"path": "events.parquet"}}
+    config = load_config(None, [f"data.tables={tables}", "data.url=postgresql://me:hunter2@db/shop"])
+    assert data_source(config) == {
+        "dir": None,
+        "tables": {
+            "customers": {"table": "crm.accounts", "url": "postgresql://me:***@db/shop"},
+            "events": "events.parquet",
+        },
+    }

@@ -190,24 +190,43 @@ def read(
     return _to_pandas(name, table, text_columns)
 
 
+def _readable(kind: pa.DataType) -> bool:
+    """Arrow types that become a pandas column the validation understands (text, numbers, times)."""
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_integer,
+            pa.types.is_floating,
+            pa.types.is_decimal,
+            pa.types.is_boolean,
+            pa.types.is_timestamp,
+            pa.types.is_date,
+            pa.types.is_null,
+        )
+    )
+
+
 def _to_pandas(name: str, table: pa.Table, text_columns: Collection[str]) -> pd.DataFrame:
     """Arrow to pandas as a Parquet file converts; database types Arrow marks as extensions are unwrapped
-    (PostgreSQL ``numeric`` to float64, or kept as exact text in a contract text column such as an id)."""
+    (PostgreSQL ``numeric`` to float64, or kept as exact text in a contract text column such as an id),
+    and types without a faithful pandas column (uuid, interval, arrays...) are refused, naming the column."""
     columns = {}
     for field, column in zip(table.schema, table.columns, strict=True):
-        if isinstance(field.type, pa.BaseExtensionType):
-            storage = field.type.storage_type
-            if not (pa.types.is_string(storage) or pa.types.is_large_string(storage)):
-                raise DataValidationError(
-                    name,
-                    field.name,
-                    f"the database type {field.type} has no pandas counterpart: cast it in the query, "
-                    f"e.g. data.tables.{name}.sql: SELECT {field.name}::text AS {field.name}, ...",
-                )
-            column = pa.chunked_array([chunk.storage for chunk in column.chunks], type=storage)
-            if field.name not in text_columns and getattr(field.type, "type_name", "") == "numeric":
+        kind = field.type
+        if isinstance(kind, pa.BaseExtensionType) and _readable(kind.storage_type):
+            column = pa.chunked_array([chunk.storage for chunk in column.chunks], type=kind.storage_type)
+            if field.name not in text_columns and getattr(kind, "type_name", "") == "numeric":
                 # Text that is no float ('Infinity') stays text, for the validation to name.
                 with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     column = pc.cast(column, pa.float64())
+        elif not _readable(kind):
+            raise DataValidationError(
+                name,
+                field.name,
+                f"the database type {kind} has no pandas counterpart churnml reads: cast it in the "
+                f"query, e.g. data.tables.{name}.sql: SELECT {field.name}::text AS {field.name}, ...",
+            )
         columns[field.name] = column
     return pa.table(columns).to_pandas()
