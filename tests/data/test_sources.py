@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from churnml.cli import app
 from churnml.config import DataConfig, TableSource, load_config
 from churnml.contract import TABLES
-from churnml.data.database import DATABASE_URL_ENV, mask
+from churnml.data.database import CONNECT_TIMEOUT_S, DATABASE_URL_ENV, mask, resolve
 from churnml.data.dataset import Dataset
 from churnml.data.load import load_dataset, read_table
 from churnml.data.simulate import simulate
@@ -134,6 +134,25 @@ def test_sqlite_tables_and_queries_read_as_the_files(files: Path, tmp_path: Path
     to_sqlite(tmp_path / "shop.db", SIMULATED)
     config = DataConfig.model_validate({"url": "sqlite:///shop.db", "tables": database_tables()})
     assert_same(load_dataset(config, base_dir=tmp_path), load_dataset(DataConfig(dir=str(files))))
+
+
+def test_a_sqlite_column_of_mixed_types_is_named_with_the_cast_to_write(tmp_path: Path) -> None:
+    """SQLite lets a column hold integers and text; the driver types it from its first rows."""
+    customers = pd.DataFrame({"customer_id": list(range(1500)), "signup_at": "2024-01-01"})
+    to_sqlite(tmp_path / "shop.db", {"customers": customers, "events": SIMULATED["events"].head(5)})
+    with (
+        sqlite.connect(str(tmp_path / "shop.db"), autocommit=True) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("INSERT INTO customers VALUES ('c-1500', '2024-01-02')")
+    tables = {"customers": {"table": "customers"}, "events": {"sql": "SELECT * FROM events -- all of it"}}
+    config = DataConfig.model_validate({"url": "sqlite:///shop.db", "tables": tables})
+    with pytest.raises(DataValidationError) as info:
+        load_dataset(config, base_dir=tmp_path)
+    assert "table 'customers'" in str(info.value) and "CAST(customer_id AS TEXT)" in str(info.value)
+    tables["customers"] = {"sql": "SELECT CAST(customer_id AS TEXT) AS customer_id, signup_at FROM customers"}
+    config = DataConfig.model_validate({"url": "sqlite:///shop.db", "tables": tables})
+    assert len(load_dataset(config, base_dir=tmp_path).tables["customers"]) == 1501
 
 
 def test_a_missing_sqlite_file_is_named_and_not_created(tmp_path: Path) -> None:
@@ -258,7 +277,7 @@ def test_postgres_errors_name_the_table_and_source(postgres_url: str, source: di
 
 
 def test_an_unreachable_server_is_named_without_its_password(tmp_path: Path, free_port: int) -> None:
-    url = f"postgresql://churnml:s3cret-pw@127.0.0.1:{free_port}/warehouse?connect_timeout=5"
+    url = f"postgresql://churnml:s3cret-pw@127.0.0.1:{free_port}/warehouse"
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"data": {"url": url, "tables": {"customers": {"table": "accounts"}}}}))
     result = CliRunner().invoke(app, ["features", "-c", str(config)])
@@ -341,3 +360,15 @@ def test_runs_record_database_sources_with_passwords_masked() -> None:
             "events": "events.parquet",
         },
     }
+
+
+def test_a_server_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without connect_timeout libpq would wait for the TCP timeout (minutes); churnml sets one."""
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    source = TableSource(table="accounts")
+    target = resolve("customers", source, "postgresql://me@db.example/shop", Path.cwd()).target
+    assert target == f"postgresql://me@db.example/shop?connect_timeout={CONNECT_TIMEOUT_S}"
+    given = resolve(
+        "customers", source, "postgresql://me@db/shop?sslmode=require&connect_timeout=3", Path.cwd()
+    )
+    assert given.target == "postgresql://me@db/shop?sslmode=require&connect_timeout=3"

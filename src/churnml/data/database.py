@@ -33,6 +33,8 @@ SCHEMES: dict[str, Literal["postgresql", "sqlite"]] = {
     "postgres": "postgresql",
     "sqlite": "sqlite",
 }
+# Seconds to wait for a PostgreSQL server unless the URL (connect_timeout=) or PGCONNECT_TIMEOUT says.
+CONNECT_TIMEOUT_S = 30
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_KEYS = {"password", "sslpassword"}
 MASK = "***"
@@ -117,7 +119,11 @@ def resolve(name: str, source: TableSource, default_url: str | None, base: Path)
             "or sqlite:///path/to/file.db"
         )
     if driver == "postgresql":
-        return Database(driver, "postgresql://" + url.split("://", 1)[1], shown, _secrets(url))
+        target = "postgresql://" + url.split("://", 1)[1]
+        if "connect_timeout=" not in target and "PGCONNECT_TIMEOUT" not in os.environ:
+            # libpq waits for the operating system's TCP timeout (minutes) on a host that never answers.
+            target += ("&" if "?" in target else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
+        return Database(driver, target, shown, _secrets(url))
     path = urlsplit(url).path[1:]  # sqlite:///relative.db, sqlite:////absolute.db (SQLAlchemy's form)
     if not path or path == ":memory:":
         raise ConfigError(f"{key}: {shown!r} names no database file; use sqlite:///path/to/file.db")
@@ -136,7 +142,8 @@ def _quote(identifier: str) -> str:
 def relation(source: TableSource) -> str:
     """What to select from: the user's query as a subquery, or the table (``schema.table``) quoted."""
     if source.sql is not None:
-        return f"({source.sql.strip().rstrip(';')}) AS churnml_source"
+        # On lines of its own, so that a trailing -- comment does not swallow the alias.
+        return f"(\n{source.sql.strip().rstrip(';')}\n) AS churnml_source"
     assert source.table is not None
     if '"' in source.table:  # already quoted by the user: taken as written
         return source.table
@@ -182,11 +189,16 @@ def read(
             columns = "*" if wanted is None else ", ".join(_quote(c) for c in wanted)
             cursor.execute(f"SELECT {columns} FROM {relation(source)}")
             table = cursor.fetch_arrow_table()
-    except DriverError as exc:
+    except (DriverError, pa.ArrowException, OSError) as exc:  # the driver's, or Arrow's reading its stream
         message = database.scrub(str(exc)).strip()
-        raise DataValidationError(
-            name, None, f"cannot read {what} from {database.shown}: {message}"
-        ) from None
+        if database.kind == "sqlite" and "Type mismatch" in message:
+            # SQLite lets a column mix types; the driver types it from the first rows it reads.
+            message += (
+                ". The column holds values of several types: cast it in a query, e.g. "
+                f"data.tables.{name}.sql: SELECT CAST(customer_id AS TEXT) AS customer_id, ..."
+            )
+        problem = f"cannot read {what} from {database.shown}: {message}"
+        raise DataValidationError(name, None, problem) from None
     return _to_pandas(name, table, text_columns)
 
 
