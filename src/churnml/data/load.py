@@ -10,6 +10,7 @@ All work is vectorised (a 10M-row table validates in seconds) and inputs are nev
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -87,18 +88,19 @@ def load_dataset(config: DataConfig, base_dir: Path | None = None) -> Dataset:
     base = Path.cwd() if base_dir is None else Path(base_dir)
     data_dir = base / config.dir if config.dir is not None else None
     frames: dict[str, pd.DataFrame] = {}
-    for name in TABLES:
-        source = config.tables.get(name, TableSource())
-        if source.in_database:
-            db = database.resolve(name, source, config.url, base)
-            frames[name] = read_database_table(name, source, db)
-            logger.info("read %s: %d rows from %s", name, len(frames[name]), db.shown)
-            continue
-        path = _table_path(name, source, data_dir, base)
-        if path is None:
-            continue
-        frames[name] = read_table(name, path, source)
-        logger.info("read %s: %d rows from %s", name, len(frames[name]), path)
+    with database.Connections() as connections:
+        for name in TABLES:
+            source = config.tables.get(name, TableSource())
+            if source.in_database:
+                db = database.resolve(name, source, config.url, base)
+                frames[name] = read_database_table(name, source, db, connections)
+                logger.info("read %s: %d rows from %s", name, len(frames[name]), db.shown)
+                continue
+            path = _table_path(name, source, data_dir, base)
+            if path is None:
+                continue
+            frames[name] = read_table(name, path, source)
+            logger.info("read %s: %d rows from %s", name, len(frames[name]), path)
     _require_tables(frames, where=f" in {data_dir}" if data_dir is not None else "")
     mappings = {name: source.columns for name, source in config.tables.items()}
     options = {name: source.read for name, source in config.tables.items()}
@@ -153,13 +155,14 @@ def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
         raise DataValidationError(name, None, f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def read_database_table(name: str, source: TableSource, db: database.Database) -> pd.DataFrame:
+def read_database_table(
+    name: str, source: TableSource, db: database.Database, connections: database.Connections
+) -> pd.DataFrame:
     """Read one table from a database: the same column choice (and mapping checks) as a file, and only
     the chosen columns leave the database."""
     text = {source.columns.get(c, c) for c in _text_columns(TABLES[name])}
-    return database.read(
-        name, db, source, lambda available: _columns_to_read(name, available, source.columns), text
-    )
+    choose = functools.partial(_columns_to_read, name, mapping=source.columns)
+    return database.read(name, db, source, choose, text, connections)
 
 
 # ---------------------------------------------------------------------------------------- finding files
