@@ -96,13 +96,20 @@ def test_a_parquet_dataset_reads_only_the_columns_churnml_needs(tmp_path: Path) 
     assert list(read.columns) == ["customer_id", "timestamp", "event_type", "value"]
 
 
-def test_a_file_is_preferred_to_a_directory_of_the_same_table(files: Path) -> None:
-    expected = load_dataset(DataConfig(dir=str(files)))
-    (files / "events").mkdir()  # e.g. an unrelated folder: the events file still wins, as before
-    try:
-        assert_same(load_dataset(DataConfig(dir=str(files))), expected)
-    finally:
-        (files / "events").rmdir()
+def test_a_file_wins_over_a_directory_and_a_folder_without_parquet_is_no_table(
+    files: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("customers", "events"):
+        (data / f"{name}.parquet").write_bytes((files / f"{name}.parquet").read_bytes())
+    (data / "events").mkdir()  # a dataset of the same name: the file still wins, as before
+    SIMULATED["events"].head(3).to_parquet(data / "events" / "part-0.parquet")
+    (data / "tickets").mkdir()  # raw exports that happen to share a table's name: not a table
+    SIMULATED["tickets"].to_csv(data / "tickets" / "tickets-2024.csv", index=False)
+    dataset = load_dataset(DataConfig(dir=str(data)))
+    assert set(dataset.tables) == {"customers", "events"}
+    assert len(dataset.tables["events"]) == len(SIMULATED["events"])
 
 
 def test_a_broken_parquet_dataset_names_the_table_and_path(files: Path, tmp_path: Path) -> None:

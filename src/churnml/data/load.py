@@ -181,9 +181,17 @@ def _parquet_columns(path: Path) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
+def _holds_parquet(directory: Path) -> bool:
+    """Whether a directory found by name is a Parquet dataset: an unrelated ``tickets/`` folder of CSV
+    exports stays ignored, as before datasets were read (a configured path is read whatever it holds)."""
+    return directory.is_dir() and any(
+        next(directory.rglob(f"*{ext}"), None) is not None for ext in (".parquet", ".pq")
+    )
+
+
 def _table_path(name: str, source: TableSource, data_dir: Path | None, base: Path) -> Path | None:
     """The configured path (which must exist), else the first ``<dir>/<name>.<ext>`` file found, else a
-    Parquet dataset directory ``<dir>/<name>.parquet/`` or ``<dir>/<name>/``, else None."""
+    directory ``<dir>/<name>.parquet/`` or ``<dir>/<name>/`` holding Parquet files, else None."""
     if source.path is not None:
         path = (data_dir if data_dir is not None else base) / source.path
         if not path.exists():
@@ -198,7 +206,9 @@ def _table_path(name: str, source: TableSource, data_dir: Path | None, base: Pat
     )
     if found is not None:
         return found
-    return next((path for path in (data_dir / f"{name}.parquet", data_dir / name) if path.is_dir()), None)
+    return next(
+        (path for path in (data_dir / f"{name}.parquet", data_dir / name) if _holds_parquet(path)), None
+    )
 
 
 def _csv_kwargs(path: Path, options: ReadOptions) -> dict:
