@@ -19,13 +19,14 @@ from typer.testing import CliRunner
 from churnml.cli import app
 from churnml.config import DataConfig, TableSource, load_config
 from churnml.contract import TABLES
-from churnml.data.database import CONNECT_TIMEOUT_S, DATABASE_URL_ENV, mask, resolve
+from churnml.data.database import CONNECT_TIMEOUT_S, DATABASE_URL_ENV, resolve
 from churnml.data.dataset import Dataset
 from churnml.data.load import load_dataset, read_table
 from churnml.data.simulate import simulate
 from churnml.errors import ConfigError, DataValidationError
 from churnml.features.training_set import TRAINING_SET_FILE
 from churnml.pipelines.features import data_source
+from churnml.redact import mask_url, redact
 
 SIMULATED = simulate(150, 6, 11).tables  # every contract table but contacts, a few thousand rows
 
@@ -340,7 +341,7 @@ def test_an_unsupported_url_is_a_config_error_without_its_password() -> None:
     ],
 )
 def test_mask_hides_passwords_only(url: str, shown: str) -> None:
-    assert mask(url) == shown
+    assert mask_url(url) == shown
 
 
 @pytest.mark.parametrize(
@@ -379,3 +380,18 @@ def test_a_server_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPa
         "customers", source, "postgresql://me@db/shop?sslmode=require&connect_timeout=3", Path.cwd()
     )
     assert given.target == "postgresql://me@db/shop?sslmode=require&connect_timeout=3"
+
+
+def test_config_records_and_churnml_config_show_urls_without_passwords() -> None:
+    overrides = [
+        "data.url=postgresql://me:hunter2@db/shop?sslmode=require",
+        "data.tables.events={sql: 'SELECT * FROM events -- see https://wiki/x?password=not-a-url'}",
+        "tune.storage=postgresql://me:hunter3@db/optuna",
+    ]
+    dumped = redact(load_config(None, overrides).model_dump(mode="json"))
+    assert dumped["data"]["url"] == "postgresql://me:***@db/shop?sslmode=require"
+    assert dumped["tune"]["storage"] == "postgresql://me:***@db/optuna"
+    assert dumped["data"]["tables"]["events"]["sql"].endswith("?password=not-a-url")  # text, not a URL
+    result = CliRunner().invoke(app, ["config", *overrides])
+    assert result.exit_code == 0, result.output
+    assert "hunter" not in result.output and "postgresql://me:***@db/optuna" in result.output

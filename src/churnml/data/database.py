@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from churnml.config import TableSource
 from churnml.errors import ConfigError, DataValidationError
+from churnml.redact import MASK, mask_url, url_secrets
 
 # Where the database URL comes from when neither data.url nor data.tables.<t>.url is set.
 DATABASE_URL_ENV = "CHURNML_DATABASE_URL"
@@ -36,8 +37,6 @@ SCHEMES: dict[str, Literal["postgresql", "sqlite"]] = {
 # Seconds to wait for a PostgreSQL server unless the URL (connect_timeout=) or PGCONNECT_TIMEOUT says.
 CONNECT_TIMEOUT_S = 30
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_KEYS = {"password", "sslpassword"}
-MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -54,28 +53,6 @@ class Database:
         for secret in self.secrets:
             text = text.replace(secret, MASK)
         return text
-
-
-def mask(url: str) -> str:
-    """The URL with its password (in the user part or a ``password=`` parameter) replaced by ``***``."""
-    head, question, query = url.partition("?")
-    scheme, slashes, rest = head.partition("://")
-    netloc, slash, path = rest.partition("/")
-    if slashes and "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if k.lower() in _SECRET_KEYS else v) for k, v in pairs], safe="*")
-    return scheme + slashes + netloc + slash + path + question + query
-
-
-def _secrets(url: str) -> tuple[str, ...]:
-    parts = urlsplit(url)
-    found = [parts.password] if parts.password else []
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_KEYS and v]
-    return tuple({s for raw in found for s in (raw, unquote(raw))})
 
 
 def _expand(url: str, key: str) -> str:
@@ -110,7 +87,7 @@ def resolve(name: str, source: TableSource, default_url: str | None, base: Path)
             f"{DATABASE_URL_ENV}"
         )
     url = _expand(raw, key)
-    shown = mask(url)
+    shown = mask_url(url)
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     driver = SCHEMES.get(scheme.split("+", 1)[0])
     if driver is None:
@@ -123,7 +100,7 @@ def resolve(name: str, source: TableSource, default_url: str | None, base: Path)
         if "connect_timeout=" not in target and "PGCONNECT_TIMEOUT" not in os.environ:
             # libpq waits for the operating system's TCP timeout (minutes) on a host that never answers.
             target += ("&" if "?" in target else "?") + f"connect_timeout={CONNECT_TIMEOUT_S}"
-        return Database(driver, target, shown, _secrets(url))
+        return Database(driver, target, shown, url_secrets(url))
     path = urlsplit(url).path[1:]  # sqlite:///relative.db, sqlite:////absolute.db (SQLAlchemy's form)
     if not path or path == ":memory:":
         raise ConfigError(f"{key}: {shown!r} names no database file; use sqlite:///path/to/file.db")

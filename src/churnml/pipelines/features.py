@@ -12,6 +12,7 @@ from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.data.simulate import simulate
 from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
+from churnml.redact import mask_url
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def data_source(config: Config) -> dict[str, Any]:
             continue
         url = source.url or config.data.url or f"${{{database.DATABASE_URL_ENV}}}"
         query = {"table": source.table} if source.table is not None else {"sql": source.sql}
-        tables[name] = {**query, "url": database.mask(url)}
+        tables[name] = {**query, "url": mask_url(url)}
     return {"dir": config.data.dir, "tables": tables}
 
 
