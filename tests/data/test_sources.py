@@ -21,7 +21,7 @@ from churnml.config import DataConfig, TableSource, load_config
 from churnml.contract import TABLES
 from churnml.data.database import CONNECT_TIMEOUT_S, DATABASE_URL_ENV, resolve
 from churnml.data.dataset import Dataset
-from churnml.data.load import load_dataset, read_table
+from churnml.data.load import dataset_from_frames, load_dataset, read_table
 from churnml.data.simulate import simulate
 from churnml.errors import ConfigError, DataValidationError
 from churnml.features.training_set import TRAINING_SET_FILE
@@ -395,3 +395,27 @@ def test_config_records_and_churnml_config_show_urls_without_passwords() -> None
     result = CliRunner().invoke(app, ["config", *overrides])
     assert result.exit_code == 0, result.output
     assert "hunter" not in result.output and "postgresql://me:***@db/optuna" in result.output
+
+
+def test_the_example_warehouse_config_reads_a_warehouse(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configs/warehouse.yaml against a warehouse laid out as it expects: the simulated business, renamed."""
+    renamed = {
+        "crm.accounts": ("customers", {"customer_id": "account_id", "signup_at": "created_at", "plan": "tier"}),
+        "billing.subscriptions": ("subscriptions", {"customer_id": "account_id", "start_at": "started_at", "end_at": "ended_at"}),
+        "billing.payments": ("transactions", {"customer_id": "account_id", "timestamp": "paid_at", "amount": "amount_eur"}),
+        "product.events": ("events", {"customer_id": "account_id", "timestamp": "occurred_at", "event_type": "name"}),
+    }  # fmt: skip
+    with postgresql.connect(postgres_url, autocommit=True) as connection, connection.cursor() as cursor:
+        for target, (name, columns) in renamed.items():
+            schema, table = target.split(".")
+            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            frame = SIMULATED[name].rename(columns=columns)
+            cursor.adbc_ingest(
+                table, pa.Table.from_pandas(frame, preserve_index=False), db_schema_name=schema
+            )
+    monkeypatch.setenv(DATABASE_URL_ENV, postgres_url)
+    config = load_config(Path(__file__).parents[2] / "configs" / "warehouse.yaml")
+    expected = dataset_from_frames({name: SIMULATED[name] for name, _ in renamed.values()})
+    assert_same(load_dataset(config.data), expected)
