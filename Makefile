@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/churnml demo $(ARGS)
 
-test: install chromium
+test: install chromium postgresql
 	$(BIN)/ruff check src serving tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -34,6 +34,17 @@ chromium:
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
 			|| echo "warning: could not install chromium; the report browser test needs it"; \
+	fi
+
+# Tests on a real PostgreSQL (database sources, Optuna and MLflow on PostgreSQL) start a throwaway server
+# from Debian's packages (tests/conftest.py); CHURNML_TEST_POSTGRES_URL points them at a running one instead.
+.PHONY: postgresql
+postgresql:
+	@if [ -z "$$CHURNML_TEST_POSTGRES_URL" ] && ! command -v initdb >/dev/null 2>&1 \
+		&& ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql \
+			|| echo "warning: could not install postgresql; the PostgreSQL tests need it"; \
 	fi
 
 # The prediction service on the registered champion (http://127.0.0.1:3000); ARGS as for demo.

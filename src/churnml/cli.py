@@ -79,7 +79,7 @@ def config_command(
         bool, typer.Option("--keys", help="List every key with its default and meaning.")
     ] = False,
 ) -> None:
-    """Print the effective configuration (after overrides), or document every key."""
+    """Print the effective configuration (after overrides; passwords in URLs masked), or document every key."""
     if keys:
         table = Table("key", "default", "meaning", show_lines=False)
         for key, default, meaning in describe():
@@ -88,8 +88,10 @@ def config_command(
         return
     import yaml
 
+    from churnml.redact import redact
+
     resolved = load_config(config, overrides or [])
-    console.print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False), highlight=False)
+    console.print(yaml.safe_dump(redact(resolved.model_dump(mode="json")), sort_keys=False), highlight=False)
 
 
 @app.command()

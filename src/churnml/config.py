@@ -84,10 +84,27 @@ class ReadOptions(_Model):
 
 
 class TableSource(_Model):
+    """Where one table comes from: a file or Parquet dataset (``path``), or a database (``sql``/``table``)."""
+
     path: str | None = Field(
         None,
-        description="File of this table (CSV or Parquet by extension), relative to data.dir. "
-        "Default: <table>.parquet or <table>.csv in data.dir.",
+        description="File of this table (CSV or Parquet by extension), or a directory of Parquet files "
+        "(hive-partitioned or not), relative to data.dir. Default: <table>.parquet, <table>.csv... or the "
+        "directory <table>/ in data.dir.",
+    )
+    table: str | None = Field(
+        None,
+        description="Database table (or view) holding this table, e.g. analytics.events, read from the "
+        "database at url (docs/sources.md).",
+    )
+    sql: str | None = Field(
+        None,
+        description="SQL query whose result is this table, run on the database at url (docs/sources.md).",
+    )
+    url: str | None = Field(
+        None,
+        description="Database of this table's sql/table: postgresql://user@host:5432/db or sqlite:///file.db; "
+        "${VAR} is taken from the environment (keep passwords out of config files). None = data.url.",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
@@ -96,14 +113,39 @@ class TableSource(_Model):
     )
     read: ReadOptions = Field(default_factory=ReadOptions, description="How to read the file.")
 
+    @model_validator(mode="after")
+    def _one_source(self) -> TableSource:
+        given = [key for key in ("path", "table", "sql") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of path, table or sql, not {' and '.join(given)}")
+        if self.url is not None and not (self.table or self.sql):
+            raise ValueError("url is the database of a table or sql source: set table or sql too")
+        for key in ("table", "sql", "url"):
+            if getattr(self, key) is not None and not getattr(self, key).strip():
+                raise ValueError(f"{key} is empty")
+        return self
+
+    @property
+    def in_database(self) -> bool:
+        """Whether this table is read from a database (``table`` or ``sql``) rather than a file."""
+        return self.table is not None or self.sql is not None
+
 
 class DataConfig(_Model):
     dir: str | None = Field(
-        None, description="Directory holding the tables. None = generate the bundled simulator data."
+        None,
+        description="Directory holding the tables. None, with no data.tables either = generate the "
+        "bundled simulator data.",
     )
     tables: dict[str, TableSource] = Field(
         default_factory=dict,
         description="Per-table source settings; tables not listed are looked up in data.dir by name.",
+    )
+    url: str | None = Field(
+        None,
+        description="Database of every table given as data.tables.<t>.table or .sql without its own url: "
+        "postgresql://user@host:5432/db or sqlite:///file.db; ${VAR} is taken from the environment. "
+        "None = $CHURNML_DATABASE_URL.",
     )
     end: dt.datetime | None = Field(
         None,

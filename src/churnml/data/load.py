@@ -10,6 +10,7 @@ All work is vectorised (a 10M-row table validates in seconds) and inputs are nev
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -21,10 +22,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from churnml.config import DataConfig, ReadOptions, TableSource
 from churnml.contract import ACTIVITY_TABLES, ARM_SYNONYMS, ARMS, HISTORY_TABLES, TABLES, TableSpec
+from churnml.data import database
 from churnml.data.dataset import Dataset
 from churnml.errors import DataValidationError, DataWarning, example_rows
 
@@ -76,21 +79,28 @@ NON_NEGATIVE: dict[tuple[str, str], str] = {
 
 
 def load_dataset(config: DataConfig, base_dir: Path | None = None) -> Dataset:
-    """Read the configured tables from disk and return a validated ``Dataset``.
+    """Read the configured tables (files, Parquet datasets, database tables or queries) and return a
+    validated ``Dataset``.
 
-    Relative ``data.dir`` and table paths are taken relative to ``base_dir`` (default: the current
-    directory); table paths are relative to ``data.dir`` when it is set.
+    Relative ``data.dir``, table paths and SQLite files are taken relative to ``base_dir`` (default: the
+    current directory); table paths are relative to ``data.dir`` when it is set.
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
     data_dir = base / config.dir if config.dir is not None else None
     frames: dict[str, pd.DataFrame] = {}
-    for name in TABLES:
-        source = config.tables.get(name, TableSource())
-        path = _table_path(name, source, data_dir, base)
-        if path is None:
-            continue
-        frames[name] = read_table(name, path, source)
-        logger.info("read %s: %d rows from %s", name, len(frames[name]), path)
+    with database.Connections() as connections:
+        for name in TABLES:
+            source = config.tables.get(name, TableSource())
+            if source.in_database:
+                db = database.resolve(name, source, config.url, base)
+                frames[name] = read_database_table(name, source, db, connections)
+                logger.info("read %s: %d rows from %s", name, len(frames[name]), db.shown)
+                continue
+            path = _table_path(name, source, data_dir, base)
+            if path is None:
+                continue
+            frames[name] = read_table(name, path, source)
+            logger.info("read %s: %d rows from %s", name, len(frames[name]), path)
     _require_tables(frames, where=f" in {data_dir}" if data_dir is not None else "")
     mappings = {name: source.columns for name, source in config.tables.items()}
     options = {name: source.read for name, source in config.tables.items()}
@@ -120,14 +130,15 @@ def dataset_from_frames(
 
 
 def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
-    """Read one table file with the user's column names, only the columns the contract needs.
+    """Read one table file or Parquet dataset with the user's column names, only the columns the
+    contract needs (Parquet reads nothing else from disk).
 
     CSV columns holding ids, timestamps and text are read as strings so that ids keep leading zeros
     and the validators, not the CSV parser, decide what a bad value is.
     """
     try:
         if _is_parquet(path):
-            available = list(pq.read_schema(path).names)
+            available = _parquet_columns(path)
             wanted = _columns_to_read(name, available, source.columns)
             return pd.read_parquet(path, columns=wanted, engine="pyarrow")
         kwargs = _csv_kwargs(path, source.read)
@@ -144,26 +155,59 @@ def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
         raise DataValidationError(name, None, f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
 
+def read_database_table(
+    name: str, source: TableSource, db: database.Database, connections: database.Connections
+) -> pd.DataFrame:
+    """Read one table from a database: the same column choice (and mapping checks) as a file, and only
+    the chosen columns leave the database."""
+    text = {source.columns.get(c, c) for c in _text_columns(TABLES[name])}
+    choose = functools.partial(_columns_to_read, name, mapping=source.columns)
+    return database.read(name, db, source, choose, text, connections)
+
+
 # ---------------------------------------------------------------------------------------- finding files
 
 
 def _is_parquet(path: Path) -> bool:
-    return path.name.lower().endswith((".parquet", ".pq"))
+    """A Parquet file by its extension, or a directory: a Parquet dataset (Spark's ``events.parquet/``,
+    a hive-partitioned ``events/month=2024-06/...``)."""
+    return path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    """Column names of a Parquet file, or of a dataset (its files' columns and the hive partition keys)."""
+    if path.is_dir():
+        return list(ds.dataset(path, format="parquet", partitioning="hive").schema.names)
+    return list(pq.read_schema(path).names)
+
+
+def _holds_parquet(directory: Path) -> bool:
+    """Whether a directory found by name is a Parquet dataset: an unrelated ``tickets/`` folder of CSV
+    exports stays ignored, as before datasets were read (a configured path is read whatever it holds)."""
+    return directory.is_dir() and any(
+        next(directory.rglob(f"*{ext}"), None) is not None for ext in (".parquet", ".pq")
+    )
 
 
 def _table_path(name: str, source: TableSource, data_dir: Path | None, base: Path) -> Path | None:
-    """The configured path (which must exist), else the first ``<dir>/<name>.<ext>`` found, else None."""
+    """The configured path (which must exist), else the first ``<dir>/<name>.<ext>`` file found, else a
+    directory ``<dir>/<name>.parquet/`` or ``<dir>/<name>/`` holding Parquet files, else None."""
     if source.path is not None:
         path = (data_dir if data_dir is not None else base) / source.path
-        if not path.is_file():
+        if not path.exists():
             raise DataValidationError(
-                name, None, f"data.tables.{name}.path points to {path}, which is not a file"
+                name, None, f"data.tables.{name}.path points to {path}, which does not exist"
             )
         return path
     if data_dir is None:
         return None
-    return next(
+    found = next(
         (data_dir / f"{name}{ext}" for ext in EXTENSIONS if (data_dir / f"{name}{ext}").is_file()), None
+    )
+    if found is not None:
+        return found
+    return next(
+        (path for path in (data_dir / f"{name}.parquet", data_dir / name) if _holds_parquet(path)), None
     )
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from churnml.config import Config
+from churnml.data import database
 from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.data.simulate import simulate
 from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
+from churnml.redact import mask_url
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,19 @@ def load_data(config: Config, base_dir: Path | None = None) -> Dataset:
 
 
 def data_source(config: Config) -> dict[str, Any]:
-    """Where the data comes from (the simulator's settings, or the configured files), so a later run can
-    tell whether it reads the same business; the end of the data is left out (it moves)."""
+    """Where the data comes from (the simulator's settings, or the configured files and databases), so a
+    later run can tell whether it reads the same business; the end of the data is left out (it moves).
+    Database URLs are recorded as configured (``${VAR}`` unexpanded), with any password masked."""
     if config.data.dir is None and not config.data.tables:
         return {"simulate": config.simulate.model_dump(mode="json")}
-    tables = {name: source.path for name, source in sorted(config.data.tables.items())}
+    tables: dict[str, Any] = {}
+    for name, source in sorted(config.data.tables.items()):
+        if not source.in_database:
+            tables[name] = source.path
+            continue
+        url = source.url or config.data.url or f"${{{database.DATABASE_URL_ENV}}}"
+        query = {"table": source.table} if source.table is not None else {"sql": source.sql}
+        tables[name] = {**query, "url": mask_url(url)}
     return {"dir": config.data.dir, "tables": tables}
 
 

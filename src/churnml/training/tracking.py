@@ -30,6 +30,7 @@ from mlflow.types import Schema
 
 from churnml import io, ownership
 from churnml.config import Config
+from churnml.redact import redact
 from churnml.training.split import Split
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -184,14 +185,15 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
 def log_inputs(config: Config, fingerprint: str, label_settings: dict[str, Any], split: Split) -> None:
     """Parent-run params: the whole config, the data fingerprint, label settings and split boundaries;
     the rows as MLflow datasets (:func:`log_datasets`)."""
-    params = flatten(config.model_dump(mode="json"))
+    dumped = redact(config.model_dump(mode="json"))  # a password in data.url or tune.storage stays out
+    params = flatten(dumped)
     params["data_fingerprint"] = fingerprint
     params.update(flatten({k: v for k, v in label_settings.items() if k != "cutoffs"}, "label_settings."))
     params.update(split.params())
     mlflow.log_params(params)
     test_cutoff = split.boundaries["test_cutoff"]
     mlflow.set_tags({"churnml.data_fingerprint": fingerprint, "churnml.test_cutoff": test_cutoff})
-    mlflow.log_dict(io.strict(config.model_dump(mode="json")), "config.json")
+    mlflow.log_dict(io.strict(dumped), "config.json")
     mlflow.log_dict(io.strict(split.boundaries), "split.json")
     log_datasets(split, fingerprint, config.model.refit_on)
 
