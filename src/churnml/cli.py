@@ -161,8 +161,13 @@ def features(config: ConfigOption = None, overrides: OverridesArg = None) -> Non
     from churnml.pipelines import features as pipeline
 
     started = time.perf_counter()
-    result = pipeline.run(load_config(config, overrides or []))
+    result = pipeline.run(load_config(config, overrides or []), announce=_announce)
     print_training_summary(result, time.perf_counter() - started)
+
+
+def _announce(line: str) -> None:
+    """Where the work runs (the Dask dashboard's address), said before it starts."""
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_train_summary(result, config: Config, elapsed: float) -> None:

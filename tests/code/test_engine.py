@@ -1,0 +1,113 @@
+"""The Dask engine on a real LocalCluster of 2 worker processes gives the local engine's results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnml.config import Config, EngineConfig, load_config
+from churnml.data.dataset import Dataset
+from churnml.data.simulate import simulate
+from churnml.engine import LocalEngine, open_engine
+from churnml.engine.cluster import DaskEngine
+from churnml.engine.partition import partition_count, partition_of, split_dataset
+from churnml.errors import ConfigError
+from churnml.features.training_set import build_training_set
+
+pytest.importorskip("distributed")
+
+CONFIG = Config()
+
+
+@pytest.fixture(scope="module")
+def business() -> Dataset:
+    return simulate(600, 6, seed=3, programme=True).to_dataset()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DaskEngine]:
+    settings = EngineConfig(kind="dask", workers=2, threads_per_worker=1, memory_limit="2GiB", partitions=5)
+    with open_engine(settings) as opened:
+        assert isinstance(opened, DaskEngine)
+        yield opened
+
+
+def _with_partitions(engine: DaskEngine, partitions: int) -> DaskEngine:
+    return DaskEngine(engine.client, engine.config.model_copy(update={"partitions": partitions}))
+
+
+def test_partition_of_is_a_stable_hash_of_the_id_text() -> None:
+    ids = ["C00001", "C00002", "C00003", "abc", "7"]
+    # Fixed values: a partition must not change between processes, runs or releases of churnml.
+    assert partition_of(ids, 4).tolist() == partition_of(pd.Series(ids, dtype="str"), 4).tolist()
+    assert partition_of(ids, 4).tolist() == partition_of(np.array(ids, dtype=object), 4).tolist()
+    assert partition_of(ids[::-1], 4).tolist() == partition_of(ids, 4).tolist()[::-1]
+    assert partition_of([7], 4).tolist() == partition_of(["7"], 4).tolist()
+    assert partition_of(ids, 4).tolist() == [1, 0, 1, 0, 0]
+
+
+def test_partition_count_follows_customers_and_workers() -> None:
+    assert partition_count(600, 2, None, 50_000) == 2
+    assert partition_count(120_000, 2, None, 50_000) == 3
+    assert partition_count(120_000, 2, 7, 50_000) == 7
+
+
+def test_split_dataset_keeps_every_row_with_its_customer(business: Dataset) -> None:
+    parts = split_dataset(business, 3)
+    for name, frame in business.tables.items():
+        assert sum(len(p.tables[name]) for p in parts) == len(frame)
+        for k, part in enumerate(parts):
+            assert (partition_of(part.tables[name]["customer_id"], 3) == k).all()
+            assert list(part.tables[name].columns) == list(frame.columns)
+            assert part.tables[name].dtypes.equals(frame.dtypes)
+    assert all(p.end == business.end for p in parts)
+
+
+def test_training_set_on_dask_equals_local_bit_for_bit(business: Dataset, engine: DaskEngine) -> None:
+    local = build_training_set(business, CONFIG.labels, CONFIG.features)
+    distributed = build_training_set(business, CONFIG.labels, CONFIG.features, engine)
+    pd.testing.assert_frame_equal(distributed.frame, local.frame, check_exact=True)
+    assert distributed.specs == local.specs
+    assert distributed.label_settings == local.label_settings
+    assert distributed.fingerprint == local.fingerprint
+    assert local.frame["label"].notna().sum() > 1000 and local.frame["label"].sum() > 20
+
+
+def test_partitions_without_some_table_or_any_customer(business: Dataset, engine: DaskEngine) -> None:
+    """Tickets only in partition 0 of 3 (the others have an empty tickets table); then a 3-customer
+    business in 8 partitions (most have no customer at all). The catalogue and the cutoffs are the whole
+    data's, so the partitions still build the same columns and rows."""
+    owners = partition_of(business.customers["customer_id"], 3) == 0
+    keep = set(business.customers["customer_id"][owners])
+    tickets = business.tables["tickets"]
+    tables = dict(
+        business.tables, tickets=tickets.loc[tickets["customer_id"].isin(keep)].reset_index(drop=True)
+    )
+    few_tickets = Dataset(tables=tables, end=business.end)
+    three = set(business.customers["customer_id"][:3])
+    tiny = Dataset(
+        tables={
+            n: f.loc[f["customer_id"].isin(three)].reset_index(drop=True) for n, f in business.tables.items()
+        },
+        end=business.end,
+    )
+    for dataset, partitions in ((few_tickets, 3), (tiny, 8)):
+        local = build_training_set(dataset, CONFIG.labels, CONFIG.features)
+        distributed = build_training_set(
+            dataset, CONFIG.labels, CONFIG.features, _with_partitions(engine, partitions)
+        )
+        pd.testing.assert_frame_equal(distributed.frame, local.frame, check_exact=True)
+        assert distributed.specs == local.specs
+    assert local.frame["customer_id"].nunique() == 3
+
+
+def test_engine_is_configured_like_any_other_setting() -> None:
+    config = load_config(None, ["engine.kind=dask", "engine.workers=4", "engine.memory_limit=3GiB"])
+    assert (config.engine.kind, config.engine.workers, config.engine.memory_limit) == ("dask", 4, "3GiB")
+    with pytest.raises(ConfigError, match=r"engine\.kind"):
+        load_config(None, ["engine.kind=spark"])
+    with open_engine(Config().engine) as local:
+        assert isinstance(local, LocalEngine)
