@@ -440,7 +440,7 @@ def score(
     extra = [f"scoring.out_dir={out}"] if out is not None else []
     cfg = load_config(config, [*(overrides or []), *extra])
     started = time.perf_counter()
-    result = pipeline.run(cfg, as_of=as_of, model_uri=model)
+    result = pipeline.run(cfg, as_of=as_of, model_uri=model, announce=_announce)
     print_score_summary(result, cfg, time.perf_counter() - started, top)
 
 

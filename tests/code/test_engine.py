@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from churnml.config import Config, EngineConfig, load_config
 from churnml.data.dataset import Dataset
@@ -16,6 +18,11 @@ from churnml.engine.cluster import DaskEngine
 from churnml.engine.partition import partition_count, partition_of, split_dataset
 from churnml.errors import ConfigError
 from churnml.features.training_set import build_training_set
+from churnml.pipelines import score
+from churnml.risk.drivers import contributions_of
+from churnml.risk.explain import contributions
+from churnml.risk.population import score_customers
+from churnml.training.model import ChurnModel, load_model
 
 pytest.importorskip("distributed")
 
@@ -111,3 +118,58 @@ def test_engine_is_configured_like_any_other_setting() -> None:
         load_config(None, ["engine.kind=spark"])
     with open_engine(Config().engine) as local:
         assert isinstance(local, LocalEngine)
+
+
+@pytest.fixture(scope="module")
+def model_dir(business: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real booster trained on the business's training set, saved as a model directory."""
+    training = build_training_set(business, CONFIG.labels, CONFIG.features)
+    labeled = training.labeled
+    untrained = ChurnModel.untrained(labeled, training.specs)
+    params = {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 0}
+    matrix = xgb.DMatrix(
+        untrained.prepare(labeled), label=labeled["label"].astype(int), enable_categorical=True
+    )
+    model = untrained.with_booster(xgb.train(params, matrix, num_boost_round=30), best_iteration=29)
+    return model.save(tmp_path_factory.mktemp("model") / "model")
+
+
+def test_scoring_on_dask_equals_local(business: Dataset, engine: DaskEngine, model_dir: Path) -> None:
+    """Features, probabilities and TreeSHAP contributions per partition on the workers; the risk list,
+    drivers and groups equal the local run's, and the whole list is also written per partition."""
+    model = load_model(model_dir)
+    as_of = business.end.normalize()
+    frame, probability = score_customers(LocalEngine(), business, model, as_of, CONFIG)
+    frame_d, probability_d = score_customers(engine, business, model, as_of, CONFIG)
+    pd.testing.assert_frame_equal(frame_d, frame, check_exact=True)
+    np.testing.assert_allclose(probability_d, probability, rtol=1e-6, atol=1e-7)
+    rows = frame.iloc[:250]
+    pieces = engine.map(contributions_of, engine.row_parts(rows, 60), model, 100, "cpu", 1, name="shap")
+    assert len(pieces) == 5
+    np.testing.assert_allclose(np.concatenate(pieces), contributions(model, rows), rtol=1e-5, atol=1e-6)
+
+    results = {}
+    for kind in ("local", "dask"):
+        config = load_config(
+            None,
+            [
+                f"output.dir={model_dir.parent / kind}",
+                "scoring.log_to_mlflow=false",
+                "scoring.explain=all",
+                f"engine.kind={kind}",
+                "engine.workers=2",
+                "engine.memory_limit=2GiB",
+                "engine.partitions=3",
+            ],
+        )
+        results[kind] = score.run(config, as_of=as_of, model_uri=str(model_dir), dataset=business)
+    local, dask = results["local"].risk_list, results["dask"].risk_list
+    assert len(local) == len(frame) and local["driver_1"].notna().all()
+    text = [c for c in local.columns if local[c].dtype == object or str(local[c].dtype) == "str"]
+    pd.testing.assert_frame_equal(dask[text], local[text], check_exact=True)  # ids, drivers, groups, plays
+    pd.testing.assert_frame_equal(dask, local, check_exact=False, rtol=1e-6, atol=1e-7)
+    parts = sorted((results["dask"].out_dir / score.PARTITIONED_DIR).glob("part-*.parquet"))
+    assert len(parts) == 3
+    whole = pd.concat([pd.read_parquet(p) for p in parts]).sort_values("rank").reset_index(drop=True)
+    pd.testing.assert_frame_equal(whole, pd.read_parquet(results["dask"].out_dir / "risk_list.parquet"))
+    assert not (results["local"].out_dir / score.PARTITIONED_DIR).exists()

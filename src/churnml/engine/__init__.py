@@ -31,12 +31,20 @@ class Engine(Protocol):
     kind: str
     threads: int  # threads a step may use (XGBoost, SHAP)
 
+    def partitions(self, customers: int) -> int:
+        """How many customer partitions a dataset of this many customers is split into."""
+        ...
+
     def split(self, dataset: Dataset) -> Iterator[Dataset]:
         """The dataset as customer partitions (one for the local engine)."""
         ...
 
     def map(self, step: Callable[..., T], parts: Iterable[Any], *shared: Any, name: str = "step") -> list[T]:
         """``[step(part, *shared) for part in parts]``, wherever the engine runs them."""
+        ...
+
+    def row_parts(self, frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+        """Contiguous pieces of ``frame`` of at most ``rows`` rows to map over (row-wise steps: SHAP)."""
         ...
 
     def describe(self) -> str: ...
@@ -50,11 +58,17 @@ class LocalEngine:
     def __init__(self, threads: int = 2) -> None:
         self.threads = threads
 
+    def partitions(self, customers: int) -> int:
+        return 1
+
     def split(self, dataset: Dataset) -> Iterator[Dataset]:
         yield dataset
 
     def map(self, step: Callable[..., T], parts: Iterable[Any], *shared: Any, name: str = "step") -> list[T]:
         return [step(part, *shared) for part in parts]
+
+    def row_parts(self, frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+        return [frame]  # the step batches on its own
 
     def describe(self) -> str:
         return "engine: local (one process)"

@@ -9,12 +9,17 @@ order. Dask's own serialisation carries data between our processes; nothing is w
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
+import math
 import resource
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
 
 from churnml.config import EngineConfig
 from churnml.data.dataset import Dataset
@@ -63,6 +68,11 @@ class DaskEngine:
             return client.gather(futures)
         finally:
             del futures, common
+
+    def row_parts(self, frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+        pieces = max(len(self.workers), math.ceil(len(frame) / max(rows, 1)))
+        bounds = np.linspace(0, len(frame), pieces + 1).astype(int)
+        return [frame.iloc[a:b] for a, b in itertools.pairwise(bounds) if b > a] or [frame]
 
     def worker_memory(self) -> dict[str, tuple[int, int | None]]:
         """Per worker: peak resident memory of its process so far and its memory limit, in bytes."""
@@ -126,7 +136,7 @@ def dask_engine(config: EngineConfig) -> Iterator[DaskEngine]:
                     threads_per_worker=config.threads_per_worker,
                     processes=True,
                     memory_limit=config.memory_limit or 0,
-                    dashboard_address=":0" if config.dashboard and has_dashboard() else None,
+                    dashboard_address=":0",  # any free port: several clusters may share a machine
                     scheduler_kwargs={"dashboard": config.dashboard and has_dashboard()},
                 )
             )
