@@ -3,8 +3,7 @@
 Why a hash of the id's text: the partition of a customer must not depend on row order, on which process
 computes it or on which other customers exist, so that a partition built from files, from a database or
 from another partition holds the same customers. pandas' ``hash_array`` is SipHash with a fixed key:
-the same id gives the same partition in every process and every run (ids are factorised first, so
-a table of many rows per customer hashes each id once).
+the same id gives the same partition in every process and every run.
 """
 
 from __future__ import annotations
@@ -20,8 +19,10 @@ from churnml.data.dataset import Dataset
 
 def partition_of(customer_ids: Iterable[object], partitions: int) -> np.ndarray:
     """Partition number (0 .. partitions - 1) of each customer id, from a stable hash of its text."""
-    text = np.asarray(pd.Series(customer_ids, dtype="str").to_numpy(dtype=object, na_value=""), dtype=object)
-    return (pd.util.hash_array(text) % np.uint64(partitions)).astype(np.int64)
+    codes, ids = pd.factorize(pd.Series(customer_ids).astype("str"))  # hash each distinct id once
+    hashes = pd.util.hash_array(np.asarray(ids.to_numpy(dtype=object, na_value=""), dtype=object))
+    part = (hashes % np.uint64(partitions)).astype(np.int64)
+    return part[codes] if len(part) else np.zeros(len(codes), np.int64)
 
 
 def partition_count(customers: int, workers: int, partitions: int | None, per_partition: int) -> int:
