@@ -274,7 +274,7 @@ def train(
         if not training_set.exists():
             raise ChurnmlError(f"--training-set: {training_set} does not exist")
         loaded = read_training_set(training_set)
-    result = pipeline.run(cfg, training_set=loaded)
+    result = pipeline.run(cfg, training_set=loaded, announce=_announce)
     print_train_summary(result, cfg, time.perf_counter() - started)
 
 

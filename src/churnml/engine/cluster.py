@@ -82,7 +82,9 @@ class DaskEngine:
 
     def describe(self) -> str:
         where = self.config.scheduler or "LocalCluster"
-        parts = self.config.partitions or f"1 per {self.config.customers_per_partition:,} customers"
+        parts = self.config.partitions or (
+            f"one per {self.config.customers_per_partition:,} customers, at least one per worker"
+        )
         link = getattr(self.client, "dashboard_link", None) if self.config.dashboard else None
         dashboard = f"; dashboard {link}" if link else ""
         if self.config.dashboard and self.config.scheduler is None and not has_dashboard():
