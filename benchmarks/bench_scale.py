@@ -18,7 +18,6 @@ within float tolerance). A fresh cluster per size and worker count, so each peak
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from churnml.config import Config, CutoffSchedule, EngineConfig, FeatureConfig, 
 from churnml.data.dataset import Dataset
 from churnml.data.simulate import simulate
 from churnml.engine import Engine, LocalEngine, open_engine
-from churnml.engine.cluster import DaskEngine
+from churnml.engine.cluster import DaskEngine, peak_memory
 from churnml.features.training_set import TrainingSet, build_training_set
 from churnml.risk.drivers import contributions_of
 from churnml.risk.population import score_customers
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         del dataset, reference
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_memory()
     print(f"# this process (the client, which holds the whole data): peak RSS {peak / GIB:.2f} GiB")
     return 0
 

@@ -83,6 +83,9 @@ def test_training_set_on_dask_equals_local_bit_for_bit(business: Dataset, engine
     assert distributed.label_settings == local.label_settings
     assert distributed.fingerprint == local.fingerprint
     assert local.frame["label"].notna().sum() > 1000 and local.frame["label"].sum() > 20
+    memory = engine.worker_memory()  # each worker's own peak (not the client's, which spawned it)
+    assert len(memory) == 2
+    assert all(50 * 2**20 < peak < limit == 2 * 2**30 for peak, limit in memory.values())
 
 
 def test_partitions_without_some_table_or_any_customer(business: Dataset, engine: DaskEngine) -> None:

@@ -76,7 +76,7 @@ class DaskEngine:
 
     def worker_memory(self) -> dict[str, tuple[int, int | None]]:
         """Per worker: peak resident memory of its process so far and its memory limit, in bytes."""
-        peaks = self.client.run(_peak_rss)
+        peaks = self.client.run(peak_memory)
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         return {address: (peaks[address], info[address].get("memory_limit") or None) for address in peaks}
 
@@ -113,9 +113,19 @@ def has_dashboard() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak_memory() -> int:
+    """This process's peak resident memory in bytes: VmHWM, the high-water mark of its own memory map.
+
+    Not ``getrusage``'s ru_maxrss: Linux carries that across fork and exec, so a LocalCluster's worker
+    would report the client's peak from the moment it was spawned."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: the best there is
 
 
 @contextmanager
