@@ -64,10 +64,7 @@ class DaskEngine:
                 client.submit(step, data, *common, key=f"{name}-{k}-{token}", workers=[worker], pure=False)
             )
             del part, data
-        try:
-            return client.gather(futures)
-        finally:
-            del futures, common
+        return client.gather(futures)
 
     def row_parts(self, frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
         pieces = max(len(self.workers), math.ceil(len(frame) / max(rows, 1)))
