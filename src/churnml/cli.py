@@ -163,8 +163,13 @@ def features(config: ConfigOption = None, overrides: OverridesArg = None) -> Non
     from churnml.pipelines import features as pipeline
 
     started = time.perf_counter()
-    result = pipeline.run(load_config(config, overrides or []))
+    result = pipeline.run(load_config(config, overrides or []), announce=_announce)
     print_training_summary(result, time.perf_counter() - started)
+
+
+def _announce(line: str) -> None:
+    """Where the work runs (the Dask dashboard's address), said before it starts."""
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_train_summary(result, config: Config, elapsed: float) -> None:
@@ -271,7 +276,7 @@ def train(
         if not training_set.exists():
             raise ChurnmlError(f"--training-set: {training_set} does not exist")
         loaded = read_training_set(training_set)
-    result = pipeline.run(cfg, training_set=loaded)
+    result = pipeline.run(cfg, training_set=loaded, announce=_announce)
     print_train_summary(result, cfg, time.perf_counter() - started)
 
 
@@ -437,7 +442,7 @@ def score(
     extra = [f"scoring.out_dir={out}"] if out is not None else []
     cfg = load_config(config, [*(overrides or []), *extra])
     started = time.perf_counter()
-    result = pipeline.run(cfg, as_of=as_of, model_uri=model)
+    result = pipeline.run(cfg, as_of=as_of, model_uri=model, announce=_announce)
     print_score_summary(result, cfg, time.perf_counter() - started, top)
 
 

@@ -730,6 +730,43 @@ class ServingConfig(_Model):
     )
 
 
+class EngineConfig(_Model):
+    """Where the data steps run (``churnml.engine``, docs/scale.md): in this process, or on a Dask
+    cluster with customers hash-partitioned, each partition's tables on one worker."""
+
+    kind: Literal["local", "dask"] = Field(
+        "local",
+        description="local: everything in this process. dask: features, scoring and SHAP run per customer "
+        "partition on a Dask cluster (pip install 'churnml[dask]'); results equal the local engine's.",
+    )
+    scheduler: str | None = Field(
+        None,
+        description="Address of a running Dask scheduler (tcp://host:8786, or a Coiled / dask-kubernetes "
+        "cluster's). None = start a LocalCluster of `workers` processes on this machine.",
+    )
+    workers: int = Field(2, ge=1, description="LocalCluster: worker processes.")
+    threads_per_worker: int = Field(
+        1, ge=1, description="LocalCluster: threads per worker (XGBoost and SHAP use this many per task)."
+    )
+    memory_limit: str | None = Field(
+        "auto",
+        description="LocalCluster: memory per worker, e.g. '4GiB'; 'auto' = the machine's memory split "
+        "evenly; None = no limit. Dask spills, pauses and finally restarts a worker past it.",
+    )
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        description="Customer partitions. None = enough for `customers_per_partition`, and at least one "
+        "per worker.",
+    )
+    customers_per_partition: int = Field(
+        50_000, ge=1, description="With partitions=None: customers per partition (bounds a task's memory)."
+    )
+    dashboard: bool = Field(
+        True, description="LocalCluster: serve the Dask dashboard (its address is printed)."
+    )
+
+
 class Config(_Model):
     """Top-level churnml configuration."""
 
@@ -753,6 +790,7 @@ class Config(_Model):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

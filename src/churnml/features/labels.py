@@ -204,12 +204,16 @@ def make_label_times(
         .sort_values(["cutoff", "customer_id"], kind="stable")
         .reset_index(drop=True)
     )
-    settings = {
+    return LabelTimes(frame=frame, settings=label_settings(config, cutoffs, dataset.end))
+
+
+def label_settings(config: LabelConfig, cutoffs: list[pd.Timestamp], end: pd.Timestamp) -> dict[str, Any]:
+    """What made a label table (saved beside it): the definition, its windows, the cutoffs, the data end."""
+    return {
         "definition": config.definition,
         "horizon_days": config.horizon_days,
         "grace_days": config.grace_days if config.definition == "subscription" else None,
         "active_days": config.active_days if config.definition == "inactivity" else None,
         "cutoffs": [c.isoformat() for c in cutoffs],
-        "data_end": dataset.end.isoformat(),
+        "data_end": end.isoformat(),
     }
-    return LabelTimes(frame=frame, settings=settings)

@@ -6,6 +6,7 @@ fingerprint), so a model trained from it can validate inputs and explain itself 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import pandas as pd
 from churnml import __version__, io
 from churnml.config import FeatureConfig, LabelConfig
 from churnml.data.dataset import Dataset
+from churnml.engine import Engine, LocalEngine, concat_in_order
 from churnml.features import FeatureSpec, build_features, feature_catalogue
-from churnml.features.labels import LabelTimes, make_label_times
+from churnml.features.labels import LabelTimes, cutoff_dates, label_settings, make_label_times
 
 TRAINING_SET_FILE = "training_set.parquet"
 LABEL_TIMES_FILE = "label_times.parquet"
@@ -53,17 +55,42 @@ class TrainingSet:
         return LabelTimes(self.frame[["customer_id", "cutoff", "label"]], self.label_settings).summary()
 
 
-def build_training_set(dataset: Dataset, labels: LabelConfig, features: FeatureConfig) -> TrainingSet:
-    """Label every eligible (customer, cutoff) and compute its features from rows before the cutoff."""
-    label_times = make_label_times(dataset, labels)
+def build_training_set(
+    dataset: Dataset, labels: LabelConfig, features: FeatureConfig, engine: Engine | None = None
+) -> TrainingSet:
+    """Label every eligible (customer, cutoff) and compute its features from rows before the cutoff.
+
+    What depends on the whole data (the cutoff schedule, which starts from the earliest activity; the
+    catalogue, whose event types and category levels are counted over every customer) is settled here
+    once; labels and features are per customer, so ``engine`` may build them on customer partitions
+    (:func:`labeled_features`), and the rows come back in the label times' order: cutoff, customer.
+    """
+    cutoffs = cutoff_dates(dataset, labels.cutoffs)
     specs = tuple(feature_catalogue(dataset, features))
-    built = build_features(dataset, label_times.frame[["customer_id", "cutoff"]], features)
-    frame = pd.concat(
-        [label_times.frame.reset_index(drop=True), built[[spec.name for spec in specs]]], axis=1
+    engine = engine or LocalEngine()
+    parts = engine.map(
+        labeled_features, engine.split(dataset), labels, features, cutoffs, specs, name="training-set"
     )
     return TrainingSet(
-        frame=frame, specs=specs, label_settings=label_times.settings, fingerprint=dataset.fingerprint()
+        frame=concat_in_order(parts, ["cutoff", "customer_id"]),
+        specs=specs,
+        label_settings=label_settings(labels, cutoffs, dataset.end),
+        fingerprint=dataset.fingerprint(),
     )
+
+
+def labeled_features(
+    dataset: Dataset,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    cutoffs: list[pd.Timestamp],
+    specs: Sequence[FeatureSpec],
+) -> pd.DataFrame:
+    """The training rows of ``dataset``'s customers (all of them, or one partition): label times at the
+    given cutoffs joined with the given specs' features; customer_id, cutoff, label, then the features."""
+    label_times = make_label_times(dataset, labels, cutoffs)
+    built = build_features(dataset, label_times.frame[["customer_id", "cutoff"]], features, specs=specs)
+    return pd.concat([label_times.frame.reset_index(drop=True), built[[spec.name for spec in specs]]], axis=1)
 
 
 def write_training_set(training_set: TrainingSet, out_dir: str | Path) -> Path:

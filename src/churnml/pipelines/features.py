@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from churnml.data import database
 from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.data.simulate import simulate
+from churnml.engine import open_engine
 from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
 from churnml.redact import mask_url
 
@@ -56,8 +58,12 @@ def training_set_dir(config: Config) -> Path:
     return Path(config.output.dir) / config.name / "training_set"
 
 
-def run(config: Config, base_dir: Path | None = None) -> FeaturesResult:
+def run(
+    config: Config, base_dir: Path | None = None, announce: Callable[[str], None] | None = None
+) -> FeaturesResult:
+    """Load, build (on ``config.engine``; ``announce`` hears where) and write the training set."""
     dataset = load_data(config, base_dir)
-    training_set = build_training_set(dataset, config.labels, config.features)
+    with open_engine(config.engine, config.model.nthread, announce) as engine:
+        training_set = build_training_set(dataset, config.labels, config.features, engine)
     path = write_training_set(training_set, training_set_dir(config))
     return FeaturesResult(dataset=dataset, training_set=training_set, path=path)

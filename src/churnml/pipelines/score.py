@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ import pandas as pd
 from churnml import io, ownership
 from churnml.config import Config
 from churnml.data.dataset import Dataset
+from churnml.engine import open_engine
+from churnml.engine.partition import split_frame
 from churnml.errors import ChurnmlError, ModelLoadError
 from churnml.pipelines import features
 from churnml.pipelines.archive import (
@@ -39,7 +42,7 @@ from churnml.pipelines.archive import (
 from churnml.pipelines.review import campaign_in_use
 from churnml.risk import drift, report
 from churnml.risk.drivers import drivers_and_groups
-from churnml.risk.population import active_customer_features, resolve_as_of, tenure_days
+from churnml.risk.population import active_customer_features, resolve_as_of, score_customers, tenure_days
 from churnml.risk.report import Explained
 from churnml.risk.risk_list import (
     expected_saves,
@@ -63,6 +66,7 @@ REPORT_FILE = "risk_report.html"
 TYPICAL_FILE = "typical_values.json"
 HISTORY_FILE = "history.csv"
 DRIFT_FILE = "drift.csv"
+PARTITIONED_DIR = "risk_list_partitioned"  # the dask engine's list, one Parquet file per partition
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,10 @@ def run(
     model_uri: str | None = None,
     dataset: Dataset | None = None,
     base_dir: Path | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> ScoreResult:
-    """Score every customer active at ``as_of`` (default: config, else the end of the data)."""
+    """Score every customer active at ``as_of`` (default: config, else the end of the data), on
+    ``config.engine`` (``announce`` hears where)."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     dataset = dataset or features.load_data(config, base_dir)
@@ -100,18 +106,20 @@ def run(
     playbook = load_playbook(config.risk.playbook)
     uri = model_uri or config.scoring.model_uri or default_model_uri(config)
     out_dir = score_dir(config)
-    with tracked(config, uri):
+    with (
+        tracked(config, uri),
+        open_engine(config.engine, config.scoring.nthread, announce) as engine,
+    ):
         model, version = load(uri, config)
         timings["load_s"] = _lap(clock)
-        frame = active_customer_features(dataset, model, as_of, config)
+        frame, probability = score_customers(engine, dataset, model, as_of, config)
         timings["features_s"] = _lap(clock, timings)
-        probability = model.predict_proba(frame)
         tenure = tenure_days(frame, dataset, as_of)
         scored, value_basis = scored_frame(frame, probability, tenure, model.specs, config)
         timings["score_s"] = _lap(clock, timings)
         reference, drifted = drift_against_training(model, frame, probability, dataset, as_of, config)
         timings["drift_s"] = _lap(clock, timings)
-        scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config)
+        scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config, engine)
         timings["explain_s"] = _lap(clock, timings)
         previous = read_previous(out_dir, as_of)
         risk_list = publish(scored, previous, playbook, config, as_of, version)
@@ -136,6 +144,9 @@ def run(
         run_id = None
         with io.atomic_dir(out_dir) as tmp:
             history = write_outputs(tmp, risk_list, groups, summary, typical, out_dir, drifted)
+            if engine.kind != "local":
+                parts = engine.partitions(len(dataset.customers))
+                write_partitioned(tmp / PARTITIONED_DIR, risk_list, parts)
             started = time.perf_counter()
             report.write_report(
                 tmp / REPORT_FILE, risk_list, groups, summary, explained, model, playbook, config, history
@@ -222,6 +233,16 @@ def write_outputs(
     return history
 
 
+def write_partitioned(target: Path, risk_list: pd.DataFrame, partitions: int) -> Path:
+    """The whole ranked list as one Parquet file per customer partition (``part-00003.parquet``, rows in
+    rank order), what a cluster job or a warehouse loads in parallel (``dd.read_parquet``); the CSV and the
+    report stay whole for people."""
+    target.mkdir(parents=True)
+    for k, part in enumerate(split_frame(risk_list, partitions)):
+        io.write_parquet(target / f"part-{k:05d}.parquet", part)
+    return target
+
+
 def log_run(tmp: Path, summary: dict[str, Any], config: Config, drifted: pd.DataFrame | None = None) -> str:
     """An MLflow run of this scoring in the config's experiment: settings, figures (every drift figure
     too, ``drift.psi.<feature>``...) and the outputs."""
@@ -246,6 +267,8 @@ def log_run(tmp: Path, summary: dict[str, Any], config: Config, drifted: pd.Data
         }
         mlflow.log_metrics(numbers | (drift.metrics(drifted) if drifted is not None else {}))
         for path in sorted(tmp.iterdir()):  # this run's outputs; earlier runs' lists are in their runs
-            if path.name != ARCHIVE_DIR:
+            if path.is_dir() and path.name != ARCHIVE_DIR:
+                mlflow.log_artifacts(str(path), artifact_path=f"scoring/{path.name}")
+            elif path.name != ARCHIVE_DIR:
                 mlflow.log_artifact(str(path), artifact_path="scoring")
         return active.info.run_id

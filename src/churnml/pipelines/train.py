@@ -13,7 +13,7 @@ carries the test cutoff's reference profile, what scoring measures drift against
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import pandas as pd
 
 from churnml import __version__, io, ownership
 from churnml.config import Config
+from churnml.engine import Engine, open_engine
 from churnml.features.training_set import TrainingSet
 from churnml.pipelines import features, review
 from churnml.risk import drift
@@ -70,10 +71,16 @@ def train_dir(config: Config) -> Path:
     return Path(config.output.dir) / config.name / "train"
 
 
-def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path | None = None) -> TrainResult:
+def run(
+    config: Config,
+    training_set: TrainingSet | None = None,
+    base_dir: Path | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Train, choose, calibrate, evaluate, refit, track and register a churn model (builds the training
-    set if not given)."""
-    training_set = training_set or features.run(config, base_dir).training_set
+    set if not given). On a Dask ``config.engine`` the candidates' final boosters are trained by the
+    workers (``xgboost.dask``); cross-validation and tuning stay in this process."""
+    training_set = training_set or features.run(config, base_dir, announce).training_set
     split = split_by_time(training_set.frame, training_set.label_settings, config.split)
     specs = training_set.specs
     data = CVData.of(specs, split, config.model.nthread, config.tune.search_negatives, config.seed)
@@ -81,6 +88,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
     with (
         session(config) as experiment_id,
         mlflow.start_run(run_name=f"train-{config.name}", tags=ownership.tags()) as parent,
+        open_engine(config.engine, config.model.nthread, announce) as engine,
     ):
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)
         candidates, study = _candidates(config, data, split, specs, name, experiment_id, parent.info.run_id)
@@ -102,7 +110,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
             "cross_validation": {c.name: c.cv for c in candidates},
         }
         evaluated = {
-            c.name: c.fit(specs, split.development, data, config)
+            c.name: c.fit(specs, split.development, data, config, engine)
             .with_calibrator(_calibrator(c.margin, oof, config, log_as="evaluated"))
             .with_info(**info, labels_end=labels_end(split.development, split))
             for c in candidates
@@ -119,7 +127,7 @@ def run(config: Config, training_set: TrainingSet | None = None, base_dir: Path 
         evaluation = evaluate(
             model, split.development, split.test, config.evaluation, campaign, config.customer_value
         )
-        shipped = _refit(config, chosen, model, specs, split, data).with_info(**info)
+        shipped = _refit(config, chosen, model, specs, split, data, engine).with_info(**info)
         shipped = shipped.with_reference(_reference(shipped, split.test, evaluation.model.probability))
         _log_candidates(candidates, tests, chosen)
         mlflow.log_params(
@@ -201,13 +209,14 @@ def _refit(
     specs: Sequence[Any],
     split: Split,
     data: CVData,
+    engine: Engine | None = None,
 ) -> ChurnModel:
     """The shipped model: the chosen candidate on every labeled cutoff, calibrated on the folds' and the
     test cutoff's out-of-time margins; or, with ``refit_on: development``, the evaluated model itself."""
     if config.model.refit_on == "development":
         return evaluated
     margin, rows = refit_calibration_set(chosen.margin, evaluated, split)
-    refit = chosen.fit(specs, split.labeled, data, config)
+    refit = chosen.fit(specs, split.labeled, data, config, engine)
     calibrator = _calibrator(margin, rows, config, log_as="shipped")
     return refit.with_calibrator(calibrator).with_info(labels_end=labels_end(split.labeled, split))
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.config import Config
+from churnml.engine import Engine, LocalEngine
 from churnml.risk.explain import Explainer, contributions, model_typical_values, typical_values
 from churnml.risk.report import Explained
 from churnml.risk.risk_list import Playbook, assign_groups, driver_columns
@@ -34,13 +35,20 @@ def rows_to_explain(scored: pd.DataFrame, config: Config) -> np.ndarray:
 
 
 def drivers_and_groups(
-    scored: pd.DataFrame, frame: pd.DataFrame, model: ChurnModel, playbook: Playbook, config: Config
+    scored: pd.DataFrame,
+    frame: pd.DataFrame,
+    model: ChurnModel,
+    playbook: Playbook,
+    config: Config,
+    engine: Engine | None = None,
 ) -> tuple[pd.DataFrame, Explained, dict[str, Any], dict[str, Any]]:
     """Drivers and risk groups of the customers that need them, plus a random sample for global drivers.
 
-    One ``pred_contribs`` pass covers both sets. Returns the list with driver/group columns, the
-    contributions (with the feature values behind them), the typical values used and counts.
+    One ``pred_contribs`` pass covers both sets (on ``engine``'s workers, in pieces of rows: TreeSHAP is
+    row by row). Returns the list with driver/group columns, the contributions (with the feature values
+    behind them), the typical values used and counts.
     """
+    engine = engine or LocalEngine(config.scoring.nthread)
     settings = config.scoring
     explain_pos = rows_to_explain(scored, config)
     rng = np.random.default_rng(config.seed)
@@ -49,7 +57,16 @@ def drivers_and_groups(
     positions = np.union1d(explain_pos, sample_pos).astype(int)
     subset = frame.iloc[scored["row"].to_numpy()[positions]].reset_index(drop=True)
     started = time.perf_counter()
-    contribs = contributions(model, subset, settings.batch_size, settings.device, settings.nthread)
+    pieces = engine.map(
+        contributions_of,
+        engine.row_parts(subset, settings.batch_size),
+        model,
+        settings.batch_size,
+        settings.device,
+        engine.threads,
+        name="shap",
+    )
+    contribs = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
     contrib_seconds = time.perf_counter() - started
 
     typical = typical_reference(model, frame, scored)
@@ -87,6 +104,13 @@ def drivers_and_groups(
         "trees": model.iteration_range[1] if model.linear is None else 0,
     }
     return out, explained, typical, stats
+
+
+def contributions_of(
+    frame: pd.DataFrame, model: ChurnModel, batch_size: int, device: str, nthread: int
+) -> np.ndarray:
+    """:func:`contributions` with the rows first, the shape of an engine step."""
+    return contributions(model, frame, batch_size, device, nthread)
 
 
 def typical_reference(model: ChurnModel, frame: pd.DataFrame, scored: pd.DataFrame) -> dict[str, Any]:

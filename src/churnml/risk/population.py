@@ -12,12 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnml.config import Config, LabelConfig
+from churnml.config import Config, FeatureConfig, LabelConfig
 from churnml.data.dataset import Dataset
+from churnml.engine import Engine, concat_in_order
 from churnml.errors import ChurnmlError
 from churnml.features import build_features
 from churnml.features.labels import make_label_times
 from churnml.training.model import ChurnModel
+
+PROBABILITY = "churn_probability"  # the column scored_partition adds; popped before the frame goes on
 
 
 def resolve_as_of(dataset: Dataset, as_of: Any) -> pd.Timestamp:
@@ -52,11 +55,50 @@ def active_customer_features(
     dataset: Dataset, model: ChurnModel, as_of: pd.Timestamp, config: Config
 ) -> pd.DataFrame:
     """Features at ``as_of`` of every customer the label builder would label there (same eligibility)."""
-    eligible = make_label_times(dataset, label_config(model, config), [as_of]).frame
-    if eligible.empty:
+    frame = eligible_features(dataset, model, as_of, label_config(model, config), config.features)
+    if frame.empty:
         raise ChurnmlError(f"no active customers at {as_of}: nothing to score")
-    specs = list(model.specs)
-    return build_features(dataset, eligible[["customer_id", "cutoff"]], config.features, specs=specs)
+    return frame
+
+
+def eligible_features(
+    dataset: Dataset, model: ChurnModel, as_of: pd.Timestamp, labels: LabelConfig, features: FeatureConfig
+) -> pd.DataFrame:
+    """Features (the model's specs) at ``as_of`` of the customers ``labels`` makes eligible there, in
+    customer order; empty when none is (a partition may have no active customer)."""
+    eligible = make_label_times(dataset, labels, [as_of]).frame
+    return build_features(dataset, eligible[["customer_id", "cutoff"]], features, specs=list(model.specs))
+
+
+def scored_partition(
+    dataset: Dataset, model: ChurnModel, as_of: pd.Timestamp, labels: LabelConfig, features: FeatureConfig
+) -> pd.DataFrame:
+    """:func:`eligible_features` of one partition's customers with their calibrated probability in a
+    last column, :data:`PROBABILITY` (row by row, so the same on any partitioning)."""
+    frame = eligible_features(dataset, model, as_of, labels, features)
+    probability = model.predict_proba(frame) if len(frame) else np.empty(0)
+    return frame.assign(**{PROBABILITY: probability})
+
+
+def score_customers(
+    engine: Engine, dataset: Dataset, model: ChurnModel, as_of: pd.Timestamp, config: Config
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and calibrated probability of every customer active at ``as_of``, in customer order,
+    computed by ``engine`` on customer partitions (one for the local engine)."""
+    parts = engine.map(
+        scored_partition,
+        engine.split(dataset),
+        model,
+        as_of,
+        label_config(model, config),
+        config.features,
+        name="score",
+    )
+    frame = concat_in_order(parts, ["customer_id"])
+    if frame.empty:
+        raise ChurnmlError(f"no active customers at {as_of}: nothing to score")
+    probability = frame.pop(PROBABILITY).to_numpy(np.float64)
+    return frame, probability
 
 
 def tenure_days(frame: pd.DataFrame, dataset: Dataset, as_of: pd.Timestamp) -> np.ndarray:

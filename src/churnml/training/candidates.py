@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from churnml.config import Config
+from churnml.engine import Engine
 from churnml.training.calibrate import sigmoid
 from churnml.training.evaluate import metric_value
 from churnml.training.linear import C_GRID, LinearModel, logistic_pipeline, regression
@@ -62,9 +63,16 @@ class Candidate:
         cv = {metric: metric_value(metric, y, probability) for metric in CV_METRICS}
         return cls(name, margin, cv, params, rounds)
 
-    def fit(self, specs: Sequence[Any], rows: pd.DataFrame, data: CVData, config: Config) -> ChurnModel:
+    def fit(
+        self,
+        specs: Sequence[Any],
+        rows: pd.DataFrame,
+        data: CVData,
+        config: Config,
+        engine: Engine | None = None,
+    ) -> ChurnModel:
         """This candidate fitted on ``rows`` (its inputs, categories included, taken from those rows);
-        boosting rounds scaled from the folds' size to the rows'."""
+        boosting rounds scaled from the folds' size to the rows'; boosters on ``engine``'s workers."""
         untrained = ChurnModel.untrained(rows, specs)
         info = {"candidate": self.name, "fit_rows": len(rows)}
         if self.rounds is None:
@@ -73,7 +81,9 @@ class Candidate:
             linear = LinearModel.fit(x, y, categorical, float(self.params["C"]))
             return untrained.with_linear(linear, **info)
         rounds = scaled_rounds(self.rounds - 1, data.train_rows, len(rows), config.model.max_rounds)
-        return fit_booster(untrained, self.params, rounds, rows, config.model.nthread).with_info(**info)
+        return fit_booster(untrained, self.params, rounds, rows, config.model.nthread, engine).with_info(
+            **info
+        )
 
 
 def robust_params(churners: int) -> dict[str, Any]:

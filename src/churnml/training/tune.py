@@ -33,6 +33,8 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from churnml import ownership
 from churnml.config import Config, ModelConfig, TuneConfig
+from churnml.engine import Engine
+from churnml.engine.cluster import DaskEngine
 from churnml.errors import ChurnmlError
 from churnml.training.calibrate import sigmoid
 from churnml.training.model import ChurnModel
@@ -502,13 +504,24 @@ def scaled_rounds(best_iteration: int, fold_rows: Sequence[int], rows: int, max_
 
 
 def fit_booster(
-    untrained: ChurnModel, params: dict[str, Any], rounds: int, rows: pd.DataFrame, nthread: int
+    untrained: ChurnModel,
+    params: dict[str, Any],
+    rounds: int,
+    rows: pd.DataFrame,
+    nthread: int,
+    engine: Engine | None = None,
 ) -> ChurnModel:
     """Fit ``rounds`` trees with ``params`` on ``rows``: no early stopping, so the booster has exactly
-    the chosen trees and no consumer can use extra ones by mistake."""
-    x, y = untrained.xy(rows)
-    matrix = xgb.DMatrix(x, label=y, enable_categorical=True, missing=np.nan, nthread=nthread)
-    booster = xgb.train(params, matrix, num_boost_round=rounds)
+    the chosen trees and no consumer can use extra ones by mistake. On a Dask ``engine`` the workers
+    train it with ``xgboost.dask`` on the rows' customer partitions (``churnml.engine.boosting``)."""
+    if isinstance(engine, DaskEngine):
+        from churnml.engine.boosting import train_on_cluster
+
+        booster = train_on_cluster(engine, untrained, params, rounds, rows)
+    else:
+        x, y = untrained.xy(rows)
+        matrix = xgb.DMatrix(x, label=y, enable_categorical=True, missing=np.nan, nthread=nthread)
+        booster = xgb.train(params, matrix, num_boost_round=rounds)
     # Predict on CPU unless told otherwise: the same trees give the same numbers on either device.
     booster.set_param({"nthread": nthread, "device": "cpu"})
     return untrained.with_booster(booster, best_iteration=rounds - 1, params=params)
