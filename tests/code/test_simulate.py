@@ -303,7 +303,9 @@ def test_forecast_is_deterministic_and_refuses_other_moments(small: Simulation) 
     cutoff = pd.Timestamp("2025-02-01")
     first = churn_forecast(small, [cutoff], 30, futures=4, seed=5, batch=3)
     pd.testing.assert_frame_equal(first, churn_forecast(small, [cutoff], 30, futures=4, seed=5, batch=3))
-    assert not first["churn_prob"].equals(churn_forecast(small, [cutoff], 30, futures=4, seed=6)["churn_prob"])
+    assert not first["churn_prob"].equals(
+        churn_forecast(small, [cutoff], 30, futures=4, seed=6)["churn_prob"]
+    )
     for moment in (pd.Timestamp("2025-02-01 12:00"), pd.Timestamp("2030-01-01")):
         with pytest.raises(ValueError, match="not a midnight inside the simulated days"):
             churn_forecast(small, [moment], 30)
