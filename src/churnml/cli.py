@@ -111,6 +111,14 @@ def simulate(
             help="Run the monthly retention programme: a contacts table with random holdouts, truth_contacts.",
         ),
     ] = False,
+    exploration: Annotated[
+        float,
+        typer.Option(
+            help="With --programme: share of the other customers also contacted at random each month.",
+            min=0,
+            max=1,
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate a realistic subscription business in the data contract's shape, with ground truth."""
     from churnml.data.simulate import simulate as run_simulation
@@ -120,7 +128,7 @@ def simulate(
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
     kind: Literal["parquet", "csv"] = "csv" if fmt == "csv" else "parquet"
     started = time.perf_counter()
-    sim = run_simulation(customers, months, seed, signal=signal, programme=programme)
+    sim = run_simulation(customers, months, seed, signal=signal, programme=programme, exploration=exploration)
     path = write_simulation(sim, out, fmt=kind)
     table = Table("table", "rows", title=f"simulated business → {path}")
     for name, frame in sim.tables.items():
@@ -128,6 +136,8 @@ def simulate(
     table.add_row("truth_renewals", f"{len(sim.truth):,}")
     if sim.contact_truth is not None:
         table.add_row("truth_contacts", f"{len(sim.contact_truth):,}")
+    if sim.uplift_truth is not None:
+        table.add_row("truth_uplift", f"{len(sim.uplift_truth):,}")
     console.print(table)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 

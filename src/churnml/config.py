@@ -147,6 +147,13 @@ class SimulateConfig(_Model):
         description="Run the simulated retention programme: monthly contacts with randomised holdouts "
         "(a contacts table) whose true, heterogeneous effects are in truth_contacts (docs/simulator.md).",
     )
+    exploration: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="With the programme: share of the customers the risk rule did not pick that are also "
+        "contacted each month at random, half held out (how a team learns who responds; docs/uplift.md).",
+    )
 
 
 class CutoffSchedule(_Model):
