@@ -541,6 +541,38 @@ def review(
 
 @app.command()
 @_user_errors
+def uplift(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Who each play saves: uplift models from the contacts table's randomised arms, evaluated out of time."""
+    from churnml.pipelines import uplift as pipeline
+
+    cfg = load_config(config, overrides or [])
+    result = pipeline.run(cfg)
+    for note in result.model.notes:
+        console.print(f"[yellow]warning[/]: {escape(note)}", highlight=False, soft_wrap=True)
+    table = Table(
+        "play",
+        "ranking",
+        "customers",
+        "Qini",
+        "AUUC",
+        "uplift at budget",
+        title=(f"uplift on the test lists {', '.join(result.test_lists)} (held out of training)"),
+    )
+    for row in result.evaluation.itertuples():
+        table.add_row(
+            str(row.play),
+            str(row.ranking),
+            f"{row.customers:,}",
+            f"{row.qini:.4f}",
+            f"{row.auuc:.4f}",
+            f"{row.uplift_at_budget:+.3f}",
+        )
+    console.print(table)
+    console.print(f"uplift: [bold]{result.out_dir}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@_user_errors
 def serve(
     config: ConfigOption = None,
     overrides: OverridesArg = None,
