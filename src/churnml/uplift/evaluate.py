@@ -128,7 +128,7 @@ def top(score: np.ndarray, budget: int) -> np.ndarray:
 def policy_outcome(
     chosen: np.ndarray,
     effect: np.ndarray,
-    value: np.ndarray,
+    value: np.ndarray | float,
     cost: np.ndarray | float,
     sleeping_dog: np.ndarray | None = None,
 ) -> dict[str, float]:
@@ -138,7 +138,8 @@ def policy_outcome(
     chosen = np.asarray(chosen, dtype=bool)
     effect = np.asarray(effect, dtype=np.float64)[chosen]
     costs = np.broadcast_to(np.asarray(cost, dtype=np.float64), chosen.shape)[chosen]
-    revenue = float((effect * np.asarray(value, dtype=np.float64)[chosen]).sum())
+    values = np.broadcast_to(np.asarray(value, dtype=np.float64), chosen.shape)[chosen]
+    revenue = float((effect * values).sum())
     outcome = {
         "contacted": int(chosen.sum()),
         "saved": float(effect.sum()),
@@ -155,7 +156,7 @@ def compare_policies(
     scores: Mapping[str, np.ndarray],
     budget: int,
     effect: np.ndarray,
-    value: np.ndarray,
+    value: np.ndarray | float,
     cost: np.ndarray | float,
     sleeping_dog: np.ndarray | None = None,
 ) -> pd.DataFrame:
