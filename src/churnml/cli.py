@@ -126,6 +126,8 @@ def simulate(
 
     if fmt not in ("parquet", "csv"):
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
+    if exploration and not programme:
+        raise ChurnmlError("--exploration needs --programme (it explores beside the programme's list)")
     kind: Literal["parquet", "csv"] = "csv" if fmt == "csv" else "parquet"
     started = time.perf_counter()
     sim = run_simulation(customers, months, seed, signal=signal, programme=programme, exploration=exploration)
