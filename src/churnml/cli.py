@@ -113,6 +113,14 @@ def simulate(
             help="Run the monthly retention programme: a contacts table with random holdouts, truth_contacts.",
         ),
     ] = False,
+    exploration: Annotated[
+        float,
+        typer.Option(
+            help="With --programme: share of the other customers also contacted at random each month.",
+            min=0,
+            max=1,
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate a realistic subscription business in the data contract's shape, with ground truth."""
     from churnml.data.simulate import simulate as run_simulation
@@ -120,9 +128,11 @@ def simulate(
 
     if fmt not in ("parquet", "csv"):
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
+    if exploration and not programme:
+        raise ChurnmlError("--exploration needs --programme (it explores beside the programme's list)")
     kind: Literal["parquet", "csv"] = "csv" if fmt == "csv" else "parquet"
     started = time.perf_counter()
-    sim = run_simulation(customers, months, seed, signal=signal, programme=programme)
+    sim = run_simulation(customers, months, seed, signal=signal, programme=programme, exploration=exploration)
     path = write_simulation(sim, out, fmt=kind)
     table = Table("table", "rows", title=f"simulated business → {path}")
     for name, frame in sim.tables.items():
@@ -130,6 +140,8 @@ def simulate(
     table.add_row("truth_renewals", f"{len(sim.truth):,}")
     if sim.contact_truth is not None:
         table.add_row("truth_contacts", f"{len(sim.contact_truth):,}")
+    if sim.uplift_truth is not None:
+        table.add_row("truth_uplift", f"{len(sim.uplift_truth):,}")
     console.print(table)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
@@ -534,6 +546,38 @@ def review(
     cfg = load_config(config, overrides or [])
     result = pipeline.run(cfg, as_of=as_of)
     print_review_summary(result, cfg)
+
+
+@app.command()
+@_user_errors
+def uplift(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
+    """Who each play saves: uplift models from the contacts table's randomised arms, evaluated out of time."""
+    from churnml.pipelines import uplift as pipeline
+
+    cfg = load_config(config, overrides or [])
+    result = pipeline.run(cfg)
+    for note in result.model.notes:
+        console.print(f"[yellow]warning[/]: {escape(note)}", highlight=False, soft_wrap=True)
+    table = Table(
+        "play",
+        "ranking",
+        "customers",
+        "Qini",
+        "AUUC",
+        "uplift at budget",
+        title=(f"uplift on the test lists {', '.join(result.test_lists)} (held out of training)"),
+    )
+    for row in result.evaluation.itertuples():
+        table.add_row(
+            str(row.play),
+            str(row.ranking),
+            f"{row.customers:,}",
+            f"{row.qini:.4f}",
+            f"{row.auuc:.4f}",
+            f"{row.uplift_at_budget:+.3f}",
+        )
+    console.print(table)
+    console.print(f"uplift: [bold]{result.out_dir}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -189,6 +189,13 @@ class SimulateConfig(_Model):
         description="Run the simulated retention programme: monthly contacts with randomised holdouts "
         "(a contacts table) whose true, heterogeneous effects are in truth_contacts (docs/simulator.md).",
     )
+    exploration: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="With the programme: share of the customers the risk rule did not pick that are also "
+        "contacted each month at random, half held out (how a team learns who responds; docs/uplift.md).",
+    )
 
 
 class CutoffSchedule(_Model):
@@ -437,6 +444,53 @@ class ReviewConfig(_Model):
         ge=1,
         description="Fewest contacted and held-out customers for a play's effect to be judged and to count "
         "in the measured success rate.",
+    )
+
+
+class UpliftConfig(_Model):
+    """``churnml uplift``: who a play saves, learned from the contacts table's randomised arms (docs/uplift.md)."""
+
+    learner: Literal["offset", "x", "t"] = Field(
+        "offset",
+        description="Learner on XGBoost: offset = the churn model without contact, then per play how a contact "
+        "moves its log-odds (an average shift plus trees); x = Kunzel et al.'s X-learner (imputed effects); "
+        "t = a churn model per arm, uplift their difference (docs/uplift.md).",
+    )
+    controls: Literal["holdouts", "all"] = Field(
+        "all",
+        description="Rows of the churn-without-contact model: holdouts = the held-out arms only (randomised); "
+        "all = also every customer on no list at a list date (valid when lists are chosen by what the data "
+        "shows, as churnml's own and a risk rule are).",
+    )
+    min_treated: int = Field(
+        200, ge=1, description="Fewest contacted customers (labeled) for a play to get its own uplift model."
+    )
+    min_held_out: int = Field(
+        100,
+        ge=1,
+        description="Fewest held-out customers (labeled) for a play to get its own uplift model; below either "
+        "minimum the play falls back to its measured average effect (holdout vs contacted churn).",
+    )
+    test_lists: int = Field(
+        2,
+        ge=1,
+        description="The latest fully labeled list dates kept out of training to evaluate on (out of time).",
+    )
+    max_rounds: int = Field(500, ge=1, le=10_000, description="Most boosting rounds per booster.")
+    early_stopping_rounds: int = Field(
+        30, ge=1, description="Rounds without improvement on the validation customers before stopping."
+    )
+    validation_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of customers (by a hash of the id) whose rows choose the rounds; all rows refit.",
+    )
+    budget: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Contact budget as a share of the scored customers, for uplift at budget.",
     )
 
 
@@ -784,6 +838,7 @@ class Config(_Model):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     campaign: CampaignConfig = Field(default_factory=CampaignConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    uplift: UpliftConfig = Field(default_factory=UpliftConfig)
     customer_value: CustomerValueConfig = Field(default_factory=CustomerValueConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)

@@ -16,6 +16,7 @@ from churnml.contract import ACTIVITY_TABLES, TABLES
 from churnml.data.dataset import Dataset
 from churnml.data.simulate import (
     COEF,
+    EXPLORE_HOLDOUT_SHARE,
     FACTORS,
     HOLDOUT_SHARE,
     PLAYS,
@@ -299,6 +300,17 @@ def test_forecast_is_calibrated_and_below_hindsight(sim: Simulation) -> None:
     assert 0.7 < roc_auc_score(y, early) < roc_auc_score(y, late)
 
 
+def test_forecast_runs_the_retention_programme_in_its_futures() -> None:
+    """Forks carry the programme's pending contacts: a contact made before the cutoff still acts."""
+    sim = simulate(400, 4, seed=5, programme=True, exploration=0.2)
+    cutoff = pd.Timestamp("2025-03-01")
+    forecast = churn_forecast(sim, [cutoff], 30, futures=4, seed=1)
+    assert len(forecast) > 100 and forecast["churn_prob"].between(0, 1).all()
+    renewing = _renewals_in(sim.truth, cutoff, 1).set_index("customer_id")
+    exact = churn_forecast(sim, [cutoff], 1, futures=2).set_index("customer_id").loc[renewing.index]
+    np.testing.assert_allclose(exact["churn_prob"], renewing["churn_prob"], rtol=1e-12)
+
+
 def test_forecast_is_deterministic_and_refuses_other_moments(small: Simulation) -> None:
     cutoff = pd.Timestamp("2025-02-01")
     first = churn_forecast(small, [cutoff], 30, futures=4, seed=5, batch=3)
@@ -466,3 +478,76 @@ def test_contact_truth_matches_what_happened(programme: Simulation) -> None:
     # Contacts help on average and hurt the sleeping dogs.
     assert truth.loc[~truth["sleeping_dog"], "effect"].mean() > 0.02
     assert (truth.loc[truth["sleeping_dog"], "effect"] < 0).all()
+
+
+# --- data to learn uplift from ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explored() -> Simulation:
+    return simulate(n_customers=5000, months=12, seed=11, programme=True, exploration=0.05)
+
+
+def test_exploration_adds_random_contacts_and_leaves_the_risk_list_alone(
+    programme: Simulation, explored: Simulation
+) -> None:
+    """The first month's risk list is the same with exploration (later ones differ: explored customers
+    churn differently); the explored customers are a random share of the others, half held out."""
+    truth = explored.uplift_truth
+    first = truth["listed_at"].min()
+    lists = [
+        t.loc[(t["listed"] == "risk") & (t["listed_at"] == first), ["customer_id"]].reset_index(drop=True)
+        for t in (truth, programme.uplift_truth)
+    ]
+    pd.testing.assert_frame_equal(*lists)
+    others = truth.loc[truth["listed"] != "risk"]
+    share = (others["listed"] == "exploration").mean()
+    assert abs(share - 0.05) < 4 * np.sqrt(0.05 * 0.95 / len(others))
+    contacts = explored.tables["contacts"].assign(listed_at=lambda f: f["contacted_at"].dt.floor("D"))
+    arms = contacts.merge(truth, on=["customer_id", "listed_at"], how="left", suffixes=("", "_truth"))
+    assert arms["listed"].isin(["risk", "exploration"]).all() and (arms["play"] == arms["play_truth"]).all()
+    held = arms.loc[arms["listed"] == "exploration", "arm"].eq("holdout").mean()
+    n = int((arms["listed"] == "exploration").sum())
+    assert abs(held - EXPLORE_HOLDOUT_SHARE) < 4 * np.sqrt(0.25 / n)
+    assert explored.params["exploration"] == 0.05 and "exploration" not in programme.params
+    with pytest.raises(ValueError, match="exploration"):
+        simulate(n_customers=50, months=2, seed=1, exploration=0.1)
+
+
+def test_uplift_truth_covers_every_eligible_customer_and_agrees_with_the_contacts(
+    explored: Simulation,
+) -> None:
+    """Potential outcomes for everyone at every programme date; for the contacted and held out they are
+    exactly the contact truth's."""
+    truth = explored.uplift_truth
+    assert truth["listed_at"].dt.day.eq(1).all() and not truth.duplicated(["customer_id", "listed_at"]).any()
+    assert truth["effect"].notna().mean() > 0.98
+    np.testing.assert_allclose(truth["effect"], truth["churn_prob_without"] - truth["churn_prob_with"])
+    contacts = explored.contact_truth.assign(listed_at=lambda f: f["contacted_at"].dt.floor("D"))
+    both = contacts.merge(truth, on=["customer_id", "listed_at"], suffixes=("", "_all"))
+    assert len(both) == len(contacts)
+    np.testing.assert_allclose(both["churn_prob_with"], both["churn_prob_with_all"], rtol=1e-12)
+    np.testing.assert_allclose(both["churn_prob_without"], both["churn_prob_without_all"], rtol=1e-12)
+    assert (both["sleeping_dog"] == both["sleeping_dog_all"]).all()
+    # The programme's list catches the larger effects: risk and effect go together, but not one for one.
+    by = truth.groupby("listed")["effect"].mean()
+    assert by["risk"] > 3 * by["no"]
+
+
+def test_sleeping_dogs_are_mostly_dormant_payers(explored: Simulation) -> None:
+    """A paying customer who barely uses the product is a sleeping dog far more often than the others
+    (observable, so uplift can be learned); about 6% of customers in all."""
+    from churnml.data.simulate import DOG_P_DORMANT, DOG_P_OTHER
+
+    truth = explored.uplift_truth.drop_duplicates("customer_id")
+    events = explored.tables["events"]
+    per_customer = events.groupby("customer_id").size()
+    customers = explored.tables["customers"].set_index("customer_id")
+    tenure_days = (explored.end - customers["signup_at"]).dt.days.clip(lower=30)
+    rate = (per_customer.reindex(customers.index).fillna(0) / tenure_days).reindex(truth["customer_id"])
+    paid = customers["plan"].reindex(truth["customer_id"]).ne("free").to_numpy()
+    quiet = (rate < rate.quantile(0.1)).to_numpy()
+    dog = truth["sleeping_dog"].to_numpy()
+    assert 0.04 < dog.mean() < 0.08
+    assert dog[paid & quiet].mean() > 4 * dog[~quiet].mean()
+    assert DOG_P_OTHER < 0.05 < DOG_P_DORMANT

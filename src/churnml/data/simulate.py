@@ -84,8 +84,19 @@ CAMPAIGN_OPEN_OFFSET = np.array([0.0, 0.3, -0.2, -0.5])
 # customer's next renewal decision only, by an effect that depends on the customer (``contact_effect``).
 SELECT_SHARE = 0.10
 HOLDOUT_SHARE = 0.2
-SLEEPING_DOG_SHARE = 0.06  # customers whom any contact pushes out (a trait, drawn once)
+# Sleeping dogs: customers whom any contact pushes out (a trait, drawn once). Who they are follows what a
+# business can see (Ascarza, Iyengar & Schleicher, JMR 2016: a proactive contact raised churn among
+# customers it reminded that they pay for more than they use): a paying customer who barely uses the
+# product (base activity below DORMANT_RATE events a weekday) is one with probability DOG_P_DORMANT, any
+# other customer with DOG_P_OTHER (a hidden trait). About 6% of customers in all, half of them dormant payers.
+DOG_P_DORMANT = 0.5
+DOG_P_OTHER = 0.03
+DORMANT_RATE = 0.4
 SLEEPING_DOG_EFFECT = 0.9
+# Exploration (``simulate(..., exploration=share)``, off by default): each month the team also contacts a
+# random ``share`` of the other eligible customers, whatever their risk, with EXPLORE_HOLDOUT_SHARE held
+# out: how retention teams learn who responds, where the risk rule alone never contacts the low-risk.
+EXPLORE_HOLDOUT_SHARE = 0.5
 LONG_GONE = 0.5  # latent disengagement above which re-engagement no longer helps
 MIN_TENURE_DAYS = 7  # too new to be judged at risk
 # Per factor of the main problem: the play (the default playbook's name for it), channel and cost.
@@ -157,6 +168,7 @@ class Simulation:
     end: pd.Timestamp
     params: dict
     contact_truth: pd.DataFrame | None = None  # the retention programme's truth, when it ran
+    uplift_truth: pd.DataFrame | None = None  # every eligible customer's potential outcomes, when it ran
 
     def to_dataset(self) -> Dataset:
         return Dataset(tables=dict(self.tables), end=self.end)
@@ -389,6 +401,13 @@ def _draw_customers(rng: np.random.Generator, n: int, n_days: int) -> _Customers
     )
 
 
+def sleeping_dogs(u: np.ndarray, cust: _Customers) -> np.ndarray:
+    """Sleeping dogs from one uniform draw per customer: dormant payers (a paid plan, base activity below
+    ``DORMANT_RATE``) with probability ``DOG_P_DORMANT``, everyone else with ``DOG_P_OTHER``."""
+    dormant_payer = (cust.plan > 0) & (cust.base_rate < DORMANT_RATE)
+    return u < np.where(dormant_payer, DOG_P_DORMANT, DOG_P_OTHER)
+
+
 @dataclass
 class _State:
     """Everything that changes during the simulation, one entry per customer."""
@@ -417,6 +436,7 @@ class _State:
     pain_start: np.ndarray
     pain_end: np.ndarray
     contact_row: np.ndarray  # row of the programme log awaiting this customer's next renewal, or -1
+    potential_row: np.ndarray  # row of the potential-outcome log awaiting the next renewal, or -1
 
 
 def _initial_state(cust: _Customers, rng: np.random.Generator) -> _State:
@@ -446,6 +466,7 @@ def _initial_state(cust: _Customers, rng: np.random.Generator) -> _State:
         pain_start=np.full(n, np.inf),
         pain_end=np.full(n, -np.inf),
         contact_row=np.full(n, -1, np.int64),
+        potential_row=np.full(n, -1, np.int64),
     )
 
 
@@ -489,6 +510,13 @@ class _Log:
     )
     n_contacts: int = 0
     outcome: dict = field(
+        default_factory=lambda: {"row": [], "day": [], "without": [], "with_contact": [], "churned": []}
+    )
+    # Every eligible customer at every programme date, contacted or not: the play they would get and, at
+    # their next renewal, the churn probability without and with that contact (potential outcomes).
+    potential: dict = field(default_factory=lambda: {"cust": [], "day": [], "play": [], "listed": []})
+    n_potential: int = 0
+    potential_outcome: dict = field(
         default_factory=lambda: {"row": [], "day": [], "without": [], "with_contact": [], "churned": []}
     )
 
@@ -554,6 +582,7 @@ class _World:
     signal: float = 1.0  # multiplies every factor's log-odds contribution at the renewals
     sleeping_dog: np.ndarray | None = None  # per customer; None = no retention programme
     forecast: bool = False  # renewals record their probability but nobody leaves (`churn_forecast`)
+    exploration: float = 0.0  # share of the other eligible customers contacted at random each month
 
 
 def _signups(t: int, idx: np.ndarray, w: _World, state: _State, log: _Log) -> None:
@@ -639,6 +668,8 @@ def _renewals(t: int, w: _World, state: _State, log: _Log) -> None:
             churned=churned[awaited],
         )
         state.contact_row[idx[awaited]] = -1
+    if w.sleeping_dog is not None:
+        _potential_outcomes(idx, contrib, logit, churned, t, w, state, log)
     _churn(t, idx[churned], cause[churned] == BILLING, w, state, log)
     stay = ~churned
     _plan_changes(t, idx[stay], recent[stay], w, state, log)
@@ -668,8 +699,41 @@ def _contact_effects(
     return effect, awaited, change
 
 
+def _potential_outcomes(
+    idx: np.ndarray,
+    contrib: np.ndarray,
+    logit: np.ndarray,
+    churned: np.ndarray,
+    t: int,
+    w: _World,
+    state: _State,
+    log: _Log,
+) -> None:
+    """For renewals awaited by a potential-outcome row: churn probability without and with its play."""
+    assert w.sleeping_dog is not None
+    rows = state.potential_row[idx]
+    awaited = np.flatnonzero(rows >= 0)
+    if len(awaited) == 0:
+        return
+    who = idx[awaited]
+    plays = _cat(log.potential["play"], np.int8)[rows[awaited]]
+    change = contact_effect(
+        plays, contrib[awaited], state.disengagement[who], w.cust.channel[who], w.sleeping_dog[who]
+    )
+    _append(
+        log.potential_outcome,
+        row=rows[awaited],
+        day=np.full(len(awaited), t, np.int32),
+        without=sigmoid(logit[awaited]),
+        with_contact=sigmoid(logit[awaited] + change),
+        churned=churned[awaited],
+    )
+    state.potential_row[who] = -1
+
+
 def _programme(t: int, w: _World, state: _State, log: _Log) -> None:
-    """The month's retention list: the riskiest active customers, a random holdout, a play each."""
+    """The month's retention list: the riskiest active customers, a random holdout, a play each; with
+    exploration also a random share of the others, half of them held out."""
     if w.sleeping_dog is None or w.rngs.programme is None:
         return
     cust = w.cust
@@ -679,11 +743,31 @@ def _programme(t: int, w: _World, state: _State, log: _Log) -> None:
         return
     contrib, _ = _contributions(t, idx, w, state)
     contrib = contrib * w.signal
+    plays = true_cause_codes(contrib).astype(np.int8)
     ranked = np.argsort(-contrib.sum(axis=1), kind="stable")[: int(np.ceil(SELECT_SHARE * len(idx)))]
-    chosen = idx[ranked]
     rng = w.rngs.programme
-    treated = rng.random(len(chosen)) >= HOLDOUT_SHARE
-    play = true_cause_codes(contrib[ranked]).astype(np.int8)
+    treated = rng.random(len(ranked)) >= HOLDOUT_SHARE
+    listed = np.zeros(len(idx), np.int8)
+    listed[ranked] = 1
+    if w.exploration > 0:  # drawn after the risk list's holdouts, so without exploration nothing moves
+        others = np.flatnonzero(listed == 0)
+        explored = others[rng.random(len(others)) < w.exploration]
+        listed[explored] = 2
+        ranked = np.concatenate([ranked, explored])
+        treated = np.concatenate([treated, rng.random(len(explored)) >= EXPLORE_HOLDOUT_SHARE])
+    rows = log.n_potential + np.arange(len(idx), dtype=np.int64)
+    _append(
+        log.potential,
+        cust=idx.astype(np.int32),
+        day=np.full(len(idx), t, np.int32),
+        play=plays,
+        listed=listed,
+    )
+    log.n_potential += len(idx)
+    state.potential_row[:] = -1
+    state.potential_row[idx] = rows
+    chosen = idx[ranked]
+    play = plays[ranked]
     time = t * DAY_S + _business_seconds(rng, len(chosen), 11.0, 1.5)
     rows = log.n_contacts + np.arange(len(chosen), dtype=np.int64)
     _append(
@@ -1171,15 +1255,59 @@ def _contact_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
     )
 
 
+LISTED = ("no", "risk", "exploration")  # how the programme picked a customer at a date
+
+
+def _uplift_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
+    """Per programme date and eligible customer, contacted or not: the play the programme would use and
+    the next renewal's churn probability without and with it (NaN after the end of the data)."""
+    n = log.n_potential
+    who, day = _cat(log.potential["cust"], np.int32), _cat(log.potential["day"], np.int64)
+    row = _cat(log.potential_outcome["row"], np.int64)
+    renewal = np.full(n, NO_TIME, np.int64)
+    renewal[row] = _cat(log.potential_outcome["day"], np.int64) * DAY_S
+    without, with_contact = np.full(n, np.nan), np.full(n, np.nan)
+    without[row] = _cat(log.potential_outcome["without"], np.float64)
+    with_contact[row] = _cat(log.potential_outcome["with_contact"], np.float64)
+    churned = np.full(n, np.nan)
+    churned[row] = _cat(log.potential_outcome["churned"], bool)
+    order = _order(who, day)
+    assert w.sleeping_dog is not None
+    return pd.DataFrame(
+        {
+            "customer_id": _labels(who[order], ids),
+            "listed_at": _times(w.cal.origin, day[order] * DAY_S),
+            "play": _labels(_cat(log.potential["play"], np.int8)[order], PLAYS),
+            "listed": _labels(_cat(log.potential["listed"], np.int8)[order], LISTED),
+            "sleeping_dog": w.sleeping_dog[who[order]],
+            "renewal_at": _times(w.cal.origin, renewal[order]),
+            "churn_prob_without": without[order],
+            "churn_prob_with": with_contact[order],
+            "effect": without[order] - with_contact[order],
+            "churned": churned[order],
+        }
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Public API.
 
 
-def _world(n_customers: int, months: int, seed: int, start: date, signal: float, programme: bool) -> _World:
+def _world(
+    n_customers: int,
+    months: int,
+    seed: int,
+    start: date,
+    signal: float,
+    programme: bool,
+    exploration: float = 0.0,
+) -> _World:
     if n_customers <= 0 or months <= 0:
         raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
     if not np.isfinite(signal) or signal < 0:
         raise ValueError(f"signal must be a finite number >= 0, got {signal}")
+    if not 0.0 <= exploration <= 1.0 or (exploration and not programme):
+        raise ValueError(f"exploration must be in [0, 1] and needs programme=True, got {exploration}")
     cal = _calendar(start, months)
     # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
     # leaves the other eight, and so the tables without a programme, as they were.
@@ -1187,9 +1315,16 @@ def _world(n_customers: int, months: int, seed: int, start: date, signal: float,
     cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
     crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
     coef = COEF if signal == 1.0 else replace(COEF, base=centred_base(signal))
-    dogs = rngs.programme.random(n_customers) < SLEEPING_DOG_SHARE if rngs.programme else None
+    dogs = sleeping_dogs(rngs.programme.random(n_customers), cust) if rngs.programme else None
     return _World(
-        cust=cust, cal=cal, rngs=rngs, coef=coef, crisis_start=crisis, signal=float(signal), sleeping_dog=dogs
+        cust=cust,
+        cal=cal,
+        rngs=rngs,
+        coef=coef,
+        crisis_start=crisis,
+        signal=float(signal),
+        sleeping_dog=dogs,
+        exploration=float(exploration),
     )
 
 
@@ -1200,6 +1335,7 @@ def simulate(
     start: date = date(2025, 1, 1),
     signal: float = 1.0,
     programme: bool = False,
+    exploration: float = 0.0,
 ) -> Simulation:
     """Simulate ``n_customers`` signing up from a year before ``start`` until a month before the end.
 
@@ -1208,8 +1344,10 @@ def simulate(
     model, 0 = churn at random); the intercept is re-centred so the churn rate stays about the same.
     ``programme`` runs the monthly retention programme from ``start`` on: a ``contacts`` table, and its
     truth (``Simulation.contact_truth``). Without it the tables are exactly those of earlier versions.
+    ``exploration`` (with the programme) also contacts a random share of the customers the risk rule
+    did not pick, half of them held out, so that who responds can be learned across all customers.
     """
-    w = _world(n_customers, months, seed, start, signal, programme)
+    w = _world(n_customers, months, seed, start, signal, programme, exploration)
     cal = w.cal
     log = _run(w)
     ids = _customer_ids(n_customers)
@@ -1235,10 +1373,18 @@ def simulate(
         params["signal"] = float(signal)
     if programme:
         params["programme"] = True
+    if exploration:
+        params["exploration"] = float(exploration)
     end = cal.origin + pd.Timedelta(seconds=cal.end_s)
     contact_truth = _contact_truth_frame(log, w, ids) if programme else None
+    uplift_truth = _uplift_truth_frame(log, w, ids) if programme else None
     return Simulation(
-        tables=tables, truth=_truth_frame(log, w, ids), end=end, params=params, contact_truth=contact_truth
+        tables=tables,
+        truth=_truth_frame(log, w, ids),
+        end=end,
+        params=params,
+        contact_truth=contact_truth,
+        uplift_truth=uplift_truth,
     )
 
 
@@ -1272,7 +1418,12 @@ def _fork_probability(
     dogs = None if w.sleeping_dog is None else np.repeat(w.sleeping_dog, reps)
     fork = replace(w, cust=_repeat(w.cust, n, reps), rngs=rngs, sleeping_dog=dogs, forecast=True)
     fork_state = _repeat(state, n, reps)
-    fork_log = _Log(contact={k: list(v) for k, v in log.contact.items()}, n_contacts=log.n_contacts)
+    fork_log = _Log(  # the programme's rows that renewals look up; the fork's own rows are dropped
+        contact={k: list(v) for k, v in log.contact.items()},
+        n_contacts=log.n_contacts,
+        potential={k: list(v) for k, v in log.potential.items()},
+        n_potential=log.n_potential,
+    )
     for day in range(t, min(t + horizon_days, w.cal.n_days)):
         _day(day, fork, fork_state, fork_log)
     who = _cat(fork_log.truth["cust"], np.int64)
@@ -1307,6 +1458,7 @@ def churn_forecast(
         start,
         params.get("signal", 1.0),
         params.get("programme", False),
+        params.get("exploration", 0.0),
     )
     days = {}
     for cutoff in cutoffs:
@@ -1368,6 +1520,8 @@ def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "cs
     frames["truth_renewals"] = sim.truth
     if sim.contact_truth is not None:
         frames["truth_contacts"] = sim.contact_truth
+    if sim.uplift_truth is not None:
+        frames["truth_uplift"] = sim.uplift_truth
     for name, frame in frames.items():
         target = out_dir / f"{name}.{fmt}"
         if fmt == "parquet":

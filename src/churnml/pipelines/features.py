@@ -29,7 +29,13 @@ def load_data(config: Config, base_dir: Path | None = None) -> Dataset:
     if config.data.dir is None and not config.data.tables:
         sim = config.simulate
         simulated = simulate(
-            sim.customers, sim.months, sim.seed, sim.start, signal=sim.signal, programme=sim.programme
+            sim.customers,
+            sim.months,
+            sim.seed,
+            sim.start,
+            signal=sim.signal,
+            programme=sim.programme,
+            exploration=sim.exploration if sim.programme else 0.0,
         )
         if config.data.end is None:
             return simulated.to_dataset()

@@ -174,12 +174,12 @@ def arms(
     recorded = ids.map(first["cost"]) if "cost" in first else pd.Series(np.nan, index=risk_list.index)
     cost = np.where(arm == TREATMENT, recorded.fillna(cost_per_contact).to_numpy(float), 0.0)
     frame = pd.DataFrame(
-        {"arm": arm, "play_run": _play_names(play).to_numpy(), "contact_cost": cost}, index=risk_list.index
+        {"arm": arm, "play_run": play_names(play).to_numpy(), "contact_cost": cost}, index=risk_list.index
     )
     return frame, source
 
 
-def _play_names(plays: pd.Series) -> pd.Series:
+def play_names(plays: pd.Series) -> pd.Series:
     """Plays as one name each, whatever the case and spacing ("billing  Outreach" is Billing outreach):
     the most frequent spelling of each, ties by name."""
     text = plays.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)

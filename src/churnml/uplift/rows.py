@@ -1,0 +1,141 @@
+"""Uplift rows: every past contact or holdout as a (customer, list date) row with point-in-time features.
+
+Why the list date is the cutoff: a retention list is drawn up before its contacts go out, so what the
+model may know about a customer is what was known that morning. The cutoff is the contact's day at
+midnight; features see only rows strictly before it, so neither the contact itself nor anything that
+happened after it (the outcome it is meant to change) leaks into the features. The outcome is the churn
+model's own label at that cutoff (``churnml.features.labels``): churn within the horizon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnml.config import FeatureConfig, LabelConfig
+from churnml.contract import ARMS
+from churnml.data.dataset import Dataset
+from churnml.features import FeatureSpec, build_features, feature_catalogue
+from churnml.features.labels import make_label_times
+from churnml.risk.review import play_names
+
+TREATMENT, HOLDOUT = ARMS
+
+
+@dataclass(frozen=True)
+class UpliftRows:
+    """``frame``: customer_id, cutoff, play, treated (bool), label (Int8, <NA> not yet observed), then
+    one column per feature spec."""
+
+    frame: pd.DataFrame
+    specs: tuple[FeatureSpec, ...]
+    label_settings: dict[str, Any]
+
+    @property
+    def labeled(self) -> pd.DataFrame:
+        return self.frame.loc[self.frame["label"].notna()]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+
+def contact_lists(contacts: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer and list date (the contact's day): the first row of that day, its play and
+    whether the customer was contacted (arm ``treatment``) or held out."""
+    frame = contacts.sort_values(["customer_id", "contacted_at"], kind="stable").assign(
+        cutoff=contacts["contacted_at"].dt.floor("D")
+    )
+    first = frame.drop_duplicates(["customer_id", "cutoff"]).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "customer_id": first["customer_id"],
+            "cutoff": first["cutoff"],
+            "play": play_names(first["play"]).to_numpy(),
+            "treated": first["arm"].eq(TREATMENT).to_numpy(),
+        }
+    )
+
+
+def build_uplift_rows(
+    dataset: Dataset,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    specs: Sequence[FeatureSpec] | None = None,
+) -> UpliftRows:
+    """Rows for every (customer, list date) of the ``contacts`` table that the label counts as a
+    customer at that date, with the churn label and the features as of the date."""
+    contacts = dataset.get("contacts")
+    if contacts is None or contacts.empty:
+        raise ValueError("uplift needs a contacts table with treatment and holdout rows")
+    lists = contact_lists(contacts)
+    cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
+    label_times = make_label_times(dataset, labels, cutoffs)
+    rows = lists.merge(label_times.frame, on=["customer_id", "cutoff"], how="inner")
+    rows = rows.sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True)
+    specs = tuple(feature_catalogue(dataset, features) if specs is None else specs)
+    built = build_features(dataset, rows[["customer_id", "cutoff"]], features, specs)
+    frame = pd.concat([rows, built[[spec.name for spec in specs]]], axis=1)
+    return UpliftRows(frame=frame, specs=specs, label_settings=label_times.settings)
+
+
+def control_rows(
+    dataset: Dataset, labels: LabelConfig, features: FeatureConfig, specs: Sequence[FeatureSpec]
+) -> pd.DataFrame:
+    """Customers of the list dates who had no contact row that day (neither contacted nor held out),
+    with the churn label and features as of the date: more rows for the churn-without-contact model.
+
+    Valid controls only where the list chose customers by what the features show (a risk rule or
+    churnml's own list): then, among customers who look alike, being left off the list is as good as
+    random. Rows on no list carry no play (``play`` is missing)."""
+    contacts = dataset.get("contacts")
+    if contacts is None or contacts.empty:
+        raise ValueError("uplift needs a contacts table with treatment and holdout rows")
+    lists = contact_lists(contacts)
+    cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
+    everyone = make_label_times(dataset, labels, cutoffs).frame
+    listed = pd.MultiIndex.from_frame(lists[["customer_id", "cutoff"]])
+    keys = pd.MultiIndex.from_frame(everyone[["customer_id", "cutoff"]])
+    rows = everyone.loc[~keys.isin(listed)].reset_index(drop=True).assign(play=None, treated=False)
+    return scoring_rows(dataset, features, specs, rows)
+
+
+def scoring_rows(
+    dataset: Dataset, features: FeatureConfig, specs: Sequence[FeatureSpec], customers: pd.DataFrame
+) -> pd.DataFrame:
+    """Features as of each row's ``cutoff`` for ``customers`` (customer_id, cutoff, any other columns
+    kept): the same builders as the training rows."""
+    built = build_features(dataset, customers[["customer_id", "cutoff"]], features, specs)
+    names = [spec.name for spec in specs]
+    return pd.concat([customers.reset_index(drop=True), built[names]], axis=1)
+
+
+def split_by_list(
+    rows: UpliftRows, test_lists: int, label_window_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Labeled rows of earlier lists (to train on) and of the latest ``test_lists`` fully labeled list
+    dates (to evaluate on), out of time. Train rows whose label window (horizon plus grace) ends after
+    the first test date are dropped: on that date their outcome was not known yet."""
+    labeled = rows.labeled
+    per_list = rows.frame.groupby("cutoff")["label"].agg(["size", "count"])
+    complete = sorted(per_list.index[per_list["size"] == per_list["count"]])
+    if len(complete) <= test_lists:
+        raise ValueError(
+            f"uplift needs more than {test_lists} fully labeled list dates to hold some out; "
+            f"the contacts table has {len(complete)}"
+        )
+    test_dates = complete[-test_lists:]
+    first_test = test_dates[0]
+    test = labeled.loc[labeled["cutoff"].isin(test_dates)].reset_index(drop=True)
+    known = labeled["cutoff"] + pd.Timedelta(days=label_window_days) <= first_test
+    train = labeled.loc[known].reset_index(drop=True)
+    return train, test
+
+
+def treated_share(frame: pd.DataFrame) -> float:
+    """Share of rows contacted (NaN without rows)."""
+    return float(np.mean(frame["treated"])) if len(frame) else float("nan")

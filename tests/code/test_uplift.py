@@ -1,0 +1,275 @@
+"""Uplift: the evaluation's arithmetic on hand-made rankings, learners that recover a known effect on
+synthetic data, the fallback to the measured average effect on tiny data, JSON round trips, and the
+point-in-time rows built from a contacts table."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnml.config import load_config
+from churnml.data.simulate import simulate
+from churnml.features import FeatureSpec
+from churnml.risk.review import difference_interval
+from churnml.uplift.evaluate import (
+    auuc,
+    compare_policies,
+    gain_curve,
+    policy_outcome,
+    qini_coefficient,
+    qini_curve,
+    top,
+    true_qini,
+    uplift_at_budget,
+)
+from churnml.uplift.learner import AVERAGE, UpliftModel, fit_uplift, offset_shift
+from churnml.uplift.rows import build_uplift_rows, contact_lists, split_by_list
+
+CONFIG = load_config(None, [])
+
+# --- evaluation -------------------------------------------------------------------------------------
+
+
+def test_qini_curve_by_hand() -> None:
+    """Ranked: held-out churner, held-out stayer, contacted stayer, contacted churner."""
+    churned = np.array([0, 1, 1, 0])  # input order; scores put row 2 first, then 3, 0, 1
+    treated = np.array([True, True, False, False])
+    score = np.array([2.0, 1.0, 4.0, 3.0])
+    curve = qini_curve(churned, treated, score)
+    # k=1: 1 held out (churned), 0 contacted -> 0; k=2: + held-out stayer: 1 of 2 held out churned,
+    # 0 contacted -> 0; k=3: + contacted stayer: 0.5 x 1 - 0 = 0.5; k=4: + contacted churner: 0.5 x 2 - 1 = 0.
+    np.testing.assert_allclose(curve["qini"], [0.0, 0.0, 0.5, 0.0])
+    np.testing.assert_allclose(curve["uplift"], [0.0, 0.0, 0.5 * 3, (0.5 - 0.5) * 4])
+    np.testing.assert_allclose(curve["fraction"], [0.25, 0.5, 0.75, 1.0])
+    # Area above the random line (which ends at 0 here): trapezoids 0, 0, 0.0625, 0.0625, per customer.
+    assert qini_coefficient(churned, treated, score) == pytest.approx(0.125 / 4)
+    # Uplift curve 0, 0, 1.5, 0: trapezoids 0.1875 on each side of the peak.
+    assert auuc(churned, treated, score) == pytest.approx(0.375 / 4)
+
+
+def test_a_ranking_that_knows_the_effect_beats_random_and_reversed() -> None:
+    rng = np.random.default_rng(3)
+    n = 20_000
+    effect = np.where(rng.random(n) < 0.3, 0.25, 0.0)  # 30% respond: churn 0.4 -> 0.15
+    treated = rng.random(n) < 0.5
+    churned = rng.random(n) < 0.4 - effect * treated
+    good = qini_coefficient(churned, treated, effect + rng.normal(0, 0.01, n))
+    random = qini_coefficient(churned, treated, rng.random(n))
+    worst = qini_coefficient(churned, treated, -effect + rng.normal(0, 0.01, n))
+    # Expected: the curve climbs to 0.5 x 0.3 x 0.25 = 0.0375 per customer at 30% and stays; its area above
+    # the random line is 0.0375 x (0.15 + 0.7 - 0.5) = 0.0131 (reversed: the negative of it).
+    assert good == pytest.approx(0.0131, abs=0.003) and worst == pytest.approx(-0.0131, abs=0.003)
+    assert abs(random) < 0.004
+    assert uplift_at_budget(churned, treated, effect, 0.3) == pytest.approx(0.25, abs=0.03)
+    assert uplift_at_budget(churned, treated, -effect, 0.3) == pytest.approx(0.0, abs=0.03)
+    assert np.isnan(uplift_at_budget(churned, np.ones(n, bool), effect, 0.3))
+
+
+def test_true_qini_is_largest_for_the_oracle() -> None:
+    rng = np.random.default_rng(5)
+    effect = rng.normal(0.02, 0.05, 5000)
+    oracle = true_qini(effect, effect)
+    assert (
+        oracle > true_qini(effect, effect + rng.normal(0, 0.05, 5000)) > true_qini(effect, rng.random(5000))
+    )
+    assert true_qini(effect, -effect) < 0
+    curve = gain_curve(effect, effect)
+    assert curve["saved"].iloc[-1] == pytest.approx(effect.sum())
+    assert curve["saved"].max() == pytest.approx(effect[effect > 0].sum())
+
+
+def test_top_is_stable_and_policies_add_up() -> None:
+    assert top(np.array([1.0, 3.0, 3.0, 2.0]), 2).tolist() == [False, True, True, False]
+    assert top(np.array([1.0, 1.0, 1.0]), 2).tolist() == [True, True, False]
+    chosen = np.array([True, False, True])
+    outcome = policy_outcome(
+        chosen, np.array([0.1, 0.5, -0.2]), np.array([100.0, 1.0, 50.0]), 5.0, np.array([0, 0, 1])
+    )
+    assert outcome == pytest.approx(
+        {
+            "contacted": 2,
+            "saved": -0.1,
+            "revenue_saved": 0.0,
+            "cost": 10.0,
+            "profit": -10.0,
+            "sleeping_dogs": 1,
+        }
+    )
+    table = compare_policies(
+        {"a": np.array([3.0, 2.0, 1.0]), "b": np.array([1.0, 2.0, 3.0])},
+        1,
+        np.array([0.1, 0.5, -0.2]),
+        10.0,
+        1.0,
+    )
+    assert table.set_index("policy")["saved"].to_dict() == pytest.approx({"a": 0.1, "b": -0.2})
+
+
+# --- learners on synthetic data with a known effect ------------------------------------------------
+
+
+def _specs() -> tuple[FeatureSpec, ...]:
+    common = {"family": "profile", "table": "customers", "aggregate": "static", "window_days": None}
+    return (
+        FeatureSpec(name="x1", dtype="float64", reason="x1 {value}", signal="x1", **common),
+        FeatureSpec(name="x2", dtype="float64", reason="x2 {value}", signal="x2", **common),
+        FeatureSpec(
+            name="plan",
+            dtype="category",
+            reason="plan {value}",
+            signal="plan",
+            categories=("a", "b"),
+            **common,
+        ),
+    )
+
+
+def _synthetic(
+    n: int, effect: float, seed: int, play: str = "Offer", treated_share: float = 0.5
+) -> pd.DataFrame:
+    """Churn without contact 10-50% by the features; a contact lowers it by ``effect`` for everyone."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    plan = np.where(rng.random(n) < 0.5, "a", "b")
+    base = 0.1 + 0.4 / (1 + np.exp(-(x1 + 0.5 * (plan == "b"))))
+    treated = rng.random(n) < treated_share
+    churned = rng.random(n) < base - effect * treated
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "cutoff": pd.Timestamp("2025-01-01"),
+            "play": play,
+            "treated": treated,
+            "label": pd.array(churned.astype(int), dtype="Int8"),
+            "x1": x1,
+            "x2": x2,
+            "plan": pd.Categorical(plan, categories=["a", "b"]),
+        }
+    )
+
+
+@pytest.mark.parametrize("learner", ["offset", "x", "t"])
+def test_learner_recovers_a_known_constant_effect(learner: str) -> None:
+    """8,000 customers, half contacted, churn lowered by 8 points for everyone: the mean predicted
+    uplift on fresh customers is within 3 points of it (a few standard errors of a difference of two
+    proportions at these rates: about 0.9 points each)."""
+    train, fresh = _synthetic(8000, 0.08, seed=1), _synthetic(4000, 0.08, seed=2)
+    config = CONFIG.uplift.model_copy(update={"learner": learner})
+    model = fit_uplift(train, _specs(), config, seed=7, nthread=1)
+    assert model.plays["Offer"].method == learner and not model.notes
+    predicted = model.effect(fresh, fresh["play"])
+    assert predicted.mean() == pytest.approx(0.08, abs=0.03)
+    assert model.plays["Offer"].average_effect == pytest.approx(0.08, abs=0.03)
+
+
+def test_offset_shift_is_the_maximum_likelihood_shift() -> None:
+    rng = np.random.default_rng(0)
+    offset = rng.normal(-1.0, 1.0, 50_000)
+    y = rng.random(50_000) < 1 / (1 + np.exp(-(offset - 0.7)))
+    assert offset_shift(offset, y.astype(float)) == pytest.approx(-0.7, abs=0.05)
+
+
+def test_too_few_customers_fall_back_to_the_measured_average_effect(caplog: pytest.LogCaptureFixture) -> None:
+    """A play with 12 contacted and 8 held out gets no model: a warning names the play and its counts,
+    and every customer gets holdout churn minus contacted churn, as churnml review measures it."""
+    big = _synthetic(3000, 0.08, seed=3, play="Offer")
+    tiny = _synthetic(20, 0.0, seed=4, play="Call")
+    tiny["treated"] = [True] * 12 + [False] * 8
+    tiny["label"] = pd.array(
+        [1] + [0] * 11 + [1, 1] + [0] * 6, dtype="Int8"
+    )  # 1 of 12 contacted, 2 of 8 held out
+    tiny["customer_id"] = [f"t{i}" for i in range(20)]
+    rows = pd.concat([big, tiny], ignore_index=True)
+    with caplog.at_level(logging.WARNING, logger="churnml.uplift.learner"):
+        model = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1)
+    call = model.plays["Call"]
+    assert call.method == AVERAGE and (call.treated, call.held_out) == (12, 8)
+    expected = difference_interval(2, 8, 1, 12)
+    assert (call.average_effect, call.effect_low, call.effect_high) == pytest.approx(expected)
+    assert call.average_effect == pytest.approx(2 / 8 - 1 / 12)
+    warned = [r.getMessage() for r in caplog.records if "Call" in r.getMessage()]
+    assert len(warned) == 1 and "12 contacted and 8 held-out" in warned[0] and "average effect" in warned[0]
+    assert model.notes and "Call" in model.notes[0]
+    assert model.plays["Offer"].method == CONFIG.uplift.learner
+    predicted = model.effect(tiny, tiny["play"])
+    np.testing.assert_allclose(predicted, expected[0])
+    # A play the model never saw has no uplift, rather than a made-up one.
+    assert np.isnan(model.effect(tiny.head(2), ["Unknown play", "Call"])[0])
+
+
+def test_model_round_trips_through_json(tmp_path) -> None:
+    rows = pd.concat(
+        [_synthetic(3000, 0.08, seed=5, play="Offer"), _synthetic(30, 0.0, seed=6, play="Call")],
+        ignore_index=True,
+    )
+    model = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1)
+    model.save(tmp_path / "uplift")
+    assert not list(tmp_path.rglob("*.pkl")) and (tmp_path / "uplift" / "offer" / "shift.json").exists()
+    loaded = UpliftModel.load(tmp_path / "uplift")
+    fresh = _synthetic(500, 0.08, seed=8, play="Offer")
+    np.testing.assert_allclose(loaded.effect(fresh, fresh["play"]), model.effect(fresh, fresh["play"]))
+    assert loaded.notes == model.notes and loaded.plays["Call"].method == AVERAGE
+
+
+# --- rows from a contacts table ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def programme_rows():
+    sim = simulate(n_customers=1500, months=8, seed=4, programme=True, exploration=0.1)
+    dataset = sim.to_dataset()
+    return sim, dataset, build_uplift_rows(dataset, CONFIG.labels, CONFIG.features)
+
+
+def test_contact_lists_take_the_first_row_of_a_day() -> None:
+    contacts = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "contacted_at": pd.to_datetime(["2025-03-01 15:00", "2025-03-01 09:00", "2025-03-02 10:00"]),
+            "play": ["Call", "offer", "Offer"],
+            "arm": ["holdout", "treatment", "holdout"],
+        }
+    )
+    lists = contact_lists(contacts)
+    assert lists["cutoff"].tolist() == [pd.Timestamp("2025-03-01"), pd.Timestamp("2025-03-02")]
+    assert lists["treated"].tolist() == [True, False]
+    assert lists["play"].tolist() == ["Offer", "Offer"]  # one spelling per play, as the review reads them
+
+
+def test_a_list_does_not_see_its_own_contacts(programme_rows) -> None:
+    """The cutoff is the contact's day at midnight: the contact being studied, and everything after,
+    is not in the features (the contacts features count only earlier treatment rows)."""
+    sim, _, rows = programme_rows
+    frame = rows.frame
+    contacts = sim.tables["contacts"]
+    treated = contacts.loc[contacts["arm"] == "treatment"]
+    earlier = frame.apply(
+        lambda r: int(
+            ((treated["customer_id"] == r["customer_id"]) & (treated["contacted_at"] < r["cutoff"])).sum()
+        ),
+        axis=1,
+    )
+    np.testing.assert_array_equal(frame["contacts_count_total"].to_numpy(), earlier.to_numpy())
+    first = frame.loc[earlier.to_numpy() == 0]
+    assert first["days_since_last_contact"].isna().all() and len(first) > 100
+    assert (frame["cutoff"] == frame["cutoff"].dt.normalize()).all()
+    # Each row's arm and play are its contact row's (the simulator's first day of the month).
+    merged = frame.merge(
+        contacts.assign(cutoff=contacts["contacted_at"].dt.floor("D")), on=["customer_id", "cutoff"]
+    )
+    assert len(merged) == len(frame)
+    assert (merged["treated"] == merged["arm"].eq("treatment")).all() and (
+        merged["play_x"] == merged["play_y"]
+    ).all()
+
+
+def test_out_of_time_split_keeps_the_test_lists_unseen(programme_rows) -> None:
+    _, _, rows = programme_rows
+    train, test = split_by_list(rows, test_lists=2, label_window_days=37)
+    assert test["cutoff"].nunique() == 2 and test["label"].notna().all()
+    assert (train["cutoff"] + pd.Timedelta(days=37) <= test["cutoff"].min()).all()
+    with pytest.raises(ValueError, match="fully labeled list dates"):
+        split_by_list(rows, test_lists=50, label_window_days=37)
