@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,24 +129,25 @@ class UpliftModel:
 
     def effect(self, frame: pd.DataFrame, plays: Sequence[Any] | pd.Series) -> np.ndarray:
         """Each row's uplift for its own play (NaN for a play the model does not know)."""
-        plays = pd.Series(np.asarray(plays, dtype=object), index=frame.index)
-        x = self.inputs.prepare(frame)
-        out = np.full(len(frame), np.nan)
-        for play, model in self.plays.items():
-            mask = (plays == play).to_numpy()
-            if mask.any():
-                out[mask] = model.effect(x.loc[mask])
-        return out
+        return self._by_play(frame, plays, PlayModel.effect)
 
     def churn_without(self, frame: pd.DataFrame, plays: Sequence[Any] | pd.Series) -> np.ndarray:
         """Each row's churn probability without a contact, by its play's model (NaN for an average play)."""
+        return self._by_play(frame, plays, PlayModel.churn_without)
+
+    def _by_play(
+        self,
+        frame: pd.DataFrame,
+        plays: Sequence[Any] | pd.Series,
+        method: Callable[[PlayModel, pd.DataFrame], np.ndarray],
+    ) -> np.ndarray:
         plays = pd.Series(np.asarray(plays, dtype=object), index=frame.index)
         x = self.inputs.prepare(frame)
         out = np.full(len(frame), np.nan)
         for play, model in self.plays.items():
             mask = (plays == play).to_numpy()
             if mask.any():
-                out[mask] = model.churn_without(x.loc[mask])
+                out[mask] = method(model, x.loc[mask])
         return out
 
     def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
