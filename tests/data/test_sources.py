@@ -97,6 +97,38 @@ def test_a_parquet_dataset_reads_only_the_columns_churnml_needs(tmp_path: Path) 
     assert list(read.columns) == ["customer_id", "timestamp", "event_type", "value"]
 
 
+def test_hive_partition_keys_are_text_so_ids_keep_their_leading_zeros(tmp_path: Path) -> None:
+    """Inferred as integers, ``customer_id=000001`` would read as 1 and match no customer (every row
+    dropped with only a warning)."""
+    transactions = SIMULATED["transactions"].assign(customer_id=lambda f: "0" + f["customer_id"].str[1:])
+    table = pa.Table.from_pandas(transactions, preserve_index=False)
+    pq.write_to_dataset(table, tmp_path / "transactions", partition_cols=["customer_id"])
+    read = read_table("transactions", tmp_path / "transactions", TableSource())
+    assert sorted(read["customer_id"].unique()) == sorted(transactions["customer_id"].unique())
+    assert read["customer_id"].str.startswith("0").all() and len(read) == len(transactions)
+
+
+@pytest.mark.parametrize(
+    ("second", "problem"),
+    [
+        (lambda f: f.drop(columns="amount"), "has no column 'amount'"),
+        (lambda f: f.assign(amount=f["amount"] > 50), "disagree on the type of 'amount'"),
+        (lambda f: f.assign(timestamp=f["timestamp"].astype("int64") // 10**9), "type of 'timestamp'"),
+    ],
+    ids=["missing column", "bool amount", "epoch integers"],
+)
+def test_files_of_a_dataset_that_disagree_are_refused_not_cast(tmp_path: Path, second, problem: str) -> None:
+    """pyarrow would take the first file's schema and fill or cast the others: a silent wrong result."""
+    frame = SIMULATED["transactions"]
+    parts = tmp_path / "transactions"
+    parts.mkdir()
+    frame.iloc[:100].to_parquet(parts / "a.parquet", index=False)
+    second(frame.iloc[100:]).to_parquet(parts / "b.parquet", index=False)
+    with pytest.raises(DataValidationError, match=problem) as caught:
+        read_table("transactions", parts, TableSource())
+    assert "b.parquet" in str(caught.value) and caught.value.table == "transactions"
+
+
 def test_a_file_wins_over_a_directory_and_a_folder_without_parquet_is_no_table(
     files: Path, tmp_path: Path
 ) -> None:

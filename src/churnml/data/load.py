@@ -137,9 +137,13 @@ def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
     and the validators, not the CSV parser, decide what a bad value is.
     """
     try:
+        if path.is_dir():
+            dataset = _parquet_dataset(name, path)
+            wanted = _columns_to_read(name, list(dataset.schema.names), source.columns)
+            _check_file_schemas(name, path, dataset, wanted)
+            return dataset.to_table(columns=wanted).to_pandas()
         if _is_parquet(path):
-            available = _parquet_columns(path)
-            wanted = _columns_to_read(name, available, source.columns)
+            wanted = _columns_to_read(name, list(pq.read_schema(path).names), source.columns)
             return pd.read_parquet(path, columns=wanted, engine="pyarrow")
         kwargs = _csv_kwargs(path, source.read)
         available = [str(c) for c in pd.read_csv(path, nrows=0, **kwargs).columns]
@@ -150,7 +154,15 @@ def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
         )
     except DataValidationError:
         raise
-    except (OSError, ValueError, UnicodeError, pd.errors.ParserError, ImportError) as exc:
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        UnicodeError,
+        pd.errors.ParserError,
+        ImportError,
+        pa.ArrowException,
+    ) as exc:
         # pyarrow's errors derive from these; the message says what the reader found.
         raise DataValidationError(name, None, f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
@@ -174,11 +186,46 @@ def _is_parquet(path: Path) -> bool:
     return path.is_dir() or path.name.lower().endswith((".parquet", ".pq"))
 
 
-def _parquet_columns(path: Path) -> list[str]:
-    """Column names of a Parquet file, or of a dataset (its files' columns and the hive partition keys)."""
-    if path.is_dir():
-        return list(ds.dataset(path, format="parquet", partitioning="hive").schema.names)
-    return list(pq.read_schema(path).names)
+def _parquet_dataset(name: str, path: Path) -> ds.Dataset:
+    """A directory of Parquet files, its hive partition keys read as text: inferred as integers they would
+    turn the id ``000123`` into ``123`` and match no customer."""
+    found = ds.dataset(path, format="parquet")
+    if not found.files:
+        raise DataValidationError(name, None, f"the Parquet dataset {path} holds no Parquet files")
+    keys = dict.fromkeys(
+        part.split("=", 1)[0]
+        for file in found.files
+        for part in Path(file).relative_to(path).parts[:-1]
+        if "=" in part
+    )
+    text = ds.partitioning(pa.schema([(key, pa.string()) for key in keys]), flavor="hive")
+    return ds.dataset(path, format="parquet", partitioning=text)
+
+
+def _check_file_schemas(name: str, path: Path, dataset: ds.Dataset, wanted: list[str] | None) -> None:
+    """Every file must hold the wanted columns with one type: pyarrow would otherwise take the first
+    file's schema and quietly fill a missing column with nulls or cast other types (epoch integers to
+    timestamps, booleans to amounts), a silent wrong result."""
+    stored = set(next(iter(dataset.get_fragments())).physical_schema.names)  # partition keys are not
+    columns = dataset.schema.names if wanted is None else wanted  # None: every column is read
+    expected = {column: dataset.schema.field(column).type for column in columns if column in stored}
+    for fragment in dataset.get_fragments():
+        schema = fragment.physical_schema
+        for column, kind in expected.items():
+            index = schema.get_field_index(column)
+            if index < 0:
+                raise DataValidationError(
+                    name,
+                    column,
+                    f"the file {fragment.path} of the Parquet dataset {path} has no column {column!r}",
+                )
+            if schema.field(index).type != kind:
+                raise DataValidationError(
+                    name,
+                    column,
+                    f"the files of the Parquet dataset {path} disagree on the type of {column!r}: "
+                    f"{fragment.path} has {schema.field(index).type}, others {kind}; write one type",
+                )
 
 
 def _holds_parquet(directory: Path) -> bool:
