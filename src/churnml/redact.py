@@ -7,34 +7,48 @@ Error messages, run records (MLflow params and ``config.json``, a risk list's ``
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote
 
 MASK = "***"
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq's URL parameters holding secrets
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (in the user part or a ``password=`` parameter) replaced by ``***``."""
-    head, question, query = url.partition("?")
-    scheme, slashes, rest = head.partition("://")
-    netloc, slash, path = rest.partition("/")
-    if slashes and "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
+    """The URL with its password (in the user part or a ``password=`` parameter) replaced by ``***``;
+    a libpq keyword string (``host=db password=...``) has its ``password=`` masked too.
+
+    The user part runs to the *last* ``@``: a password written with an unencoded ``/``, ``?`` or ``@``
+    is still masked whole (a stray ``@`` later in a query masks more than needed, never less).
+    """
+    scheme, slashes, rest = url.partition("://")
+    if not slashes:
+        return _mask_keywords(url)
+    if "@" in rest:
+        userinfo, host = rest.rsplit("@", 1)
         if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, MASK if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs], safe="*")
-    return scheme + slashes + netloc + slash + path + question + query
+            rest = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
+    return scheme + slashes + _mask_keywords(rest)
+
+
+_KEYWORD = re.compile(r"\b(" + "|".join(SECRET_PARAMETERS) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
+
+
+def _mask_keywords(text: str) -> str:
+    return _KEYWORD.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
 
 
 def url_secrets(url: str) -> tuple[str, ...]:
     """The secrets a URL holds, as written and percent-decoded (what a driver's message might echo)."""
-    parts = urlsplit(url)
-    found = [parts.password] if parts.password else []
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() in SECRET_PARAMETERS and v]
-    return tuple({s for raw in found for s in (raw, unquote(raw))})
+    _, slashes, rest = url.partition("://")
+    found = []
+    if slashes and "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    found += [m.group(3).strip("'") for m in _KEYWORD.finditer(url)]
+    return tuple({s for raw in found if raw for s in (raw, unquote(raw))})
 
 
 def redact(value: Any) -> Any:
@@ -44,6 +58,9 @@ def redact(value: Any) -> Any:
         return {key: redact(item) for key, item in value.items()}
     if isinstance(value, list):
         return [redact(item) for item in value]
-    if isinstance(value, str) and "://" in value and not any(c.isspace() for c in value):
+    if isinstance(value, str) and (
+        ("://" in value and not any(c.isspace() for c in value))
+        or (re.match(r"\s*\w+\s*=", value) and _KEYWORD.search(value))  # libpq's "host=db password=..."
+    ):
         return mask_url(value)
     return value

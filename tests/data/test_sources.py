@@ -370,6 +370,9 @@ def test_an_unsupported_url_is_a_config_error_without_its_password() -> None:
         ),
         ("postgresql://me@db/shop", "postgresql://me@db/shop"),
         ("sqlite:///outputs/shop.db", "sqlite:///outputs/shop.db"),
+        ("postgresql://me:Sl/ash?Q@db:5432/shop", "postgresql://me:***@db:5432/shop"),  # unencoded / and ?
+        ("host=db user=me password=Kw0rd dbname=shop", "host=db user=me password=*** dbname=shop"),  # libpq
+        ("host=db password='a b' dbname=shop", "host=db password=*** dbname=shop"),
     ],
 )
 def test_mask_hides_passwords_only(url: str, shown: str) -> None:
@@ -419,10 +422,12 @@ def test_config_records_and_churnml_config_show_urls_without_passwords() -> None
         "data.url=postgresql://me:hunter2@db/shop?sslmode=require",
         "data.tables.events={sql: 'SELECT * FROM events -- see https://wiki/x?password=not-a-url'}",
         "tune.storage=postgresql://me:hunter3@db/optuna",
+        "data.tables.tickets={table: tickets, url: 'host=db user=me password=hunter4 dbname=shop'}",
     ]
     dumped = redact(load_config(None, overrides).model_dump(mode="json"))
     assert dumped["data"]["url"] == "postgresql://me:***@db/shop?sslmode=require"
     assert dumped["tune"]["storage"] == "postgresql://me:***@db/optuna"
+    assert dumped["data"]["tables"]["tickets"]["url"] == "host=db user=me password=*** dbname=shop"
     assert dumped["data"]["tables"]["events"]["sql"].endswith("?password=not-a-url")  # text, not a URL
     result = CliRunner().invoke(app, ["config", *overrides])
     assert result.exit_code == 0, result.output
