@@ -12,6 +12,7 @@ import pytest
 
 from churnml.config import load_config
 from churnml.data.simulate import simulate
+from churnml.errors import DataValidationError
 from churnml.features import FeatureSpec
 from churnml.risk.review import difference_interval
 from churnml.uplift.evaluate import (
@@ -214,6 +215,22 @@ def test_model_round_trips_through_json(tmp_path) -> None:
     assert loaded.notes == model.notes and loaded.plays["Call"].method == AVERAGE
 
 
+def test_plays_that_would_share_a_folder_are_refused_not_overwritten(tmp_path) -> None:
+    """ "Re-engagement call" and "re engagement-call" would both save under re-engagement-call/: the
+    loaded model would score one play with the other's trees."""
+    rows = pd.concat(
+        [
+            _synthetic(30, 0.0, seed=5, play="Re-engagement call"),
+            _synthetic(30, 0.0, seed=6, play="re engagement-call"),
+        ],
+        ignore_index=True,
+    )
+    model = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1)
+    with pytest.raises(DataValidationError, match="differ only in case or punctuation"):
+        model.save(tmp_path / "uplift")
+    assert not (tmp_path / "uplift").exists()
+
+
 # --- rows from a contacts table ------------------------------------------------------------------------
 
 
@@ -271,5 +288,5 @@ def test_out_of_time_split_keeps_the_test_lists_unseen(programme_rows) -> None:
     train, test = split_by_list(rows, test_lists=2, label_window_days=37)
     assert test["cutoff"].nunique() == 2 and test["label"].notna().all()
     assert (train["cutoff"] + pd.Timedelta(days=37) <= test["cutoff"].min()).all()
-    with pytest.raises(ValueError, match="fully labeled list dates"):
+    with pytest.raises(DataValidationError, match="fully labeled list dates"):
         split_by_list(rows, test_lists=50, label_window_days=37)

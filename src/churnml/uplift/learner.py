@@ -39,6 +39,7 @@ import xgboost as xgb
 
 from churnml import io
 from churnml.config import UpliftConfig
+from churnml.errors import DataValidationError
 from churnml.features import FeatureSpec
 from churnml.risk.review import difference_interval
 from churnml.training.candidates import robust_params
@@ -162,6 +163,12 @@ class UpliftModel:
         """Each booster as JSON under ``<play slug>/``, the rest in ``uplift_model.json``: nothing pickled."""
         directory = Path(directory)
         plays = []
+        slugs = [slug(play) for play in self.plays]
+        if len(set(slugs)) < len(slugs):  # two plays in one folder would load with each other's trees
+            clash = sorted(p for p, s in zip(self.plays, slugs, strict=True) if slugs.count(s) > 1)
+            raise DataValidationError(
+                "contacts", "play", f"plays {clash} differ only in case or punctuation; name them apart"
+            )
         for play, model in self.plays.items():
             files = {}
             for name, booster in model.boosters.items():

@@ -19,6 +19,7 @@ import pandas as pd
 from churnml.config import FeatureConfig, LabelConfig
 from churnml.contract import ARMS
 from churnml.data.dataset import Dataset
+from churnml.errors import DataValidationError
 from churnml.features import FeatureSpec, build_features, feature_catalogue
 from churnml.features.labels import make_label_times
 from churnml.risk.review import play_names
@@ -71,7 +72,9 @@ def build_uplift_rows(
     customer at that date, with the churn label and the features as of the date."""
     contacts = dataset.get("contacts")
     if contacts is None or contacts.empty:
-        raise ValueError("uplift needs a contacts table with treatment and holdout rows")
+        raise DataValidationError(
+            "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
+        )
     lists = contact_lists(contacts)
     cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
     label_times = make_label_times(dataset, labels, cutoffs)
@@ -94,7 +97,9 @@ def control_rows(
     random. Rows on no list carry no play (``play`` is missing)."""
     contacts = dataset.get("contacts")
     if contacts is None or contacts.empty:
-        raise ValueError("uplift needs a contacts table with treatment and holdout rows")
+        raise DataValidationError(
+            "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
+        )
     lists = contact_lists(contacts)
     cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
     everyone = make_label_times(dataset, labels, cutoffs).frame
@@ -124,9 +129,11 @@ def split_by_list(
     per_list = rows.frame.groupby("cutoff")["label"].agg(["size", "count"])
     complete = sorted(per_list.index[per_list["size"] == per_list["count"]])
     if len(complete) <= test_lists:
-        raise ValueError(
-            f"uplift needs more than {test_lists} fully labeled list dates to hold some out; "
-            f"the contacts table has {len(complete)}"
+        raise DataValidationError(
+            "contacts",
+            "contacted_at",
+            f"uplift needs more than {test_lists} fully labeled list dates (uplift.test_lists) to hold "
+            f"some out; the contacts table has {len(complete)}",
         )
     test_dates = complete[-test_lists:]
     first_test = test_dates[0]
