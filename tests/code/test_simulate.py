@@ -321,6 +321,9 @@ def test_forecast_is_deterministic_and_refuses_other_moments(small: Simulation) 
     for moment in (pd.Timestamp("2025-02-01 12:00"), pd.Timestamp("2030-01-01")):
         with pytest.raises(ValueError, match="not a midnight inside the simulated days"):
             churn_forecast(small, [moment], 30)
+    with pytest.raises(ValueError, match="horizon runs past the simulated days"):
+        churn_forecast(small, [small.end.normalize() - pd.Timedelta(days=3)], 30)
+    assert churn_forecast(small, [], 30).empty
 
 
 # --- signal strength -------------------------------------------------------------------------------

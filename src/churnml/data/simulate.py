@@ -1465,6 +1465,8 @@ def churn_forecast(
         offset = pd.Timestamp(cutoff) - w.cal.origin
         if offset != pd.Timedelta(days=offset.days) or not 0 <= offset.days < w.cal.n_days:
             raise ValueError(f"cutoff {cutoff} is not a midnight inside the simulated days")
+        if offset.days + horizon_days > w.cal.n_days:  # a shorter window would forecast less churn
+            raise ValueError(f"cutoff {cutoff}: its {horizon_days}-day horizon runs past the simulated days")
         days[offset.days] = pd.Timestamp(cutoff)
     ids = _customer_ids(w.cust.n)
     frames = []
@@ -1489,8 +1491,11 @@ def churn_forecast(
             )
         )
 
-    _run(w, before_day=fork)
-    return pd.concat(frames, ignore_index=True)
+    if days:
+        _run(w, before_day=fork)
+    columns = {"customer_id": pd.Series(dtype="str"), "cutoff": pd.Series(dtype="datetime64[ns]")}
+    empty = pd.DataFrame({**columns, "churn_prob": pd.Series(dtype=np.float64)})
+    return pd.concat(frames, ignore_index=True) if frames else empty
 
 
 PRICE_COLUMNS = frozenset({"amount", "mrr"})  # the columns a pricing change moves
