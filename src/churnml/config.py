@@ -7,6 +7,7 @@ Nothing here touches the filesystem or global state at import time.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -819,6 +820,18 @@ class EngineConfig(_Model):
     dashboard: bool = Field(
         True, description="LocalCluster: serve the Dask dashboard (its address is printed)."
     )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        """Dask's own spelling (``4GiB``, ``500 MB``, ``2e9``, ``auto``), checked here rather than as a
+        traceback from a starting worker."""
+        if value is None or value == "auto" or re.fullmatch(_BYTES, value.strip(), re.IGNORECASE):
+            return value
+        raise ValueError(f"{value!r} is not an amount of memory: write e.g. '4GiB', '500MB' or 'auto'")
+
+
+_BYTES = r"\d+(\.\d+)?(e\d+)?\s*([kmgtp]i?)?b?"
 
 
 class Config(_Model):

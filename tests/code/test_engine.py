@@ -121,6 +121,9 @@ def test_engine_is_configured_like_any_other_setting() -> None:
     assert (config.engine.kind, config.engine.workers, config.engine.memory_limit) == ("dask", 4, "3GiB")
     with pytest.raises(ConfigError, match=r"engine\.kind"):
         load_config(None, ["engine.kind=spark"])
+    with pytest.raises(ConfigError, match=r"engine\.memory_limit.*'lots' is not an amount of memory"):
+        load_config(None, ["engine.memory_limit=lots"])
+    assert load_config(None, ["engine.memory_limit=1.5 GB"]).engine.memory_limit == "1.5 GB"
     with open_engine(Config().engine) as local:
         assert isinstance(local, LocalEngine)
 

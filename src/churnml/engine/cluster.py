@@ -137,7 +137,10 @@ def dask_engine(config: EngineConfig) -> Iterator[DaskEngine]:
     with ExitStack() as stack:
         stack.enter_context(_quiet("distributed"))
         if config.scheduler is not None:
-            client = stack.enter_context(Client(config.scheduler))
+            try:
+                client = stack.enter_context(Client(config.scheduler))
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ChurnmlError(f"engine.scheduler {config.scheduler}: cannot connect: {exc}") from exc
         else:
             cluster = stack.enter_context(
                 LocalCluster(
