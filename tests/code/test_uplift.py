@@ -14,6 +14,7 @@ from churnml.config import load_config
 from churnml.data.simulate import simulate
 from churnml.errors import DataValidationError
 from churnml.features import FeatureSpec
+from churnml.pipelines.uplift import evaluate_model
 from churnml.risk.review import difference_interval
 from churnml.uplift.evaluate import (
     auuc,
@@ -229,6 +230,19 @@ def test_plays_that_would_share_a_folder_are_refused_not_overwritten(tmp_path) -
     with pytest.raises(DataValidationError, match="differ only in case or punctuation"):
         model.save(tmp_path / "uplift")
     assert not (tmp_path / "uplift").exists()
+
+
+def test_evaluation_leaves_out_plays_the_model_never_saw(caplog: pytest.LogCaptureFixture) -> None:
+    """A play first used in the test lists has no uplift: named in a warning, not ranked last silently."""
+    model = fit_uplift(_synthetic(3000, 0.08, seed=5), _specs(), CONFIG.uplift, seed=7, nthread=1)
+    test = pd.concat(
+        [_synthetic(600, 0.08, seed=8), _synthetic(90, 0.0, seed=9, play="Brand new play")], ignore_index=True
+    )
+    with caplog.at_level(logging.WARNING, logger="churnml.pipelines.uplift"):
+        table, _ = evaluate_model(model, test, 0.1)
+    assert "Brand new play" in caplog.text and "90" in caplog.text
+    assert set(table["play"]) == {"all plays", "Offer"}
+    assert set(table.loc[table["play"] == "all plays", "ranking"]) >= {"uplift", "risk", "random"}
 
 
 # --- rows from a contacts table ------------------------------------------------------------------------

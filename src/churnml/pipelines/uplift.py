@@ -7,6 +7,7 @@ files and an MLflow run beside the churn model's.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from churnml.training.tracking import session
 from churnml.uplift.evaluate import qini_curve, ranking_table, save_qini_plot
 from churnml.uplift.learner import UpliftModel, fit_uplift
 from churnml.uplift.rows import UpliftRows, build_uplift_rows, control_rows, split_by_list
+
+logger = logging.getLogger("churnml.pipelines.uplift")
 
 __all__ = ["UpliftResult", "run", "uplift_dir"]
 
@@ -87,7 +90,15 @@ def evaluate_model(
     model: UpliftModel, test: pd.DataFrame, budget: float
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """On the test lists' contacted and held-out customers: the uplift ranking against the risk ranking
-    (churn without contact) and a random one, per play and over all plays; Qini curves of all plays."""
+    (churn without contact) and a random one, per play and over all plays; Qini curves of all plays.
+
+    Test rows of a play the model never saw (first used after the training lists) have no uplift: they
+    are left out with a warning, not ranked last in silence."""
+    unknown = ~test["play"].isin(list(model.plays))
+    if unknown.any():
+        counts = test.loc[unknown, "play"].astype(str).value_counts().to_dict()
+        logger.warning("uplift evaluation leaves out plays the model has not seen: %s (rows)", counts)
+        test = test.loc[~unknown].reset_index(drop=True)
     uplift = model.effect(test, test["play"])
     risk = model.churn_without(test, test["play"])
     random = np.random.default_rng(0).random(len(test))
