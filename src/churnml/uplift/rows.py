@@ -70,13 +70,7 @@ def build_uplift_rows(
 ) -> UpliftRows:
     """Rows for every (customer, list date) of the ``contacts`` table that the label counts as a
     customer at that date, with the churn label and the features as of the date."""
-    contacts = dataset.get("contacts")
-    if contacts is None or contacts.empty:
-        raise DataValidationError(
-            "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
-        )
-    lists = contact_lists(contacts)
-    cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
+    lists, cutoffs = _lists_of(dataset)
     label_times = make_label_times(dataset, labels, cutoffs)
     rows = lists.merge(label_times.frame, on=["customer_id", "cutoff"], how="inner")
     rows = rows.sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True)
@@ -84,6 +78,17 @@ def build_uplift_rows(
     built = build_features(dataset, rows[["customer_id", "cutoff"]], features, specs)
     frame = pd.concat([rows, built[[spec.name for spec in specs]]], axis=1)
     return UpliftRows(frame=frame, specs=specs, label_settings=label_times.settings)
+
+
+def _lists_of(dataset: Dataset) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+    """The contacts table's lists (``contact_lists``) and their dates; without contacts, a named error."""
+    contacts = dataset.get("contacts")
+    if contacts is None or contacts.empty:
+        raise DataValidationError(
+            "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
+        )
+    lists = contact_lists(contacts)
+    return lists, sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
 
 
 def control_rows(
@@ -95,13 +100,7 @@ def control_rows(
     Valid controls only where the list chose customers by what the features show (a risk rule or
     churnml's own list): then, among customers who look alike, being left off the list is as good as
     random. Rows on no list carry no play (``play`` is missing)."""
-    contacts = dataset.get("contacts")
-    if contacts is None or contacts.empty:
-        raise DataValidationError(
-            "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
-        )
-    lists = contact_lists(contacts)
-    cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
+    lists, cutoffs = _lists_of(dataset)
     everyone = make_label_times(dataset, labels, cutoffs).frame
     listed = pd.MultiIndex.from_frame(lists[["customer_id", "cutoff"]])
     keys = pd.MultiIndex.from_frame(everyone[["customer_id", "cutoff"]])
