@@ -195,6 +195,23 @@ def test_a_sqlite_column_of_mixed_types_is_named_with_the_cast_to_write(tmp_path
     assert len(load_dataset(config, base_dir=tmp_path).tables["customers"]) == 1501
 
 
+def test_a_mixed_sqlite_column_past_the_first_is_named_not_the_id(tmp_path: Path) -> None:
+    """The driver names the column by its position in the SELECT: the error names it by its name."""
+    events = SIMULATED["events"].head(1500).assign(value=1.0)
+    to_sqlite(tmp_path / "shop.db", {"customers": SIMULATED["customers"], "events": events})
+    with (
+        sqlite.connect(str(tmp_path / "shop.db"), autocommit=True) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("UPDATE events SET value = 'lots' WHERE rowid > 1400")
+    tables = {"customers": {"table": "customers"}, "events": {"table": "events"}}
+    config = DataConfig.model_validate({"url": "sqlite:///shop.db", "tables": tables})
+    with pytest.raises(DataValidationError) as info:
+        load_dataset(config, base_dir=tmp_path)
+    assert info.value.table == "events" and info.value.column == "value"
+    assert "CAST(value AS TEXT)" in str(info.value)
+
+
 def test_a_missing_sqlite_file_is_named_and_not_created(tmp_path: Path) -> None:
     config = DataConfig.model_validate(
         {"url": "sqlite:///nowhere.db", "tables": {"customers": {"table": "c"}}}

@@ -174,6 +174,7 @@ def read(
     from adbc_driver_manager import Error as DriverError
 
     what = f"table {source.table}" if source.table is not None else f"data.tables.{name}.sql"
+    selected: list[str] = []
     try:
         with connections(database).cursor() as cursor:
             cursor.execute(f"SELECT * FROM {relation(source)} LIMIT 0")
@@ -183,19 +184,27 @@ def read(
                 problem = f"column names appear more than once in {what}: {duplicated}"
                 raise DataValidationError(name, duplicated[0], problem)
             wanted = choose(available)
+            selected = available if wanted is None else wanted
             columns = "*" if wanted is None else ", ".join(_quote(c) for c in wanted)
             cursor.execute(f"SELECT {columns} FROM {relation(source)}")
             table = cursor.fetch_arrow_table()
     except (DriverError, pa.ArrowException, OSError) as exc:  # the driver's, or Arrow's reading its stream
         message = database.scrub(str(exc)).strip()
+        column = None
         if database.kind == "sqlite" and "Type mismatch" in message:
-            # SQLite lets a column mix types; the driver types it from the first rows it reads.
+            # SQLite lets a column mix types; the driver types it from the first rows it reads and
+            # names the column by its position in the SELECT. Read as text, the validation then names
+            # the values that do not fit.
+            found = re.search(r"column (\d+)", message)
+            if found and int(found.group(1)) < len(selected):
+                column = selected[int(found.group(1))]
+            shown = column or "the_column"
             message += (
-                ". The column holds values of several types: cast it in a query, e.g. "
-                f"data.tables.{name}.sql: SELECT CAST(customer_id AS TEXT) AS customer_id, ..."
+                f". The column {shown} holds values of several types: cast it in a query, e.g. "
+                f"data.tables.{name}.sql: SELECT CAST({shown} AS TEXT) AS {shown}, ..."
             )
         problem = f"cannot read {what} from {database.shown}: {message}"
-        raise DataValidationError(name, None, problem) from None
+        raise DataValidationError(name, column, problem) from None
     return _to_pandas(name, table, text_columns)
 
 
