@@ -112,21 +112,28 @@ def test_hive_partition_keys_are_text_so_ids_keep_their_leading_zeros(tmp_path: 
     ("second", "problem"),
     [
         (lambda f: f.drop(columns="amount"), "has no column 'amount'"),
+        ("first", "has no column 'amount'"),  # the first file lacks it: still the file that disagrees
         (lambda f: f.assign(amount=f["amount"] > 50), "disagree on the type of 'amount'"),
         (lambda f: f.assign(timestamp=f["timestamp"].astype("int64") // 10**9), "type of 'timestamp'"),
     ],
-    ids=["missing column", "bool amount", "epoch integers"],
+    ids=["missing column", "missing in the first file", "bool amount", "epoch integers"],
 )
 def test_files_of_a_dataset_that_disagree_are_refused_not_cast(tmp_path: Path, second, problem: str) -> None:
     """pyarrow would take the first file's schema and fill or cast the others: a silent wrong result."""
     frame = SIMULATED["transactions"]
     parts = tmp_path / "transactions"
     parts.mkdir()
-    frame.iloc[:100].to_parquet(parts / "a.parquet", index=False)
-    second(frame.iloc[100:]).to_parquet(parts / "b.parquet", index=False)
+    if second == "first":
+        frame.iloc[:100].drop(columns="amount").to_parquet(parts / "a.parquet", index=False)
+        frame.iloc[100:].to_parquet(parts / "b.parquet", index=False)
+        odd = "a.parquet"
+    else:
+        frame.iloc[:100].to_parquet(parts / "a.parquet", index=False)
+        second(frame.iloc[100:]).to_parquet(parts / "b.parquet", index=False)
+        odd = "b.parquet"
     with pytest.raises(DataValidationError, match=problem) as caught:
         read_table("transactions", parts, TableSource())
-    assert "b.parquet" in str(caught.value) and caught.value.table == "transactions"
+    assert odd in str(caught.value) and caught.value.table == "transactions"
 
 
 def test_a_file_wins_over_a_directory_and_a_folder_without_parquet_is_no_table(

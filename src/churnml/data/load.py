@@ -139,8 +139,10 @@ def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
     try:
         if path.is_dir():
             dataset = _parquet_dataset(name, path)
-            wanted = _columns_to_read(name, list(dataset.schema.names), source.columns)
-            _check_file_schemas(name, path, dataset, wanted)
+            stored = [(fragment.path, fragment.physical_schema) for fragment in dataset.get_fragments()]
+            names = [*dataset.schema.names, *(n for _, schema in stored for n in schema.names)]
+            wanted = _columns_to_read(name, list(dict.fromkeys(names)), source.columns)
+            _check_file_schemas(name, path, stored, dataset.schema.names if wanted is None else wanted)
             return dataset.to_table(columns=wanted).to_pandas()
         if _is_parquet(path):
             wanted = _columns_to_read(name, list(pq.read_schema(path).names), source.columns)
@@ -202,30 +204,30 @@ def _parquet_dataset(name: str, path: Path) -> ds.Dataset:
     return ds.dataset(path, format="parquet", partitioning=text)
 
 
-def _check_file_schemas(name: str, path: Path, dataset: ds.Dataset, wanted: list[str] | None) -> None:
-    """Every file must hold the wanted columns with one type: pyarrow would otherwise take the first
-    file's schema and quietly fill a missing column with nulls or cast other types (epoch integers to
-    timestamps, booleans to amounts), a silent wrong result."""
-    stored = set(next(iter(dataset.get_fragments())).physical_schema.names)  # partition keys are not
-    columns = dataset.schema.names if wanted is None else wanted  # None: every column is read
-    expected = {column: dataset.schema.field(column).type for column in columns if column in stored}
-    for fragment in dataset.get_fragments():
-        schema = fragment.physical_schema
-        for column, kind in expected.items():
+def _check_file_schemas(
+    name: str, path: Path, stored: list[tuple[str, pa.Schema]], columns: list[str]
+) -> None:
+    """Every file must hold each stored column read, with one type: pyarrow would otherwise take the
+    first file's schema and quietly fill a missing column with nulls or cast other types (epoch integers
+    to timestamps, booleans to amounts), a silent wrong result. Hive partition keys are not stored."""
+    held = {n for _, schema in stored for n in schema.names}
+    for column in (c for c in columns if c in held):
+        kinds: dict[pa.DataType, str] = {}
+        for file, schema in stored:
             index = schema.get_field_index(column)
             if index < 0:
                 raise DataValidationError(
-                    name,
-                    column,
-                    f"the file {fragment.path} of the Parquet dataset {path} has no column {column!r}",
+                    name, column, f"the file {file} of the Parquet dataset {path} has no column {column!r}"
                 )
-            if schema.field(index).type != kind:
-                raise DataValidationError(
-                    name,
-                    column,
-                    f"the files of the Parquet dataset {path} disagree on the type of {column!r}: "
-                    f"{fragment.path} has {schema.field(index).type}, others {kind}; write one type",
-                )
+            kinds.setdefault(schema.field(index).type, file)
+        if len(kinds) > 1:
+            (first, a), (second, b) = list(kinds.items())[:2]
+            raise DataValidationError(
+                name,
+                column,
+                f"the files of the Parquet dataset {path} disagree on the type of {column!r}: {a} has "
+                f"{first}, {b} has {second}; write one type",
+            )
 
 
 def _holds_parquet(directory: Path) -> bool:
