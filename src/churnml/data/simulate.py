@@ -1222,21 +1222,26 @@ def _contacts_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
     )
 
 
+def _outcomes_by_row(n: int, outcome: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A renewal log's outcomes scattered to the ``n`` rows awaiting them: renewal time (NO_TIME when
+    none came before the end), churn probability without and with the contact, and churned (NaN)."""
+    row = _cat(outcome["row"], np.int64)
+    renewal = np.full(n, NO_TIME, np.int64)
+    renewal[row] = _cat(outcome["day"], np.int64) * DAY_S
+    without, with_contact, churned = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    without[row] = _cat(outcome["without"], np.float64)
+    with_contact[row] = _cat(outcome["with_contact"], np.float64)
+    churned[row] = _cat(outcome["churned"], bool)
+    return renewal, without, with_contact, churned
+
+
 def _contact_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
     """Per programme row: the next renewal's churn probability with and without the contact (both arms).
 
     Rows whose renewal falls after the end of the data have no outcome (NaN/NaT).
     """
-    n = log.n_contacts
     who, time = _cat(log.contact["cust"], np.int32), _cat(log.contact["time"], np.int64)
-    row = _cat(log.outcome["row"], np.int64)
-    renewal = np.full(n, NO_TIME, np.int64)
-    renewal[row] = _cat(log.outcome["day"], np.int64) * DAY_S
-    without, with_contact = np.full(n, np.nan), np.full(n, np.nan)
-    without[row] = _cat(log.outcome["without"], np.float64)
-    with_contact[row] = _cat(log.outcome["with_contact"], np.float64)
-    churned = np.zeros(n, bool)
-    churned[row] = _cat(log.outcome["churned"], bool)
+    renewal, without, with_contact, churned = _outcomes_by_row(log.n_contacts, log.outcome)
     order = _order(who, time)
     treated = _cat(log.contact["treated"], bool)[order]
     return pd.DataFrame(
@@ -1250,7 +1255,7 @@ def _contact_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
             "churn_prob_without": without[order],
             "churn_prob_with": with_contact[order],
             "effect": without[order] - with_contact[order],
-            "churned": np.where(renewal[order] == NO_TIME, np.nan, churned[order].astype(np.float64)),
+            "churned": churned[order],
         }
     )
 
@@ -1261,16 +1266,8 @@ LISTED = ("no", "risk", "exploration")  # how the programme picked a customer at
 def _uplift_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
     """Per programme date and eligible customer, contacted or not: the play the programme would use and
     the next renewal's churn probability without and with it (NaN after the end of the data)."""
-    n = log.n_potential
     who, day = _cat(log.potential["cust"], np.int32), _cat(log.potential["day"], np.int64)
-    row = _cat(log.potential_outcome["row"], np.int64)
-    renewal = np.full(n, NO_TIME, np.int64)
-    renewal[row] = _cat(log.potential_outcome["day"], np.int64) * DAY_S
-    without, with_contact = np.full(n, np.nan), np.full(n, np.nan)
-    without[row] = _cat(log.potential_outcome["without"], np.float64)
-    with_contact[row] = _cat(log.potential_outcome["with_contact"], np.float64)
-    churned = np.full(n, np.nan)
-    churned[row] = _cat(log.potential_outcome["churned"], bool)
+    renewal, without, with_contact, churned = _outcomes_by_row(log.n_potential, log.potential_outcome)
     order = _order(who, day)
     assert w.sleeping_dog is not None
     return pd.DataFrame(
@@ -1475,12 +1472,12 @@ def churn_forecast(
         if t not in days:
             return
         active = np.flatnonzero(state.status == ACTIVE)
+        sizes = {done: min(batch, futures - done) for done in range(0, futures, batch)}
         chunks = [
-            _fork_probability(t, world, state, log, horizon_days, min(batch, futures - done), (seed, done))
-            for done in range(0, futures, batch)
+            _fork_probability(t, world, state, log, horizon_days, size, (seed, done))
+            for done, size in sizes.items()
         ]
-        sizes = [min(batch, futures - done) for done in range(0, futures, batch)]
-        probability = np.average(np.column_stack(chunks), axis=1, weights=sizes)
+        probability = np.average(np.column_stack(chunks), axis=1, weights=list(sizes.values()))
         frames.append(
             pd.DataFrame(
                 {

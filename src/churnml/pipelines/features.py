@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from churnml.data import database
 from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.data.simulate import simulate
-from churnml.engine import open_engine
+from churnml.engine import Engine, open_engine
 from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
 from churnml.redact import mask_url
 
@@ -65,11 +66,17 @@ def training_set_dir(config: Config) -> Path:
 
 
 def run(
-    config: Config, base_dir: Path | None = None, announce: Callable[[str], None] | None = None
+    config: Config,
+    base_dir: Path | None = None,
+    announce: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> FeaturesResult:
-    """Load, build (on ``config.engine``; ``announce`` hears where) and write the training set."""
+    """Load, build and write the training set: on ``engine`` when a caller holds one open, else on
+    ``config.engine`` opened for this run (``announce`` hears where)."""
     dataset = load_data(config, base_dir)
-    with open_engine(config.engine, config.model.nthread, announce) as engine:
+    with ExitStack() as stack:
+        if engine is None:
+            engine = stack.enter_context(open_engine(config.engine, config.model.nthread, announce))
         training_set = build_training_set(dataset, config.labels, config.features, engine)
     path = write_training_set(training_set, training_set_dir(config))
     return FeaturesResult(dataset=dataset, training_set=training_set, path=path)

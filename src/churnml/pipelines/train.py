@@ -79,8 +79,14 @@ def run(
 ) -> TrainResult:
     """Train, choose, calibrate, evaluate, refit, track and register a churn model (builds the training
     set if not given). On a Dask ``config.engine`` the candidates' final boosters are trained by the
-    workers (``xgboost.dask``); cross-validation and tuning stay in this process."""
-    training_set = training_set or features.run(config, base_dir, announce).training_set
+    workers (``xgboost.dask``); cross-validation and tuning stay in this process. One engine serves
+    both the training set and the boosters (a second LocalCluster would cost its start-up again)."""
+    with open_engine(config.engine, config.model.nthread, announce) as engine:
+        training_set = training_set or features.run(config, base_dir, engine=engine).training_set
+        return _train(config, training_set, engine)
+
+
+def _train(config: Config, training_set: TrainingSet, engine: Engine) -> TrainResult:
     split = split_by_time(training_set.frame, training_set.label_settings, config.split)
     specs = training_set.specs
     data = CVData.of(specs, split, config.model.nthread, config.tune.search_negatives, config.seed)
@@ -88,7 +94,6 @@ def run(
     with (
         session(config) as experiment_id,
         mlflow.start_run(run_name=f"train-{config.name}", tags=ownership.tags()) as parent,
-        open_engine(config.engine, config.model.nthread, announce) as engine,
     ):
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)
         candidates, study = _candidates(config, data, split, specs, name, experiment_id, parent.info.run_id)
