@@ -391,10 +391,17 @@ def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -
     )
     console.print(
         f"contacting the {int(s['customers_to_contact']):,} customers to contact is expected to keep "
-        f"{s['expected_saves']:,.1f} of them (success rate {s['success_rate']:.0%}, {s['success_rate_source']}); "
+        f"{s['expected_saves']:,.1f} of them ({s['expected_saves_basis']}); "
         f"{int(s['customers_held_out']):,} held out to measure it (`churnml review`)",
         highlight=False,
     )
+    if s.get("uplift"):
+        console.print(
+            f"uplift ({s['uplift']['model_uri']}): expected net value of those contacts "
+            f"{s['expected_net_value']:,.0f}; {s['sleeping_dogs_to_contact']:,} of them are sleeping dogs "
+            f"(a contact is expected to raise their churn); most profitable depth {s['best_depth']:,} customers",
+            highlight=False,
+        )
     groups = Table("risk group", "customers", "revenue at risk", "play", "owner", title="risk groups")
     for row in result.groups.itertuples(index=False):
         if row.customers:
@@ -403,7 +410,9 @@ def print_score_summary(result, config: Config, elapsed: float, top: int = 10) -
             )
     console.print(groups)
     # Two lines per customer (figures, then the top reason at full width): readable at 80 columns.
-    by = "revenue at risk" if s["rank_by"] == "revenue" else "churn probability"
+    by = {"revenue": "revenue at risk", "probability": "churn probability", "net_value": "net value"}[
+        s["rank_by"]
+    ]
     console.print(
         f"\n[bold]top {top} by {by}[/]  (rank, customer, churn probability, band, revenue at risk, group → play)"
     )
@@ -577,6 +586,12 @@ def uplift(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
             f"{row.uplift_at_budget:+.3f}",
         )
     console.print(table)
+    if result.model_version:
+        console.print(
+            f"registered as {cfg.uplift_registered_model()} v{result.model_version} (champion): "
+            "`churnml score` now adds uplift, best play and net value",
+            highlight=False,
+        )
     console.print(f"uplift: [bold]{result.out_dir}[/]", highlight=False, soft_wrap=True)
 
 

@@ -493,6 +493,36 @@ class UpliftConfig(_Model):
         le=1,
         description="Contact budget as a share of the scored customers, for uplift at budget.",
     )
+    use: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Whether `churnml score` and the service add uplift, best play and net value: auto = when "
+        "an uplift model is found (uplift.model_uri, else the registered champion), always = it must be "
+        "found (an error otherwise), never = the risk list without uplift.",
+    )
+    model_uri: str | None = Field(
+        None,
+        description="Uplift model to score with: an MLflow model URI or the model/ directory `churnml uplift` "
+        "wrote. None = models:/<uplift.registered_model>@champion.",
+    )
+    registered_model: str | None = Field(
+        None,
+        description="Registered model name of the uplift models (each `churnml uplift` run registers a "
+        "version and makes it champion). None = <tracking.registered_model>-uplift.",
+    )
+    plays: Literal["risk_group", "all"] = Field(
+        "risk_group",
+        description="Which plays apply to a customer in the risk list: risk_group = the play of the customer's "
+        "risk group (at-risk customers; a play's model learnt from the customers it was tried on), all = every "
+        "play of the uplift model, the best by net value (sound only where plays were randomised across "
+        "customers, docs/uplift.md).",
+    )
+    sleeping_dog_tolerance: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="A customer is a sleeping dog when every play's uplift is below minus this (a contact "
+        "is expected to raise churn by more than this probability).",
+    )
 
 
 class CustomerValueConfig(_Model):
@@ -627,10 +657,11 @@ class RiskConfig(_Model):
         lt=1,
         description="Churn probability at or above which a customer is at risk (gets a risk group and a play).",
     )
-    rank_by: Literal["revenue", "probability"] = Field(
+    rank_by: Literal["revenue", "probability", "net_value"] = Field(
         "revenue",
-        description="Rank by expected revenue at risk (probability x customer value, see customer_value) "
-        "or by probability.",
+        description="Rank by expected revenue at risk (probability x customer value, see customer_value), "
+        "by probability, or by net value (best play's uplift x customer value - contact cost; needs an "
+        "uplift model, docs/uplift.md).",
     )
     top_k: int = Field(3, ge=1, le=10, description="Drivers (reasons) per customer in the risk list.")
     holdout_fraction: float = Field(
@@ -859,6 +890,16 @@ class Config(_Model):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @model_validator(mode="after")
+    def _net_value_needs_uplift(self) -> Config:
+        if self.risk.rank_by == "net_value" and self.uplift.use == "never":
+            raise ValueError("risk.rank_by=net_value needs uplift models: uplift.use cannot be never")
+        return self
+
+    def uplift_registered_model(self) -> str:
+        """The registered name of the uplift models (beside the churn model's)."""
+        return self.uplift.registered_model or f"{self.tracking.registered_model}-uplift"
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

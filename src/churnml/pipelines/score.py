@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from churnml.data.dataset import Dataset
 from churnml.engine import open_engine
 from churnml.engine.partition import split_frame
 from churnml.errors import ChurnmlError, ModelLoadError
+from churnml.features import build_features
 from churnml.pipelines import features
 from churnml.pipelines.archive import (
     ARCHIVE_DIR,
@@ -52,10 +53,14 @@ from churnml.risk.risk_list import (
     publish,
     run_summary,
     scored_frame,
+    with_uplift,
 )
 from churnml.training import registry
 from churnml.training.model import ChurnModel, load_model
 from churnml.training.tracking import session, tracking_uri
+from churnml.uplift.learner import UpliftModel
+from churnml.uplift.mlflow_model import load_uplift_model
+from churnml.uplift.targeting import uplift_figures
 
 __all__ = ["ScoreResult", "active_customer_features", "run", "score_dir"]
 
@@ -106,13 +111,13 @@ def run(
     playbook = load_playbook(config.risk.playbook)
     uri = model_uri or config.scoring.model_uri or default_model_uri(config)
     out_dir = score_dir(config)
-    with (
-        tracked(config, uri),
-        open_engine(config.engine, config.scoring.nthread, announce) as engine,
-    ):
+    active = tracked(config, uri)
+    with active, open_engine(config.engine, config.scoring.nthread, announce) as engine:
         model, version = load(uri, config)
+        lift = load_uplift(config, mlflow_in_use=not isinstance(active, nullcontext))
         timings["load_s"] = _lap(clock)
         frame, probability = score_customers(engine, dataset, model, as_of, config)
+        effects = None if lift is None else uplift_effects(lift.model, frame, dataset, as_of, config)
         timings["features_s"] = _lap(clock, timings)
         tenure = tenure_days(frame, dataset, as_of)
         scored, value_basis = scored_frame(frame, probability, tenure, model.specs, config)
@@ -121,8 +126,15 @@ def run(
         timings["drift_s"] = _lap(clock, timings)
         scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config, engine)
         timings["explain_s"] = _lap(clock, timings)
+        costs: dict[str, float] = {}
+        if lift is not None and effects is not None:
+            costs = playbook.play_costs(list(lift.model.plays), config.campaign.cost_per_contact)
+            scored = with_uplift(scored, effects, costs, playbook, config)
+            ranks = explained.customers["customer_id"].map(scored.set_index("customer_id")["rank"])
+            explained = replace(explained, customers=explained.customers.assign(rank=ranks.to_numpy()))
         previous = read_previous(out_dir, as_of)
-        risk_list = publish(scored, previous, playbook, config, as_of, version)
+        plays = () if lift is None else tuple(lift.model.plays)
+        risk_list = publish(scored, previous, playbook, config, as_of, version, plays)
         groups = group_summary(risk_list, playbook)
         provenance = {
             "as_of": as_of.isoformat(),
@@ -137,9 +149,12 @@ def run(
         summary = run_summary(risk_list, config, provenance, stats)
         summary |= {
             "expected_saves": expected_saves(risk_list, campaign.success_rate),
+            "expected_saves_basis": f"success rate {campaign.success_rate:.0%} ({success_source})",
             "success_rate": campaign.success_rate,
             "success_rate_source": success_source,
         }
+        if lift is not None:
+            summary |= uplift_summary(risk_list, lift, costs, config)
         summary["drift"] = drift.summary(drifted, reference, config.drift)  # the CLI prints its warning
         run_id = None
         with io.atomic_dir(out_dir) as tmp:
@@ -166,6 +181,84 @@ def tracked(config: Config, uri: str) -> AbstractContextManager[Any]:
     if not config.scoring.log_to_mlflow and Path(uri).is_dir():
         return nullcontext()
     return session(config)
+
+
+@dataclass(frozen=True)
+class LoadedUplift:
+    model: UpliftModel
+    uri: str
+    version: str | None
+
+
+def load_uplift(config: Config, mlflow_in_use: bool) -> LoadedUplift | None:
+    """The uplift model, found as the churn model is: ``uplift.model_uri``, else the registered champion
+    of ``<registered model>-uplift``. With ``uplift.use: auto`` a champion that does not exist (no
+    `churnml uplift` run yet) means no uplift, as before; ``always`` and ``risk.rank_by: net_value``
+    need one, and an explicit ``uplift.model_uri`` must load."""
+    settings = config.uplift
+    required = settings.use == "always" or config.risk.rank_by == "net_value"
+    if settings.use == "never":
+        return None
+    uri = settings.model_uri
+    if uri is None and not mlflow_in_use:
+        if required:
+            raise ChurnmlError(
+                "uplift models are needed (uplift.use=always or risk.rank_by=net_value) but MLflow is not "
+                "in use: set uplift.model_uri to the model/ directory `churnml uplift` wrote"
+            )
+        return None
+    uri = uri or registry.champion_uri(config.uplift_registered_model())
+    try:
+        ref = registry.resolve(uri)
+        return LoadedUplift(load_uplift_model(ref.uri), uri, ref.version)
+    except ModelLoadError as exc:
+        if required or settings.model_uri is not None:
+            why = "risk.rank_by=net_value" if config.risk.rank_by == "net_value" else "uplift settings"
+            raise ChurnmlError(
+                f"the {why} need an uplift model, and {uri!r} cannot be loaded: {exc}\n"
+                "Fit one first (`churnml uplift -c <config>`, which registers it), or set uplift.model_uri."
+            ) from None
+        log.info("no uplift model at %s: the list goes without uplift (%s)", uri, exc)
+        return None
+
+
+def uplift_effects(
+    model: UpliftModel, frame: pd.DataFrame, dataset: Dataset, as_of: pd.Timestamp, config: Config
+) -> pd.DataFrame:
+    """Every play's uplift for each scored customer, from the churn model's features where the uplift
+    model uses the same ones and its own specs' features built as of ``as_of`` for any others."""
+    missing = [spec for spec in model.inputs.specs if spec.name not in frame.columns]
+    if missing:
+        customers = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "cutoff": as_of})
+        built = build_features(dataset, customers, config.features, specs=missing)
+        names = [spec.name for spec in missing]
+        frame = pd.concat([frame.reset_index(drop=True), built[names].reset_index(drop=True)], axis=1)
+    return model.effects(frame)
+
+
+def uplift_summary(
+    risk_list: pd.DataFrame, lift: LoadedUplift, costs: dict[str, float], config: Config
+) -> dict[str, Any]:
+    """summary.json's uplift figures (flat, so MLflow logs them as metrics) and where they came from:
+    expected saves from each contacted customer's measured uplift instead of the assumed success rate."""
+    figures = uplift_figures(risk_list)
+    return {
+        "expected_saves": figures.pop("expected_saves"),
+        "expected_saves_basis": "uplift model (each contacted customer's best play)",
+        **figures,
+        "uplift": {
+            "model_uri": lift.uri,
+            "model_version": lift.version,
+            "sleeping_dog_tolerance": config.uplift.sleeping_dog_tolerance,
+            "applicable_plays": config.uplift.plays,
+            "at_risk_without_uplift": int((risk_list["at_risk"] & risk_list["best_play"].isna()).sum()),
+            "plays": {
+                play: {"method": m.method, "cost": costs.get(play), "average_effect": m.average_effect}
+                for play, m in lift.model.plays.items()
+            },
+            "notes": list(lift.model.notes),
+        },
+    }
 
 
 def drift_against_training(
@@ -258,6 +351,7 @@ def log_run(tmp: Path, summary: dict[str, Any], config: Config, drifted: pd.Data
                 "bands": json.dumps(summary["bands"]),
                 "explain": config.scoring.explain,
                 "explain_device": config.scoring.device,
+                "uplift_model_uri": (summary.get("uplift") or {}).get("model_uri"),
             }
         )
         numbers = {

@@ -19,10 +19,12 @@ from churnml import __version__, io, ownership
 from churnml.config import Config
 from churnml.data.dataset import Dataset
 from churnml.pipelines import features
+from churnml.training import registry
 from churnml.training.split import label_window_days
 from churnml.training.tracking import session
 from churnml.uplift.evaluate import qini_curve, ranking_table, save_qini_plot
 from churnml.uplift.learner import UpliftModel, fit_uplift
+from churnml.uplift.mlflow_model import log_uplift_model
 from churnml.uplift.rows import UpliftRows, build_uplift_rows, control_rows, split_by_list
 
 logger = logging.getLogger("churnml.pipelines.uplift")
@@ -44,6 +46,7 @@ class UpliftResult:
     test_lists: list[str]
     run_id: str | None
     out_dir: Path
+    model_version: str | None = None  # registry version of the shipped model (champion), None unregistered
 
 
 def uplift_dir(config: Config) -> Path:
@@ -71,8 +74,12 @@ def run(config: Config, dataset: Dataset | None = None, base_dir: Path | None = 
     shipped = fit_uplift(rows.labeled, rows.specs, settings, config.seed, nthread, _labeled(controls))
     test_lists = sorted({str(pd.Timestamp(c).date()) for c in test["cutoff"]})
     out_dir = _write(uplift_dir(config), shipped, evaluation, curves, test_lists, rows)
-    run_id = _log(config, out_dir, shipped, evaluation, test_lists) if config.scoring.log_to_mlflow else None
-    return UpliftResult(shipped, evaluated, evaluation, test_lists, run_id, out_dir)
+    run_id, version = (
+        _log(config, out_dir, shipped, evaluation, test_lists)
+        if config.scoring.log_to_mlflow
+        else (None, None)
+    )
+    return UpliftResult(shipped, evaluated, evaluation, test_lists, run_id, out_dir, version)
 
 
 def _before(controls: pd.DataFrame | None, first_test: pd.Timestamp, window: int) -> pd.DataFrame | None:
@@ -163,9 +170,12 @@ def _figures(evaluation: pd.DataFrame) -> dict[str, float]:
 
 def _log(
     config: Config, out_dir: Path, model: UpliftModel, evaluation: pd.DataFrame, test_lists: list[str]
-) -> str:
+) -> tuple[str, str | None]:
     """An MLflow run ``uplift-<name>`` in the churn model's experiment: settings, figures, the model's
-    JSON files and the evaluation (tag ``churnml.stage=uplift``)."""
+    JSON files and the evaluation (tag ``churnml.stage=uplift``); the model logged as a pyfunc and, with
+    ``tracking.register_model``, registered as a version of ``<registered model>-uplift`` and made
+    champion (where `churnml score` and the service look for it). The newest always takes the alias:
+    two runs' test lists differ, so their Qini coefficients are not comparable."""
     with session(config), mlflow.start_run(run_name=f"uplift-{config.name}", tags=ownership.tags()) as run:
         mlflow.set_tag("churnml.stage", "uplift")
         mlflow.log_params(
@@ -178,4 +188,12 @@ def _log(
         )
         mlflow.log_metrics(_figures(evaluation))
         mlflow.log_artifacts(str(out_dir), "uplift")
-    return run.info.run_id
+        info = log_uplift_model(model)
+        version = None
+        if config.tracking.register_model:
+            name = config.uplift_registered_model()
+            tags = {"test_lists": ",".join(test_lists), **_figures(evaluation)}
+            version = str(registry.register(info.model_uri, name, tags).version)
+            registry.promote(name, version, reason=f"newest uplift model (run {run.info.run_id})")
+            mlflow.set_tag("churnml.uplift_model", f"{name}/{version}")
+    return run.info.run_id, version

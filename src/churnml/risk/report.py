@@ -16,7 +16,7 @@ import html
 import io as bytes_io
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from churnml.risk.explain import Explainer, explanation, signal_explanation
 from churnml.risk.risk_list import Playbook, group_membership
 from churnml.risk.segments import SEGMENTS
 from churnml.training.model import ChurnModel
+from churnml.uplift.targeting import net_value_curve
 
 TEMPLATE = "risk_report.html.j2"
 BAND_COLOURS = ("#4c9a5b", "#e0a030", "#c8423b", "#7a1f1a", "#3f0d0a")
@@ -251,6 +252,33 @@ def trend_plot(risk_list: pd.DataFrame, history: pd.DataFrame | None) -> str | N
     return png(fig)
 
 
+def net_value_plot(risk_list: pd.DataFrame, summary: dict[str, Any]) -> str:
+    """The profit curve from measured uplift: customers contacted in the list's order against the
+    cumulative expected net value (each one's best play: uplift x value - cost), beside the same
+    customers in order of revenue at risk; the most profitable depth and the planned contacts marked."""
+    with_uplift = risk_list.loc[risk_list["net_value"].notna()]
+    fig, ax = _figure()
+    orders = {f"this list's ranking ({summary['rank_by']})": with_uplift}
+    if summary["rank_by"] != "revenue":
+        orders["by revenue at risk"] = with_uplift.sort_values(
+            ["revenue_at_risk", "customer_id"], ascending=[False, True], kind="stable"
+        )
+    for (label, ordered), colour in zip(orders.items(), ("#3b6ea5", "#c8423b"), strict=False):
+        curve = net_value_curve(ordered["net_value"].to_numpy())
+        ax.plot(curve["contacted"], curve["net_value"], label=label, color=colour)
+    best, planned = summary["best_depth"], summary["customers_to_contact"]
+    ax.axvline(best, color="black", ls=":", lw=1)
+    ax.text(best, ax.get_ylim()[1], f" most profitable: {best:,} contacted", va="top", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set(
+        xlabel=f"customers contacted ({int(planned):,} planned: the at-risk less holdouts)",
+        ylabel="cumulative expected net value",
+        title="Profit curve from measured uplift",
+    )
+    ax.legend(loc="lower left", fontsize=8)
+    return png(fig)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The document.
 
@@ -288,9 +316,26 @@ def table_rows(risk_list: pd.DataFrame, top_k: int, limit: int) -> list[dict[str
                 "change": change if has_change else "",
                 "change_text": f"{change:+.1%}" if has_change else "",
                 "new": bool(record["newly_at_risk"]),
+                **_uplift_cells(record),
             }
         )
     return rows
+
+
+def _uplift_cells(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """The table's uplift cells (none without an uplift model): best play, uplift, net value, and
+    whether a contact is expected to hurt."""
+    if "best_play" not in record:
+        return {}
+    lift, net = record["uplift"], record["net_value"]
+    return {
+        "best_play": _cell(record["best_play"]),
+        "uplift": "" if _missing(lift) else lift,
+        "uplift_text": "" if _missing(lift) else f"{lift * 100:+.1f} pp",
+        "net_value": "" if _missing(net) else net,
+        "net_value_text": "" if _missing(net) else _money(net),
+        "sleeping_dog": bool(record["sleeping_dog"]),
+    }
 
 
 def waterfalls(
@@ -362,7 +407,10 @@ def build_context(
     limit = settings.report.table_rows
     at_risk = risk_list.loc[risk_list["at_risk"]]
     shown = at_risk if len(at_risk) else risk_list
+    uplift = "best_play" in risk_list.columns
     return {
+        "uplift": uplift,
+        "net_value_plot": net_value_plot(risk_list, summary) if uplift else None,
         "title": settings.report.title,
         "summary": summary,
         "generated_for": config.name,

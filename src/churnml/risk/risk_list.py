@@ -8,7 +8,8 @@ I/O:
   revenue at risk, band, at-risk flag, segment and lifecycle stage, ranked;
 - **bands** from fixed probability thresholds (never quantiles of the run: "high" means the same every
   month);
-- **ranking** by revenue at risk (or probability), ties broken by probability then customer id;
+- **ranking** by revenue at risk (or probability, or net value where an uplift model gives each
+  customer a best play: ``churnml.uplift.targeting``), ties broken by probability then customer id;
 - **risk groups**: each at-risk customer joins the playbook group whose signals add the most risk
   (SHAP contributions summed per group, what a short history explains counted as newness, times the
   group's ``weight``), and gets that group's play (``churnml.risk.drivers``);
@@ -36,6 +37,8 @@ from churnml.features.value import customer_value
 from churnml.risk.explain import Driver, Signals
 from churnml.risk.holdouts import assign_actions
 from churnml.risk.segments import segments_of
+from churnml.uplift.targeting import COLUMNS, play_column, targeting
+from churnml.uplift.targeting import expected_saves as uplift_saves
 
 
 class PlayGroup(BaseModel):
@@ -57,6 +60,12 @@ class PlayGroup(BaseModel):
         description="Multiplies the group's risk when groups are compared. Below 1 for a group whose "
         "signals also carry the other groups' causes (fading usage: customers who leave for any reason "
         "use the product less first), so that a specific cause adding nearly as much risk is named.",
+    )
+    cost: float | None = Field(
+        None,
+        ge=0,
+        description="Cost of one contact with this play (net value = uplift x customer value - cost). "
+        "None = campaign.cost_per_contact.",
     )
 
 
@@ -81,6 +90,17 @@ class Playbook(BaseModel):
             if family in group.families:
                 return name
         return self.default_group
+
+    def play_costs(self, plays: Sequence[str], default: float) -> dict[str, float]:
+        """Cost of one contact per play: the cost of the group whose play it is (names compared whatever
+        their case and spacing, as the review does), else ``default``."""
+        costs = {
+            " ".join(group.play.split()).casefold(): group.cost
+            for group in self.groups.values()
+            if group.cost is not None
+        }
+        found = {play: costs.get(" ".join(str(play).split()).casefold()) for play in plays}
+        return {play: default if cost is None else float(cost) for play, cost in found.items()}
 
     def cause_groups(self) -> dict[str, str]:
         """Simulator factor -> group."""
@@ -214,16 +234,22 @@ def band_of(probability: np.ndarray, bands: Mapping[str, float]) -> np.ndarray:
     return names[np.clip(index, 0, len(names) - 1)]
 
 
+RANK_KEYS = {
+    "revenue": ["revenue_at_risk", "churn_probability"],
+    "probability": ["churn_probability", "revenue_at_risk"],
+    "net_value": ["net_value", "revenue_at_risk"],  # customers without an uplift last
+}
+
+
 def rank(frame: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Sorted copy with a 1-based ``rank`` column first: revenue at risk (or probability) descending,
-    ties by probability (or revenue), then customer id, so the order is total and reproducible."""
-    keys = (
-        ["revenue_at_risk", "churn_probability"]
-        if by == "revenue"
-        else ["churn_probability", "revenue_at_risk"]
-    )
+    """Sorted copy with a 1-based ``rank`` column first: revenue at risk (or probability, or net value)
+    descending, ties by probability (or revenue), then customer id, so the order is total and
+    reproducible."""
+    keys = RANK_KEYS[by]
+    if "net_value" in keys and "net_value" not in frame.columns:
+        raise ConfigError("risk.rank_by=net_value needs an uplift model (docs/uplift.md): none was used")
     ordered = frame.sort_values(
-        [*keys, "customer_id"], ascending=[False, False, True], kind="stable"
+        [*keys, "customer_id"], ascending=[False, False, True], kind="stable", na_position="last"
     ).reset_index(drop=True)
     ordered.insert(0, "rank", np.arange(1, len(ordered) + 1))
     return ordered
@@ -237,8 +263,9 @@ def scored_frame(
     config: Config,
 ) -> tuple[pd.DataFrame, str]:
     """Probability, value, revenue at risk, band, segment and lifecycle stage per customer of ``frame``
-    (their features), ranked; ``row`` is each customer's position in ``frame``. Also returns how the
-    value was computed ("mrr x 12 months")."""
+    (their features), ranked (by revenue until :func:`with_uplift` gives the net value to rank by);
+    ``row`` is each customer's position in ``frame``. Also returns how the value was computed ("mrr x 12
+    months")."""
     value, basis = customer_value(frame, config.customer_value)
     activity = recency_feature(
         specs, config.risk.segments.activity_feature or config.evaluation.recency_feature
@@ -257,7 +284,38 @@ def scored_frame(
     segments = segments_of(frame, specs, tenure_days, config.risk.segments, activity)
     scored = pd.concat([scored, segments], axis=1)
     scored["row"] = np.arange(len(scored))
-    return rank(scored, config.risk.rank_by), basis
+    by = config.risk.rank_by
+    return rank(scored, "revenue" if by == "net_value" else by), basis
+
+
+def applicable(effects: pd.DataFrame, groups: pd.Series, playbook: Playbook, which: str) -> pd.DataFrame:
+    """``effects`` (one column per play) with the plays that do not apply to a row missing: with
+    ``which == "risk_group"`` only the play of the row's risk group applies (none without a group), as
+    a play's uplift model learnt from the customers it was tried on; with ``all``, every play."""
+    if which == "all":
+        return effects
+    key = {name: " ".join(group.play.split()).casefold() for name, group in playbook.groups.items()}
+    wanted = groups.map(key).to_numpy(dtype=object)
+    keep = {play: wanted == " ".join(str(play).split()).casefold() for play in effects.columns}
+    return effects.where(pd.DataFrame(keep, index=effects.index))
+
+
+def with_uplift(
+    scored: pd.DataFrame,
+    effects: pd.DataFrame,
+    costs: Mapping[str, float],
+    playbook: Playbook,
+    config: Config,
+) -> pd.DataFrame:
+    """The scored list (with risk groups) plus each applicable play's uplift, the best play, its uplift
+    and net value and the sleeping-dog flag (``churnml.uplift.targeting``), ranked again by
+    ``risk.rank_by``. ``effects``: each play's uplift per row of the scored features (``scored["row"]``)."""
+    rows = effects.iloc[scored["row"].to_numpy()].reset_index(drop=True)
+    rows = applicable(rows, scored["risk_group"].reset_index(drop=True), playbook, config.uplift.plays)
+    value = scored["customer_value"].to_numpy(dtype=np.float64)
+    chosen = targeting(rows, value, costs, config.uplift.sleeping_dog_tolerance)
+    out = pd.concat([scored.reset_index(drop=True).drop(columns="rank"), chosen], axis=1)
+    return rank(out, config.risk.rank_by)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -371,8 +429,10 @@ def add_trend(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFr
 # The published list.
 
 
-def list_columns(top_k: int) -> list[str]:
-    """The risk list's columns, in published order."""
+def list_columns(top_k: int, plays: Sequence[str] = ()) -> list[str]:
+    """The risk list's columns, in published order; with uplift, the targeting columns after ``action``
+    (``plays``: the uplift model's, each with its uplift column)."""
+    uplift = [*COLUMNS, *(play_column(p) for p in plays)] if plays else []
     return [
         "rank",
         "customer_id",
@@ -389,6 +449,7 @@ def list_columns(top_k: int) -> list[str]:
         "play",
         "play_owner",
         "action",
+        *uplift,
         "previous_probability",
         "probability_change",
         "newly_at_risk",
@@ -404,18 +465,22 @@ def publish(
     config: Config,
     as_of: pd.Timestamp,
     version: str | None,
+    plays: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The list as published: plays, actions (contact or a randomised holdout), trend against
-    ``previous``, as-of date, model version, column order."""
+    ``previous``, as-of date, model version, column order; with uplift (``plays``, the uplift model's),
+    each contacted customer's expected saves."""
     listed = with_plays(scored, playbook)
     risk = config.risk
     listed["action"] = assign_actions(
         listed, previous, risk.holdout_fraction, as_of, config.seed, risk.holdout_repeat
     )
+    if plays:
+        listed["expected_saves"] = uplift_saves(listed["uplift"].to_numpy(), listed["action"].to_numpy())
     listed = add_trend(listed, previous)
     listed["as_of"] = as_of
     listed["model_version"] = version
-    return listed[list_columns(risk.top_k)]
+    return listed[list_columns(risk.top_k, plays)]
 
 
 # ---------------------------------------------------------------------------------------------------
