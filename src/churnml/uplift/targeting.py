@@ -51,7 +51,11 @@ def targeting(
         dog = any_play & (np.nanmax(np.where(known, lift, -np.inf), axis=1) < -tolerance)
     out = pd.DataFrame(
         {
-            "best_play": np.where(any_play, np.array(plays, dtype=object)[best], None),
+            "best_play": pd.Series(
+                np.where(any_play, np.array(plays, dtype=object)[best], None),
+                index=effects.index,
+                dtype=object,
+            ),
             "uplift": best_lift,
             "net_value": np.where(any_play, net[rows, best], np.nan),
             "sleeping_dog": dog,
