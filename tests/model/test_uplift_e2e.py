@@ -79,7 +79,7 @@ def test_score_ranks_by_net_value_with_the_registered_uplift_model(
     assert "best_play" not in before.risk_list.columns and "uplift" not in before.summary
     assert before.summary["expected_saves_basis"].startswith("success rate")
     by_net_value = config.model_copy(update={"risk": config.risk.model_copy(update={"rank_by": "net_value"})})
-    with pytest.raises(ChurnmlError, match="rank_by=net_value need an uplift model") as refused:
+    with pytest.raises(ChurnmlError, match="rank_by=net_value needs an uplift model") as refused:
         score.run(by_net_value, dataset=dataset)
     assert "churnml uplift" in str(refused.value)
 

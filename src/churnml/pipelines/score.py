@@ -213,9 +213,15 @@ def load_uplift(config: Config, mlflow_in_use: bool) -> LoadedUplift | None:
         return LoadedUplift(load_uplift_model(ref.uri), uri, ref.version)
     except ModelLoadError as exc:
         if required or settings.model_uri is not None:
-            why = "risk.rank_by=net_value" if config.risk.rank_by == "net_value" else "uplift settings"
+            why = (
+                "risk.rank_by=net_value"
+                if config.risk.rank_by == "net_value"
+                else "uplift.use=always"
+                if settings.use == "always"
+                else "uplift.model_uri"
+            )
             raise ChurnmlError(
-                f"the {why} need an uplift model, and {uri!r} cannot be loaded: {exc}\n"
+                f"{why} needs an uplift model, and {uri!r} cannot be loaded: {exc}\n"
                 "Fit one first (`churnml uplift -c <config>`, which registers it), or set uplift.model_uri."
             ) from None
         log.info("no uplift model at %s: the list goes without uplift (%s)", uri, exc)
