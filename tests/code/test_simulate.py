@@ -277,8 +277,11 @@ def test_forecast_is_the_truth_when_the_decision_is_already_made(sim: Simulation
     renewing = _renewals_in(sim.truth, cutoff, days).set_index("customer_id")
     assert len(renewing) > 50
     np.testing.assert_allclose(forecast.loc[renewing.index, "churn_prob"], renewing["churn_prob"], rtol=1e-12)
+    assert (forecast.loc[renewing.index, "cause"] == renewing["true_cause"]).all()
+    assert (forecast.loc[renewing.index, "cause_share"] == 1.0).all()
     others = forecast.drop(renewing.index)
     assert len(others) > 1000 and (others["churn_prob"] == 0).all()
+    assert others["cause"].isna().all() and others["cause_share"].isna().all()
 
 
 def test_forecast_is_calibrated_and_below_hindsight(sim: Simulation) -> None:
@@ -298,6 +301,12 @@ def test_forecast_is_calibrated_and_below_hindsight(sim: Simulation) -> None:
     y, late, early = (pd.concat(x).to_numpy() for x in (churned, hindsight, predicted))
     assert abs(early.mean() - late.mean()) < 0.002
     assert 0.7 < roc_auc_score(y, early) < roc_auc_score(y, late)
+    # The cause of the next decision is forecast too: mostly, not always, the one it turns out to have.
+    rows = forecast.loc[forecast["cutoff"] == cutoffs[0]].set_index("customer_id")
+    window = _renewals_in(sim.truth, cutoffs[0], 30).sort_values("renewal_at")
+    first = window.drop_duplicates("customer_id").set_index("customer_id")["true_cause"]
+    agree = rows.loc[first.index, "cause"] == first
+    assert 0.6 < agree.mean() < 1.0 and rows["cause_share"].between(0.0, 1.0).all()
 
 
 def test_forecast_runs_the_retention_programme_in_its_futures() -> None:

@@ -1398,11 +1398,12 @@ def _repeat(obj: _T, n: int, reps: int) -> _T:
     return replace(obj, **values)  # type: ignore[type-var]
 
 
-def _fork_probability(
+def _fork_outcomes(
     t: int, w: _World, state: _State, log: _Log, horizon_days: int, reps: int, seed: Sequence[int]
-) -> np.ndarray:
-    """Per customer, the mean over ``reps`` futures from midnight of day ``t`` of the probability that a
-    renewal in the next ``horizon_days`` days goes against them.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer, over ``reps`` futures from midnight of day ``t``: the mean probability that a
+    renewal in the next ``horizon_days`` days goes against them, and how many futures' first renewal in
+    that window had each dominant cause (columns ``FACTORS`` then "none").
 
     Each customer is repeated ``reps`` times, with fresh random generators, and nobody leaves: a renewal
     only records its probability. The chance of churning within the window is then, in each future,
@@ -1426,7 +1427,10 @@ def _fork_probability(
     who = _cat(fork_log.truth["cust"], np.int64)
     survive = np.zeros(n * reps)
     np.add.at(survive, who, np.log1p(-_cat(fork_log.truth["prob"], np.float64)))
-    return (1.0 - np.exp(survive)).reshape(n, reps).mean(axis=1)
+    _, first = np.unique(who, return_index=True)  # rows are appended day by day: the first renewal
+    causes = np.zeros((n, len(FACTORS) + 1), np.int64)
+    np.add.at(causes, (who[first] // reps, _cat(fork_log.truth["cause"], np.int64)[first]), 1)
+    return (1.0 - np.exp(survive)).reshape(n, reps).mean(axis=1), causes
 
 
 def churn_forecast(
@@ -1444,7 +1448,13 @@ def churn_forecast(
     traits and the latent slide into disengagement included, averaged over ``futures`` simulated futures
     (the simulation is re-run from ``sim.params`` and forked at each cutoff). The truth table's renewal
     probabilities, by contrast, use behaviour up to each renewal, after the cutoff: a hindsight that no
-    forecast can have. Returns ``customer_id``, ``cutoff``, ``churn_prob``.
+    forecast can have.
+
+    Returns ``customer_id``, ``cutoff``, ``churn_prob`` and the forecast of the cause of the customer's
+    next renewal decision in the window: ``cause``, the dominant cause (``true_cause``'s labels) most
+    futures give it, and ``cause_share``, the share of futures with a renewal that agree (missing where
+    no future renews in the window). The truth table's ``true_cause`` of that decision also rests on
+    behaviour after the cutoff; this is the most any risk list scored at the cutoff could name.
     """
     params = sim.params
     start = date.fromisoformat(params["start"])
@@ -1474,16 +1484,26 @@ def churn_forecast(
         active = np.flatnonzero(state.status == ACTIVE)
         sizes = {done: min(batch, futures - done) for done in range(0, futures, batch)}
         chunks = [
-            _fork_probability(t, world, state, log, horizon_days, size, (seed, done))
+            _fork_outcomes(t, world, state, log, horizon_days, size, (seed, done))
             for done, size in sizes.items()
         ]
-        probability = np.average(np.column_stack(chunks), axis=1, weights=list(sizes.values()))
+        probability = np.average(
+            np.column_stack([p for p, _ in chunks]), axis=1, weights=list(sizes.values())
+        )
+        causes = sum(c for _, c in chunks)[active]
+        renewing = causes.sum(axis=1)
+        top = causes.argmax(axis=1)
+        cause = _labels(top, (*FACTORS, "none")).where(renewing > 0)
         frames.append(
             pd.DataFrame(
                 {
                     "customer_id": _labels(active, ids),
                     "cutoff": days[t],
                     "churn_prob": probability[active],
+                    "cause": cause.array,
+                    "cause_share": np.where(
+                        renewing > 0, causes[np.arange(len(top)), top] / np.maximum(renewing, 1), np.nan
+                    ),
                 }
             )
         )
@@ -1491,7 +1511,14 @@ def churn_forecast(
     if days:
         _run(w, before_day=fork)
     columns = {"customer_id": pd.Series(dtype="str"), "cutoff": pd.Series(dtype="datetime64[ns]")}
-    empty = pd.DataFrame({**columns, "churn_prob": pd.Series(dtype=np.float64)})
+    empty = pd.DataFrame(
+        {
+            **columns,
+            "churn_prob": pd.Series(dtype=np.float64),
+            "cause": pd.Series(dtype="str"),
+            "cause_share": pd.Series(dtype=np.float64),
+        }
+    )
     return pd.concat(frames, ignore_index=True) if frames else empty
 
 
