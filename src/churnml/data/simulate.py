@@ -1490,7 +1490,7 @@ def churn_forecast(
         probability = np.average(
             np.column_stack([p for p, _ in chunks]), axis=1, weights=list(sizes.values())
         )
-        causes = sum(c for _, c in chunks)[active]
+        causes = np.sum([c for _, c in chunks], axis=0)[active]
         renewing = causes.sum(axis=1)
         top = causes.argmax(axis=1)
         cause = _labels(top, (*FACTORS, "none")).where(renewing > 0)
