@@ -1325,8 +1325,8 @@ def _blocks(n_customers: int, block_customers: int) -> list[tuple[int, int]]:
 def _block_rngs(seed: int, block: int, programme: bool) -> _Rngs:
     """Block 0: the seed's own children, exactly those of the simulator before blocks (so any business of
     one block is unchanged). Block b >= 1: the children of ``SeedSequence(seed, spawn_key=(BLOCK_KEY, b))``,
-    independent of block 0, of each other and of other seeds (entropy ``[seed, b]`` would not be: it is the
-    entropy of the seed ``seed + b * 2**32``)."""
+    independent of block 0, of each other and of every other seed below 2**128 (entropy ``[seed, b]``
+    would not be: it is the entropy of the seed ``seed + b * 2**32``)."""
     key = (BLOCK_KEY, block) if block else ()
     root = np.random.SeedSequence(seed, spawn_key=key)
     # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
