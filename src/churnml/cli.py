@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from functools import wraps
@@ -121,10 +122,18 @@ def simulate(
             max=1,
         ),
     ] = 0.0,
+    chunk_customers: Annotated[
+        int | None,
+        typer.Option(
+            help="Simulate and write this many customers at a time (whole blocks of 131,072): memory "
+            "follows the chunk, not the business; each table becomes a Parquet dataset of part files.",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Generate a realistic subscription business in the data contract's shape, with ground truth."""
     from churnml.data.simulate import simulate as run_simulation
-    from churnml.data.simulate import write_simulation
+    from churnml.data.simulate import simulate_chunks, write_simulation, write_simulation_chunks
 
     if fmt not in ("parquet", "csv"):
         raise ChurnmlError(f"--format must be parquet or csv, got {fmt!r}")
@@ -132,8 +141,36 @@ def simulate(
         raise ChurnmlError("--exploration needs --programme (it explores beside the programme's list)")
     kind: Literal["parquet", "csv"] = "csv" if fmt == "csv" else "parquet"
     started = time.perf_counter()
+    if chunk_customers is not None:
+        if kind != "parquet":
+            raise ChurnmlError("--chunk-customers writes Parquet datasets: use --format parquet")
+        chunks = simulate_chunks(
+            customers,
+            months,
+            seed,
+            signal=signal,
+            programme=programme,
+            exploration=exploration,
+            chunk_customers=chunk_customers,
+        )
+        try:
+            path = write_simulation_chunks(chunks, out)
+        except ValueError as exc:  # a directory that is not a simulation's
+            raise ChurnmlError(str(exc)) from exc
+        summary = json.loads((path / "simulation.json").read_text())
+        table = Table(
+            "table", "rows", title=f"simulated business → {path}, {summary['parts']} part files per table"
+        )
+        for name, rows in summary["rows"].items():
+            table.add_row(name, f"{rows:,}")
+        console.print(table)
+        console.print(f"done in {time.perf_counter() - started:.1f} s")
+        return
     sim = run_simulation(customers, months, seed, signal=signal, programme=programme, exploration=exploration)
-    path = write_simulation(sim, out, fmt=kind)
+    try:
+        path = write_simulation(sim, out, fmt=kind)
+    except ValueError as exc:  # a chunked simulation's directory
+        raise ChurnmlError(str(exc)) from exc
     table = Table("table", "rows", title=f"simulated business → {path}")
     for name, frame in sim.tables.items():
         table.add_row(name, f"{len(frame):,}")

@@ -7,11 +7,17 @@ contribution, so an oracle AUC and the true drivers of each churn can be checked
 
 The simulation steps day by day with numpy operations over all customers (no per-customer loop), with
 one child random generator per component, so the same seed gives byte-identical tables.
+
+Customers are simulated in blocks of ``BLOCK_CUSTOMERS``, each with its own generators, so a business
+of any size can be simulated and written a few blocks at a time (``simulate_chunks``,
+``write_simulation_chunks``) with memory bounded by the chunk, not the business; block 0 draws exactly
+what one global run drew before blocks existed, so every simulation of up to one block is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from pathlib import Path
@@ -23,7 +29,7 @@ import pyarrow as pa
 
 from churnml.contract import TABLES
 from churnml.data.dataset import Dataset
-from churnml.io import write_csv, write_json, write_parquet
+from churnml.io import atomic_dir, write_csv, write_json, write_parquet
 
 VERSION = "1"
 PREHISTORY_DAYS = 365  # customers sign up from a year before `start`, so the first cutoffs have history
@@ -112,6 +118,12 @@ PLAYS = (
 )
 PLAY_CHANNELS = ("email", "phone", "email", "email", "email", "phone", "phone", "phone")
 PLAY_COSTS = (2.0, 40.0, 5.0, 5.0, 25.0, 15.0, 20.0, 20.0)
+
+# Customers are simulated in blocks of this many, each with its own generators (``_block_rngs``): the
+# unit of chunked simulation. 2**17 keeps every size used so far (tests, benchmarks up to 100,000
+# customers) in one block, so their tables are byte-identical to the single-block simulator's.
+BLOCK_CUSTOMERS = 2**17
+BLOCK_KEY = 1_000  # first spawn-key word of blocks >= 1: never one of the root seed's component children
 
 PENDING, ACTIVE, CHURNED = 0, 1, 2
 BASE_PFAIL, FLAKY_PFAIL, FLAKY_SHARE = 0.02, 0.35, 0.15  # first-attempt failure chance of a payment
@@ -1050,9 +1062,11 @@ def _order(cust: np.ndarray, time: np.ndarray) -> np.ndarray:
     return np.lexsort((time, cust))
 
 
-def _customer_ids(n: int) -> pa.Array:
+def _block_ids(n: int, first: int, size: int) -> pa.Array:
+    """Ids of codes ``first .. first + size - 1`` of a business of ``n``: one width for all, so the text
+    order is the code order."""
     width = max(6, len(str(n)))
-    return pa.array([f"C{i:0{width}d}" for i in range(1, n + 1)], pa.string())
+    return pa.array([f"C{i:0{width}d}" for i in range(first + 1, first + size + 1)], pa.string())
 
 
 def _customers_frame(w: _World, ids: pa.Array) -> pd.DataFrame:
@@ -1290,6 +1304,40 @@ def _uplift_truth_frame(log: _Log, w: _World, ids: pa.Array) -> pd.DataFrame:
 # Public API.
 
 
+def _check(n_customers: int, months: int, signal: float, exploration: float, programme: bool) -> None:
+    if n_customers <= 0 or months <= 0:
+        raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
+    if not np.isfinite(signal) or signal < 0:
+        raise ValueError(f"signal must be a finite number >= 0, got {signal}")
+    if not 0.0 <= exploration <= 1.0 or (exploration and not programme):
+        raise ValueError(f"exploration must be in [0, 1] and needs programme=True, got {exploration}")
+
+
+def _blocks(n_customers: int, block_customers: int) -> list[tuple[int, int]]:
+    """(first customer code, size) of each block of ``block_customers``; the last may be smaller."""
+    if block_customers <= 0:
+        raise ValueError(f"block_customers must be positive, got {block_customers}")
+    return [
+        (first, min(block_customers, n_customers - first)) for first in range(0, n_customers, block_customers)
+    ]
+
+
+def _block_rngs(seed: int, block: int, programme: bool) -> _Rngs:
+    """Block 0: the seed's own children, exactly those of the simulator before blocks (so any business of
+    one block is unchanged). Block b >= 1: the children of ``SeedSequence(seed, spawn_key=(BLOCK_KEY, b))``,
+    independent of block 0, of each other and of every other seed below 2**128 (entropy ``[seed, b]``
+    would not be: it is the entropy of the seed ``seed + b * 2**32``)."""
+    key = (BLOCK_KEY, block) if block else ()
+    root = np.random.SeedSequence(seed, spawn_key=key)
+    # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
+    # leaves the other eight, and so the tables without a programme, as they were.
+    return _Rngs(*np.random.default_rng(root).spawn(9 if programme else 8))
+
+
+def _crisis_day(support: np.random.Generator, cal: _Calendar) -> int:
+    return int(support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
+
+
 def _world(
     n_customers: int,
     months: int,
@@ -1298,21 +1346,21 @@ def _world(
     signal: float,
     programme: bool,
     exploration: float = 0.0,
+    block: int = 0,
+    block_customers: int = BLOCK_CUSTOMERS,
 ) -> _World:
-    if n_customers <= 0 or months <= 0:
-        raise ValueError(f"n_customers and months must be positive, got {n_customers} and {months}")
-    if not np.isfinite(signal) or signal < 0:
-        raise ValueError(f"signal must be a finite number >= 0, got {signal}")
-    if not 0.0 <= exploration <= 1.0 or (exploration and not programme):
-        raise ValueError(f"exploration must be in [0, 1] and needs programme=True, got {exploration}")
+    """The fixed part of one block's run: its customers, its generators, and what the whole business
+    shares (calendar, coefficients, the support crisis)."""
+    _check(n_customers, months, signal, exploration, programme)
+    size = _blocks(n_customers, block_customers)[block][1]
     cal = _calendar(start, months)
-    # Child k of a seed sequence does not depend on how many are spawned: the ninth (the programme's)
-    # leaves the other eight, and so the tables without a programme, as they were.
-    rngs = _Rngs(*np.random.default_rng(seed).spawn(9 if programme else 8))
-    cust = _draw_customers(rngs.customers, n_customers, cal.n_days)
-    crisis = int(rngs.support.integers(PREHISTORY_DAYS // 2, max(cal.n_days - 42, PREHISTORY_DAYS // 2 + 1)))
+    rngs = _block_rngs(seed, block, programme)
+    cust = _draw_customers(rngs.customers, size, cal.n_days)
+    crisis = _crisis_day(rngs.support, cal)  # drawn in every block, so each block's tickets start alike
+    if block:  # the support team is shared: one crisis for the business, block 0's
+        crisis = _crisis_day(_block_rngs(seed, 0, False).support, cal)
     coef = COEF if signal == 1.0 else replace(COEF, base=centred_base(signal))
-    dogs = sleeping_dogs(rngs.programme.random(n_customers), cust) if rngs.programme else None
+    dogs = sleeping_dogs(rngs.programme.random(size), cust) if rngs.programme else None
     return _World(
         cust=cust,
         cal=cal,
@@ -1325,29 +1373,25 @@ def _world(
     )
 
 
-def simulate(
-    n_customers: int,
-    months: int,
-    seed: int,
-    start: date = date(2025, 1, 1),
-    signal: float = 1.0,
-    programme: bool = False,
-    exploration: float = 0.0,
-) -> Simulation:
-    """Simulate ``n_customers`` signing up from a year before ``start`` until a month before the end.
-
-    Rows run from ``start - 365 days`` to ``start + months``; the same arguments give identical tables.
-    ``signal`` scales how strongly the risk factors move each renewal's log-odds (1 = the documented
-    model, 0 = churn at random); the intercept is re-centred so the churn rate stays about the same.
-    ``programme`` runs the monthly retention programme from ``start`` on: a ``contacts`` table, and its
-    truth (``Simulation.contact_truth``). Without it the tables are exactly those of earlier versions.
-    ``exploration`` (with the programme) also contacts a random share of the customers the risk rule
-    did not pick, half of them held out, so that who responds can be learned across all customers.
-    """
-    w = _world(n_customers, months, seed, start, signal, programme, exploration)
-    cal = w.cal
+def _simulate_block(params: dict, block: int) -> Simulation:
+    """One block's tables and truth, with the business's customer ids (block ``b`` holds the ids after
+    those of blocks ``0 .. b-1``), so concatenating blocks in order keeps every table sorted."""
+    n, block_customers = params["n_customers"], params.get("block_customers", BLOCK_CUSTOMERS)
+    programme = params.get("programme", False)
+    w = _world(
+        n,
+        params["months"],
+        params["seed"],
+        date.fromisoformat(params["start"]),
+        params.get("signal", 1.0),
+        programme,
+        params.get("exploration", 0.0),
+        block,
+        block_customers,
+    )
     log = _run(w)
-    ids = _customer_ids(n_customers)
+    first, size = _blocks(n, block_customers)[block]
+    ids = _block_ids(n, first, size)
     tables = {
         "customers": _customers_frame(w, ids),
         "events": _events_frame(log, w, ids),
@@ -1358,7 +1402,48 @@ def simulate(
     }
     if programme:
         tables["contacts"] = _contacts_frame(log, w, ids)
-    params = {
+    return Simulation(
+        tables=tables,
+        truth=_truth_frame(log, w, ids),
+        end=w.cal.origin + pd.Timedelta(seconds=w.cal.end_s),
+        params=params,
+        contact_truth=_contact_truth_frame(log, w, ids) if programme else None,
+        uplift_truth=_uplift_truth_frame(log, w, ids) if programme else None,
+    )
+
+
+def _concat(sims: list[Simulation]) -> Simulation:
+    """Consecutive blocks as one simulation (one block is returned as it is)."""
+    if len(sims) == 1:
+        return sims[0]
+
+    def stack(frames: list[pd.DataFrame | None]) -> pd.DataFrame | None:
+        return None if frames[0] is None else pd.concat(frames, ignore_index=True)
+
+    tables = {name: pd.concat([s.tables[name] for s in sims], ignore_index=True) for name in sims[0].tables}
+    truth = pd.concat([s.truth for s in sims], ignore_index=True)
+    return replace(
+        sims[0],
+        tables=tables,
+        truth=truth,
+        contact_truth=stack([s.contact_truth for s in sims]),
+        uplift_truth=stack([s.uplift_truth for s in sims]),
+    )
+
+
+def _params(
+    n_customers: int,
+    months: int,
+    seed: int,
+    start: date,
+    signal: float,
+    programme: bool,
+    exploration: float,
+    block_customers: int,
+) -> dict:
+    _check(n_customers, months, signal, exploration, programme)
+    _blocks(n_customers, block_customers)
+    params: dict[str, Any] = {
         "n_customers": int(n_customers),
         "months": int(months),
         "seed": int(seed),
@@ -1372,17 +1457,63 @@ def simulate(
         params["programme"] = True
     if exploration:
         params["exploration"] = float(exploration)
-    end = cal.origin + pd.Timedelta(seconds=cal.end_s)
-    contact_truth = _contact_truth_frame(log, w, ids) if programme else None
-    uplift_truth = _uplift_truth_frame(log, w, ids) if programme else None
-    return Simulation(
-        tables=tables,
-        truth=_truth_frame(log, w, ids),
-        end=end,
-        params=params,
-        contact_truth=contact_truth,
-        uplift_truth=uplift_truth,
-    )
+    if n_customers > block_customers:  # one block is the same business whatever the block size
+        params["block_customers"] = int(block_customers)
+    return params
+
+
+def simulate(
+    n_customers: int,
+    months: int,
+    seed: int,
+    start: date = date(2025, 1, 1),
+    signal: float = 1.0,
+    programme: bool = False,
+    exploration: float = 0.0,
+    block_customers: int = BLOCK_CUSTOMERS,
+) -> Simulation:
+    """Simulate ``n_customers`` signing up from a year before ``start`` until a month before the end.
+
+    Rows run from ``start - 365 days`` to ``start + months``; the same arguments give identical tables.
+    ``signal`` scales how strongly the risk factors move each renewal's log-odds (1 = the documented
+    model, 0 = churn at random); the intercept is re-centred so the churn rate stays about the same.
+    ``programme`` runs the monthly retention programme from ``start`` on: a ``contacts`` table, and its
+    truth (``Simulation.contact_truth``). Without it the tables are exactly those of earlier versions.
+    ``exploration`` (with the programme) also contacts a random share of the customers the risk rule
+    did not pick, half of them held out, so that who responds can be learned across all customers.
+    Customers are simulated in blocks of ``block_customers`` (``BLOCK_CUSTOMERS``; tests override it):
+    the tables are those of ``simulate_chunks`` put together, whatever the chunk size.
+    """
+    params = _params(n_customers, months, seed, start, signal, programme, exploration, block_customers)
+    blocks = range(len(_blocks(n_customers, block_customers)))
+    return _concat([_simulate_block(params, block) for block in blocks])
+
+
+def simulate_chunks(
+    n_customers: int,
+    months: int,
+    seed: int,
+    start: date = date(2025, 1, 1),
+    signal: float = 1.0,
+    programme: bool = False,
+    exploration: float = 0.0,
+    chunk_customers: int = BLOCK_CUSTOMERS,
+    block_customers: int = BLOCK_CUSTOMERS,
+) -> Iterator[Simulation]:
+    """``simulate``'s business in chunks of whole blocks (``chunk_customers`` rounded down to a multiple
+    of ``block_customers``, at least one block), made one at a time: memory follows the chunk, not the
+    business. The chunks in order, put together, are ``simulate``'s tables byte for byte."""
+    params = _params(n_customers, months, seed, start, signal, programme, exploration, block_customers)
+    if chunk_customers <= 0:
+        raise ValueError(f"chunk_customers must be positive, got {chunk_customers}")
+    per_chunk = max(1, chunk_customers // block_customers)
+    blocks = len(_blocks(n_customers, block_customers))
+
+    def chunks() -> Iterator[Simulation]:
+        for first in range(0, blocks, per_chunk):
+            yield _concat([_simulate_block(params, b) for b in range(first, min(first + per_chunk, blocks))])
+
+    return chunks()
 
 
 _T = TypeVar("_T")
@@ -1457,34 +1588,26 @@ def churn_forecast(
     behaviour after the cutoff; this is the most any risk list scored at the cutoff could name.
     """
     params = sim.params
-    start = date.fromisoformat(params["start"])
-    w = _world(
-        params["n_customers"],
-        params["months"],
-        params["seed"],
-        start,
-        params.get("signal", 1.0),
-        params.get("programme", False),
-        params.get("exploration", 0.0),
-    )
+    n, block_customers = params["n_customers"], params.get("block_customers", BLOCK_CUSTOMERS)
+    cal = _calendar(date.fromisoformat(params["start"]), params["months"])
     days = {}
     for cutoff in cutoffs:
-        offset = pd.Timestamp(cutoff) - w.cal.origin
-        if offset != pd.Timedelta(days=offset.days) or not 0 <= offset.days < w.cal.n_days:
+        offset = pd.Timestamp(cutoff) - cal.origin
+        if offset != pd.Timedelta(days=offset.days) or not 0 <= offset.days < cal.n_days:
             raise ValueError(f"cutoff {cutoff} is not a midnight inside the simulated days")
-        if offset.days + horizon_days > w.cal.n_days:  # a shorter window would forecast less churn
+        if offset.days + horizon_days > cal.n_days:  # a shorter window would forecast less churn
             raise ValueError(f"cutoff {cutoff}: its {horizon_days}-day horizon runs past the simulated days")
         days[offset.days] = pd.Timestamp(cutoff)
-    ids = _customer_ids(w.cust.n)
-    frames = []
+    frames: dict[tuple[int, int], pd.DataFrame] = {}  # by (day, block): cutoff, then customer order
 
-    def fork(t: int, world: _World, state: _State, log: _Log) -> None:
+    def fork(ids: pa.Array, block: int, t: int, world: _World, state: _State, log: _Log) -> None:
         if t not in days:
             return
         active = np.flatnonzero(state.status == ACTIVE)
         sizes = {done: min(batch, futures - done) for done in range(0, futures, batch)}
+        keys = {done: (seed, done, BLOCK_KEY, block) if block else (seed, done) for done in sizes}
         chunks = [
-            _fork_outcomes(t, world, state, log, horizon_days, size, (seed, done))
+            _fork_outcomes(t, world, state, log, horizon_days, size, keys[done])
             for done, size in sizes.items()
         ]
         probability = np.average(
@@ -1494,22 +1617,31 @@ def churn_forecast(
         renewing = causes.sum(axis=1)
         top = causes.argmax(axis=1)
         cause = _labels(top, (*FACTORS, "none")).where(renewing > 0)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "customer_id": _labels(active, ids),
-                    "cutoff": days[t],
-                    "churn_prob": probability[active],
-                    "cause": cause.array,
-                    "cause_share": np.where(
-                        renewing > 0, causes[np.arange(len(top)), top] / np.maximum(renewing, 1), np.nan
-                    ),
-                }
-            )
+        frames[(t, block)] = pd.DataFrame(
+            {
+                "customer_id": _labels(active, ids),
+                "cutoff": days[t],
+                "churn_prob": probability[active],
+                "cause": cause.array,
+                "cause_share": np.where(
+                    renewing > 0, causes[np.arange(len(top)), top] / np.maximum(renewing, 1), np.nan
+                ),
+            }
         )
 
-    if days:
-        _run(w, before_day=fork)
+    for block, (first, size) in enumerate(_blocks(n, block_customers) if days else []):
+        w = _world(
+            n,
+            params["months"],
+            params["seed"],
+            date.fromisoformat(params["start"]),
+            params.get("signal", 1.0),
+            params.get("programme", False),
+            params.get("exploration", 0.0),
+            block,
+            block_customers,
+        )
+        _run(w, before_day=functools.partial(fork, _block_ids(n, first, size), block))
     columns = {"customer_id": pd.Series(dtype="str"), "cutoff": pd.Series(dtype="datetime64[ns]")}
     empty = pd.DataFrame(
         {
@@ -1519,7 +1651,7 @@ def churn_forecast(
             "cause_share": pd.Series(dtype=np.float64),
         }
     )
-    return pd.concat(frames, ignore_index=True) if frames else empty
+    return pd.concat([frames[k] for k in sorted(frames)], ignore_index=True) if frames else empty
 
 
 PRICE_COLUMNS = frozenset({"amount", "mrr"})  # the columns a pricing change moves
@@ -1540,17 +1672,29 @@ def price_change(dataset: Dataset, at: pd.Timestamp, factor: float) -> Dataset:
     return Dataset(tables=tables, end=dataset.end)
 
 
-def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> Path:
-    """Write each contract table, ``truth_renewals`` and ``simulation.json`` (each file atomically)."""
-    if fmt not in ("parquet", "csv"):
-        raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
-    out_dir = Path(out_dir)
+def _frames(sim: Simulation) -> dict[str, pd.DataFrame]:
+    """What is written: the contract tables, ``truth_renewals`` and, with the programme, its truths."""
     frames = {name: sim.tables[name] for name in TABLES if name in sim.tables}
     frames["truth_renewals"] = sim.truth
     if sim.contact_truth is not None:
         frames["truth_contacts"] = sim.contact_truth
     if sim.uplift_truth is not None:
         frames["truth_uplift"] = sim.uplift_truth
+    return frames
+
+
+def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "csv"] = "parquet") -> Path:
+    """Write each contract table, ``truth_renewals`` and ``simulation.json`` (each file atomically)."""
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
+    out_dir = Path(out_dir)
+    frames = _frames(sim)
+    chunked = [name for name in frames if (out_dir / f"{name}.{fmt}").is_dir()]
+    if chunked:  # a file cannot replace a directory; refuse before writing anything
+        raise ValueError(
+            f"{out_dir} holds a chunked simulation ({chunked[0]}.{fmt}/ is a directory): write to another "
+            "directory, or write in chunks again"
+        )
     for name, frame in frames.items():
         target = out_dir / f"{name}.{fmt}"
         if fmt == "parquet":
@@ -1562,4 +1706,47 @@ def write_simulation(sim: Simulation, out_dir: Path, fmt: Literal["parquet", "cs
         out_dir / "simulation.json",
         {"params": sim.params, "end": sim.end.isoformat(), "rows": rows, "format": fmt},
     )
+    return out_dir
+
+
+def _write_part(directory: Path, part: int, sim: Simulation) -> dict[str, int]:
+    """One chunk as ``<table>.parquet/part-<part>.parquet`` for every table; its rows per table."""
+    rows = {}
+    for name, frame in _frames(sim).items():
+        target = directory / f"{name}.parquet" / f"part-{part:05d}.parquet"
+        write_parquet(target, frame, metadata={"simulation": sim.params})
+        rows[name] = len(frame)
+    return rows
+
+
+def write_simulation_chunks(chunks: Iterable[Simulation], out_dir: Path) -> Path:
+    """Write a simulation made in chunks (``simulate_chunks``), one chunk in memory at a time: each table
+    as a Parquet dataset ``<table>.parquet/part-00000.parquet, ...`` (one file per chunk, in customer
+    order; churnml's loader and ``pd.read_parquet`` read the directory), and ``simulation.json``.
+
+    Why the whole directory is swapped in at the end (``atomic_dir``): a killed run of many chunks must
+    leave the previous simulation readable, not some tables new and some old. So a directory holding
+    anything but a simulation is refused rather than replaced.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "simulation.json").is_file())
+    ):
+        raise ValueError(f"{out_dir} is not empty and holds no simulation.json: write to a new directory")
+    rows: dict[str, int] = {}
+    params: dict | None = None
+    end: pd.Timestamp | None = None
+    parts = 0
+    with atomic_dir(out_dir) as tmp:
+        for sim in chunks:
+            for name, count in _write_part(tmp, parts, sim).items():
+                rows[name] = rows.get(name, 0) + count
+            params, end, parts = sim.params, sim.end, parts + 1
+            del sim  # before the next chunk is made: one chunk in memory
+        if params is None or end is None:
+            raise ValueError("no chunks to write")
+        write_json(
+            tmp / "simulation.json",
+            {"params": params, "end": end.isoformat(), "rows": rows, "format": "parquet", "parts": parts},
+        )
     return out_dir

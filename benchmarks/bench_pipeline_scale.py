@@ -1,0 +1,122 @@
+"""Benchmark the whole pipeline at scale on a LocalCluster: simulate in chunks, load, features, train, score.
+
+    .venv/bin/python benchmarks/bench_pipeline_scale.py --customers 30000,100000 --workers 1,2 \
+        --memory-limit 3GiB --customers-per-partition 25000 --out /tmp/bench_pipeline
+
+Per business size: ``churnml simulate --chunk-customers`` writes it as Parquet part files (in a child
+process, so its memory is not the client's), churnml's loader reads it into the client, then for each
+worker count a fresh LocalCluster (``engine.kind=dask``, memory limit per worker) runs:
+
+- **features**: ``build_training_set`` at the last ``--cutoffs`` monthly cutoffs (labels + features);
+- **train**: ``engine.boosting.train_on_cluster`` (``xgboost.dask``), ``--rounds`` trees of depth 5;
+- **score**: ``score_customers`` at the end of the data (eligibility, features, probability).
+
+Printed: each step's time per customer, each worker's peak resident memory against its limit, and the
+client's own peak. The client loads the whole data (the engine splits and ships it from there), so the
+client, not the workers, is what bounds the size on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_scale import last_cutoffs
+
+from churnml.config import Config, DataConfig, EngineConfig, FeatureConfig, LabelConfig
+from churnml.data.load import load_dataset
+from churnml.data.simulate import BLOCK_CUSTOMERS
+from churnml.engine import open_engine
+from churnml.engine.boosting import train_on_cluster
+from churnml.engine.cluster import DaskEngine, peak_memory
+from churnml.features.training_set import build_training_set
+from churnml.risk.population import score_customers
+from churnml.training.model import ChurnModel
+
+GIB = 2**30
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", default="30000,100000", help="comma-separated business sizes")
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--cutoffs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", default="1,2", help="comma-separated Dask worker counts")
+    parser.add_argument("--memory-limit", default="3GiB", help="memory limit per Dask worker")
+    parser.add_argument("--customers-per-partition", type=int, default=25_000)
+    parser.add_argument("--chunk-customers", type=int, default=BLOCK_CUSTOMERS)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--out", type=Path, required=True, help="scratch directory for the businesses")
+    args = parser.parse_args(argv)
+
+    features = FeatureConfig()
+    print(
+        f"{'customers':>9} {'engine':<8} {'simulate':>9} {'load':>7} {'features':>9} {'train':>7} "
+        f"{'score':>7} {'µs/cust (features+train+score)':>31}  worker peak / limit"
+    )
+    for n in (int(x) for x in args.customers.split(",")):
+        data = args.out / f"sim-{n}"
+        started = time.perf_counter()
+        command = [sys.executable, "-m", "churnml.cli", "simulate", "--out", str(data), "--customers", str(n)]
+        command += ["--months", str(args.months), "--seed", str(args.seed)]
+        subprocess.run(
+            [*command, "--chunk-customers", str(args.chunk_customers)], check=True, capture_output=True
+        )
+        simulate_s = time.perf_counter() - started
+        started = time.perf_counter()
+        dataset = load_dataset(DataConfig(dir=str(data)))
+        load_s = time.perf_counter() - started
+        labels = LabelConfig().model_copy(update={"cutoffs": last_cutoffs(dataset, args.cutoffs)})
+        config = Config(labels=labels, features=features)
+        events = len(dataset.tables["events"])
+        for workers in (int(x) for x in args.workers.split(",")):
+            settings = EngineConfig(
+                kind="dask",
+                workers=workers,
+                threads_per_worker=1,
+                memory_limit=args.memory_limit,
+                customers_per_partition=args.customers_per_partition,
+                dashboard=False,
+            )
+            with open_engine(settings) as engine:
+                assert isinstance(engine, DaskEngine)
+                started = time.perf_counter()
+                training = build_training_set(dataset, labels, features, engine)
+                features_s = time.perf_counter() - started
+                started = time.perf_counter()
+                labeled = training.labeled
+                untrained = ChurnModel.untrained(labeled, training.specs)
+                params = {"objective": "binary:logistic", "max_depth": 5, "eta": 0.2, "seed": 0}
+                booster = train_on_cluster(engine, untrained, params, args.rounds, labeled)
+                model = untrained.with_booster(booster, best_iteration=args.rounds - 1)
+                train_s = time.perf_counter() - started
+                started = time.perf_counter()
+                frame, _ = score_customers(engine, dataset, model, dataset.end, config)
+                score_s = time.perf_counter() - started
+                peaks = engine.worker_memory()
+            memory = "  ".join(f"{p / GIB:.2f}/{(limit or 0) / GIB:.1f} GiB" for p, limit in peaks.values())
+            work = (features_s + train_s + score_s) / n * 1e6
+            print(
+                f"{n:>9,} {'dask x' + str(workers):<8} {simulate_s:>8.1f}s {load_s:>6.1f}s {features_s:>8.1f}s "
+                f"{train_s:>6.1f}s {score_s:>6.1f}s {work:>31.0f}  {memory}",
+                flush=True,
+            )
+            rows, scored = len(training.frame), len(frame)
+            del training, labeled, frame, model, booster
+        print(
+            f"# {n:,} customers, {events:,} events; training set {rows:,} rows x {len(untrained.columns)} "
+            f"columns; {scored:,} scored; client peak RSS so far {peak_memory() / GIB:.2f} GiB",
+            flush=True,
+        )
+        del dataset
+        shutil.rmtree(data, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
