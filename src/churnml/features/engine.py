@@ -713,9 +713,15 @@ def _sorted_customer_ids(dataset: Dataset) -> pa.Array:
 
 
 def compute(
-    dataset: Dataset, customer_ids: pd.Series, t_ns: np.ndarray, specs: Sequence[FeatureSpec]
+    dataset: Dataset,
+    customer_ids: pd.Series,
+    t_ns: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    batch_size: int = QUERY_BATCH,
 ) -> dict[str, np.ndarray]:
-    """Values per spec for queries in the given order: float64 arrays, category specs as int codes."""
+    """Values per spec for queries in the given order: float64 arrays, category specs as int codes.
+    Queries are computed ``batch_size`` at a time (each query's values depend on its own customer and
+    cutoff only, so any batching gives the same values)."""
     ids = _sorted_customer_ids(dataset)
     codes = _lookup(customer_ids, ids, len(ids))
     # By cutoff, then customer: a batch of queries is mostly one cutoff's customers, in code order, so
@@ -732,8 +738,8 @@ def compute(
             raise ValueError(f"feature {spec.name!r}: unknown aggregate {spec.aggregate!r}")
     ctx = _Context(dataset, ids, codes[order], t_ns[order], types)
     out: dict[str, np.ndarray] = {}
-    for start in range(0, max(len(order), 1), QUERY_BATCH):
-        rows = slice(start, start + QUERY_BATCH)
+    for start in range(0, max(len(order), 1), batch_size):
+        rows = slice(start, start + batch_size)
         batch = ctx.batch(rows)
         for spec in specs:
             found = (
