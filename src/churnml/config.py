@@ -325,7 +325,11 @@ class TuneConfig(_Model):
     prune_interval: float = Field(
         0.25, gt=0, description="Learning progress between reports to the pruner (each is a storage write)."
     )
-    progress_bar: bool = Field(True, description="Show Optuna's progress bar (off when timeout_s is set).")
+    progress_bar: bool = Field(
+        True,
+        description="Show the trials' progress bar: Optuna's (off when timeout_s is set or n_jobs > 1), "
+        "or with engine.kind=dask the count of the study's finished trials while the workers run them.",
+    )
     search_negatives: float | None = Field(
         2.0,
         gt=0,
@@ -850,6 +854,12 @@ class EngineConfig(_Model):
     )
     dashboard: bool = Field(
         True, description="LocalCluster: serve the Dask dashboard (its address is printed)."
+    )
+    progress: bool = Field(
+        True,
+        description="A progress bar of the cluster's tasks while a step waits on them (training set, "
+        "scoring, SHAP); false in tests or when a program parses the output. Tuning's bar is "
+        "tune.progress_bar.",
     )
 
     @field_validator("memory_limit")

@@ -23,6 +23,7 @@ from churnml.contract import FAILED_PAYMENT_STATUSES, TABLES
 from churnml.data.dataset import Dataset
 from churnml.features import FeatureSpec, build_features, feature_catalogue
 from churnml.features.catalogue import HIGH_PRIORITIES, LIFECYCLE_STAGES
+from churnml.features.engine import compute
 
 ORIGIN = pd.Timestamp("2025-01-01")
 DAY = pd.Timedelta(days=1)
@@ -564,6 +565,25 @@ def test_partitions_give_identical_results_in_input_order(data, partitions: int)
     for i in range(0, len(queries), 4):
         alone = build_features(dataset, queries.iloc[[i]], CONFIG, specs)
         assert_same_features(single.iloc[[i]].reset_index(drop=True), alone, specs)
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data(), batch_size=st.integers(1, 7))
+def test_query_batches_give_identical_values(data, batch_size: int) -> None:
+    """Queries computed a few at a time (what bounds the engine's memory: QUERY_BATCH) against all at
+    once, at several cutoffs in shuffled order: the same values, bit for bit, in the queries' order."""
+    dataset = data.draw(histories())
+    ts = [data.draw(cutoffs_for(dataset)) for _ in range(3)]
+    queries = pd.concat([_queries(dataset, t) for t in ts], ignore_index=True)
+    queries = queries.sample(frac=1.0, random_state=data.draw(st.integers(0, 100))).reset_index(drop=True)
+    specs = feature_catalogue(dataset, CONFIG)
+    t_ns = queries["cutoff"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    whole = compute(dataset, queries["customer_id"], t_ns, specs, batch_size=len(queries) + 1)
+    batched = compute(dataset, queries["customer_id"], t_ns, specs, batch_size=batch_size)
+    assert whole.keys() == batched.keys()
+    for name, values in whole.items():
+        assert values.dtype == batched[name].dtype, name
+        np.testing.assert_array_equal(batched[name], values, err_msg=name)
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,8 @@ class DaskEngine:
         return iter_partitions(dataset, self.partitions(len(dataset.customers)))
 
     def map(self, step: Callable[..., T], parts: Iterable[Any], *shared: Any, name: str = "step") -> list[T]:
+        from distributed import as_completed
+
         token = uuid.uuid4().hex[:8]
         client = self.client
         # Once to every worker, not once per task: a model or the specs are the same for every part.
@@ -64,6 +66,9 @@ class DaskEngine:
                 client.submit(step, data, *common, key=f"{name}-{k}-{token}", workers=[worker], pure=False)
             )
             del part, data
+        with progress_bar(name, len(futures), self.config.progress) as update:
+            for done, _ in enumerate(as_completed(futures), 1):
+                update(done)
         return client.gather(futures)
 
     def row_parts(self, frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
@@ -82,14 +87,33 @@ class DaskEngine:
         parts = self.config.partitions or (
             f"one per {self.config.customers_per_partition:,} customers, at least one per worker"
         )
-        link = getattr(self.client, "dashboard_link", None) if self.config.dashboard else None
+        link = dashboard_link(self.client)
         dashboard = f"; dashboard {link}" if link else ""
-        if self.config.dashboard and self.config.scheduler is None and not has_dashboard():
+        if self.config.scheduler is None and self.config.dashboard and not has_dashboard():
+            # Without bokeh the scheduler's HTTP server still answers, but its pages do not exist.
             dashboard = "; no dashboard (pip install bokeh)"
+        elif self.config.scheduler is not None and not link:
+            dashboard = "; the scheduler serves no dashboard"
         return (
             f"engine: dask on {where}, {len(self.workers)} workers x {self.threads} threads, "
             f"partitions: {parts}{dashboard}"
         )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, show: bool) -> Iterator[Callable[[int], None]]:
+    """A bar on the console while a step waits on the cluster; yields ``update(done)``. Rich's, as the
+    CLI's other output: on a terminal it redraws in place, elsewhere (a CI log) it prints its last state
+    once. ``show`` False: nothing (tests, or output parsed by a program)."""
+    if not show:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 @contextmanager
@@ -103,6 +127,15 @@ def _quiet(name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(before)
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The scheduler's dashboard address, None when it serves none (a client of a running scheduler
+    raises KeyError then, a LocalCluster's gives an empty string)."""
+    try:
+        return client.dashboard_link or None
+    except KeyError:
+        return None
 
 
 def has_dashboard() -> bool:

@@ -69,6 +69,14 @@ def _lookup(values: pd.Series, keys: pa.Array, missing: int) -> np.ndarray:
     return np.asarray(found.fill_null(missing)).astype(np.int64)
 
 
+# Cached per query (one value per query); everything else cached is of the data (timelines, masks,
+# running sums), built once and shared by every batch of queries.
+QUERY_KEYS = frozenset({"position", "start", "visits", "current_subscription"})
+# Queries computed together: what is cached per query (window positions: a few dozen arrays) is held for
+# one batch at a time rather than for every query at once.
+QUERY_BATCH = 65_536
+
+
 class _Context:
     """Everything the aggregates share: customer codes, queries, and lazily built, cached timelines.
 
@@ -82,6 +90,8 @@ class _Context:
         codes: np.ndarray,
         t_ns: np.ndarray,
         event_types: set[str],
+        clock: Clock | None = None,
+        shared: dict[tuple, object] | None = None,
     ) -> None:
         self.dataset = dataset
         self.customer_ids = customer_ids  # sorted: a customer's code is its position here
@@ -89,13 +99,27 @@ class _Context:
         self.codes = codes
         self.t = t_ns
         self.event_types = event_types  # every event type some spec filters on
-        self.clock = _clock(dataset, t_ns, self.n_customers + 1)
-        self._cache: dict[tuple, object] = {}
+        self.clock = clock or _clock(dataset, t_ns, self.n_customers + 1)
+        self._shared: dict[tuple, object] = {} if shared is None else shared  # of the data
+        self._queries: dict[tuple, object] = {}  # of these queries (QUERY_KEYS)
+
+    def batch(self, rows: slice) -> _Context:
+        """The same data (and everything cached of it) for the queries ``rows`` only."""
+        return _Context(
+            self.dataset,
+            self.customer_ids,
+            self.codes[rows],
+            self.t[rows],
+            self.event_types,
+            self.clock,
+            self._shared,
+        )
 
     def cached(self, key: tuple, make: Callable[[], object]):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+        cache = self._queries if key[0] in QUERY_KEYS else self._shared
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
 
     # -- tables ------------------------------------------------------------------------------------
 
@@ -121,7 +145,7 @@ class _Context:
 
         def make() -> Timeline:
             frame = self.frame(table)
-            rows = np.arange(len(frame), dtype=np.int64)
+            rows = np.arange(len(frame), dtype=np.int32 if len(frame) < 2**31 else np.int64)  # indices only
             return Timeline.build(
                 self.row_codes(table), _ns(frame[TABLES[table].time_column]), rows, self.clock
             )
@@ -161,7 +185,8 @@ class _Context:
         def make() -> tuple[np.ndarray, dict[str, int]]:
             types = sorted(self.event_types)
             index = _lookup(self.frame("events")["event_type"], pa.array(types, pa.string()), -1)
-            return index[self.base("events").rows], {name: k for k, name in enumerate(types)}
+            small = np.int8 if len(types) < 127 else np.int32  # one per events row: 1 byte, not 8
+            return index.astype(small)[self.base("events").rows], {name: k for k, name in enumerate(types)}
 
         return self.cached(("event_type_index",), make)
 
@@ -688,29 +713,44 @@ def _sorted_customer_ids(dataset: Dataset) -> pa.Array:
 
 
 def compute(
-    dataset: Dataset, customer_ids: pd.Series, t_ns: np.ndarray, specs: Sequence[FeatureSpec]
+    dataset: Dataset,
+    customer_ids: pd.Series,
+    t_ns: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    batch_size: int = QUERY_BATCH,
 ) -> dict[str, np.ndarray]:
-    """Values per spec for queries in the given order: float64 arrays, category specs as int codes."""
+    """Values per spec for queries in the given order: float64 arrays, category specs as int codes.
+    Queries are computed ``batch_size`` at a time (each query's values depend on its own customer and
+    cutoff only, so any batching gives the same values)."""
     ids = _sorted_customer_ids(dataset)
     codes = _lookup(customer_ids, ids, len(ids))
-    order = np.lexsort((t_ns, codes))
+    # By cutoff, then customer: a batch of queries is mostly one cutoff's customers, in code order, so
+    # binary searches still walk the timelines in order.
+    order = np.lexsort((codes, t_ns))
     in_order = bool(np.all(order == np.arange(len(order))))  # one customer's query, say: no scatter back
     types = {
         kind
         for spec in specs
         for kind in (spec.event_types or ()) + ((spec.event_type,) if spec.event_type else ())
     }
-    ctx = _Context(dataset, ids, codes[order], t_ns[order], types)
-    out = {}
     for spec in specs:
         if spec.aggregate not in AGGREGATES:
             raise ValueError(f"feature {spec.name!r}: unknown aggregate {spec.aggregate!r}")
-        found = AGGREGATES[spec.aggregate](ctx, spec) if _available(ctx, spec) else _missing(spec, len(order))
-        if in_order:
-            out[spec.name] = found
-        else:
-            out[spec.name] = values = np.empty_like(found)
-            values[order] = found
+    ctx = _Context(dataset, ids, codes[order], t_ns[order], types)
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, max(len(order), 1), batch_size):
+        rows = slice(start, start + batch_size)
+        batch = ctx.batch(rows)
+        for spec in specs:
+            found = (
+                AGGREGATES[spec.aggregate](batch, spec)
+                if _available(batch, spec)
+                else _missing(spec, len(batch.t))
+            )
+            if spec.name not in out:
+                out[spec.name] = np.empty(len(order), dtype=found.dtype)
+            out[spec.name][order[rows] if not in_order else rows] = found
+        del batch
     return out
 
 

@@ -78,7 +78,9 @@ class Timeline:
         if not is_sorted(codes, ns):
             order = np.lexsort((ns, codes))
             codes, ns, rows = codes[order], ns[order], rows[order]
-        return cls(key=codes * clock.span + clock.row_seconds(ns), ns=ns, rows=rows, clock=clock)
+        timeline = cls(key=codes * clock.span + clock.row_seconds(ns), ns=ns, rows=rows, clock=clock)
+        timeline.__dict__["codes"] = codes  # held already (the caller's, or made here): not derived again
+        return timeline
 
     def subset(self, keep: np.ndarray) -> Timeline:
         """The rows where ``keep`` is true, still sorted."""
@@ -138,15 +140,17 @@ class Days:
         if len(days) > 1:
             same = codes[index[1:]] == codes[index[:-1]]
             gap[1:] = np.where(same, days[1:] - days[:-1], 0)
-        return cls(starts=np.cumsum(first), day=days, sq=np.cumsum(gap * gap))
+        # One per row: 4 bytes while a count fits (between() hands out int64 again).
+        count = np.int32 if len(first) < 2**31 else np.int64
+        return cls(starts=np.cumsum(first, dtype=count), day=days, sq=np.cumsum(gap * gap))
 
     def between(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For rows [a, b) of one customer: (first distinct day index, last one, how many days; 0 if none)."""
         if len(self.starts) == 0:
             zero = np.zeros(len(a), np.int64)
             return zero, zero, zero
-        first = self.starts[np.clip(a, 0, len(self.starts) - 1)] - 1
-        last = self.starts[np.clip(b - 1, 0, len(self.starts) - 1)] - 1
+        first = self.starts[np.clip(a, 0, len(self.starts) - 1)].astype(np.int64) - 1
+        last = self.starts[np.clip(b - 1, 0, len(self.starts) - 1)].astype(np.int64) - 1
         return first, last, np.where(b > a, last - first + 1, 0)
 
 

@@ -78,8 +78,9 @@ def run(
     announce: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train, choose, calibrate, evaluate, refit, track and register a churn model (builds the training
-    set if not given). On a Dask ``config.engine`` the candidates' final boosters are trained by the
-    workers (``xgboost.dask``); cross-validation and tuning stay in this process. One engine serves
+    set if not given). On a Dask ``config.engine`` the Optuna trials run on the workers in parallel and
+    the candidates' final boosters are trained by them (``xgboost.dask``); the best trial's
+    cross-validation, the other candidates and calibration stay in this process. One engine serves
     both the training set and the boosters (a second LocalCluster would cost its start-up again)."""
     with open_engine(config.engine, config.model.nthread, announce) as engine:
         training_set = training_set or features.run(config, base_dir, engine=engine).training_set
@@ -96,7 +97,9 @@ def _train(config: Config, training_set: TrainingSet, engine: Engine) -> TrainRe
         mlflow.start_run(run_name=f"train-{config.name}", tags=ownership.tags()) as parent,
     ):
         log_inputs(config, training_set.fingerprint, training_set.label_settings, split)
-        candidates, study = _candidates(config, data, split, specs, name, experiment_id, parent.info.run_id)
+        candidates, study = _candidates(
+            config, data, split, specs, name, experiment_id, parent.info.run_id, engine
+        )
         oof = split.out_of_fold
         chosen = choose(
             candidates,
@@ -170,13 +173,15 @@ def _candidates(
     name: str,
     experiment_id: str,
     parent_run_id: str,
+    engine: Engine,
 ) -> tuple[list[Candidate], optuna.Study | None]:
-    """Cross-validate every configured candidate on the same folds."""
+    """Cross-validate every configured candidate on the same folds (the tuned one's trials on a Dask
+    ``engine``'s workers)."""
     candidates, study = [], None
     for kind in dict.fromkeys(config.model.candidates):
         if kind == "xgboost_tuned":
             trials = TrialLogger(parent_run_id, experiment_id, config.tune.metric)
-            study, best = tune(config, data, name, callbacks=[trials])
+            study, best = tune(config, data, name, callbacks=[trials], engine=engine)
             log_study(study, config.tune.metric, best.score)
             params = booster_params(config.model, config.tune.metric, config.seed, study.best_trial.params)
             candidates.append(booster_candidate(kind, params, best, data.y))

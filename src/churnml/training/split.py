@@ -66,6 +66,48 @@ class Split:
         }
 
 
+@dataclass(frozen=True)
+class PackedFolds:
+    """Folds without repeated rows, to send elsewhere (a cluster worker's search): rolling-origin folds
+    share most of their training cutoffs, so each cutoff's rows are held once (``rows``) and each fold is
+    positions in them, from which :meth:`unpack` rebuilds the same rows in the same order."""
+
+    rows: pd.DataFrame
+    train: tuple[np.ndarray, ...]
+    validation: tuple[np.ndarray, ...]
+
+    def unpack(self) -> tuple[Fold, ...]:
+        def take(positions: np.ndarray) -> pd.DataFrame:
+            return self.rows.iloc[positions].reset_index(drop=True)
+
+        return tuple(Fold(take(t), take(v)) for t, v in zip(self.train, self.validation, strict=True))
+
+
+def pack_folds(folds: tuple[Fold, ...]) -> PackedFolds:
+    """The folds as :class:`PackedFolds`. A fold's rows of one cutoff are that cutoff's rows of the
+    training frame in the frame's order (``_rows``), the same in every fold: a row's position is its
+    cutoff's offset plus its rank among its cutoff's rows in the fold."""
+    blocks: dict[pd.Timestamp, pd.DataFrame] = {}
+    for fold in folds:
+        for part in (fold.train, fold.validation):
+            for _, block in part.groupby("cutoff", sort=True):
+                blocks.setdefault(pd.Timestamp(block["cutoff"].iloc[0]), block)
+    cutoffs = sorted(blocks)
+    sizes = np.array([len(blocks[c]) for c in cutoffs], dtype=np.int64)
+    offsets = pd.Series(np.concatenate([[0], np.cumsum(sizes)[:-1]]), index=pd.DatetimeIndex(cutoffs))
+
+    def positions(part: pd.DataFrame) -> np.ndarray:
+        rank = part.groupby("cutoff", sort=False).cumcount().to_numpy(dtype=np.int64)
+        return offsets.reindex(pd.DatetimeIndex(part["cutoff"])).to_numpy(dtype=np.int64) + rank
+
+    rows = pd.concat([blocks[c] for c in cutoffs], ignore_index=True)
+    return PackedFolds(
+        rows=rows,
+        train=tuple(positions(f.train) for f in folds),
+        validation=tuple(positions(f.validation) for f in folds),
+    )
+
+
 def label_window_days(label_settings: dict[str, Any]) -> int:
     """How many days after a cutoff its label looks at (horizon plus the renewal grace period)."""
     return int(label_settings["horizon_days"]) + int(label_settings.get("grace_days") or 0)

@@ -38,7 +38,7 @@ from churnml.engine.cluster import DaskEngine
 from churnml.errors import ChurnmlError
 from churnml.training.calibrate import sigmoid
 from churnml.training.model import ChurnModel
-from churnml.training.split import Split, customer_fraction
+from churnml.training.split import Fold, Split, customer_fraction
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,8 @@ class CVData:
     ``folds`` hold every row; ``search`` the folds as the Optuna search trains on them (see
     ``search_sample``; the same matrices when nothing is sampled). ``y`` holds the pooled out-of-fold
     labels (the folds' validation rows in fold order, as ``Split.out_of_fold``), ``train_rows`` each
-    fold's number of training rows.
+    fold's number of training rows. ``specs`` and ``source`` are what it was built from, so that another
+    process (a cluster worker searching, ``churnml.engine.tuning``) builds the same matrices.
     """
 
     folds: tuple[FoldMatrices, ...]
@@ -170,6 +171,8 @@ class CVData:
     y: np.ndarray
     train_rows: tuple[int, ...]
     validation_rows: tuple[int, ...]
+    specs: tuple[Any, ...] = ()
+    source: tuple[Fold, ...] = ()
 
     @classmethod
     def of(
@@ -180,10 +183,22 @@ class CVData:
         search_negatives: float | None = None,
         seed: int = 0,
     ) -> CVData:
+        """The split's folds as matrices (:meth:`of_folds`)."""
+        return cls.of_folds(specs, split.folds, nthread, search_negatives, seed)
+
+    @classmethod
+    def of_folds(
+        cls,
+        specs: Sequence[Any],
+        source: Sequence[Fold],
+        nthread: int,
+        search_negatives: float | None = None,
+        seed: int = 0,
+    ) -> CVData:
         """Each fold's inputs cast as a model fitted on its training rows would cast them: categories
         the catalogue does not declare come from those rows alone, never from later cutoffs."""
         folds, search = [], []
-        for fold in split.folds:
+        for fold in source:
             model = ChurnModel.untrained(fold.train, specs)
 
             def build(frame: pd.DataFrame, weight: np.ndarray | None = None) -> xgb.DMatrix:
@@ -204,9 +219,11 @@ class CVData:
         return cls(
             folds=tuple(folds),
             search=tuple(search),
-            y=split.out_of_fold["label"].to_numpy(dtype=np.int64),
-            train_rows=tuple(len(f.train) for f in split.folds),
-            validation_rows=tuple(len(f.validation) for f in split.folds),
+            y=np.concatenate([f.validation["label"].to_numpy(dtype=np.int64) for f in source]),
+            train_rows=tuple(len(f.train) for f in source),
+            validation_rows=tuple(len(f.validation) for f in source),
+            specs=tuple(specs),
+            source=tuple(source),
         )
 
     @property
@@ -373,6 +390,23 @@ def default_storage(config: Config) -> str:
     return f"sqlite:///{path}"
 
 
+def storage_url(config: Config) -> str:
+    return config.tune.storage or default_storage(config)
+
+
+SQLITE_BUSY_TIMEOUT_S = 120.0
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage | str:
+    """The study's storage. A SQLite file written by several processes (the workers of a LocalCluster)
+    answers "database is locked" to a writer that finds another's transaction open; with a busy timeout
+    the writer waits for it instead. Optuna's writes are short (a trial's start, reports, its end), so
+    a few workers queue for milliseconds; a server database (``tune.storage``) needs nothing."""
+    if not url.startswith("sqlite"):
+        return url
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}})
+
+
 class OptimisticPruner(optuna.pruners.BasePruner):
     """Prune a trial only when it cannot catch up: even if it improved from here as much as the
     most-improving finished trial did from the same step, it would not beat the best finished trial.
@@ -411,13 +445,20 @@ def make_pruner(tune: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def create_study(config: Config, name: str) -> optuna.Study:
+def make_sampler(config: Config, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """Seeded TPE; worker ``k`` of a parallel search seeds with ``seed + k`` (worker 0, or a local run,
+    with ``seed``): the same seed in every worker would draw the same random start-up trials."""
+    return optuna.samplers.TPESampler(seed=config.seed + worker, n_startup_trials=config.tune.startup_trials)
+
+
+def create_study(config: Config, name: str, worker: int = 0) -> optuna.Study:
+    """The study, created in its storage or loaded from it (a resumed run, a cluster worker)."""
     tune = config.tune
     return optuna.create_study(
-        storage=tune.storage or default_storage(config),
+        storage=open_storage(storage_url(config)),
         study_name=name,
         direction="maximize" if tune.metric in MAXIMIZE else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=tune.startup_trials),
+        sampler=make_sampler(config, worker),
         pruner=make_pruner(tune),
         load_if_exists=True,
     )
@@ -438,15 +479,57 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+WORKER_ATTR = "churnml.worker"  # a trial's user attribute: which cluster worker ran it (0, 1, ...)
+
+
+def make_objective(
+    config: Config,
+    data: CVData,
+    results: dict[int, CVResult] | None = None,
+    worker: int | None = None,
+    nthread: int | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The search's objective: a trial's pooled ``tune.metric`` of cross-validation on ``data``'s search
+    folds. ``results`` collects each trial's result when the folds are not sampled (the best trial then
+    needs no second cross-validation); ``worker`` (a cluster worker's number) is recorded on the trial;
+    ``nthread`` replaces ``model.nthread`` (a worker's own threads)."""
+    fixed = dict(config.model.params)
+    churners = data.churners
+
+    def objective(trial: optuna.Trial) -> float:
+        for key, value in ownership.tags().items():
+            trial.set_user_attr(key, value)
+        if worker is not None:
+            trial.set_user_attr(WORKER_ATTR, worker)
+        drawn = suggest_params(trial, fixed, churners)
+        params = booster_params(config.model, config.tune.metric, config.seed, drawn)
+        if nthread is not None:
+            params["nthread"] = nthread
+        learning_rate = float(params.get("learning_rate", params.get("eta", 0.3)))
+        reporter = ProgressReporter(trial, learning_rate, config.tune.prune_interval)
+        result = cross_validate(params, data, config.model, reporter, search=True)
+        trial.set_user_attr("best_iteration", result.best_iteration)
+        if results is not None and not data.sampled:
+            results[trial.number] = result
+        return result.score
+
+    return objective
+
+
 def tune(
     config: Config,
     data: CVData,
     name: str,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    engine: Engine | None = None,
 ) -> tuple[optuna.Study, CVResult]:
     """Run the study up to its budget (trials in total, and/or seconds in this run); return it with the
     best trial's cross-validation result on every row (recomputed when the search trained on a sample
-    of the rows, or when the best trial is from an earlier run)."""
+    of the rows, when the best trial is from an earlier run, or when a cluster ran it).
+
+    On a Dask ``engine`` the trials run on the workers, each a ``study.optimize`` of its share of the
+    budget on the shared storage (``churnml.engine.tuning``); ``callbacks`` then see the new trials
+    here, in trial order, once the workers are done."""
     tune_config: TuneConfig = config.tune
     if tune_config.n_trials is None and tune_config.timeout_s is None:
         raise ChurnmlError("tune: set tune.n_trials and/or tune.timeout_s, or tuning never ends")
@@ -459,27 +542,19 @@ def tune(
     remaining = None if tune_config.n_trials is None else max(tune_config.n_trials - done, 0)
     if done:
         log.info("study %s resumed with %d finished trials, %s to go", name, done, remaining)
-    fixed = dict(config.model.params)
-    churners = data.churners
     results: dict[int, CVResult] = {}
 
-    def objective(trial: optuna.Trial) -> float:
-        for key, value in ownership.tags().items():
-            trial.set_user_attr(key, value)
-        params = booster_params(
-            config.model, tune_config.metric, config.seed, suggest_params(trial, fixed, churners)
-        )
-        learning_rate = float(params.get("learning_rate", params.get("eta", 0.3)))
-        reporter = ProgressReporter(trial, learning_rate, tune_config.prune_interval)
-        result = cross_validate(params, data, config.model, reporter, search=True)
-        trial.set_user_attr("best_iteration", result.best_iteration)
-        if not data.sampled:
-            results[trial.number] = result
-        return result.score
+    if remaining != 0 and isinstance(engine, DaskEngine):
+        from churnml.engine.tuning import search_on_cluster
 
-    if remaining != 0:
+        numbers = search_on_cluster(engine, config, data, study, remaining)
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for number in sorted(numbers):
+            for callback in callbacks:
+                callback(study, trials[number])
+    elif remaining != 0:
         study.optimize(
-            objective,
+            make_objective(config, data, results),
             n_trials=remaining,
             timeout=tune_config.timeout_s,
             n_jobs=tune_config.n_jobs,
