@@ -149,10 +149,11 @@ class Scorer:
             fast = FastPath.checked(model, config.serving.nthread)
         self.path: ScoringPath = fast if fast is not None else ModelPath(model)
         self.uplift = uplift
-        self.playbook = load_playbook(config.risk.playbook)
+        # The playbook (which play a risk group gets, what a contact costs) matters only for uplift.
+        self.playbook = load_playbook(config.risk.playbook) if uplift is not None else None
         self.costs: dict[str, float] = {}
         self.uplift_version = "" if uplift is None else uplift_label(uplift)
-        if uplift is not None:
+        if uplift is not None and self.playbook is not None:
             self.costs = self.playbook.play_costs(list(uplift.model.plays), config.campaign.cost_per_contact)
             # A customer_value feature the model lacks is a config error: at start-up, not per request.
             customer_value(pd.DataFrame(columns=model.feature_names), config.customer_value)
@@ -193,15 +194,16 @@ class Scorer:
                 # The play that applies is the risk group's: TreeSHAP of the at-risk records only.
                 subset = self.path.records([records[k] for k in at_risk])
                 groups[at_risk] = self._groups(subset)
-            self._add_uplift(answers, records_frame(self.model, records), groups)
+            self._add_uplift(answers, rows, groups, records)
         return [self.shapes[0].model_construct(**row) for row in answers]
 
     def explain(self, records: Sequence[Any], top_k: int) -> list[Explanation]:
         """The prediction plus the top drivers as sentences with their SHAP contributions."""
         if not records:
             return []
-        frame = records_frame(self.model, records) if self.uplift is not None else None
-        answers = self._explained([r.customer_id for r in records], self.path.records(records), top_k, frame)
+        answers = self._explained(
+            [r.customer_id for r in records], self.path.records(records), top_k, records
+        )
         return [self.shapes[1].model_construct(**row) for row in answers]
 
     def score_history(
@@ -322,44 +324,70 @@ class Scorer:
         return frame
 
     def _explained(
-        self, ids: Sequence[str | None], rows: Any, top_k: int, frame: pd.DataFrame | None = None
+        self, ids: Sequence[str | None], rows: Any, top_k: int, source: Sequence[Any] | pd.DataFrame
     ) -> list[dict[str, Any]]:
         """Predictions with drivers of rows the path encoded: the one explain path of every endpoint;
-        with an uplift model, its fields too (``frame``: the rows' features)."""
+        with an uplift model, its fields too (``source``: the records or feature frame encoded)."""
         contribs = self.path.contributions(rows)
         values = self.path.feature_values(rows)
         drivers = self.explainer.drivers_of_values(values, contribs, top_k)
         answers = self._predictions(ids, self.path.proba(rows))
         for answer, found in zip(answers, drivers, strict=True):
             answer["drivers"] = [DriverOut.model_construct(**finite_driver(d.as_dict())) for d in found]
-        if self.uplift is not None and frame is not None:
+        if self.uplift is not None:
             at_risk = np.array([answer["at_risk"] for answer in answers], dtype=bool)
             groups = np.full(len(answers), None, dtype=object)
             groups[at_risk] = self._groups(rows, values, contribs)[at_risk]
-            self._add_uplift(answers, frame, groups)
+            self._add_uplift(answers, rows, groups, source)
         return answers
 
     def _groups(
         self, rows: Any, values: Sequence[Any] | None = None, contribs: np.ndarray | None = None
     ) -> np.ndarray:
         """Each row's risk group, as the risk list assigns it (``churnml.risk.drivers``)."""
+        assert self.playbook is not None  # built with the uplift model
         contribs = self.path.contributions(rows) if contribs is None else contribs
         values = self.path.feature_values(rows) if values is None else values
         per_signal = self.explainer.group_signals(values, contribs, self.config.risk.segments.new_days)
         return assign_groups(per_signal, self.explainer.signals, self.playbook)
 
-    def _add_uplift(self, answers: list[dict[str, Any]], frame: pd.DataFrame, groups: np.ndarray) -> None:
-        """Each answer's uplift fields, by the functions that make the risk list's uplift columns
-        (``risk_list.applicable`` and ``targeting.targeting``) on the rows' features ``frame``."""
+    def _uplift_effects(self, rows: Any, source: Sequence[Any] | pd.DataFrame) -> pd.DataFrame:
+        """Every play's uplift of the encoded ``rows``: from the fast path's matrix itself when the uplift
+        model reads the churn model's columns (the same encoding), else from the features' frame."""
         assert self.uplift is not None
-        frame = frame.reset_index(drop=True)
+        if self.fast is not None and self.uplift.model.inputs.columns == self.model.columns:
+            return self.uplift.model.effects_of_encoded(rows.matrix)
+        frame = source if isinstance(source, pd.DataFrame) else records_frame(self.model, source)
+        return self.uplift.model.effects(frame.reset_index(drop=True))
+
+    def _value(self, rows: Any, count: int) -> np.ndarray:
+        """Each row's customer value (``customer_value``), from the value feature as it was sent."""
+        feature = self.config.customer_value.feature
+        names = self.model.feature_names
+        columns = {}
+        if feature in names:
+            columns[feature] = np.array(
+                self.path.feature_values(rows)[names.index(feature)], dtype=np.float64
+            )
+        return customer_value(pd.DataFrame(columns, index=range(count)), self.config.customer_value)[0]
+
+    def _add_uplift(
+        self,
+        answers: list[dict[str, Any]],
+        rows: Any,
+        groups: np.ndarray,
+        source: Sequence[Any] | pd.DataFrame,
+    ) -> None:
+        """Each answer's uplift fields, by the functions that make the risk list's uplift columns
+        (``risk_list.applicable`` and ``targeting.targeting``) on the encoded ``rows`` of ``source``."""
+        assert self.uplift is not None and self.playbook is not None
         effects = applicable(
-            self.uplift.model.effects(frame),
+            self._uplift_effects(rows, source),
             pd.Series(groups, dtype=object),
             self.playbook,
             self.config.uplift.plays,
         )
-        value, _ = customer_value(frame, self.config.customer_value)
+        value = self._value(rows, len(answers))
         chosen = targeting(effects, value, self.costs, self.config.uplift.sleeping_dog_tolerance)
         plays = [str(p) for p in effects.columns]
         lift = effects.to_numpy(dtype=np.float64)
