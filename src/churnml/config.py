@@ -452,6 +452,26 @@ class ReviewConfig(_Model):
     )
 
 
+class UpliftTuneConfig(_Model):
+    """Optuna tuning of each play's uplift boosters (``churnml.uplift.tune``), out of time."""
+
+    n_trials: int = Field(
+        10,
+        ge=0,
+        description="Optuna trials per play (TPE over the churn model's search space, tune.search_space); "
+        "0 = the fixed robust settings. The tuned settings are kept only when they beat those on the "
+        "validation lists.",
+    )
+    timeout_s: float | None = Field(None, gt=0, description="Seconds per play's study; None = no limit.")
+    startup_trials: int = Field(5, ge=1, description="Random trials before TPE starts modelling the space.")
+    validation_lists: int = Field(
+        1,
+        ge=1,
+        description="The latest list dates before the test lists that judge each trial (fitted on the "
+        "earlier ones): tuned out of time, as the churn model is.",
+    )
+
+
 class UpliftConfig(_Model):
     """``churnml uplift``: who a play saves, learned from the contacts table's randomised arms (docs/uplift.md)."""
 
@@ -526,6 +546,10 @@ class UpliftConfig(_Model):
         lt=1,
         description="A customer is a sleeping dog when every play's uplift is below minus this (a contact "
         "is expected to raise churn by more than this probability).",
+    )
+    tune: UpliftTuneConfig = Field(
+        default_factory=UpliftTuneConfig,
+        description="Optuna tuning of the boosters per play, judged on the lists before the test lists.",
     )
 
 

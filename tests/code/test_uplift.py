@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 
 from churnml.config import load_config
 from churnml.data.simulate import simulate
@@ -27,7 +28,7 @@ from churnml.uplift.evaluate import (
     true_qini,
     uplift_at_budget,
 )
-from churnml.uplift.learner import AVERAGE, UpliftModel, fit_uplift, offset_shift
+from churnml.uplift.learner import AVERAGE, UpliftModel, feature_matrix, fit_uplift, offset_shift
 from churnml.uplift.rows import build_uplift_rows, contact_lists, split_by_list
 
 CONFIG = load_config(None, [])
@@ -304,3 +305,34 @@ def test_out_of_time_split_keeps_the_test_lists_unseen(programme_rows) -> None:
     assert (train["cutoff"] + pd.Timedelta(days=37) <= test["cutoff"].min()).all()
     with pytest.raises(DataValidationError, match="fully labeled list dates"):
         split_by_list(rows, test_lists=50, label_window_days=37)
+
+
+def test_the_shared_feature_matrix_predicts_as_the_pandas_frame_does() -> None:
+    """``feature_matrix`` (one float32 array, categories as training codes, for every play) gives the
+    boosters' predictions on the prepared pandas frame they were trained on, to the bit; missing and
+    unseen categories included."""
+    rows = _synthetic(3000, 0.08, seed=11)
+    model = fit_uplift(rows, _specs(), CONFIG.uplift.model_copy(update={"learner": "t"}), seed=7, nthread=1)
+    fresh = _synthetic(500, 0.08, seed=12)
+    fresh["plan"] = fresh["plan"].astype(object)
+    fresh.loc[:9, "plan"] = None
+    fresh.loc[10:19, "plan"] = "never seen"
+    fresh.loc[20:29, "x1"] = np.nan
+    prepared = model.inputs.prepare(fresh)
+    by_pandas = xgb.DMatrix(prepared, enable_categorical=True, missing=np.nan)
+    play = model.plays["Offer"]
+    for name, booster in play.boosters.items():
+        rounds = (0, booster.num_boosted_rounds())
+        np.testing.assert_array_equal(
+            booster.predict(feature_matrix(prepared), iteration_range=rounds),
+            booster.predict(by_pandas, iteration_range=rounds),
+            err_msg=name,
+        )
+    # The service's entry point: rows its fast path encoded (float32, category codes, NaN missing).
+    codes = prepared["plan"].cat.codes.to_numpy().astype(np.float32)
+    encoded = np.column_stack([prepared["x1"], prepared["x2"], np.where(codes < 0, np.nan, codes)]).astype(
+        np.float32
+    )
+    np.testing.assert_array_equal(
+        model.effects_of_encoded(encoded)["Offer"], model.effects(fresh)["Offer"].to_numpy()
+    )

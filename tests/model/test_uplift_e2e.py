@@ -17,6 +17,7 @@ from churnml.data.simulate import simulate
 from churnml.errors import ChurnmlError
 from churnml.features.training_set import build_training_set
 from churnml.pipelines import score, train, uplift
+from churnml.training.tracking import child_runs
 from churnml.uplift.learner import UpliftModel
 from churnml.uplift.targeting import play_column
 
@@ -24,7 +25,14 @@ from churnml.uplift.targeting import play_column
 def test_uplift_pipeline_writes_logs_and_evaluates_out_of_time(
     tmp_path: Path, make_config: Callable[..., Config]
 ) -> None:
-    config = make_config(tmp_path, "uplift.min_treated=150", "uplift.min_held_out=60")
+    config = make_config(
+        tmp_path,
+        # Low enough for the largest plays to be tuned on the lists before the last training list.
+        "uplift.min_treated=60",
+        "uplift.min_held_out=30",
+        "uplift.tune.n_trials=3",
+        "uplift.tune.startup_trials=2",
+    )
     sim = simulate(2000, 8, 5, programme=True, exploration=0.1)
     result = uplift.run(config, dataset=sim.to_dataset())
 
@@ -55,6 +63,22 @@ def test_uplift_pipeline_writes_logs_and_evaluates_out_of_time(
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "uplift")}
     assert "uplift/model" in artifacts and "uplift/uplift_evaluation.csv" in artifacts
     assert set(pd.read_csv(out / "uplift_plays.csv")["play"]) == set(result.model.plays)
+
+    # Tuned out of time per modelled play (on the list before the test lists), the study in MLflow as
+    # nested trial runs like the churn model's; the shipped boosters use what tuning kept.
+    assert set(summary["tuning"]) == set(result.model.plays)
+    studied = {p: t for p, t in result.tuning.items() if t.study is not None}
+    assert studied and set(studied) <= {p for p, m in methods.items() if m != "average"}
+    assert all(summary["tuning"][p]["trials"] == 3 for p in studied)
+    trials = child_runs(client, run.info.experiment_id, result.run_id)
+    assert len(trials) == 3 * len(studied)
+    assert {t.data.tags["optuna.play"] for t in trials} == set(studied)
+    assert all("valid_factual_logloss" in t.data.metrics for t in trials)
+    kept = {p: t.params for p, t in studied.items() if t.params}
+    assert result.model.info["tuned_params"] == kept
+    for play, params in kept.items():
+        key = play_column(play).removeprefix("uplift_")
+        assert run.data.params[f"tuned.{key}.max_depth"] == str(params["max_depth"])
 
 
 def test_score_ranks_by_net_value_with_the_registered_uplift_model(

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,18 +125,24 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     )
 
 
-@pytest.fixture(scope="session")
-def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+@contextmanager
+def running_server(
+    trained: Trained, tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
+    """The service of ``trained``'s config on a free 127.0.0.1 port, as ``churnml serve`` starts it; yields
+    its URL and log file."""
     env = {
         loading.ENV_OVERRIDES: json.dumps(trained.overrides),
         loading.ENV_CONFIG: "",
         loading.ENV_MODEL_URI: "",
+        loading.ENV_UPLIFT_MODEL_URI: "",
         "CHURNML_API_KEY": API_KEY,
         "BENTOML_DO_NOT_TRACK": "true",
         "PYTHONUNBUFFERED": "1",  # each log line reaches the file when it is written
         # BentoML keeps its Prometheus files under $BENTOML_HOME and wipes them when a server starts: the
         # server of the other xdist worker would erase this one's counters (serving/README.md, metrics).
         "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-home")),
+        **(extra_env or {}),
     }
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | env
     port = free_port()
@@ -152,6 +159,12 @@ def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         url = f"http://127.0.0.1:{port}"
         launch.wait_ready(url, timeout_s=180, server=server, log=log)
-        yield Live(url, trained, log)
+        yield url, log
     finally:
         launch.stop(server)
+
+
+@pytest.fixture(scope="session")
+def live(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with running_server(trained, tmp_path_factory) as (url, log):
+        yield Live(url, trained, log)

@@ -23,7 +23,7 @@ from churnml.risk import drift
 from churnml.risk.explain import explain_rows
 from churnml.risk.risk_list import band_of
 from churnml.serving.http import summarize_errors
-from churnml.serving.schemas import category_columns
+from churnml.serving.schemas import Prediction, category_columns
 
 if TYPE_CHECKING:
     from conftest import Live, Trained
@@ -72,6 +72,8 @@ def test_predict_gives_the_models_probability_band_and_version(live: Live, featu
     assert [r["risk_band"] for r in body] == list(band_of(expected, trained.config.risk.bands))
     assert [r["at_risk"] for r in body] == list(expected >= trained.config.risk.at_risk_threshold)
     assert {r["model_version"] for r in body} == {trained.version}
+    # No uplift model in this store: the answers are those of a service without uplift (docs/uplift.md).
+    assert all(set(r) == set(Prediction.model_fields) for r in body)
 
 
 def test_concurrent_predictions_are_batched_without_mixing_answers(

@@ -59,7 +59,7 @@ from churnml.training import registry
 from churnml.training.model import ChurnModel, load_model
 from churnml.training.tracking import session, tracking_uri
 from churnml.uplift.learner import UpliftModel
-from churnml.uplift.mlflow_model import load_uplift_model
+from churnml.uplift.mlflow_model import LoadedUplift, load_uplift
 from churnml.uplift.targeting import uplift_figures
 
 __all__ = ["ScoreResult", "active_customer_features", "run", "score_dir"]
@@ -181,51 +181,6 @@ def tracked(config: Config, uri: str) -> AbstractContextManager[Any]:
     if not config.scoring.log_to_mlflow and Path(uri).is_dir():
         return nullcontext()
     return session(config)
-
-
-@dataclass(frozen=True)
-class LoadedUplift:
-    model: UpliftModel
-    uri: str
-    version: str | None
-
-
-def load_uplift(config: Config, mlflow_in_use: bool) -> LoadedUplift | None:
-    """The uplift model, found as the churn model is: ``uplift.model_uri``, else the registered champion
-    of ``<registered model>-uplift``. With ``uplift.use: auto`` a champion that does not exist (no
-    `churnml uplift` run yet) means no uplift, as before; ``always`` and ``risk.rank_by: net_value``
-    need one, and an explicit ``uplift.model_uri`` must load."""
-    settings = config.uplift
-    required = settings.use == "always" or config.risk.rank_by == "net_value"
-    if settings.use == "never":
-        return None
-    uri = settings.model_uri
-    if uri is None and not mlflow_in_use:
-        if required:
-            raise ChurnmlError(
-                "uplift models are needed (uplift.use=always or risk.rank_by=net_value) but MLflow is not "
-                "in use: set uplift.model_uri to the model/ directory `churnml uplift` wrote"
-            )
-        return None
-    uri = uri or registry.champion_uri(config.uplift_registered_model())
-    try:
-        ref = registry.resolve(uri)
-        return LoadedUplift(load_uplift_model(ref.uri), uri, ref.version)
-    except ModelLoadError as exc:
-        if required or settings.model_uri is not None:
-            why = (
-                "risk.rank_by=net_value"
-                if config.risk.rank_by == "net_value"
-                else "uplift.use=always"
-                if settings.use == "always"
-                else "uplift.model_uri"
-            )
-            raise ChurnmlError(
-                f"{why} needs an uplift model, and {uri!r} cannot be loaded: {exc}\n"
-                "Fit one first (`churnml uplift -c <config>`, which registers it), or set uplift.model_uri."
-            ) from None
-        log.info("no uplift model at %s: the list goes without uplift (%s)", uri, exc)
-        return None
 
 
 def uplift_effects(

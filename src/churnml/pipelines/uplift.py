@@ -8,7 +8,7 @@ files and an MLflow run beside the churn model's.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -21,11 +21,12 @@ from churnml.data.dataset import Dataset
 from churnml.pipelines import features
 from churnml.training import registry
 from churnml.training.split import label_window_days
-from churnml.training.tracking import session
+from churnml.training.tracking import TrialLogger, flatten, session
 from churnml.uplift.evaluate import qini_curve, ranking_table, save_qini_plot
-from churnml.uplift.learner import UpliftModel, fit_uplift
+from churnml.uplift.learner import UpliftModel, fit_uplift, slug
 from churnml.uplift.mlflow_model import log_uplift_model
 from churnml.uplift.rows import UpliftRows, build_uplift_rows, control_rows, split_by_list
+from churnml.uplift.tune import METRIC, PlayTuning, tune_uplift
 
 logger = logging.getLogger("churnml.pipelines.uplift")
 
@@ -47,6 +48,7 @@ class UpliftResult:
     run_id: str | None
     out_dir: Path
     model_version: str | None = None  # registry version of the shipped model (champion), None unregistered
+    tuning: dict[str, PlayTuning] = field(default_factory=dict)  # per play: its study and settings
 
 
 def uplift_dir(config: Config) -> Path:
@@ -67,19 +69,22 @@ def run(config: Config, dataset: Dataset | None = None, base_dir: Path | None = 
     train, test = split_by_list(rows, settings.test_lists, window)
     first_test = test["cutoff"].min()
     nthread = config.model.nthread
-    evaluated = fit_uplift(
-        train, rows.specs, settings, config.seed, nthread, _before(controls, first_test, window)
+    before = _before(controls, first_test, window)
+    tuning = tune_uplift(
+        train, rows.specs, rows.label_settings, settings, config.seed, window, nthread, before
     )
+    params = {play: tuned.params for play, tuned in tuning.items()}
+    evaluated = fit_uplift(train, rows.specs, settings, config.seed, nthread, before, params)
     evaluation, curves = evaluate_model(evaluated, test, settings.budget)
-    shipped = fit_uplift(rows.labeled, rows.specs, settings, config.seed, nthread, _labeled(controls))
+    shipped = fit_uplift(rows.labeled, rows.specs, settings, config.seed, nthread, _labeled(controls), params)
     test_lists = sorted({str(pd.Timestamp(c).date()) for c in test["cutoff"]})
-    out_dir = _write(uplift_dir(config), shipped, evaluation, curves, test_lists, rows)
+    out_dir = _write(uplift_dir(config), shipped, evaluation, curves, test_lists, rows, tuning)
     run_id, version = (
-        _log(config, out_dir, shipped, evaluation, test_lists)
+        _log(config, out_dir, shipped, evaluation, test_lists, tuning)
         if config.scoring.log_to_mlflow
         else (None, None)
     )
-    return UpliftResult(shipped, evaluated, evaluation, test_lists, run_id, out_dir, version)
+    return UpliftResult(shipped, evaluated, evaluation, test_lists, run_id, out_dir, version, tuning)
 
 
 def _before(controls: pd.DataFrame | None, first_test: pd.Timestamp, window: int) -> pd.DataFrame | None:
@@ -136,6 +141,7 @@ def _write(
     curves: dict[str, pd.DataFrame],
     test_lists: list[str],
     rows: UpliftRows,
+    tuning: dict[str, PlayTuning],
 ) -> Path:
     with io.atomic_dir(directory) as tmp:
         model.save(tmp / MODEL_DIR)
@@ -152,6 +158,7 @@ def _write(
                 "info": model.info,
                 "notes": list(model.notes),
                 "all_plays": _figures(evaluation),
+                "tuning": {play: tuned.summary() for play, tuned in tuning.items()},
             },
         )
     return directory
@@ -169,24 +176,31 @@ def _figures(evaluation: pd.DataFrame) -> dict[str, float]:
 
 
 def _log(
-    config: Config, out_dir: Path, model: UpliftModel, evaluation: pd.DataFrame, test_lists: list[str]
+    config: Config,
+    out_dir: Path,
+    model: UpliftModel,
+    evaluation: pd.DataFrame,
+    test_lists: list[str],
+    tuning: dict[str, PlayTuning],
 ) -> tuple[str, str | None]:
     """An MLflow run ``uplift-<name>`` in the churn model's experiment: settings, figures, the model's
     JSON files and the evaluation (tag ``churnml.stage=uplift``); the model logged as a pyfunc and, with
     ``tracking.register_model``, registered as a version of ``<registered model>-uplift`` and made
     champion (where `churnml score` and the service look for it). The newest always takes the alias:
-    two runs' test lists differ, so their Qini coefficients are not comparable."""
+    two runs' test lists differ, so their Qini coefficients are not comparable. Each play's tuning trials
+    are nested runs, as the churn model's are (``TrialLogger``)."""
     with session(config), mlflow.start_run(run_name=f"uplift-{config.name}", tags=ownership.tags()) as run:
         mlflow.set_tag("churnml.stage", "uplift")
         mlflow.log_params(
             {
-                **{f"uplift.{k}": v for k, v in config.uplift.model_dump().items()},
+                **flatten(config.uplift.model_dump(mode="json"), "uplift."),
                 "test_lists": ",".join(test_lists),
                 "plays_modelled": ",".join(p for p, m in model.plays.items() if m.method != "average"),
                 "plays_average": ",".join(p for p, m in model.plays.items() if m.method == "average"),
             }
         )
         mlflow.log_metrics(_figures(evaluation))
+        _log_tuning(tuning, run.info.run_id, run.info.experiment_id)
         mlflow.log_artifacts(str(out_dir), "uplift")
         info = log_uplift_model(model)
         version = None
@@ -197,3 +211,19 @@ def _log(
             registry.promote(name, version, reason=f"newest uplift model (run {run.info.run_id})")
             mlflow.set_tag("churnml.uplift_model", f"{name}/{version}")
     return run.info.run_id, version
+
+
+def _log_tuning(tuning: dict[str, PlayTuning], run_id: str, experiment_id: str) -> None:
+    """Each play's trials as nested runs (tagged with the play), its chosen settings as parameters and
+    the validation losses of the robust and the best settings as metrics."""
+    trials = TrialLogger(run_id, experiment_id, METRIC)
+    for play, tuned in tuning.items():
+        if tuned.study is not None:
+            for trial in tuned.study.trials:
+                trials(tuned.study, trial)
+        key = slug(play).replace("-", "_")
+        mlflow.log_params(
+            {f"tuned.{key}.{k}": v for k, v in tuned.params.items()} or {f"tuned.{key}": "none"}
+        )
+        losses = {"default": tuned.default_loss, "best": tuned.best_loss}
+        mlflow.log_metrics({f"tune_{key}_{k}_{METRIC}": v for k, v in losses.items() if np.isfinite(v)})

@@ -434,10 +434,14 @@ class Explainer:
 
 
 def _numbers(values: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """Values as floats (missing -> NaN)."""
-    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
-        dtype=float, na_value=np.nan
-    )
+    """Values as floats (missing -> NaN). Numbers and None go straight through numpy (a pandas Series
+    per feature cost the service's risk groups 5 ms a request); anything else through pandas."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
 
 
 def explain_rows(

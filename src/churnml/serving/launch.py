@@ -26,8 +26,11 @@ from churnml.serving.loading import (
     ENV_CONFIG,
     ENV_MODEL_URI,
     ENV_OVERRIDES,
+    ENV_UPLIFT_MODEL_URI,
     export_bento_model,
+    export_bento_uplift,
     load_served_model,
+    load_served_uplift,
 )
 
 SERVICE = "churnml.serving.service:ChurnService"
@@ -98,11 +101,16 @@ def run_server(
 ) -> int:
     """Run the service in the foreground (Ctrl+C stops it); returns the server's exit status.
 
-    The model is loaded here first, so a missing champion is one clear error rather than a crashing worker.
+    The models are loaded here first, so a missing champion (or a missing uplift model that
+    ``uplift.use: always`` asks for) is one clear error rather than a crashing worker.
     """
     config, env = server_environment(config_path, overrides, model)
     loaded = load_served_model(config, model)
-    print(f"serving {loaded.version} on http://{host or config.serving.host}:{port or config.serving.port}")
+    uplift = load_served_uplift(config, loaded.model)
+    beside = "" if uplift is None else f" with uplift from {uplift.uri}"
+    print(
+        f"serving {loaded.version}{beside} on http://{host or config.serving.host}:{port or config.serving.port}"
+    )
     return subprocess.call(serve_command(config, host, port), env={**os.environ, **env})
 
 
@@ -133,12 +141,16 @@ def stop(server: subprocess.Popen, grace_s: float = 60.0) -> None:
 
 
 def build_bento(config_path: str | Path | None, overrides: Sequence[str], model: str | None = None) -> str:
-    """Export the model into BentoML's store and build the Bento (service, churnml wheel, model)."""
+    """Export the model (and the uplift model, when one is found) into BentoML's store and build the Bento
+    (service, churnml wheel, models)."""
     config, _ = server_environment(config_path, overrides, model)
     tag = export_bento_model(config, model)
+    uplift = export_bento_uplift(config, model)
     root = checkout_dir()
     build_wheel(root, root / BENTOFILE.parent / "dist")
     env = {**os.environ, ENV_MODEL_URI: f"{BENTO_SCHEME}{tag}", "BENTOML_DO_NOT_TRACK": "true"}
+    if uplift is not None:
+        env[ENV_UPLIFT_MODEL_URI] = f"{BENTO_SCHEME}{uplift}"
     subprocess.run([*bentoml_command(), "build", "-f", str(BENTOFILE), "."], cwd=root, env=env, check=True)
     return tag
 

@@ -462,6 +462,44 @@ class HistoryScore(Explanation):
     )
 
 
+class UpliftFields(BaseModel):
+    """What a contact would change, from the uplift model registered beside the churn model (answered only
+    by a service that found one; docs/uplift.md). Computed as `churnml score` computes the risk list's
+    uplift columns (``churnml.uplift.targeting``)."""
+
+    model_config = ResponseConfig
+
+    uplift: float | None = Field(
+        description="The best play's reduction in churn probability (negative: the contact pushes the "
+        "customer out); null when no play applies (uplift.plays: risk_group gives an at-risk customer "
+        "their risk group's play, the others none)."
+    )
+    best_play: str | None = Field(description="The applicable play with the highest net value, if any.")
+    net_value: float | None = Field(
+        description="uplift x customer value - the play's contact cost (playbook group cost, else "
+        "campaign.cost_per_contact)."
+    )
+    sleeping_dog: bool = Field(
+        description="Every applicable play's uplift is below -uplift.sleeping_dog_tolerance."
+    )
+    uplift_by_play: dict[str, float | None] = Field(
+        description="Each play of the uplift model: its uplift where it applies to the customer, else null."
+    )
+    uplift_model_version: str = Field(description="The uplift model, e.g. churn-model-uplift/2.")
+
+
+class UpliftPrediction(UpliftFields, Prediction):
+    """A prediction with what a contact would change."""
+
+
+class UpliftExplanation(UpliftFields, Explanation):
+    """An explanation with what a contact would change."""
+
+
+class UpliftHistoryScore(UpliftFields, HistoryScore):
+    """A history's score with what a contact would change."""
+
+
 class ErrorItem(BaseModel):
     type: str
     loc: list[str | int] = Field(description="Where: request field, list index, record field...")
@@ -501,11 +539,23 @@ _DRIVER_EXAMPLE = {
     "text": "No login for 41 days (retained customers: 3)",
 }
 _EXPLANATION_EXAMPLE = {**_PREDICTION_EXAMPLE, "drivers": [_DRIVER_EXAMPLE]}
+_UPLIFT_EXAMPLE = {
+    "uplift": 0.061,
+    "best_play": "Billing outreach",
+    "net_value": 53.2,
+    "sleeping_dog": False,
+    "uplift_by_play": {"Billing outreach": 0.061, "Re-engagement": None},
+    "uplift_model_version": "churn-model-uplift/2",
+}
+_HISTORY_EXAMPLE = {**_EXPLANATION_EXAMPLE, "as_of": "2025-06-01T00:00:00Z", "features": None}
 RESPONSE_EXAMPLES: dict[str, dict[str, Any]] = {
     "Prediction": _PREDICTION_EXAMPLE,
     "DriverOut": _DRIVER_EXAMPLE,
     "Explanation": _EXPLANATION_EXAMPLE,
-    "HistoryScore": {**_EXPLANATION_EXAMPLE, "as_of": "2025-06-01T00:00:00Z", "features": None},
+    "HistoryScore": _HISTORY_EXAMPLE,
+    "UpliftPrediction": {**_PREDICTION_EXAMPLE, **_UPLIFT_EXAMPLE},
+    "UpliftExplanation": {**_EXPLANATION_EXAMPLE, **_UPLIFT_EXAMPLE},
+    "UpliftHistoryScore": {**_HISTORY_EXAMPLE, **_UPLIFT_EXAMPLE},
     "ErrorBody": {
         "error": "records.0.plan: 'platinum' is not a category the model was trained on: expected 'basic', "
         "'free' or 'pro' (or null)",

@@ -21,21 +21,27 @@ from churnml import io
 from churnml.config import Config
 from churnml.data.load import FUTURE_TOLERANCE, canonical_id, dataset_from_frames, strays_checked
 from churnml.errors import ChurnmlError, DataValidationError
+from churnml.features.value import customer_value
 from churnml.risk.explain import Explainer, contributions
-from churnml.risk.risk_list import band_of
+from churnml.risk.risk_list import applicable, assign_groups, band_of, load_playbook
 from churnml.serving.fast_path import FastPath
-from churnml.serving.loading import LoadedModel
+from churnml.serving.loading import LoadedModel, uplift_label
 from churnml.serving.schemas import (
     DriverOut,
     Explanation,
     HistoryScore,
     Prediction,
+    UpliftExplanation,
+    UpliftHistoryScore,
+    UpliftPrediction,
     error_body,
     history_tables,
     records_frame,
     tables_of,
 )
 from churnml.training.model import ChurnModel
+from churnml.uplift.mlflow_model import LoadedUplift
+from churnml.uplift.targeting import targeting
 
 
 class ClientError(ChurnmlError):
@@ -130,6 +136,7 @@ class Scorer:
         loaded: LoadedModel,
         config: Config,
         on_scores: Callable[[np.ndarray], object] | None = None,
+        uplift: LoadedUplift | None = None,
     ) -> None:
         self.loaded, self.config = loaded, config
         self.on_scores = on_scores  # sees every batch of probabilities answered (the drift gauges)
@@ -141,6 +148,20 @@ class Scorer:
             model.trained_booster.set_param({"nthread": config.serving.nthread})
             fast = FastPath.checked(model, config.serving.nthread)
         self.path: ScoringPath = fast if fast is not None else ModelPath(model)
+        self.uplift = uplift
+        # The playbook (which play a risk group gets, what a contact costs) matters only for uplift.
+        self.playbook = load_playbook(config.risk.playbook) if uplift is not None else None
+        self.costs: dict[str, float] = {}
+        self.uplift_version = "" if uplift is None else uplift_label(uplift)
+        if uplift is not None and self.playbook is not None:
+            self.costs = self.playbook.play_costs(list(uplift.model.plays), config.campaign.cost_per_contact)
+            # A customer_value feature the model lacks is a config error: at start-up, not per request.
+            customer_value(pd.DataFrame(columns=model.feature_names), config.customer_value)
+        self.shapes = (
+            (UpliftPrediction, UpliftExplanation, UpliftHistoryScore)
+            if uplift is not None
+            else (Prediction, Explanation, HistoryScore)
+        )
 
     @property
     def fast(self) -> FastPath | None:
@@ -164,16 +185,26 @@ class Scorer:
         if not records:
             return []
         ids = [record.customer_id for record in records]
-        return [
-            Prediction.model_construct(**row) for row in self._predictions(ids, self.probabilities(records))
-        ]
+        rows = self.path.records(records)
+        answers = self._predictions(ids, self.path.proba(rows))
+        if self.uplift is not None:
+            at_risk = [k for k, answer in enumerate(answers) if answer["at_risk"]]
+            groups = np.full(len(records), None, dtype=object)
+            if at_risk and self.config.uplift.plays == "risk_group":
+                # The play that applies is the risk group's: TreeSHAP of the at-risk records only.
+                subset = self.path.records([records[k] for k in at_risk])
+                groups[at_risk] = self._groups(subset)
+            self._add_uplift(answers, rows, groups, records)
+        return [self.shapes[0].model_construct(**row) for row in answers]
 
     def explain(self, records: Sequence[Any], top_k: int) -> list[Explanation]:
         """The prediction plus the top drivers as sentences with their SHAP contributions."""
         if not records:
             return []
-        answers = self._explained([r.customer_id for r in records], self.path.records(records), top_k)
-        return [Explanation.model_construct(**row) for row in answers]
+        answers = self._explained(
+            [r.customer_id for r in records], self.path.records(records), top_k, records
+        )
+        return [self.shapes[1].model_construct(**row) for row in answers]
 
     def score_history(
         self, histories: Sequence[Any], as_of: datetime | None, top_k: int, include_features: bool
@@ -244,7 +275,7 @@ class Scorer:
         sent = [h.customer.customer_id for h in histories]
         # Every step scores a row on its own (the encoding, XGBoost's margins and SHAP values, the
         # per-signal sums), so scoring the rows of several requests at once changes no answer.
-        rows = self._explained(sent, self.path.frame(frame), max(r.top_k for r, _ in checked))
+        rows = self._explained(sent, self.path.frame(frame), max(r.top_k for r, _ in checked), frame)
         names = self.model.feature_names
         answers, start = [], 0
         for request, as_of in checked:
@@ -258,7 +289,7 @@ class Scorer:
                     if request.include_features
                     else None
                 )
-                answer.append(HistoryScore.model_construct(**row))
+                answer.append(self.shapes[2].model_construct(**row))
             answers.append(answer)
             start += len(request.histories)
         return answers
@@ -292,14 +323,84 @@ class Scorer:
             )
         return frame
 
-    def _explained(self, ids: Sequence[str | None], rows: Any, top_k: int) -> list[dict[str, Any]]:
-        """Predictions with drivers of rows the path encoded: the one explain path of every endpoint."""
+    def _explained(
+        self, ids: Sequence[str | None], rows: Any, top_k: int, source: Sequence[Any] | pd.DataFrame
+    ) -> list[dict[str, Any]]:
+        """Predictions with drivers of rows the path encoded: the one explain path of every endpoint;
+        with an uplift model, its fields too (``source``: the records or feature frame encoded)."""
         contribs = self.path.contributions(rows)
-        drivers = self.explainer.drivers_of_values(self.path.feature_values(rows), contribs, top_k)
+        values = self.path.feature_values(rows)
+        drivers = self.explainer.drivers_of_values(values, contribs, top_k)
         answers = self._predictions(ids, self.path.proba(rows))
         for answer, found in zip(answers, drivers, strict=True):
             answer["drivers"] = [DriverOut.model_construct(**finite_driver(d.as_dict())) for d in found]
+        if self.uplift is not None:
+            at_risk = np.array([answer["at_risk"] for answer in answers], dtype=bool)
+            groups = np.full(len(answers), None, dtype=object)
+            groups[at_risk] = self._groups(rows, values, contribs)[at_risk]
+            self._add_uplift(answers, rows, groups, source)
         return answers
+
+    def _groups(
+        self, rows: Any, values: Sequence[Any] | None = None, contribs: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Each row's risk group, as the risk list assigns it (``churnml.risk.drivers``)."""
+        assert self.playbook is not None  # built with the uplift model
+        contribs = self.path.contributions(rows) if contribs is None else contribs
+        values = self.path.feature_values(rows) if values is None else values
+        per_signal = self.explainer.group_signals(values, contribs, self.config.risk.segments.new_days)
+        return assign_groups(per_signal, self.explainer.signals, self.playbook)
+
+    def _uplift_effects(self, rows: Any, source: Sequence[Any] | pd.DataFrame) -> pd.DataFrame:
+        """Every play's uplift of the encoded ``rows``: from the fast path's matrix itself when the uplift
+        model reads the churn model's columns (the same encoding), else from the features' frame."""
+        assert self.uplift is not None
+        if self.fast is not None and self.uplift.model.inputs.columns == self.model.columns:
+            return self.uplift.model.effects_of_encoded(rows.matrix)
+        frame = source if isinstance(source, pd.DataFrame) else records_frame(self.model, source)
+        return self.uplift.model.effects(frame.reset_index(drop=True))
+
+    def _value(self, rows: Any, count: int) -> np.ndarray:
+        """Each row's customer value (``customer_value``), from the value feature as it was sent."""
+        feature = self.config.customer_value.feature
+        names = self.model.feature_names
+        columns = {}
+        if feature in names:
+            columns[feature] = np.array(
+                self.path.feature_values(rows)[names.index(feature)], dtype=np.float64
+            )
+        return customer_value(pd.DataFrame(columns, index=range(count)), self.config.customer_value)[0]
+
+    def _add_uplift(
+        self,
+        answers: list[dict[str, Any]],
+        rows: Any,
+        groups: np.ndarray,
+        source: Sequence[Any] | pd.DataFrame,
+    ) -> None:
+        """Each answer's uplift fields, by the functions that make the risk list's uplift columns
+        (``risk_list.applicable`` and ``targeting.targeting``) on the encoded ``rows`` of ``source``."""
+        assert self.uplift is not None and self.playbook is not None
+        effects = applicable(
+            self._uplift_effects(rows, source),
+            pd.Series(groups, dtype=object),
+            self.playbook,
+            self.config.uplift.plays,
+        )
+        value = self._value(rows, len(answers))
+        chosen = targeting(effects, value, self.costs, self.config.uplift.sleeping_dog_tolerance)
+        plays = [str(p) for p in effects.columns]
+        lift = effects.to_numpy(dtype=np.float64)
+        best = chosen["best_play"].to_numpy(dtype=object)
+        uplift, net = chosen["uplift"].to_numpy(np.float64), chosen["net_value"].to_numpy(np.float64)
+        dogs = chosen["sleeping_dog"].to_numpy(dtype=bool)
+        for k, answer in enumerate(answers):
+            answer["uplift"] = io.strict(uplift[k])
+            answer["best_play"] = best[k]
+            answer["net_value"] = io.strict(net[k])
+            answer["sleeping_dog"] = bool(dogs[k])
+            answer["uplift_by_play"] = {p: io.strict(lift[k, j]) for j, p in enumerate(plays)}
+            answer["uplift_model_version"] = self.uplift_version
 
     def _predictions(self, ids: Sequence[str | None], probability: np.ndarray) -> list[dict[str, Any]]:
         if self.on_scores is not None and len(probability):

@@ -8,6 +8,10 @@ the config named by ``CHURNML_CONFIG``, else (run from a built Bento) the model 
 ``models:/<tracking.registered_model>@champion`` in the MLflow store of the config (or
 ``MLFLOW_TRACKING_URI``). ``churnml serve`` sets these for you.
 
+The uplift model, when there is one, is found the way `churnml score` finds it (``CHURNML_UPLIFT_MODEL_URI``
+or the Bento's packed copy first): every answer then carries its uplift fields, chosen at import as the
+response models are (``schemas.UpliftFields``); without one the answers are those of before.
+
 Run: ``churnml serve``, or ``bentoml serve churnml.serving.service:ChurnService`` from any directory (the
 service is this package module, so an installed wheel is enough). Docs: serving/README.md in the
 repository.
@@ -34,6 +38,9 @@ from churnml.serving.schemas import (
     HistoryScore,
     Prediction,
     Timestamp,
+    UpliftExplanation,
+    UpliftHistoryScore,
+    UpliftPrediction,
     example_history,
     example_record,
     feature_record_model,
@@ -53,7 +60,19 @@ def served_model() -> loading.LoadedModel:
     return loading.load_served_model(CONFIG, MODEL_URI)
 
 
+@cache
+def served_uplift() -> loading.LoadedUplift | None:
+    """The uplift model of this process, if one is found (``loading.load_served_uplift``)."""
+    return loading.load_served_uplift(CONFIG, served_model().model, os.getcwd())
+
+
 _SPEC = served_model().model
+# Response models: with an uplift model every answer carries its fields, without one they are as before.
+PredictionOut: Any = Prediction
+ExplanationOut: Any = Explanation
+HistoryScoreOut: Any = HistoryScore
+if served_uplift() is not None:
+    PredictionOut, ExplanationOut, HistoryScoreOut = UpliftPrediction, UpliftExplanation, UpliftHistoryScore
 HISTORY_EXAMPLE = example_history(_SPEC)
 EXAMPLE_RECORD = example_record(_SPEC, model_typical_values(_SPEC))
 
@@ -125,6 +144,15 @@ def _bento_model_tag() -> str | None:
     )
 
 
+def _bento_uplift_tag() -> str | None:
+    uplift = served_uplift()
+    return (
+        uplift.uri.removeprefix(loading.BENTO_SCHEME)
+        if uplift is not None and uplift.uri.startswith(loading.BENTO_SCHEME)
+        else None
+    )
+
+
 @bentoml.service(
     name="churn_service",
     workers=SETTINGS.workers,
@@ -139,10 +167,12 @@ class ChurnService:
 
     if _bento_model_tag():  # declared at class level so `bentoml build` packs the model into the Bento
         bento_model = bentoml.models.BentoModel(_bento_model_tag())
+    if _bento_uplift_tag():
+        bento_uplift_model = bentoml.models.BentoModel(_bento_uplift_tag())
 
     def __init__(self) -> None:
         score_drift = ScoreDrift(REFERENCE.score) if REFERENCE is not None and REFERENCE.score else None
-        self.scorer = Scorer(served_model(), CONFIG, on_scores=score_drift)
+        self.scorer = Scorer(served_model(), CONFIG, on_scores=score_drift, uplift=served_uplift())
         self.histories = Batcher(
             self.scorer.score_histories,
             max_size=SETTINGS.max_customers,
@@ -164,7 +194,7 @@ class ChurnService:
     @bentoml.api(
         batchable=True, max_batch_size=SETTINGS.max_batch_size, max_latency_ms=SETTINGS.max_latency_ms
     )
-    async def predict(self, records: Records) -> Annotated[list[Prediction], JSON]:
+    async def predict(self, records: Records) -> Annotated[list[PredictionOut], JSON]:
         """Calibrated churn probability, risk band and model version for each feature record.
 
         Records of concurrent requests are batched adaptively into one model call.
@@ -172,7 +202,7 @@ class ChurnService:
         return self.scorer.predict(records)
 
     @bentoml.api
-    def explain(self, records: Records, top_k: TopK = TOP_K) -> Annotated[list[Explanation], JSON]:
+    def explain(self, records: Records, top_k: TopK = TOP_K) -> Annotated[list[ExplanationOut], JSON]:
         """The prediction plus the top drivers: readable sentences with their SHAP contributions."""
         return self.scorer.explain(records, top_k)
 
@@ -189,7 +219,7 @@ class ChurnService:
         ] = None,
         top_k: TopK = TOP_K,
         include_features: Annotated[bool, Field(description="Also return the computed features.")] = False,
-    ) -> Annotated[list[HistoryScore], JSON]:
+    ) -> Annotated[list[HistoryScoreOut], JSON]:
         """Score customers from their raw history in the data contract's shape: features are computed by
         the training feature builders at ``as_of``, then probability, band and drivers.
 

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,12 +72,13 @@ class PlayModel:
     shift: float = 0.0  # offset learner: the play's average change in log-odds, the trees add to it
     boosters: dict[str, xgb.Booster] = field(default_factory=dict)
 
-    def effect(self, x: pd.DataFrame) -> np.ndarray:
-        """Reduction in churn probability from a contact with this play, per row of prepared features."""
+    def effect(self, x: pd.DataFrame | xgb.DMatrix) -> np.ndarray:
+        """Reduction in churn probability from a contact with this play, per row of prepared features
+        (or their :func:`feature_matrix`, which every play can share)."""
         if self.method == AVERAGE:
             value = self.average_effect if math.isfinite(self.average_effect) else 0.0
-            return np.full(len(x), value)
-        matrix = xgb.DMatrix(x, enable_categorical=True, missing=np.nan)
+            return np.full(x.num_row() if isinstance(x, xgb.DMatrix) else len(x), value)
+        matrix = x if isinstance(x, xgb.DMatrix) else feature_matrix(x)
         if self.method == "t":
             return _predict(self.boosters["mu0"], matrix) - _predict(self.boosters["mu1"], matrix)
         if self.method == "offset":
@@ -91,7 +92,7 @@ class PlayModel:
         """Churn probability if not contacted (the held-out arm's model; NaN for an average play)."""
         if "mu0" not in self.boosters:
             return np.full(len(x), np.nan)
-        return _predict(self.boosters["mu0"], xgb.DMatrix(x, enable_categorical=True, missing=np.nan))
+        return _predict(self.boosters["mu0"], feature_matrix(x))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -110,9 +111,54 @@ class PlayModel:
         }
 
 
+def feature_matrix(x: pd.DataFrame) -> xgb.DMatrix:
+    """Prepared features (``ChurnModel.prepare``) as a DMatrix built from one float32 array, categories
+    as their training codes: the values XGBoost reads from the frame itself, without its per-column
+    pandas handling, which cost tens of milliseconds a call and dominated serving one customer (the
+    predictions are the same to the bit: tested)."""
+    data = np.empty(x.shape, dtype=np.float32)
+    types = []
+    for k, name in enumerate(x.columns):
+        column = x[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy().astype(np.float32)
+            data[:, k] = np.where(codes < 0, np.nan, codes)
+            types.append("c")
+        else:
+            data[:, k] = column.to_numpy(dtype=np.float32, na_value=np.nan)
+            types.append("q")
+    return xgb.DMatrix(
+        data,
+        feature_names=list(x.columns),
+        feature_types=types,
+        enable_categorical=True,
+        missing=np.nan,
+        nthread=1,  # starting XGBoost's thread team cost 12 ms for one row on a busy 2-core machine
+    )
+
+
+def _dmatrix(data: np.ndarray, columns: Sequence[FeatureColumn]) -> xgb.DMatrix:
+    types = ["c" if c.dtype == "category" else "q" for c in columns]
+    return xgb.DMatrix(
+        data,
+        feature_names=[c.name for c in columns],
+        feature_types=types,
+        enable_categorical=True,
+        missing=np.nan,
+        nthread=1,
+    )
+
+
 def _predict(booster: xgb.Booster, matrix: xgb.DMatrix, margin: bool = False) -> np.ndarray:
     # Boosters are refitted without early stopping: every tree is wanted, said explicitly all the same.
-    return booster.predict(matrix, output_margin=margin, iteration_range=(0, booster.num_boosted_rounds()))
+    # The matrix is always built from the model's own columns (feature_matrix): checking its 100-odd
+    # names against the booster's on every call was a third of serving a customer's uplift.
+    return booster.predict(
+        matrix,
+        output_margin=margin,
+        iteration_range=(0, booster.num_boosted_rounds()),
+        validate_features=False,
+    )
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -152,9 +198,15 @@ class UpliftModel:
         return out
 
     def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Every play's uplift for every row: one column per play."""
-        x = self.inputs.prepare(frame)
+        """Every play's uplift for every row: one column per play (one feature matrix for them all)."""
+        x = feature_matrix(self.inputs.prepare(frame))
         return pd.DataFrame({play: m.effect(x) for play, m in self.plays.items()}, index=frame.index)
+
+    def effects_of_encoded(self, data: np.ndarray) -> pd.DataFrame:
+        """:meth:`effects` of rows already encoded as :func:`feature_matrix` encodes them (float32, the
+        model's columns in order, categories as training codes): the service's fast path has them."""
+        x = _dmatrix(np.asarray(data, dtype=np.float32), self.inputs.columns)
+        return pd.DataFrame({play: m.effect(x) for play, m in self.plays.items()})
 
     def summary(self) -> pd.DataFrame:
         return pd.DataFrame([m.summary() for m in self.plays.values()])
@@ -239,13 +291,15 @@ def fit_uplift(
     seed: int,
     nthread: int = 2,
     controls: pd.DataFrame | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> UpliftModel:
     """One uplift model per play of labeled ``rows`` (customer_id, cutoff, play, treated, label and the
     features of ``specs``); plays with too few customers in an arm get their measured average effect.
 
     ``controls`` (labeled rows of customers not contacted at a list date, features of ``specs``): the
     churn model without a contact (``mu0``) is then one model for every play, fitted on the held out and
-    these, instead of on each play's held out alone (see ``uplift.controls``)."""
+    these, instead of on each play's held out alone (see ``uplift.controls``). ``params``: per play, the
+    XGBoost settings tuned for its own boosters (``churnml.uplift.tune``) over the robust ones."""
     if config.learner not in LEARNERS:
         raise ValueError(f"uplift.learner must be one of {LEARNERS}, got {config.learner!r}")
     rows = rows.loc[rows["label"].notna()].reset_index(drop=True)
@@ -256,20 +310,8 @@ def fit_uplift(
     valid_all = customer_fraction(rows["customer_id"], seed) < config.validation_share
     plays: dict[str, PlayModel] = {}
     notes: list[str] = []
-    shared = None
-    if controls is not None:
-        untreated = pd.concat(
-            [rows.loc[~treated_all], controls.loc[controls["label"].notna()]], ignore_index=True
-        )
-        params = _classifier_params(int(untreated["label"].sum()), seed, nthread)
-        shared = _fit_booster(
-            inputs.prepare(untreated),
-            untreated["label"].to_numpy(dtype=np.float64),
-            customer_fraction(untreated["customer_id"], seed) < config.validation_share,
-            params,
-            config,
-            nthread,
-        )
+    tuned = {play: dict(p) for play, p in (params or {}).items() if p}
+    shared = None if controls is None else no_contact_model(rows, controls, inputs, config, seed, nthread)
     for play in sorted(rows["play"].dropna().astype(str).unique()):
         mask = (rows["play"] == play).to_numpy()
         x, y, treated, valid = x_all.loc[mask], y_all[mask], treated_all[mask], valid_all[mask]
@@ -300,22 +342,58 @@ def fit_uplift(
                 method=AVERAGE, boosters={} if shared is None else {"mu0": shared}, **measured
             )
             continue
-        boosters, shift = _fit_learner(x, y, treated, valid, config, seed, nthread, shared)
+        boosters, shift = fit_learner(x, y, treated, valid, config, seed, nthread, shared, tuned.get(play))
         plays[play] = PlayModel(method=config.learner, boosters=boosters, shift=shift, **measured)
     info = {
         "learner": config.learner,
         "rows": len(rows),
         "controls": 0 if controls is None else int(controls["label"].notna().sum()),
         "seed": seed,
+        "tuned_params": {play: p for play, p in tuned.items() if play in plays},
     }
     return UpliftModel(inputs, plays, info, tuple(notes))
+
+
+def no_contact_model(
+    rows: pd.DataFrame,
+    controls: pd.DataFrame,
+    inputs: ChurnModel,
+    config: UpliftConfig,
+    seed: int,
+    nthread: int,
+) -> xgb.Booster:
+    """The churn model without a contact shared by every play (``uplift.controls: all``): fitted on the
+    held-out rows and the labeled ``controls``, with the robust settings."""
+    untreated = pd.concat(
+        [rows.loc[~rows["treated"].to_numpy(dtype=bool)], controls.loc[controls["label"].notna()]],
+        ignore_index=True,
+    )
+    return _fit_booster(
+        inputs.prepare(untreated),
+        untreated["label"].to_numpy(dtype=np.float64),
+        customer_fraction(untreated["customer_id"], seed) < config.validation_share,
+        _classifier_params(int(untreated["label"].sum()), seed, nthread),
+        config,
+        nthread,
+    )
+
+
+def factual_log_loss(model: PlayModel, x: pd.DataFrame, y: np.ndarray, treated: np.ndarray) -> float:
+    """How well a play's model predicts what happened to each customer in the arm they were in: churn
+    without a contact (``mu0``) for the held out, that minus the uplift for the contacted; log loss.
+    For the offset and T-learners this is exactly their own likelihood; the X-learner's contacted churn
+    is clipped into (0, 1)."""
+    p0 = model.churn_without(x)
+    p = np.where(treated, p0 - model.effect(x), p0)
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
 def _pp(value: float) -> str:
     return f"{100 * value:+.1f} pp" if math.isfinite(value) else "unknown"
 
 
-def _fit_learner(
+def fit_learner(
     x: pd.DataFrame,
     y: np.ndarray,
     treated: np.ndarray,
@@ -324,10 +402,12 @@ def _fit_learner(
     seed: int,
     nthread: int,
     shared: xgb.Booster | None = None,
+    tuned: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, xgb.Booster], float]:
     """The play's boosters (``shared``: the no-contact model fitted on more than this play's holdouts)
-    and, for the offset learner, the play's average shift in log-odds (0 for the others)."""
-    classify = _classifier_params(int(y.sum()), seed, nthread)
+    and, for the offset learner, the play's average shift in log-odds (0 for the others). ``tuned``:
+    XGBoost settings over the robust ones for the play's own boosters."""
+    classify = {**_classifier_params(int(y.sum()), seed, nthread), **(tuned or {})}
     if shared is None:
         shared = _fit_booster(x.loc[~treated], y[~treated], valid[~treated], classify, config, nthread)
     boosters = {"mu0": shared}

@@ -8,7 +8,9 @@ from a directory or any model URI without running the model's code.
 
 from __future__ import annotations
 
+import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,12 @@ import pandas as pd
 import xgboost as xgb
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from churnml.errors import ModelLoadError
+from churnml.config import Config
+from churnml.errors import ChurnmlError, ModelLoadError
 from churnml.training.mlflow_model import requirements
 from churnml.uplift.learner import MODEL_FILE, UpliftModel
+
+log = logging.getLogger(__name__)
 
 ARTIFACT = "uplift_model"
 MODEL_CODE = """\
@@ -90,6 +95,56 @@ def load_uplift_model(uri: str | Path) -> UpliftModel:
             "`churnml uplift` can be loaded"
         )
     return _load_files(chosen, uri)
+
+
+@dataclass(frozen=True)
+class LoadedUplift:
+    """An uplift model, the URI it was asked for and its registry version (None for a directory)."""
+
+    model: UpliftModel
+    uri: str
+    version: str | None
+
+
+def load_uplift(config: Config, mlflow_in_use: bool, uri: str | None = None) -> LoadedUplift | None:
+    """The uplift model `churnml score` and the service use, found as the churn model is: ``uri`` (the
+    service's ``CHURNML_UPLIFT_MODEL_URI``), else ``uplift.model_uri``, else the registered champion of
+    ``<registered model>-uplift``. With ``uplift.use: auto`` a champion that does not exist (no `churnml
+    uplift` run yet) means no uplift, as before; ``always`` and ``risk.rank_by: net_value`` need one,
+    and an explicitly named model must load. Registry URIs need the MLflow store to be active."""
+    from churnml.training import registry
+
+    settings = config.uplift
+    required = settings.use == "always" or config.risk.rank_by == "net_value"
+    if settings.use == "never":
+        return None
+    named = uri or settings.model_uri
+    if named is None and not mlflow_in_use:
+        if required:
+            raise ChurnmlError(
+                "uplift models are needed (uplift.use=always or risk.rank_by=net_value) but MLflow is not "
+                "in use: set uplift.model_uri to the model/ directory `churnml uplift` wrote"
+            )
+        return None
+    uri = named or registry.champion_uri(config.uplift_registered_model())
+    try:
+        ref = registry.resolve(uri)
+        return LoadedUplift(load_uplift_model(ref.uri), uri, ref.version)
+    except ModelLoadError as exc:
+        if required or named is not None:
+            why = (
+                "risk.rank_by=net_value"
+                if config.risk.rank_by == "net_value"
+                else "uplift.use=always"
+                if settings.use == "always"
+                else "uplift.model_uri"
+            )
+            raise ChurnmlError(
+                f"{why} needs an uplift model, and {uri!r} cannot be loaded: {exc}\n"
+                "Fit one first (`churnml uplift -c <config>`, which registers it), or set uplift.model_uri."
+            ) from None
+        log.info("no uplift model at %s: going without uplift (%s)", uri, exc)
+        return None
 
 
 def _load_files(directory: Path, uri: str | Path) -> UpliftModel:
