@@ -5,8 +5,9 @@ Worker ``k`` of ``n`` partitions reads every table in record batches and keeps t
 id hashes to ``k`` (``churnml.engine.partition.partition_of`` of the id's canonical text): the same
 customers as the client's split of the loaded data, whatever the files' layout (a chunked simulation's
 part files are ranges of customer ids, a warehouse export's are not). A batch is read, hashed and
-filtered at a time, so a worker's memory follows its partition; every worker reads every file's rows
-once (Parquet reads only the columns the contract needs). Its rows then go through the loader's own
+filtered at a time, so a worker's memory follows its partition; every partition's task scans every
+file's rows (Parquet reads only the columns the contract needs): partitions x rows, the cost to remove
+next (docs/scale.md). Its rows then go through the loader's own
 validation (``churnml.data.load``) as a ``Dataset``. Nothing is held between steps: the summaries'
 step and the training set's each read the partition (twice the reading, one partition per running
 task in a worker's memory: what lets the data outgrow the cluster's memory).
