@@ -14,6 +14,15 @@ worker count a fresh LocalCluster (``engine.kind=dask``, memory limit per worker
 Printed: each step's time per customer, each worker's peak resident memory against its limit, and the
 client's own peak. The client loads the whole data (the engine splits and ships it from there), so the
 client, not the workers, is what bounds the size on one machine.
+
+``--read-on-workers`` (features only, ``--steps features``): the client loads nothing; each worker reads
+its customers' rows from the part files (``churnml.engine.sources``), as ``churnml features
+engine.kind=dask`` does with Parquet data, and only the training set comes back. The client's peak
+(VmHWM, over the whole process) is then the figure to compare: run one size per invocation for it.
+``--keep`` keeps the simulated business (and reuses one already there), to compare both ways on it:
+
+    .venv/bin/python benchmarks/bench_pipeline_scale.py --customers 100000 --workers 2 --steps features \
+        --read-on-workers --keep --memory-limit 3GiB --out /tmp/bench_pipeline
 """
 
 from __future__ import annotations
@@ -30,10 +39,10 @@ from bench_scale import last_cutoffs
 from churnml.config import Config, DataConfig, EngineConfig, FeatureConfig, LabelConfig
 from churnml.data.load import load_dataset
 from churnml.data.simulate import BLOCK_CUSTOMERS
-from churnml.engine import open_engine
+from churnml.engine import open_engine, sources
 from churnml.engine.boosting import train_on_cluster
 from churnml.engine.cluster import DaskEngine, peak_memory
-from churnml.features.training_set import build_training_set
+from churnml.features.training_set import build_training_set, build_training_set_on_workers
 from churnml.risk.population import score_customers
 from churnml.training.model import ChurnModel
 
@@ -52,7 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-customers", type=int, default=BLOCK_CUSTOMERS)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--out", type=Path, required=True, help="scratch directory for the businesses")
+    parser.add_argument("--steps", default="features,train,score", help="features, or all three")
+    parser.add_argument("--read-on-workers", action="store_true", help="workers read the part files")
+    parser.add_argument("--keep", action="store_true", help="keep (and reuse) the simulated business")
     args = parser.parse_args(argv)
+    steps = args.steps.split(",")
+    if steps not in (["features"], ["features", "train", "score"]):
+        parser.error("--steps: features, or features,train,score")
+    if args.read_on_workers and steps != ["features"]:
+        parser.error("--read-on-workers: only the features step reads the files on the workers so far")
 
     features = FeatureConfig()
     print(
@@ -62,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     for n in (int(x) for x in args.customers.split(",")):
         data = args.out / f"sim-{n}"
         started = time.perf_counter()
-        command = [sys.executable, "-m", "churnml.cli", "simulate", "--out", str(data), "--customers", str(n)]
-        command += ["--months", str(args.months), "--seed", str(args.seed)]
-        subprocess.run(
-            [*command, "--chunk-customers", str(args.chunk_customers)], check=True, capture_output=True
-        )
+        if not (args.keep and (data / "simulation.json").is_file()):
+            command = [sys.executable, "-m", "churnml.cli", "simulate", "--out", str(data)]
+            command += ["--customers", str(n), "--months", str(args.months), "--seed", str(args.seed)]
+            subprocess.run(
+                [*command, "--chunk-customers", str(args.chunk_customers)], check=True, capture_output=True
+            )
         simulate_s = time.perf_counter() - started
+        if args.read_on_workers:
+            features_on_workers(args, n, data, features, simulate_s)
+            continue
         started = time.perf_counter()
         dataset = load_dataset(DataConfig(dir=str(data)))
         load_s = time.perf_counter() - started
@@ -88,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 training = build_training_set(dataset, labels, features, engine)
                 features_s = time.perf_counter() - started
+                train_s = score_s = 0.0
+                rows, scored, columns = len(training.frame), 0, 3 + len(training.specs)
+                if steps == ["features"]:
+                    peaks = engine.worker_memory()
+                    print(_line(n, workers, simulate_s, load_s, features_s, 0.0, 0.0, peaks), flush=True)
+                    continue
                 started = time.perf_counter()
                 labeled = training.labeled
                 untrained = ChurnModel.untrained(labeled, training.specs)
@@ -99,23 +126,75 @@ def main(argv: list[str] | None = None) -> int:
                 frame, _ = score_customers(engine, dataset, model, dataset.end, config)
                 score_s = time.perf_counter() - started
                 peaks = engine.worker_memory()
-            memory = "  ".join(f"{p / GIB:.2f}/{(limit or 0) / GIB:.1f} GiB" for p, limit in peaks.values())
-            work = (features_s + train_s + score_s) / n * 1e6
-            print(
-                f"{n:>9,} {'dask x' + str(workers):<8} {simulate_s:>8.1f}s {load_s:>6.1f}s {features_s:>8.1f}s "
-                f"{train_s:>6.1f}s {score_s:>6.1f}s {work:>31.0f}  {memory}",
-                flush=True,
-            )
+            print(_line(n, workers, simulate_s, load_s, features_s, train_s, score_s, peaks), flush=True)
             rows, scored = len(training.frame), len(frame)
             del training, labeled, frame, model, booster
         print(
-            f"# {n:,} customers, {events:,} events; training set {rows:,} rows x {len(untrained.columns)} "
+            f"# {n:,} customers, {events:,} events; training set {rows:,} rows x {columns} "
             f"columns; {scored:,} scored; client peak RSS so far {peak_memory() / GIB:.2f} GiB",
             flush=True,
         )
         del dataset
-        shutil.rmtree(data, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(data, ignore_errors=True)
     return 0
+
+
+def _line(
+    n: int,
+    workers: int,
+    simulate_s: float,
+    load_s: float | None,
+    features_s: float,
+    train_s: float,
+    score_s: float,
+    peaks: dict[str, tuple[int, int | None]],
+) -> str:
+    memory = "  ".join(f"{p / GIB:.2f}/{(limit or 0) / GIB:.1f} GiB" for p, limit in peaks.values())
+    work = (features_s + train_s + score_s) / n * 1e6
+    load = "-" if load_s is None else f"{load_s:.1f}s"
+    return (
+        f"{n:>9,} {'dask x' + str(workers):<8} {simulate_s:>8.1f}s {load:>7} {features_s:>8.1f}s "
+        f"{train_s:>6.1f}s {score_s:>6.1f}s {work:>31.0f}  {memory}"
+    )
+
+
+def features_on_workers(
+    args: argparse.Namespace, n: int, data: Path, features: FeatureConfig, simulate_s: float
+) -> None:
+    """The features step with the workers reading the part files; the client loads nothing."""
+    config = DataConfig(dir=str(data))
+    paths = sources.table_paths(config, None)
+    assert paths is not None
+    for workers in (int(x) for x in args.workers.split(",")):
+        settings = EngineConfig(
+            kind="dask",
+            workers=workers,
+            threads_per_worker=1,
+            memory_limit=args.memory_limit,
+            customers_per_partition=args.customers_per_partition,
+            dashboard=False,
+        )
+        with open_engine(settings) as engine:
+            assert isinstance(engine, DaskEngine)
+            started = time.perf_counter()
+            held = sources.open_partitions(paths, config, engine)
+            assert held is not None, "the data needs the loader's messages: run without --read-on-workers"
+            read_s = time.perf_counter() - started
+            labels = LabelConfig().model_copy(update={"cutoffs": last_cutoffs(held.stand_in, args.cutoffs)})
+            training = build_training_set_on_workers(held, labels, features, engine)
+            features_s = time.perf_counter() - started
+            peaks = engine.worker_memory()
+        print(_line(n, workers, simulate_s, None, features_s, 0.0, 0.0, peaks), flush=True)
+        print(
+            f"# {n:,} customers, read on the workers ({held.count} partitions): summaries {read_s:.1f} s; "
+            f"training set {len(training.frame):,} rows x {training.frame.shape[1]} columns; "
+            f"client peak RSS so far {peak_memory() / GIB:.2f} GiB",
+            flush=True,
+        )
+        del training
+    if not args.keep:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

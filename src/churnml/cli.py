@@ -195,12 +195,18 @@ def print_training_summary(result, elapsed: float) -> None:
     families: dict[str, int] = {}
     for spec in training_set.specs:
         families[spec.family] = families.get(spec.family, 0) + 1
+    # Data the workers read themselves never comes to this process: its customers are the training set's.
+    customers = (
+        f"{len(result.dataset.customers):,}"
+        if result.dataset is not None
+        else f"{training_set.frame['customer_id'].nunique():,} (read by the workers)"
+    )
     console.print(
-        f"customers: {len(result.dataset.customers):,}   cutoffs: {len(summary)}   "
+        f"customers: {customers}   cutoffs: {len(summary)}   "
         f"rows: {len(training_set.frame):,}   features: {len(training_set.specs)} "
         f"({', '.join(f'{k} {v}' for k, v in sorted(families.items()))})"
     )
-    for warning in result.dataset.warnings:
+    for warning in result.dataset.warnings if result.dataset is not None else ():
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"written: {result.path}   ({elapsed:.1f} s)")
 
@@ -701,7 +707,7 @@ def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     trained = train_pipeline.run(then, training_set=result.training_set)
     print_train_summary(trained, then, time.perf_counter() - started)
     for stage, data in (
-        (f"score as of {earlier.date()}", result.dataset),
+        (f"score as of {earlier.date()}", result.dataset or pipeline.load_data(then)),
         ("score at the end of the data", full),
     ):
         console.rule(f"[bold]churnml demo: {stage}")

@@ -226,11 +226,23 @@ def event_types(dataset: Dataset) -> tuple[str, ...]:
 
     Returned in name order, so feature order does not move when frequencies shift a little.
     """
+    return top_event_types(event_type_counts(dataset))
+
+
+def event_type_counts(dataset: Dataset) -> pd.Series:
+    """Rows per event type (missing types left out): what :func:`top_event_types` ranks. Counts of
+    customer partitions add up to the whole data's."""
     if not _has(dataset, "events", "event_type") or len(dataset.tables["events"]) == 0:
-        return ()
+        return pd.Series([], dtype="int64")
     counts = pc.value_counts(pa.array(dataset.tables["events"]["event_type"]).drop_null())
     names = [str(v) for v in counts.field("values").to_pylist()]
-    sizes = np.asarray(counts.field("counts"))
+    return pd.Series(np.asarray(counts.field("counts"), dtype="int64"), index=names)
+
+
+def top_event_types(counts: pd.Series) -> tuple[str, ...]:
+    """The event types of :func:`event_types` from rows per type (index: the type's text)."""
+    names = [str(v) for v in counts.index]
+    sizes = counts.to_numpy()
     ranked = sorted(zip(names, sizes, strict=True), key=lambda item: (-item[1], item[0]))
     chosen = {name for name, _ in ranked[:TOP_EVENT_TYPES]}
     chosen |= {name for name in names if LOGIN_LIKE.search(name)}
@@ -1036,19 +1048,22 @@ _BUILDERS: dict[str, Callable[[Dataset, FeatureConfig, tuple[str, ...]], list[Fe
 }
 
 
-def feature_catalogue(dataset: Dataset, config: FeatureConfig) -> list[FeatureSpec]:
+def feature_catalogue(
+    dataset: Dataset, config: FeatureConfig, kinds: tuple[str, ...] | None = None
+) -> list[FeatureSpec]:
     """The features this dataset supports, in a fixed order, after the config's family and name filters.
 
     Absent tables and optional columns contribute no features; event-type features cover the most
     frequent types. Category levels are read from the whole dataset, so partitions and later scoring
-    runs that reuse these specs share them.
+    runs that reuse these specs share them. ``kinds``: the event types when settled elsewhere (from
+    partitions' counts, :func:`top_event_types`), else counted on ``dataset``.
     """
     families = FAMILIES if config.include_families is None else tuple(config.include_families)
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"unknown feature families {unknown}; known: {list(FAMILIES)}")
     excluded = set(config.exclude)
-    kinds = event_types(dataset)
+    kinds = event_types(dataset) if kinds is None else kinds
     specs: list[FeatureSpec] = []
     seen: set[str] = set()
     for family in FAMILIES:

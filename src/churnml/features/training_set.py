@@ -17,6 +17,7 @@ from churnml import __version__, io
 from churnml.config import FeatureConfig, LabelConfig
 from churnml.data.dataset import Dataset
 from churnml.engine import Engine, LocalEngine, concat_in_order
+from churnml.engine.sources import Partitions
 from churnml.features import FeatureSpec, build_features, feature_catalogue
 from churnml.features.labels import LabelTimes, cutoff_dates, label_settings, make_label_times
 
@@ -79,6 +80,25 @@ def build_training_set(
     )
 
 
+def build_training_set_on_workers(
+    held: Partitions, labels: LabelConfig, features: FeatureConfig, engine: Engine
+) -> TrainingSet:
+    """:func:`build_training_set` of the data the workers read themselves (``churnml.engine.sources``):
+    the schedule and the catalogue come from the partitions' merged summaries, the same as from the
+    whole data, and only the training rows come back."""
+    cutoffs = cutoff_dates(held.stand_in, labels.cutoffs)
+    specs = tuple(feature_catalogue(held.stand_in, features, held.kinds))
+    parts = engine.map(
+        labeled_partition, held.parts, held, labels, features, cutoffs, specs, name="training-set"
+    )
+    return TrainingSet(
+        frame=concat_in_order(parts, ["cutoff", "customer_id"]),
+        specs=specs,
+        label_settings=label_settings(labels, cutoffs, held.end),
+        fingerprint=held.fingerprint,
+    )
+
+
 def labeled_features(
     dataset: Dataset,
     labels: LabelConfig,
@@ -91,6 +111,18 @@ def labeled_features(
     label_times = make_label_times(dataset, labels, cutoffs)
     built = build_features(dataset, label_times.frame[["customer_id", "cutoff"]], features, specs=specs)
     return pd.concat([label_times.frame.reset_index(drop=True), built[[spec.name for spec in specs]]], axis=1)
+
+
+def labeled_partition(
+    k: int,
+    held: Partitions,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    cutoffs: list[pd.Timestamp],
+    specs: Sequence[FeatureSpec],
+) -> pd.DataFrame:
+    """:func:`labeled_features` of partition ``k``, read by the worker that runs it."""
+    return labeled_features(held.load(k), labels, features, cutoffs, specs)
 
 
 def write_training_set(training_set: TrainingSet, out_dir: str | Path) -> Path:

@@ -13,14 +13,19 @@ from churnml.data import database
 from churnml.data.dataset import Dataset
 from churnml.data.load import dataset_from_frames, load_dataset
 from churnml.data.simulate import simulate
-from churnml.engine import Engine, open_engine
-from churnml.features.training_set import TrainingSet, build_training_set, write_training_set
+from churnml.engine import Engine, open_engine, sources
+from churnml.features.training_set import (
+    TrainingSet,
+    build_training_set,
+    build_training_set_on_workers,
+    write_training_set,
+)
 from churnml.redact import mask_url
 
 
 @dataclass(frozen=True)
 class FeaturesResult:
-    dataset: Dataset
+    dataset: Dataset | None  # None when the workers read the data themselves (never in this process)
     training_set: TrainingSet
     path: Path
 
@@ -61,6 +66,14 @@ def data_source(config: Config) -> dict[str, Any]:
     return {"dir": config.data.dir, "tables": tables}
 
 
+def _read_on_workers(config: Config, base_dir: Path | None, engine: Engine) -> sources.Partitions | None:
+    """On a Dask engine, Parquet data read by the workers (out of core); None: load it here."""
+    if engine.kind != "dask":
+        return None
+    paths = sources.table_paths(config.data, base_dir)
+    return sources.open_partitions(paths, config.data, engine) if paths is not None else None
+
+
 def training_set_dir(config: Config) -> Path:
     return Path(config.output.dir) / config.name / "training_set"
 
@@ -73,10 +86,15 @@ def run(
 ) -> FeaturesResult:
     """Load, build and write the training set: on ``engine`` when a caller holds one open, else on
     ``config.engine`` opened for this run (``announce`` hears where)."""
-    dataset = load_data(config, base_dir)
+    dataset = None
     with ExitStack() as stack:
         if engine is None:
             engine = stack.enter_context(open_engine(config.engine, config.model.nthread, announce))
-        training_set = build_training_set(dataset, config.labels, config.features, engine)
+        held = _read_on_workers(config, base_dir, engine)
+        if held is not None:
+            training_set = build_training_set_on_workers(held, config.labels, config.features, engine)
+        else:
+            dataset = load_data(config, base_dir)
+            training_set = build_training_set(dataset, config.labels, config.features, engine)
     path = write_training_set(training_set, training_set_dir(config))
     return FeaturesResult(dataset=dataset, training_set=training_set, path=path)

@@ -1,0 +1,139 @@
+"""Out of core: with engine.kind=dask the workers read their own customers from the Parquet part files,
+and the training set equals the local engine's (which loads every table here) bit for bit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from churnml.config import Config, DataConfig, EngineConfig
+from churnml.data.load import load_dataset
+from churnml.data.simulate import simulate_chunks, write_simulation_chunks
+from churnml.engine import open_engine, sources
+from churnml.engine.cluster import DaskEngine
+from churnml.errors import DataValidationError
+from churnml.pipelines import features
+
+pytest.importorskip("distributed")
+
+BLOCK = 120  # small blocks and chunks: the business spans several part files
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chunks = simulate_chunks(600, 6, seed=3, programme=True, chunk_customers=2 * BLOCK, block_customers=BLOCK)
+    return write_simulation_chunks(chunks, tmp_path_factory.mktemp("ooc") / "sim")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[DaskEngine]:
+    settings = EngineConfig(kind="dask", workers=2, threads_per_worker=1, memory_limit="2GiB", partitions=5)
+    with open_engine(settings) as opened:
+        assert isinstance(opened, DaskEngine)
+        yield opened
+
+
+def _config(data_dir: Path, tmp_path: Path, *overrides: str) -> Config:
+    from churnml.config import load_config
+
+    return load_config(None, [f"data.dir={data_dir}", f"output.dir={tmp_path}", *overrides])
+
+
+def test_workers_read_their_partitions_and_build_the_local_training_set(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    assert len(list((data_dir / "events.parquet").iterdir())) == 3
+    config = _config(data_dir, tmp_path)
+    local = features.run(config, engine=None)
+    on_workers = features.run(config, engine=engine)
+    assert local.dataset is not None and on_workers.dataset is None  # never loaded in this process
+    pd.testing.assert_frame_equal(on_workers.training_set.frame, local.training_set.frame, check_exact=True)
+    assert on_workers.training_set.specs == local.training_set.specs
+    assert on_workers.training_set.label_settings == local.training_set.label_settings
+    assert on_workers.training_set.fingerprint == local.training_set.fingerprint
+    assert local.training_set.frame["label"].notna().sum() > 1000
+    # the written files too
+    assert pq.read_metadata(on_workers.path).metadata == pq.read_metadata(local.path).metadata
+
+
+def test_partitions_hold_the_loaders_rows_of_their_customers(data_dir: Path, engine: DaskEngine) -> None:
+    config = _config(data_dir, Path("unused")).data
+    paths = sources.table_paths(config, None)
+    assert paths is not None
+    held = sources.open_partitions(paths, config, engine)
+    assert held is not None and held.count == 5
+    whole = load_dataset(config)
+    assert held.end == whole.end and held.fingerprint == whole.fingerprint()
+    parts = [held.load(k) for k in held.parts]
+    for name, frame in whole.tables.items():
+        together = pd.concat([part.tables[name] for part in parts], ignore_index=True)
+        keys = ["customer_id"] if name == "customers" else list(frame.columns)
+        pd.testing.assert_frame_equal(
+            together.sort_values(keys, kind="stable").reset_index(drop=True),
+            frame.sort_values(keys, kind="stable").reset_index(drop=True),
+            check_exact=True,
+            obj=name,
+        )
+
+
+def test_a_configured_end_is_applied_on_the_workers(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    config = _config(data_dir, tmp_path, "data.end=2025-05-20")
+    local = features.run(config, engine=None)
+    on_workers = features.run(config, engine=engine)
+    # rows after the end are dropped with warnings: the client loads the data to give the loader's own
+    assert on_workers.dataset is not None and on_workers.dataset.warnings == local.dataset.warnings  # type: ignore[union-attr]
+    pd.testing.assert_frame_equal(on_workers.training_set.frame, local.training_set.frame, check_exact=True)
+
+
+def test_bad_data_gives_the_loaders_error(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for table in data_dir.iterdir():
+        if table.is_dir():
+            (broken / table.name).symlink_to(table)
+    customers = pd.read_parquet(data_dir / "customers.parquet")
+    customers.loc[7, "customer_id"] = None
+    (broken / "customers.parquet").unlink()
+    customers.to_parquet(broken / "customers.parquet")
+    config = _config(broken, tmp_path)
+    with pytest.raises(DataValidationError) as local:
+        features.run(config, engine=None)
+    with (
+        caplog.at_level(logging.INFO, logger="churnml.engine.sources"),
+        pytest.raises(DataValidationError) as dask,
+    ):
+        features.run(config, engine=engine)
+    assert str(dask.value) == str(local.value)
+
+
+def test_stray_rows_give_the_loaders_error(data_dir: Path, engine: DaskEngine, tmp_path: Path) -> None:
+    """One event a year after all other activity: the merged latest times find it, and the client's
+    loader says so in its own words."""
+    strayed = tmp_path / "strayed"
+    strayed.mkdir()
+    for table in data_dir.iterdir():
+        if table.is_dir() and table.name != "events.parquet":
+            (strayed / table.name).symlink_to(table)
+    (strayed / "events.parquet").mkdir()
+    for part in (data_dir / "events.parquet").iterdir():
+        (strayed / "events.parquet" / part.name).symlink_to(part)
+    stray = pd.read_parquet(next((data_dir / "events.parquet").iterdir())).iloc[:1].copy()
+    stray["timestamp"] = load_dataset(DataConfig(dir=str(data_dir))).end + pd.Timedelta(days=400)
+    stray.to_parquet(strayed / "events.parquet" / "part-99999.parquet")
+    config = _config(strayed, tmp_path)
+    paths = sources.table_paths(config.data, None)
+    assert paths is not None and sources.open_partitions(paths, config.data, engine) is None
+    with pytest.raises(DataValidationError) as local:
+        features.run(config, engine=None)
+    with pytest.raises(DataValidationError) as dask:
+        features.run(config, engine=engine)
+    assert "after all other activity" in str(local.value) and str(dask.value) == str(local.value)
