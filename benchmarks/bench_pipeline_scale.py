@@ -49,6 +49,18 @@ from churnml.training.model import ChurnModel
 GIB = 2**30
 
 
+def _engine_settings(args: argparse.Namespace, workers: int) -> EngineConfig:
+    """The benchmark's LocalCluster: one thread per worker, the given memory limit and partition size."""
+    return EngineConfig(
+        kind="dask",
+        workers=workers,
+        threads_per_worker=1,
+        memory_limit=args.memory_limit,
+        customers_per_partition=args.customers_per_partition,
+        dashboard=False,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", default="30000,100000", help="comma-separated business sizes")
@@ -96,15 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         config = Config(labels=labels, features=features)
         events = len(dataset.tables["events"])
         for workers in (int(x) for x in args.workers.split(",")):
-            settings = EngineConfig(
-                kind="dask",
-                workers=workers,
-                threads_per_worker=1,
-                memory_limit=args.memory_limit,
-                customers_per_partition=args.customers_per_partition,
-                dashboard=False,
-            )
-            with open_engine(settings) as engine:
+            with open_engine(_engine_settings(args, workers)) as engine:
                 assert isinstance(engine, DaskEngine)
                 started = time.perf_counter()
                 training = build_training_set(dataset, labels, features, engine)
@@ -167,15 +171,7 @@ def features_on_workers(
     paths = sources.table_paths(config, None)
     assert paths is not None
     for workers in (int(x) for x in args.workers.split(",")):
-        settings = EngineConfig(
-            kind="dask",
-            workers=workers,
-            threads_per_worker=1,
-            memory_limit=args.memory_limit,
-            customers_per_partition=args.customers_per_partition,
-            dashboard=False,
-        )
-        with open_engine(settings) as engine:
+        with open_engine(_engine_settings(args, workers)) as engine:
             assert isinstance(engine, DaskEngine)
             started = time.perf_counter()
             held = sources.open_partitions(paths, config, engine)
