@@ -137,3 +137,29 @@ def test_stray_rows_give_the_loaders_error(data_dir: Path, engine: DaskEngine, t
     with pytest.raises(DataValidationError) as dask:
         features.run(config, engine=engine)
     assert "after all other activity" in str(local.value) and str(dask.value) == str(local.value)
+
+
+def test_a_column_typed_by_its_nulls_is_read_on_the_client(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    """An extra customers column with one null: Arrow reads it as object in that customer's partition
+    and bool in the others. The partitions disagree, so the client loads the data and the training set
+    is the local engine's (the red-team case: per-partition types gave other features and fingerprint)."""
+    typed = tmp_path / "typed"
+    typed.mkdir()
+    for table in data_dir.iterdir():
+        if table.is_dir() and table.name != "customers.parquet":
+            (typed / table.name).symlink_to(table)
+    customers = pd.read_parquet(data_dir / "customers.parquet")
+    vip = pd.Series([k % 3 == 0 for k in range(len(customers))], dtype=object)
+    vip[11] = None
+    customers["vip"] = vip
+    customers.to_parquet(typed / "customers.parquet")
+    config = _config(typed, tmp_path)
+    paths = sources.table_paths(config.data, None)
+    assert paths is not None and sources.open_partitions(paths, config.data, engine) is None
+    local = features.run(config, engine=None)
+    on_cluster = features.run(config, engine=engine)
+    pd.testing.assert_frame_equal(on_cluster.training_set.frame, local.training_set.frame, check_exact=True)
+    assert on_cluster.training_set.fingerprint == local.training_set.fingerprint
+    assert any("vip" in spec.name for spec in local.training_set.specs)

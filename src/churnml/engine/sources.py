@@ -18,7 +18,8 @@ own latest ones hold the whole's), the earliest activity, event-type counts, the
 columns the catalogue reads levels from, and the fingerprint (sums of row hashes).
 
 Anything the loader would warn about or refuse (a bad value, unknown customers, stray rows, rows past
-a configured end, contacts past the end of the data, a partition without customers) makes
+a configured end, contacts past the end of the data, a partition without customers), and a column the
+partitions read with different types (its nulls in some partitions only: :func:`same_dtypes`), makes
 :func:`open_partitions` return None: the caller then loads the data on the client as before, so the
 messages are exactly the loader's. The same for sources this module does not read (databases, CSV).
 """
@@ -225,6 +226,23 @@ def _values(name: str, frame: pd.DataFrame) -> dict[str, list[Any]]:
     return values
 
 
+def same_dtypes(schemas: list[dict[str, pd.DataFrame]]) -> bool:
+    """Whether every partition read each column with the same type. Arrow gives a column with a null
+    another pandas type than one without (bool becomes object, int64 float64, unless the file says
+    which), so a column whose nulls fall in some partitions only is typed by chance per partition, and
+    its features would differ from the whole table's. When all agree, the whole table reads the same
+    type: it has a null exactly when a partition does. Categories may differ (each holds its own)."""
+
+    def kinds(frame: pd.DataFrame) -> dict[str, str]:
+        return {
+            str(column): "category" if isinstance(dtype, pd.CategoricalDtype) else str(dtype)
+            for column, dtype in frame.dtypes.items()
+        }
+
+    first = {name: kinds(frame) for name, frame in schemas[0].items()}
+    return all({name: kinds(frame) for name, frame in schema.items()} == first for schema in schemas[1:])
+
+
 def stand_in(summaries: list[dict[str, Any]], end: pd.Timestamp) -> Dataset:
     """A small Dataset with the whole data's tables and columns (dtypes as read), each column holding
     the merged values of :func:`_values`: what ``cutoff_dates`` and ``feature_catalogue`` read (the
@@ -261,6 +279,9 @@ def open_partitions(paths: Mapping[str, Path], config: DataConfig, engine: Any) 
         log.info("a partition failed validation (%s): loading the data on the client", exc)
         return None
     if any(p is None or p["warnings"] for p in parts):
+        return None
+    if not same_dtypes([p["schemas"] for p in parts]):
+        log.info("the partitions read a column with different types: loading the data on the client")
         return None
     if config.end is not None:
         end = pd.Timestamp(config.end)
