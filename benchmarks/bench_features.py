@@ -14,6 +14,7 @@ import collections
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,12 @@ from churnml.data.dataset import Dataset
 from churnml.features import build_features, engine, feature_catalogue
 
 
-def synthetic_dataset(customers: int, months: int, seed: int) -> Dataset:
-    """A plain random dataset with every contract table: Poisson activity, monthly payments, some tickets."""
+def synthetic_dataset(
+    customers: int, months: int, seed: int, events_per_day: float = 0.4, event_types: int = 5
+) -> Dataset:
+    """A plain random dataset with every contract table: Poisson activity, monthly payments, some tickets.
+    ``events_per_day`` and ``event_types`` make a dense business (few customers, many events); the
+    defaults give the figures in docs/features.md."""
     rng = np.random.default_rng(seed)
     origin = pd.Timestamp("2025-01-01")
     span_s = (months * 30 + 365) * 86_400
@@ -47,15 +52,18 @@ def synthetic_dataset(customers: int, months: int, seed: int) -> Dataset:
         values = pd.Series(origin + pd.to_timedelta(later, "s"))
         return values.where(rng.random(len(base_s)) > missing).astype("datetime64[ns]")
 
-    kinds = np.array(
-        ["login", "core_feature_use", "report_created", "export", "teammate_invite"], dtype=object
-    )
+    names = ["login", "core_feature_use", "report_created", "export", "teammate_invite"]
+    names += [f"action_{k}" for k in range(len(names), event_types)]
+    kinds = np.array(names[:event_types], dtype=object)
+    if event_types == 5:
+        shares = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
+    else:  # Zipf-like: a few common types, a tail of rare ones
+        shares = 1.0 / np.arange(1, event_types + 1)
+        shares /= shares.sum()
     events = activity(
-        0.4,
+        events_per_day,
         {
-            "event_type": lambda n, _: pd.array(
-                kinds[rng.choice(len(kinds), n, p=[0.4, 0.3, 0.15, 0.1, 0.05])]
-            ),
+            "event_type": lambda n, _: pd.array(kinds[rng.choice(len(kinds), n, p=shares)]),
             "value": lambda n, _: np.where(rng.random(n) < 0.3, rng.lognormal(2, 0.8, n), np.nan),
         },
     ).rename(columns={"at": "timestamp"})
@@ -124,7 +132,8 @@ def load(args: argparse.Namespace) -> tuple[Dataset, str]:
             print("churnml.data.simulate unavailable: using the synthetic generator")
         else:
             return simulate(args.customers, args.months, args.seed).to_dataset(), "churnml.data.simulate"
-    return synthetic_dataset(args.customers, args.months, args.seed), "synthetic"
+    dataset = synthetic_dataset(args.customers, args.months, args.seed, args.events_per_day, args.event_types)
+    return dataset, "synthetic"
 
 
 def monthly_cutoffs(dataset: Dataset, count: int) -> pd.DatetimeIndex:
@@ -156,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--synthetic", action="store_true", help="use the numpy generator, not the simulator")
+    parser.add_argument("--events-per-day", type=float, default=0.4, help="synthetic: mean events per day")
+    parser.add_argument("--event-types", type=int, default=5, help="synthetic: how many event types")
+    parser.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        help="also write the tables here as Parquet (for `churnml features`)",
+    )
     parser.add_argument("--profile", action="store_true", help="print time per aggregate")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds allowed for the build")
     args = parser.parse_args(argv)
@@ -165,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     generated = time.perf_counter() - start
     rows = {name: len(frame) for name, frame in dataset.tables.items()}
     print(f"data: {source}, {generated:.1f} s to generate; rows: {rows}")
+    if args.write is not None:
+        args.write.mkdir(parents=True, exist_ok=True)
+        for name, frame in dataset.tables.items():
+            frame.to_parquet(args.write / f"{name}.parquet", index=False)
+        print(f"tables written to {args.write} (data ends {dataset.end})")
 
     cutoff_dates = monthly_cutoffs(dataset, args.cutoffs)
     ids = dataset.customers["customer_id"]
