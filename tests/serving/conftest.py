@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,6 +161,31 @@ def running_server(
         url = f"http://127.0.0.1:{port}"
         launch.wait_ready(url, timeout_s=180, server=server, log=log)
         yield url, log
+    finally:
+        launch.stop(server)
+
+
+@contextmanager
+def bento_example_answer(cwd: Path, env: dict[str, str]) -> Iterator[tuple[dict, requests.Response]]:
+    """``bentoml serve churn_service:latest`` from ``cwd`` (the built Bento from BentoML's store, no
+    CHURNML_* variables: everything comes from the Bento), and its answer to ``/predict`` with the
+    OpenAPI document's own example; yields that example and the answer, then stops the server."""
+    bentoml = Path(sys.executable).parent / "bentoml"
+    port = free_port()
+    server = subprocess.Popen(
+        [str(bentoml), "serve", "churn_service:latest", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        env={k: v for k, v in env.items() if not k.startswith("CHURNML_")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        launch.wait_ready(url, timeout_s=120)
+        document = requests.get(f"{url}/docs.json", timeout=30).json()
+        body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        yield body, requests.post(f"{url}/predict", json=body, timeout=30)
     finally:
         launch.stop(server)
 

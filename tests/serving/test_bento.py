@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
-import requests
 import yaml
 
-from churnml.serving import launch, loading
+from churnml.serving import loading
 
 if TYPE_CHECKING:
     from conftest import Trained
 
-from conftest import ROOT, free_port
+from conftest import ROOT, bento_example_answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 BIN = Path(sys.executable).parent
@@ -49,28 +48,10 @@ def test_bento_packs_and_serves_the_champion(trained: Trained, tmp_path: Path) -
     assert {e["name"]: e["value"] for e in info["envs"]}["CHURNML_OVERRIDES"] == '["serving.host=0.0.0.0"]'
 
     # Served from the store by its tag, from an empty directory: everything comes from the Bento.
-    port = free_port()
-    served_env = {k: v for k, v in env.items() if not k.startswith("CHURNML_")}
-    server = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "churn_service:latest", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=served_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        launch.wait_ready(url, timeout_s=120)
-        document = requests.get(f"{url}/docs.json", timeout=30).json()
-        body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    with bento_example_answer(tmp_path, env) as (body, answer):
         (record,) = body["records"]
-        answer = requests.post(f"{url}/predict", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
         (prediction,) = answer.json()
         assert prediction["model_version"] == trained.version
         expected = trained.model.predict_proba(pd.DataFrame([record]))[0]
         assert prediction["churn_probability"] == pytest.approx(float(expected), abs=1e-9)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

@@ -20,14 +20,14 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import API_KEY, MAX_RECORDS, ROOT, SERVE, TRAIN, Trained, free_port, running_server
+from conftest import API_KEY, MAX_RECORDS, ROOT, SERVE, TRAIN, Trained, bento_example_answer, running_server
 from helpers import feature_records
 
 from churnml.config import load_config
 from churnml.data.simulate import simulate
 from churnml.features.training_set import build_training_set
 from churnml.pipelines import score, train, uplift
-from churnml.serving import launch, loading
+from churnml.serving import loading
 from churnml.serving.schemas import Prediction, UpliftFields
 from churnml.uplift.targeting import play_column
 
@@ -205,24 +205,8 @@ def test_the_bento_packs_the_uplift_model_beside_the_champion(served: Served, tm
     (service,) = yaml.safe_load(bento_yaml.read_text())["services"]
     assert sorted(m["tag"] for m in service["models"]) == ["churn-model-uplift:v1", "churn-model:v1"]
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", "churn_service:latest", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env={k: v for k, v in env.items() if not k.startswith("CHURNML_")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        launch.wait_ready(url, timeout_s=120)
-        document = requests.get(f"{url}/docs.json", timeout=30).json()
-        body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
-        answer = requests.post(f"{url}/predict", json=body, timeout=30)
+    with bento_example_answer(tmp_path, env) as (_, answer):
         assert answer.status_code == 200, answer.text
         (prediction,) = answer.json()
         assert prediction["uplift_model_version"] == "churn-model-uplift/1"
         assert set(prediction["uplift_by_play"]) == set(served.fitted.model.plays)
-    finally:
-        launch.stop(server)
