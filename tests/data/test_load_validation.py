@@ -658,6 +658,34 @@ def test_canonical_id_is_the_contracts_form_of_one_id() -> None:
     assert canonical_id("17.5") == "17.5" and canonical_id("C-17.0") == "C-17.0"
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped by customer", "shuffled"])
+@pytest.mark.parametrize("odd", [None, " C00017", "", "   ", "17.0", "C00017 "])
+def test_long_id_columns_are_checked_through_their_representatives(grouped, odd):
+    """A long column is checked on the first row of each run (or its distinct values): one odd value
+    anywhere, in any chunk, is still trimmed, blanked or rewritten as when every row is checked."""
+    import pyarrow as pa
+
+    from churnml.data.load import INTEGRAL_DECIMAL, REPRESENTED_ROWS, _as_text, _canonical_ids, text_array
+
+    rng = np.random.default_rng(3)
+    rows = 2 * REPRESENTED_ROWS
+    ids = np.array([f"C{i:05d}" for i in rng.integers(0, 3000, rows)], dtype=object)
+    ids = np.sort(ids) if grouped else ids
+    if odd is not None:
+        ids[rng.integers(0, rows)] = odd
+    ids[rng.integers(0, rows)] = None
+    chunks = [pa.array(part, pa.large_string()) for part in np.array_split(ids, 7)]  # as Parquet reads
+    column = pd.Series(text_array(pa.chunked_array(chunks)))
+
+    got = _canonical_ids(_as_text(column))
+    expected = pd.Series(ids, dtype="str").str.strip().replace("", None)
+    expected = expected.str.replace(INTEGRAL_DECIMAL, r"\1", regex=True)
+    assert got.isna().equals(expected.isna())
+    assert got.dropna().tolist() == expected.dropna().tolist()
+    if odd is None:
+        assert got is column  # nothing to rewrite: the column itself, not a copy
+
+
 # ------------------------------------------------------------------------------------ contacts
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from churnml.data.row_hash import row_hashes
 from churnml.errors import DataWarning
 
 
@@ -45,7 +46,7 @@ class Dataset:
         table's rows are in a canonical order (customer, time), so a sum loses nothing that matters."""
         parts = {}
         for name, frame in self.tables.items():
-            hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+            hashes = row_hashes(frame)  # pandas' hash_pandas_object(frame, index=False), in place
             parts[name] = (",".join(map(str, frame.columns)), len(frame), int(hashes.sum(dtype="uint64")))
         return parts
 

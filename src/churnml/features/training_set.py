@@ -7,6 +7,7 @@ fingerprint), so a model trained from it can validate inputs and explain itself 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,15 +70,19 @@ def build_training_set(
     cutoffs = cutoff_dates(dataset, labels.cutoffs)
     specs = tuple(feature_catalogue(dataset, features))
     engine = engine or LocalEngine()
-    parts = engine.map(
-        labeled_features, engine.split(dataset), labels, features, cutoffs, specs, name="training-set"
-    )
-    return TrainingSet(
-        frame=concat_in_order(parts, ["cutoff", "customer_id"]),
-        specs=specs,
-        label_settings=label_settings(labels, cutoffs, dataset.end),
-        fingerprint=dataset.fingerprint(),
-    )
+    # The fingerprint (a hash of every row) runs beside the build: both are mostly numpy and Arrow
+    # loops that release the GIL, so a second core hides it (0.6 s of 4 for 7 M events).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
+        fingerprint = pool.submit(dataset.fingerprint)
+        parts = engine.map(
+            labeled_features, engine.split(dataset), labels, features, cutoffs, specs, name="training-set"
+        )
+        return TrainingSet(
+            frame=concat_in_order(parts, ["cutoff", "customer_id"]),
+            specs=specs,
+            label_settings=label_settings(labels, cutoffs, dataset.end),
+            fingerprint=fingerprint.result(),
+        )
 
 
 def build_training_set_on_workers(
