@@ -29,6 +29,7 @@ from churnml.config import DataConfig, ReadOptions, TableSource
 from churnml.contract import ACTIVITY_TABLES, ARM_SYNONYMS, ARMS, HISTORY_TABLES, TABLES, TableSpec
 from churnml.data import database
 from churnml.data.dataset import Dataset
+from churnml.data.order import is_sorted
 from churnml.errors import DataValidationError, DataWarning, example_rows
 
 logger = logging.getLogger("churnml.data.load")
@@ -794,8 +795,7 @@ def _customer_codes(ids: pd.Series, known: pa.Array) -> np.ndarray:
 
 def _stable_order(codes: np.ndarray, times: np.ndarray) -> np.ndarray | None:
     """Row order sorting by (customer, time), ties kept in input order; None when already in order."""
-    step = np.diff(codes)
-    if np.all((step > 0) | ((step == 0) & (np.diff(times) >= 0))):
+    if is_sorted(codes, times):
         return None
     keys = pa.table({"code": codes, "time": times})
     return pc.sort_indices(keys, sort_keys=[("code", "ascending"), ("time", "ascending")]).to_numpy()
