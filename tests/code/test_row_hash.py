@@ -53,3 +53,10 @@ def test_inputs_are_not_modified():
     before = frame.copy()
     row_hashes(frame)
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_non_native_byte_order_hashes_as_pandas():
+    frame = pd.DataFrame(
+        {"amount": np.array([np.nan, -0.0, 1.5], dtype=">f8"), "n": np.array([1, -2, 3], ">i8")}
+    )
+    assert np.array_equal(row_hashes(frame), pd.util.hash_pandas_object(frame, index=False).to_numpy())

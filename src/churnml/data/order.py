@@ -12,7 +12,7 @@ def is_sorted(codes: np.ndarray, times: np.ndarray) -> bool:
     as the table: on millions of rows the page faults of fresh temporaries cost more than the compares."""
     for lo in range(0, len(codes) - 1, SORT_CHECK_BLOCK):
         hi = min(lo + SORT_CHECK_BLOCK, len(codes) - 1)  # compares rows lo..hi (one row of overlap)
-        step = codes[lo + 1 : hi + 1] - codes[lo:hi]
-        if np.any((step < 0) | ((step == 0) & (times[lo + 1 : hi + 1] < times[lo:hi]))):
+        after, before = codes[lo + 1 : hi + 1], codes[lo:hi]  # compared, not subtracted: unsigned codes too
+        if np.any((after < before) | ((after == before) & (times[lo + 1 : hi + 1] < times[lo:hi]))):
             return False
     return True

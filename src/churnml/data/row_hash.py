@@ -15,6 +15,9 @@ import pandas as pd
 MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # pandas' _hash_ndarray
 SEED, MULTIPLIER, FINAL = np.uint64(0x345678), np.uint64(1000003), np.uint64(97531)  # its tuple combine
 NAN_BITS = np.array(np.nan).view("u8")
+# pandas canonicalises NaN and -0.0 before mixing only since GH#28363 (not in the 2.x that pyproject
+# allows): follow whichever pandas is installed, so the hashes stay equal to its hash_pandas_object.
+CANONICAL_FLOATS = bool(pd.util.hash_array(np.array([0.0]))[0] == pd.util.hash_array(np.array([-0.0]))[0])
 
 
 def _mixed(values: np.ndarray, scratch: np.ndarray) -> np.ndarray:
@@ -35,6 +38,7 @@ def column_hashes(values: pd.Series, work: np.ndarray, scratch: np.ndarray) -> n
         not isinstance(dtype, np.dtype)
         or dtype.kind not in "fiuMmb"
         or dtype.itemsize != (1 if dtype.kind == "b" else 8)
+        or not dtype.isnative  # pandas' NaN pattern is in the column's byte order
     ):
         # text, categories, small integers (pandas widens their bits differently): pandas itself
         return pd.util.hash_pandas_object(values, index=False).to_numpy()
@@ -43,7 +47,7 @@ def column_hashes(values: pd.Series, work: np.ndarray, scratch: np.ndarray) -> n
         np.copyto(work, raw, casting="unsafe")
     else:
         np.copyto(work, raw.view("u8"))
-        if dtype.kind == "f":  # one bit pattern for NaN and for zero, as pandas
+        if dtype.kind == "f" and CANONICAL_FLOATS:  # one bit pattern for NaN and for zero, as pandas
             work[np.isnan(raw)] = NAN_BITS
             work[raw == 0] = 0
     return _mixed(work, scratch)
