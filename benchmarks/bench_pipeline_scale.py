@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench_scale import last_cutoffs
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="scratch directory for the businesses")
     parser.add_argument("--steps", default="features,train,score", help="features, or all three")
     parser.add_argument("--read-on-workers", action="store_true", help="workers read the part files")
+    parser.add_argument(
+        "--scan",
+        action="store_true",
+        help="with --read-on-workers: every partition scans every file (no staging), as before the split",
+    )
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the simulated business")
     args = parser.parse_args(argv)
     steps = args.steps.split(",")
@@ -171,10 +177,12 @@ def features_on_workers(
     paths = sources.table_paths(config, None)
     assert paths is not None
     for workers in (int(x) for x in args.workers.split(",")):
-        with open_engine(_engine_settings(args, workers)) as engine:
+        settings = _engine_settings(args, workers)
+        with open_engine(settings) as engine, ExitStack() as stack:
             assert isinstance(engine, DaskEngine)
             started = time.perf_counter()
-            held = sources.open_partitions(paths, config, engine)
+            staging = None if args.scan else sources.staging_folder(settings, stack)
+            held = sources.open_partitions(paths, config, engine, staging)
             assert held is not None, "the data needs the loader's messages: run without --read-on-workers"
             read_s = time.perf_counter() - started
             labels = LabelConfig().model_copy(update={"cutoffs": last_cutoffs(held.stand_in, args.cutoffs)})
@@ -183,7 +191,9 @@ def features_on_workers(
             peaks = engine.worker_memory()
         print(_line(n, workers, simulate_s, None, features_s, 0.0, 0.0, peaks), flush=True)
         print(
-            f"# {n:,} customers, read on the workers ({held.count} partitions): summaries {read_s:.1f} s; "
+            f"# {n:,} customers, read on the workers ({held.count} partitions, "
+            f"{'every partition scanning every file' if args.scan else 'files split by partition in one scan'}): "
+            f"summaries {read_s:.1f} s; "
             f"training set {len(training.frame):,} rows x {training.frame.shape[1]} columns; "
             f"client peak RSS so far {peak_memory() / GIB:.2f} GiB",
             flush=True,

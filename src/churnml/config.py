@@ -876,6 +876,14 @@ class EngineConfig(_Model):
     customers_per_partition: int = Field(
         50_000, ge=1, description="With partitions=None: customers per partition (bounds a task's memory)."
     )
+    staging_dir: str | None = Field(
+        None,
+        description="A folder every worker and this process can write and read (shared storage on a "
+        "real cluster) where "
+        "Parquet data is split by customer partition in one scan before the partitions read it; each run "
+        "writes its own subfolder and removes it after. None: a temporary folder on this machine for a "
+        "LocalCluster; with engine.scheduler, every partition scans every file instead.",
+    )
     dashboard: bool = Field(
         True, description="LocalCluster: serve the Dask dashboard (its address is printed)."
     )

@@ -163,3 +163,49 @@ def test_a_column_typed_by_its_nulls_is_read_on_the_client(
     pd.testing.assert_frame_equal(on_cluster.training_set.frame, local.training_set.frame, check_exact=True)
     assert on_cluster.training_set.fingerprint == local.training_set.fingerprint
     assert any("vip" in spec.name for spec in local.training_set.specs)
+
+
+def _partition_frames(held: sources.Partitions) -> list[dict[str, pd.DataFrame]]:
+    return [dict(held.load(k).tables) for k in held.parts]
+
+
+@pytest.mark.parametrize("layout", ["part files", "hive by event type"])
+def test_staged_partitions_equal_the_scanned_ones(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path, layout: str
+) -> None:
+    """One scan that splits the files by partition gives each partition the rows, order and types the
+    scan of every file gives it, and the same summaries (end, fingerprint, catalogue)."""
+    source = data_dir
+    if layout == "hive by event type":  # event_type comes from the folder names, not the files
+        source = tmp_path / "hive"
+        source.mkdir()
+        for table in data_dir.iterdir():
+            if table.name != "events.parquet":
+                (source / table.name).symlink_to(table)
+        events = pd.read_parquet(data_dir / "events.parquet")
+        events.to_parquet(source / "events", partition_cols=["event_type"])
+    config = _config(source, tmp_path).data
+    paths = sources.table_paths(config, None)
+    assert paths is not None
+    scanned = sources.open_partitions(paths, config, engine)
+    staging = tmp_path / "staging"
+    staged = sources.open_partitions(paths, config, engine, staging)
+    assert scanned is not None and staged is not None and staged.staged == staging
+    assert (staged.end, staged.fingerprint, staged.kinds) == (scanned.end, scanned.fingerprint, scanned.kinds)
+    assert sorted(p.name for p in (staging / "events").iterdir()) == [f"part-{k:05d}" for k in range(5)]
+    for by_stage, by_scan in zip(_partition_frames(staged), _partition_frames(scanned), strict=True):
+        assert by_stage.keys() == by_scan.keys()
+        for name in by_scan:
+            pd.testing.assert_frame_equal(by_stage[name], by_scan[name], check_exact=True, obj=name)
+
+
+def test_the_features_pipeline_stages_in_a_folder_it_removes(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    staging = tmp_path / "shared"
+    config = _config(data_dir, tmp_path / "out", f"engine.staging_dir={staging}")
+    local = features.run(config, engine=None)
+    on_workers = features.run(config, engine=engine)
+    assert on_workers.dataset is None  # read on the workers, not loaded here
+    pd.testing.assert_frame_equal(on_workers.training_set.frame, local.training_set.frame, check_exact=True)
+    assert staging.is_dir() and list(staging.iterdir()) == []  # the run's own subfolder is gone

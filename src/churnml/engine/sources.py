@@ -1,16 +1,18 @@
 """Partitioned sources: each worker reads its own customers' rows from the Parquet files, so that the
 client never holds the tables (out of core).
 
-Worker ``k`` of ``n`` partitions reads every table in record batches and keeps the rows whose customer
-id hashes to ``k`` (``churnml.engine.partition.partition_of`` of the id's canonical text): the same
-customers as the client's split of the loaded data, whatever the files' layout (a chunked simulation's
-part files are ranges of customer ids, a warehouse export's are not). A batch is read, hashed and
-filtered at a time, so a worker's memory follows its partition; every partition's task scans every
-file's rows (Parquet reads only the columns the contract needs): partitions x rows, the cost to remove
-next (docs/scale.md). Its rows then go through the loader's own
-validation (``churnml.data.load``) as a ``Dataset``. Nothing is held between steps: the summaries'
-step and the training set's each read the partition (twice the reading, one partition per running
-task in a worker's memory: what lets the data outgrow the cluster's memory).
+A customer's partition is a hash of its id's canonical text (``churnml.engine.partition.partition_of``):
+the same customers as the client's split of the loaded data, whatever the files' layout (a chunked
+simulation's part files are ranges of customer ids, a warehouse export's are not). First one scan splits
+the data (:func:`stage`): a task per (table, file) reads the file in record batches and appends each
+partition's rows to that partition's own files in a staging folder every worker reaches; a partition
+then reads only its files. Where no such folder is known (a remote scheduler without
+``engine.staging_dir``), every partition's task scans every file and keeps its rows instead (partitions x
+rows). Either way a batch is read, hashed and split at a time, so a worker's memory follows its
+partition, and the rows go through the loader's own validation (``churnml.data.load``) as a
+``Dataset``. Nothing is held between steps: the summaries' step and the training set's each read the
+partition (twice the reading, one partition per running task in a worker's memory: what lets the data
+outgrow the cluster's memory).
 
 What depends on the whole data is merged on the client from small per-partition summaries: the end
 of the data (the latest time), the stray-row check (the latest 0.1 % of time values: each partition's
@@ -28,7 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +42,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from churnml.config import DataConfig
+from churnml.config import DataConfig, EngineConfig
 from churnml.contract import ACTIVITY_TABLES, TABLES
 from churnml.data import load
 from churnml.data.dataset import Dataset, combine_fingerprints
@@ -68,6 +74,7 @@ class Partitions:
     stand_in: Dataset  # every table's columns and the values the catalogue and the schedule read
     kinds: tuple[str, ...]  # event types with their own features
     fingerprint: str
+    staged: Path | None = None  # the rows split by partition (:func:`stage`), else None: scan the sources
 
     @property
     def parts(self) -> list[int]:
@@ -75,7 +82,7 @@ class Partitions:
 
     def load(self, k: int) -> Dataset:
         """Partition ``k``'s Dataset, with the whole data's end (on the worker that runs the step)."""
-        dataset = load_partition(self.paths, self.config, k, self.count)
+        dataset = load_partition(self.paths, self.config, k, self.count, self.staged)
         assert dataset is not None, "open_partitions refuses partitions without customers"
         return dataclasses.replace(dataset, end=self.end)
 
@@ -101,50 +108,159 @@ def table_paths(config: DataConfig, base_dir: Path | None) -> dict[str, Path] | 
     return paths
 
 
+def staging_folder(settings: EngineConfig, stack: ExitStack) -> Path | None:
+    """A folder of this run for :func:`stage`, removed when ``stack`` closes; None where the workers may
+    not share one (a remote scheduler without ``engine.staging_dir``)."""
+    if settings.staging_dir is None and settings.scheduler is not None:
+        return None
+    parent = None if settings.staging_dir is None else Path(settings.staging_dir)
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="churnml-staging-", dir=parent))
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def customer_count(path: Path) -> int:
     """Rows of the customers table, from the Parquet footers."""
     return ds.dataset(path, format="parquet").count_rows()
 
 
-def read_partition(name: str, path: Path, config: DataConfig, k: int, partitions: int) -> pd.DataFrame:
-    """The rows of one table whose customer is in partition ``k``, as ``load.read_table`` reads them."""
+def _open_table(name: str, path: Path, config: DataConfig) -> tuple[ds.Dataset, list[str] | None, str]:
+    """A table's Parquet dataset, the columns to read (as ``load.read_table`` chooses and checks them)
+    and the user's name of its customer id column."""
     source = config.tables.get(name, load.TableSource())
+    dataset = load._parquet_dataset(name, path) if path.is_dir() else ds.dataset(path, format="parquet")
+    stored = [(fragment.path, fragment.physical_schema) for fragment in dataset.get_fragments()]
+    names = [*dataset.schema.names, *(n for _, schema in stored for n in schema.names)]
+    wanted = load._columns_to_read(name, list(dict.fromkeys(names)), source.columns)
+    load._check_file_schemas(name, path, stored, dataset.schema.names if wanted is None else wanted)
+    return dataset, wanted, source.columns.get("customer_id", "customer_id")
+
+
+@contextmanager
+def _read_errors(name: str, path: Path) -> Iterator[None]:
+    """Reading errors as the loader words them (``load.read_table``)."""
     try:
-        dataset = load._parquet_dataset(name, path) if path.is_dir() else ds.dataset(path, format="parquet")
-        stored = [(fragment.path, fragment.physical_schema) for fragment in dataset.get_fragments()]
-        names = [*dataset.schema.names, *(n for _, schema in stored for n in schema.names)]
-        wanted = load._columns_to_read(name, list(dict.fromkeys(names)), source.columns)
-        load._check_file_schemas(name, path, stored, dataset.schema.names if wanted is None else wanted)
-        id_column = source.columns.get("customer_id", "customer_id")
-        kept = []
-        for batch in dataset.to_batches(columns=wanted):
-            if batch.num_rows == 0 or id_column not in batch.schema.names:
-                continue
-            mine = _in_partition(batch.column(id_column), k, partitions)
-            if mine.any():
-                kept.append(batch.filter(pa.array(mine)))
-        schema = dataset.schema if wanted is None else pa.schema([dataset.schema.field(c) for c in wanted])
-        return pa.Table.from_batches(kept, schema=kept[0].schema if kept else schema).to_pandas()
+        yield
     except DataValidationError:
         raise
     except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as exc:
         raise DataValidationError(name, None, f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _in_partition(ids: pa.Array, k: int, partitions: int) -> np.ndarray:
-    """Whether each row's customer is in partition ``k``: each distinct id is canonicalised and hashed
-    once (a batch repeats a customer's id on every row of its history)."""
+def read_partition(
+    name: str, path: Path, config: DataConfig, k: int, partitions: int, staged: Path | None = None
+) -> pd.DataFrame:
+    """The rows of one table whose customer is in partition ``k``, as ``load.read_table`` reads them:
+    from the files :func:`stage` wrote for it when ``staged``, else by scanning the table's files."""
+    with _read_errors(name, path):
+        dataset, wanted, id_column = _open_table(name, path, config)
+        schema = dataset.schema if wanted is None else pa.schema([dataset.schema.field(c) for c in wanted])
+        if staged is not None:
+            files = sorted((staged / name / _part_folder(k)).glob("*.parquet"))
+            if not files:
+                return schema.empty_table().to_pandas()
+            return pa.concat_tables([pq.read_table(file) for file in files]).to_pandas()
+        kept = []
+        for batch in dataset.to_batches(columns=wanted):
+            if batch.num_rows == 0 or id_column not in batch.schema.names:
+                continue
+            mine = _partitions_of_rows(batch.column(id_column), partitions) == k
+            if mine.any():
+                kept.append(batch.filter(pa.array(mine)))
+        return pa.Table.from_batches(kept, schema=kept[0].schema if kept else schema).to_pandas()
+
+
+# Rows a staged file collects per partition before it writes them as one row group.
+STAGE_ROW_GROUP = 65_536
+
+
+def _part_folder(k: int) -> str:
+    return f"part-{k:05d}"
+
+
+def stage(paths: Mapping[str, Path], config: DataConfig, partitions: int, engine: Any, staging: Path) -> Path:
+    """One scan of the data: a task per (table, file) reads the file once and writes its rows into one
+    file per partition, ``staging/<table>/part-<k>/<file>.parquet``; a partition then reads only its own
+    files (:func:`read_partition`). Without it every partition's task scans every file: partitions x
+    rows, quadratic in the size of the business. ``staging`` must be a folder every worker can write
+    and read (a LocalCluster's machine, or shared storage). Rows keep their order within a partition
+    (files in order, then rows in order), as the scan gives them."""
+    jobs = [
+        (name, index) for name, path in paths.items() for index in range(len(_fragments(name, path, config)))
+    ]
+    engine.map(split_file, jobs, dict(paths), config, partitions, str(staging), name="split")
+    return staging
+
+
+def _fragments(name: str, path: Path, config: DataConfig) -> list[Any]:
+    with _read_errors(name, path):
+        dataset, _, _ = _open_table(name, path, config)
+        return list(dataset.get_fragments())
+
+
+def split_file(
+    job: tuple[str, int], paths: Mapping[str, Path], config: DataConfig, partitions: int, staging: str
+) -> int:
+    """Write file ``job[1]`` of table ``job[0]`` split by partition (see :func:`stage`); returns its rows.
+    Memory: one batch plus at most ``STAGE_ROW_GROUP`` rows per partition."""
+    name, index = job
+    path = paths[name]
+    with _read_errors(name, path):
+        dataset, wanted, id_column = _open_table(name, path, config)
+        fragment = list(dataset.get_fragments())[index]
+        writers: dict[int, pq.ParquetWriter] = {}
+        pending: dict[int, list[pa.RecordBatch]] = {}
+        rows = 0
+
+        def flush(k: int) -> None:
+            if not pending.get(k):
+                return
+            if k not in writers:
+                folder = Path(staging) / name / _part_folder(k)
+                folder.mkdir(parents=True, exist_ok=True)
+                writers[k] = pq.ParquetWriter(folder / f"{index:06d}.parquet", pending[k][0].schema)
+            writers[k].write_table(pa.Table.from_batches(pending.pop(k)))
+
+        try:
+            for batch in fragment.to_batches(schema=dataset.schema, columns=wanted):
+                if batch.num_rows == 0 or id_column not in batch.schema.names:
+                    continue
+                rows += batch.num_rows
+                part = _partitions_of_rows(batch.column(id_column), partitions)
+                order = np.argsort(part, kind="stable")
+                bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+                grouped = batch.take(pa.array(order))
+                for part_k in np.flatnonzero(np.diff(bounds)).tolist():
+                    lo, hi = int(bounds[part_k]), int(bounds[part_k + 1])
+                    pending.setdefault(part_k, []).append(grouped.slice(lo, hi - lo))
+                    if sum(b.num_rows for b in pending[part_k]) >= STAGE_ROW_GROUP:
+                        flush(part_k)
+            for part_k in list(pending):
+                flush(part_k)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        return rows
+
+
+def _partitions_of_rows(ids: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
+    """Each row's partition: each distinct id is canonicalised and hashed once (a batch repeats a
+    customer's id on every row of its history)."""
     encoded = pc.dictionary_encode(ids)
     levels = load._canonical_ids(load._as_text(encoded.dictionary.to_pandas()))
     # a missing id (refused by the loader) is hashed as the empty text, so one partition sees it
-    mine = np.append(partition_of(levels.fillna(""), partitions), partition_of([""], partitions)) == k
-    return mine[np.asarray(encoded.indices.fill_null(len(levels)))]
+    part = np.append(partition_of(levels.fillna(""), partitions), partition_of([""], partitions))
+    return part[np.asarray(encoded.indices.fill_null(len(levels)))]
 
 
-def load_partition(paths: Mapping[str, Path], config: DataConfig, k: int, partitions: int) -> Dataset | None:
+def load_partition(
+    paths: Mapping[str, Path], config: DataConfig, k: int, partitions: int, staged: Path | None = None
+) -> Dataset | None:
     """Partition ``k``'s validated ``Dataset`` (on a worker), None when it has no customers. Its end is
     the configured one, else a placeholder until the whole data's is known (:func:`with_end`)."""
-    frames = {name: read_partition(name, path, config, k, partitions) for name, path in paths.items()}
+    frames = {name: read_partition(name, path, config, k, partitions, staged) for name, path in paths.items()}
     if frames["customers"].empty:
         return None
     mappings = {name: source.columns for name, source in config.tables.items()}
@@ -153,10 +269,12 @@ def load_partition(paths: Mapping[str, Path], config: DataConfig, k: int, partit
     return load._build_dataset(frames, mappings, options, end, config.unknown_customers, config.stray_rows)
 
 
-def summary(k: int, paths: Mapping[str, Path], config: DataConfig, partitions: int) -> dict[str, Any] | None:
+def summary(
+    k: int, paths: Mapping[str, Path], config: DataConfig, partitions: int, staged: Path | None = None
+) -> dict[str, Any] | None:
     """What the client merges of partition ``k`` (read here, then let go): its times, counts, levels and
     the fingerprint's sums, and its latest time values for the stray-row check. None: no customers."""
-    dataset = load_partition(paths, config, k, partitions)
+    dataset = load_partition(paths, config, k, partitions, staged)
     if dataset is None:
         return None
     times = {
@@ -269,12 +387,18 @@ def stand_in(summaries: list[dict[str, Any]], end: pd.Timestamp) -> Dataset:
     return Dataset(tables=tables, end=end)
 
 
-def open_partitions(paths: Mapping[str, Path], config: DataConfig, engine: Any) -> Partitions | None:
+def open_partitions(
+    paths: Mapping[str, Path], config: DataConfig, engine: Any, staging: Path | None = None
+) -> Partitions | None:
     """The partitions' summaries, each read by a worker, merged; None when the loader, on the client, must
-    be the one to say what is wrong with the data (see the module's docstring)."""
+    be the one to say what is wrong with the data (see the module's docstring). With ``staging`` (a
+    folder every worker reaches) the files are first split by partition in one scan (:func:`stage`)."""
     count = engine.partitions(customer_count(paths["customers"]))
+    staged = None
     try:
-        parts = engine.map(summary, range(count), dict(paths), config, count, name="read")
+        if staging is not None and count > 1:
+            staged = stage(paths, config, count, engine, staging)
+        parts = engine.map(summary, range(count), dict(paths), config, count, staged, name="read")
     except DataValidationError as exc:
         log.info("a partition failed validation (%s): loading the data on the client", exc)
         return None
@@ -301,4 +425,5 @@ def open_partitions(paths: Mapping[str, Path], config: DataConfig, engine: Any) 
         stand_in=stand_in(parts, end),
         kinds=top_event_types(events),
         fingerprint=combine_fingerprints(end, [p["fingerprint"] for p in parts]),
+        staged=staged,
     )

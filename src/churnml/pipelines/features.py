@@ -66,12 +66,18 @@ def data_source(config: Config) -> dict[str, Any]:
     return {"dir": config.data.dir, "tables": tables}
 
 
-def _read_on_workers(config: Config, base_dir: Path | None, engine: Engine) -> sources.Partitions | None:
-    """On a Dask engine, Parquet data read by the workers (out of core); None: load it here."""
+def _read_on_workers(
+    config: Config, base_dir: Path | None, engine: Engine, stack: ExitStack
+) -> sources.Partitions | None:
+    """On a Dask engine, Parquet data read by the workers (out of core), split by partition in a staging
+    folder that ``stack`` removes; None: load it here."""
     if engine.kind != "dask":
         return None
     paths = sources.table_paths(config.data, base_dir)
-    return sources.open_partitions(paths, config.data, engine) if paths is not None else None
+    if paths is None:
+        return None
+    staging = sources.staging_folder(config.engine, stack)
+    return sources.open_partitions(paths, config.data, engine, staging)
 
 
 def training_set_dir(config: Config) -> Path:
@@ -90,7 +96,7 @@ def run(
     with ExitStack() as stack:
         if engine is None:
             engine = stack.enter_context(open_engine(config.engine, config.model.nthread, announce))
-        held = _read_on_workers(config, base_dir, engine)
+        held = _read_on_workers(config, base_dir, engine, stack)
         if held is not None:
             training_set = build_training_set_on_workers(held, config.labels, config.features, engine)
         else:
