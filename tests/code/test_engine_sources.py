@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -169,21 +170,33 @@ def _partition_frames(held: sources.Partitions) -> list[dict[str, pd.DataFrame]]
     return [dict(held.load(k).tables) for k in held.parts]
 
 
-@pytest.mark.parametrize("layout", ["part files", "hive by event type"])
+@pytest.mark.parametrize("layout", ["part files", "hive by event type", "small row groups"])
 def test_staged_partitions_equal_the_scanned_ones(
-    data_dir: Path, engine: DaskEngine, tmp_path: Path, layout: str
+    data_dir: Path, engine: DaskEngine, tmp_path: Path, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One scan that splits the files by partition gives each partition the rows, order and types the
-    scan of every file gives it, and the same summaries (end, fingerprint, catalogue)."""
+    scan of every file gives it, and the same summaries (end, fingerprint, catalogue); also when a file
+    is split by several tasks (runs of row groups)."""
     source = data_dir
-    if layout == "hive by event type":  # event_type comes from the folder names, not the files
-        source = tmp_path / "hive"
+    if layout != "part files":
+        source = tmp_path / "rewritten"
         source.mkdir()
         for table in data_dir.iterdir():
             if table.name != "events.parquet":
                 (source / table.name).symlink_to(table)
         events = pd.read_parquet(data_dir / "events.parquet")
+    if layout == "hive by event type":  # event_type comes from the folder names, not the files
         events.to_parquet(source / "events", partition_cols=["event_type"])
+    if layout == "small row groups":  # one file, split by several tasks of 3 row groups each
+        (source / "events.parquet").mkdir()
+        pq.write_table(
+            pa.Table.from_pandas(events), source / "events.parquet" / "all.parquet", row_group_size=997
+        )
+        monkeypatch.setattr(sources, "STAGE_TASK_ROWS", 3 * 997)
+        assert (
+            len({piece[1] for piece in sources._pieces("events", source / "events.parquet", DataConfig())})
+            > 3
+        )
     config = _config(source, tmp_path).data
     paths = sources.table_paths(config, None)
     assert paths is not None
@@ -193,6 +206,8 @@ def test_staged_partitions_equal_the_scanned_ones(
     assert scanned is not None and staged is not None and staged.staged == staging
     assert (staged.end, staged.fingerprint, staged.kinds) == (scanned.end, scanned.fingerprint, scanned.kinds)
     assert sorted(p.name for p in (staging / "events").iterdir()) == [f"part-{k:05d}" for k in range(5)]
+    if layout == "small row groups":
+        assert len(list((staging / "events" / "part-00000").iterdir())) > 3  # one file per task
     for by_stage, by_scan in zip(_partition_frames(staged), _partition_frames(scanned), strict=True):
         assert by_stage.keys() == by_scan.keys()
         for name in by_scan:

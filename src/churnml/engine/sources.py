@@ -180,36 +180,55 @@ def _part_folder(k: int) -> str:
     return f"part-{k:05d}"
 
 
+# Rows one split task reads at most (whole row groups): a large file is split by several tasks at once.
+STAGE_TASK_ROWS = 4_000_000
+
+
 def stage(paths: Mapping[str, Path], config: DataConfig, partitions: int, engine: Any, staging: Path) -> Path:
-    """One scan of the data: a task per (table, file) reads the file once and writes its rows into one
-    file per partition, ``staging/<table>/part-<k>/<file>.parquet``; a partition then reads only its own
-    files (:func:`read_partition`). Without it every partition's task scans every file: partitions x
-    rows, quadratic in the size of the business. ``staging`` must be a folder every worker can write
-    and read (a LocalCluster's machine, or shared storage). Rows keep their order within a partition
-    (files in order, then rows in order), as the scan gives them."""
-    jobs = [
-        (name, index) for name, path in paths.items() for index in range(len(_fragments(name, path, config)))
-    ]
+    """One scan of the data: a task per (table, file, run of row groups) reads its rows once and writes
+    them into one file per partition, ``staging/<table>/part-<k>/<file>-<first row group>.parquet``; a
+    partition then reads only its own files (:func:`read_partition`). Without it every partition's task
+    scans every file: partitions x rows, quadratic in the size of the business. ``staging`` must be a
+    folder every worker can write and read (a LocalCluster's machine, or shared storage). Rows keep their
+    order within a partition (files in order, then row groups, then rows), as the scan gives them."""
+    jobs = [(name, *piece) for name, path in paths.items() for piece in _pieces(name, path, config)]
     engine.map(split_file, jobs, dict(paths), config, partitions, str(staging), name="split")
     return staging
 
 
-def _fragments(name: str, path: Path, config: DataConfig) -> list[Any]:
+def _pieces(name: str, path: Path, config: DataConfig) -> list[tuple[int, int, int]]:
+    """(file, first row group, end row group) of each split task: runs of whole row groups of at most
+    ``STAGE_TASK_ROWS`` rows (one row group at least)."""
     with _read_errors(name, path):
         dataset, _, _ = _open_table(name, path, config)
-        return list(dataset.get_fragments())
+        pieces = []
+        for index, fragment in enumerate(dataset.get_fragments()):
+            sizes = [group.num_rows for group in fragment.row_groups]
+            first, rows = 0, 0
+            for group, size in enumerate(sizes):
+                if rows and rows + size > STAGE_TASK_ROWS:
+                    pieces.append((index, first, group))
+                    first, rows = group, 0
+                rows += size
+            pieces.append((index, first, len(sizes)))
+        return pieces
 
 
 def split_file(
-    job: tuple[str, int], paths: Mapping[str, Path], config: DataConfig, partitions: int, staging: str
+    job: tuple[str, int, int, int],
+    paths: Mapping[str, Path],
+    config: DataConfig,
+    partitions: int,
+    staging: str,
 ) -> int:
-    """Write file ``job[1]`` of table ``job[0]`` split by partition (see :func:`stage`); returns its rows.
-    Memory: one batch plus at most ``STAGE_ROW_GROUP`` rows per partition."""
-    name, index = job
+    """Write row groups ``job[2]`` to ``job[3]`` of file ``job[1]`` of table ``job[0]`` split by partition
+    (see :func:`stage`); returns their rows. Memory: one batch plus at most ``STAGE_ROW_GROUP`` rows per
+    partition."""
+    name, index, first, end = job
     path = paths[name]
     with _read_errors(name, path):
         dataset, wanted, id_column = _open_table(name, path, config)
-        fragment = list(dataset.get_fragments())[index]
+        fragment = list(dataset.get_fragments())[index].subset(row_group_ids=list(range(first, end)))
         writers: dict[int, pq.ParquetWriter] = {}
         pending: dict[int, list[pa.RecordBatch]] = {}
         rows = 0
@@ -220,7 +239,9 @@ def split_file(
             if k not in writers:
                 folder = Path(staging) / name / _part_folder(k)
                 folder.mkdir(parents=True, exist_ok=True)
-                writers[k] = pq.ParquetWriter(folder / f"{index:06d}.parquet", pending[k][0].schema)
+                writers[k] = pq.ParquetWriter(
+                    folder / f"{index:06d}-{first:06d}.parquet", pending[k][0].schema
+                )
             writers[k].write_table(pa.Table.from_batches(pending.pop(k)))
 
         try:
