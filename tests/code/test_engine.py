@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from churnml.config import Config, EngineConfig, load_config
+from churnml.config import Config, load_config
 from churnml.data.dataset import Dataset
 from churnml.data.simulate import simulate
 from churnml.engine import LocalEngine, open_engine
@@ -34,14 +33,6 @@ CONFIG = Config()
 @pytest.fixture(scope="module")
 def business() -> Dataset:
     return simulate(600, 6, seed=3, programme=True).to_dataset()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[DaskEngine]:
-    settings = EngineConfig(kind="dask", workers=2, threads_per_worker=1, memory_limit="2GiB", partitions=5)
-    with open_engine(settings) as opened:
-        assert isinstance(opened, DaskEngine)
-        yield opened
 
 
 def _with_partitions(engine: DaskEngine, partitions: int) -> DaskEngine:

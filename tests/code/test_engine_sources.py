@@ -4,7 +4,6 @@ and the training set equals the local engine's (which loads every table here) bi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churnml.config import Config, DataConfig, EngineConfig
+from churnml.config import Config, DataConfig
 from churnml.data.load import load_dataset
 from churnml.data.simulate import simulate_chunks, write_simulation_chunks
-from churnml.engine import open_engine, sources
+from churnml.engine import sources
 from churnml.engine.cluster import DaskEngine
 from churnml.errors import DataValidationError
 from churnml.pipelines import features
@@ -29,14 +28,6 @@ BLOCK = 120  # small blocks and chunks: the business spans several part files
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     chunks = simulate_chunks(600, 6, seed=3, programme=True, chunk_customers=2 * BLOCK, block_customers=BLOCK)
     return write_simulation_chunks(chunks, tmp_path_factory.mktemp("ooc") / "sim")
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[DaskEngine]:
-    settings = EngineConfig(kind="dask", workers=2, threads_per_worker=1, memory_limit="2GiB", partitions=5)
-    with open_engine(settings) as opened:
-        assert isinstance(opened, DaskEngine)
-        yield opened
 
 
 def _config(data_dir: Path, tmp_path: Path, *overrides: str) -> Config:

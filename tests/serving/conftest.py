@@ -165,6 +165,25 @@ def running_server(
         launch.stop(server)
 
 
+def build_bento(home: Path, overrides: list[str]) -> tuple[dict[str, str], subprocess.CompletedProcess[str]]:
+    """``churnml bento`` into BentoML's store under ``home``, with no model, config or MLflow variables of
+    this process: the environment it ran in (for :func:`bento_example_answer`) and what it printed."""
+    env = {**os.environ, "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    unset = ("MLFLOW_TRACKING_URI", loading.ENV_MODEL_URI, loading.ENV_UPLIFT_MODEL_URI, loading.ENV_CONFIG)
+    for name in (*unset, loading.ENV_OVERRIDES):
+        env.pop(name, None)
+    built = subprocess.run(
+        [str(Path(sys.executable).parent / "churnml"), "bento", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return env, built
+
+
 @contextmanager
 def bento_example_answer(cwd: Path, env: dict[str, str]) -> Iterator[tuple[dict, requests.Response]]:
     """``bentoml serve churn_service:latest`` from ``cwd`` (the built Bento from BentoML's store, no

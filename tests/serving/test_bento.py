@@ -3,8 +3,6 @@ checkout): built into a temporary BentoML home, then served from BentoML's store
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,30 +11,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from churnml.serving import loading
-
 if TYPE_CHECKING:
     from conftest import Trained
 
-from conftest import ROOT, bento_example_answer
+from conftest import bento_example_answer, build_bento
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 BIN = Path(sys.executable).parent
 
 
 def test_bento_packs_and_serves_the_champion(trained: Trained, tmp_path: Path) -> None:
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    for name in ("MLFLOW_TRACKING_URI", loading.ENV_MODEL_URI, loading.ENV_CONFIG, loading.ENV_OVERRIDES):
-        env.pop(name, None)
-    built = subprocess.run(
-        [str(BIN / "churnml"), "bento", *trained.overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    env, built = build_bento(tmp_path, trained.overrides)
     version = trained.version.rsplit("/", 1)[1]
     assert f"churn-model:v{version} packed" in built.stdout
 

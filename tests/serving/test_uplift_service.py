@@ -10,8 +10,6 @@ service started as ``churnml serve`` starts it: it finds the uplift model the wa
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +18,22 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import API_KEY, MAX_RECORDS, ROOT, SERVE, TRAIN, Trained, bento_example_answer, running_server
+from conftest import (
+    API_KEY,
+    MAX_RECORDS,
+    SERVE,
+    TRAIN,
+    Trained,
+    bento_example_answer,
+    build_bento,
+    running_server,
+)
 from helpers import feature_records
 
 from churnml.config import load_config
 from churnml.data.simulate import simulate
 from churnml.features.training_set import build_training_set
 from churnml.pipelines import score, train, uplift
-from churnml.serving import loading
 from churnml.serving.schemas import Prediction, UpliftFields
 from churnml.uplift.targeting import play_column
 
@@ -183,24 +189,7 @@ def test_the_openapi_document_describes_the_uplift_fields(served: Served) -> Non
 def test_the_bento_packs_the_uplift_model_beside_the_champion(served: Served, tmp_path: Path) -> None:
     """`churnml bento` with an uplift champion: both models in the Bento, and served from BentoML's store
     alone (no MLflow store, an empty directory) the answers carry the uplift fields."""
-    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    for name in (
-        "MLFLOW_TRACKING_URI",
-        loading.ENV_MODEL_URI,
-        loading.ENV_UPLIFT_MODEL_URI,
-        loading.ENV_CONFIG,
-        loading.ENV_OVERRIDES,
-    ):
-        env.pop(name, None)
-    built = subprocess.run(
-        [str(BIN / "churnml"), "bento", *served.trained.overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    env, _ = build_bento(tmp_path, served.trained.overrides)
     (bento_yaml,) = (tmp_path / "bentoml" / "bentos" / "churn_service").glob("*/bento.yaml")
     (service,) = yaml.safe_load(bento_yaml.read_text())["services"]
     assert sorted(m["tag"] for m in service["models"]) == ["churn-model-uplift:v1", "churn-model:v1"]

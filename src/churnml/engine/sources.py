@@ -155,13 +155,13 @@ def read_partition(
     """The rows of one table whose customer is in partition ``k``, as ``load.read_table`` reads them:
     from the files :func:`stage` wrote for it when ``staged``, else by scanning the table's files."""
     with _read_errors(name, path):
+        files = sorted((staged / name / _part_folder(k)).glob("*.parquet")) if staged is not None else []
+        if files:  # the split checked the sources' columns already
+            return pa.concat_tables([pq.read_table(file) for file in files]).to_pandas()
         dataset, wanted, id_column = _open_table(name, path, config)
         schema = dataset.schema if wanted is None else pa.schema([dataset.schema.field(c) for c in wanted])
         if staged is not None:
-            files = sorted((staged / name / _part_folder(k)).glob("*.parquet"))
-            if not files:
-                return schema.empty_table().to_pandas()
-            return pa.concat_tables([pq.read_table(file) for file in files]).to_pandas()
+            return schema.empty_table().to_pandas()  # no rows of this partition in this table
         kept = []
         for batch in dataset.to_batches(columns=wanted):
             if batch.num_rows == 0 or id_column not in batch.schema.names:
