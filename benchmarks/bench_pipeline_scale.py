@@ -15,9 +15,13 @@ Printed: each step's time per customer, each worker's peak resident memory again
 client's own peak. The client loads the whole data (the engine splits and ships it from there), so the
 client, not the workers, is what bounds the size on one machine.
 
-``--read-on-workers`` (features only, ``--steps features``): the client loads nothing; each worker reads
-its customers' rows from the part files (``churnml.engine.sources``), as ``churnml features
-engine.kind=dask`` does with Parquet data, and only the training set comes back. The client's peak
+``--read-on-workers``: the client loads nothing. Each worker reads its customers' rows from the part
+files (``churnml.engine.sources``), as ``churnml features engine.kind=dask`` does with Parquet data. With
+``--steps features`` the training set comes back to the client (what ``churnml features`` writes); with
+all three steps it stays on the workers (``keep_training_set_on_workers``, float32 features), the
+booster is trained there on the development cutoffs (``train_on_parts``), its test cutoff's
+probabilities come back (printed: the test AUC beside the recency baseline's), and the customers are
+scored from the partitions the workers read (``score_customers`` of ``Partitions``). The client's peak
 (VmHWM, over the whole process) is then the figure to compare: run one size per invocation for it.
 ``--keep`` keeps the simulated business (and reuses one already there), to compare both ways on it:
 
@@ -35,17 +39,33 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from bench_scale import last_cutoffs
+from sklearn.metrics import roc_auc_score
 
-from churnml.config import Config, DataConfig, EngineConfig, FeatureConfig, LabelConfig
+from churnml.config import Config, DataConfig, EngineConfig, FeatureConfig, LabelConfig, SplitConfig
 from churnml.data.load import load_dataset
 from churnml.data.simulate import BLOCK_CUSTOMERS
 from churnml.engine import open_engine, sources
-from churnml.engine.boosting import train_on_cluster
+from churnml.engine.boosting import (
+    keep_model_inputs,
+    keep_rows,
+    predict_parts,
+    train_on_cluster,
+    train_on_parts,
+)
 from churnml.engine.cluster import DaskEngine, peak_memory
-from churnml.features.training_set import build_training_set, build_training_set_on_workers
+from churnml.features.catalogue import recency_feature
+from churnml.features.training_set import (
+    build_training_set,
+    build_training_set_on_workers,
+    keep_training_set_on_workers,
+)
 from churnml.risk.population import score_customers
+from churnml.training.evaluate import NEVER_ACTIVE_DAYS
 from churnml.training.model import ChurnModel
+from churnml.training.split import split_by_time
 
 GIB = 2**30
 
@@ -73,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers-per-partition", type=int, default=25_000)
     parser.add_argument("--chunk-customers", type=int, default=BLOCK_CUSTOMERS)
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument(
+        "--model-out",
+        type=Path,
+        help="with --read-on-workers: save the trained model here (for churnml score)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="scratch directory for the businesses")
     parser.add_argument("--steps", default="features,train,score", help="features, or all three")
     parser.add_argument("--read-on-workers", action="store_true", help="workers read the part files")
@@ -86,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps.split(",")
     if steps not in (["features"], ["features", "train", "score"]):
         parser.error("--steps: features, or features,train,score")
-    if args.read_on_workers and steps != ["features"]:
-        parser.error("--read-on-workers: only the features step reads the files on the workers so far")
+    if args.scan and not args.read_on_workers:
+        parser.error("--scan: only with --read-on-workers")
 
     features = FeatureConfig()
     print(
@@ -105,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         simulate_s = time.perf_counter() - started
         if args.read_on_workers:
-            features_on_workers(args, n, data, features, simulate_s)
+            on_workers(args, n, data, features, simulate_s, steps)
             continue
         started = time.perf_counter()
         dataset = load_dataset(DataConfig(dir=str(data)))
@@ -169,10 +194,15 @@ def _line(
     )
 
 
-def features_on_workers(
-    args: argparse.Namespace, n: int, data: Path, features: FeatureConfig, simulate_s: float
+def on_workers(
+    args: argparse.Namespace,
+    n: int,
+    data: Path,
+    features: FeatureConfig,
+    simulate_s: float,
+    steps: list[str],
 ) -> None:
-    """The features step with the workers reading the part files; the client loads nothing."""
+    """The steps with the workers reading the part files; the client loads nothing (see the docstring)."""
     config = DataConfig(dir=str(data))
     paths = sources.table_paths(config, None)
     assert paths is not None
@@ -186,21 +216,69 @@ def features_on_workers(
             assert held is not None, "the data needs the loader's messages: run without --read-on-workers"
             read_s = time.perf_counter() - started
             labels = LabelConfig().model_copy(update={"cutoffs": last_cutoffs(held.stand_in, args.cutoffs)})
-            training = build_training_set_on_workers(held, labels, features, engine)
-            features_s = time.perf_counter() - started
-            peaks = engine.worker_memory()
-        print(_line(n, workers, simulate_s, None, features_s, 0.0, 0.0, peaks), flush=True)
+            if steps == ["features"]:
+                training = build_training_set_on_workers(held, labels, features, engine)
+                features_s = time.perf_counter() - started
+                peaks = engine.worker_memory()
+                shape = f"{len(training.frame):,} rows x {training.frame.shape[1]} columns, gathered"
+                del training
+                print(_line(n, workers, simulate_s, None, features_s, 0.0, 0.0, peaks), flush=True)
+                test = ""
+            else:
+                kept = keep_training_set_on_workers(held, labels, features, engine)
+                features_s = time.perf_counter() - started
+                shape = f"{len(kept.labels):,} rows x {len(kept.specs) + 3} columns, left on the workers"
+                started = time.perf_counter()
+                split = split_by_time(kept.labels, kept.label_settings, SplitConfig(folds=1))
+                development = [pd.Timestamp(c) for c in split.boundaries["train_cutoffs"]]
+                test_cutoff = pd.Timestamp(split.boundaries["test_cutoff"])
+                head = engine.client.submit(lambda part: part.iloc[:1000], kept.parts[0]).result()
+                untrained = ChurnModel.untrained(head, kept.specs)
+                params = {"objective": "binary:logistic", "max_depth": 5, "eta": 0.2, "seed": 0}
+                # The test cutoff's rows and the development rows' inputs, then the training set goes:
+                # the workers hold only what XGBoost reads while it trains.
+                test_rows = keep_rows(engine, kept.parts, [test_cutoff])
+                inputs = keep_model_inputs(engine, untrained, kept.parts, development)
+                recency = recency_feature(kept.specs)
+                kept_settings = kept.label_settings
+                del kept
+                booster = train_on_parts(engine, untrained, params, args.rounds, inputs)
+                del inputs
+                model = untrained.with_booster(booster, best_iteration=args.rounds - 1)
+                if args.model_out is not None:
+                    model.with_info(labels=kept_settings).save(args.model_out / f"model-{n}")
+                extra = [] if recency is None else [recency]
+                predicted = predict_parts(engine, model, test_rows, [test_cutoff], extra)
+                del test_rows
+                train_s = time.perf_counter() - started
+                started = time.perf_counter()
+                frame, _ = score_customers(engine, held, model, held.end, Config(labels=labels))
+                score_s = time.perf_counter() - started
+                peaks = engine.worker_memory()
+                print(_line(n, workers, simulate_s, None, features_s, train_s, score_s, peaks), flush=True)
+                y = predicted["label"].to_numpy(int)
+                days = None if recency is None else predicted[recency].to_numpy(float)
+                test = (
+                    f"; test cutoff {test_cutoff.date()}: {len(predicted):,} customers, AUC "
+                    f"{roc_auc_score(y, predicted['probability']):.4f}"
+                    + ("" if days is None else f" (recency rule {_recency_auc(y, days):.4f})")
+                    + f"; {len(frame):,} scored"
+                )
+                del frame, predicted
         print(
             f"# {n:,} customers, read on the workers ({held.count} partitions, "
             f"{'every partition scanning every file' if args.scan else 'files split by partition in one scan'}): "
-            f"summaries {read_s:.1f} s; "
-            f"training set {len(training.frame):,} rows x {training.frame.shape[1]} columns; "
+            f"summaries {read_s:.1f} s; training set {shape}{test}; "
             f"client peak RSS so far {peak_memory() / GIB:.2f} GiB",
             flush=True,
         )
-        del training
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _recency_auc(y: np.ndarray, days: np.ndarray) -> float:
+    """The recency rule's AUC: more days since the last activity, riskier (none at all: the riskiest)."""
+    return float(roc_auc_score(y, np.where(np.isnan(days), NEVER_ACTIVE_DAYS, days)))
 
 
 if __name__ == "__main__":

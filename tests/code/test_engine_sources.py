@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,10 +15,22 @@ import pytest
 from churnml.config import Config, DataConfig
 from churnml.data.load import load_dataset
 from churnml.data.simulate import simulate_chunks, write_simulation_chunks
-from churnml.engine import sources
+from churnml.engine import LocalEngine, sources
+from churnml.engine.boosting import (
+    keep_model_inputs,
+    keep_rows,
+    predict_parts,
+    train_on_cluster,
+    train_on_parts,
+)
 from churnml.engine.cluster import DaskEngine
 from churnml.errors import DataValidationError
-from churnml.pipelines import features
+from churnml.features.training_set import keep_training_set_on_workers
+from churnml.pipelines import features, score
+from churnml.risk import drift
+from churnml.risk.population import customer_context, score_customers
+from churnml.training.model import ChurnModel
+from churnml.training.split import split_by_time
 
 pytest.importorskip("distributed")
 
@@ -215,3 +228,96 @@ def test_the_features_pipeline_stages_in_a_folder_it_removes(
     assert on_workers.dataset is None  # read on the workers, not loaded here
     pd.testing.assert_frame_equal(on_workers.training_set.frame, local.training_set.frame, check_exact=True)
     assert staging.is_dir() and list(staging.iterdir()) == []  # the run's own subfolder is gone
+
+
+def test_a_training_set_left_on_the_workers_trains_and_scores_as_the_local_one(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of core end to end: the training set stays on the workers (and is written per partition), the
+    booster is trained from it there, its test predictions come back as four columns, and the customers
+    are scored from the partitions the workers read; each equals the local path's."""
+    config = _config(data_dir, tmp_path)
+    local = features.run(config, engine=None)
+    assert local.dataset is not None
+    paths = sources.table_paths(config.data, None)
+    assert paths is not None
+    held = sources.open_partitions(paths, config.data, engine)
+    assert held is not None
+    kept = keep_training_set_on_workers(held, config.labels, config.features, engine, tmp_path / "parts")
+    frame = local.training_set.frame
+    assert kept.specs == local.training_set.specs and kept.fingerprint == local.training_set.fingerprint
+    assert kept.label_settings == local.training_set.label_settings
+    written = sorted((tmp_path / "parts").glob("part-*.parquet"))
+    assert len(written) == held.count == len(kept.parts)
+    together = pd.concat([pd.read_parquet(p) for p in written], ignore_index=True)
+    together = together.sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(together, frame, check_exact=True)
+    pd.testing.assert_series_equal(
+        kept.labels.groupby("cutoff")["label"].agg(["size", "count", "sum"]).stack(),
+        frame.groupby("cutoff")["label"].agg(["size", "count", "sum"]).stack(),
+    )
+
+    split = split_by_time(frame, kept.label_settings, config.split)
+    assert split_by_time(kept.labels, kept.label_settings, config.split).boundaries == split.boundaries
+    development = [pd.Timestamp(c) for c in split.boundaries["train_cutoffs"]]
+    test_cutoff = pd.Timestamp(split.boundaries["test_cutoff"])
+    untrained = ChurnModel.untrained(split.development, kept.specs)
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1, "seed": 0, "max_bin": 4096}
+    from_client = train_on_cluster(engine, untrained, params, 30, split.development)
+    inputs = keep_model_inputs(engine, untrained, kept.parts, development)
+    on_workers = train_on_parts(engine, untrained, params, 30, inputs)
+    model = untrained.with_booster(on_workers, best_iteration=29)
+    expected = untrained.with_booster(from_client, best_iteration=29).predict_proba(split.test)
+    predicted = predict_parts(engine, model, keep_rows(engine, kept.parts, [test_cutoff]), [test_cutoff])
+    pd.testing.assert_frame_equal(predicted, predict_parts(engine, model, kept.parts, [test_cutoff]))
+    pd.testing.assert_frame_equal(
+        predicted[["customer_id", "cutoff", "label"]], split.test[["customer_id", "cutoff", "label"]]
+    )
+    np.testing.assert_allclose(predicted["probability"], expected, rtol=0, atol=1e-6)
+
+    as_of = held.end.normalize()
+    scored, probability = score_customers(LocalEngine(), local.dataset, model, as_of, config)
+    scored_d, probability_d = score_customers(engine, held, model, as_of, config)
+    pd.testing.assert_frame_equal(scored_d, scored, check_exact=True)
+    np.testing.assert_allclose(probability_d, probability, rtol=1e-6, atol=1e-7)
+
+    # What scoring reads beside the features (tenure, unseen categories, an uplift model's own features):
+    # each partition's customers on its worker, back in the scored order, as the client computes it.
+    extra = [spec for spec in kept.specs if spec.dtype == "category"][:2] + list(kept.specs[:3])
+    context = customer_context(
+        LocalEngine(), local.dataset, scored, as_of, kept.specs, extra, config.features
+    )
+    context_d = customer_context(engine, held, scored, as_of, kept.specs, extra, config.features)
+    np.testing.assert_array_equal(context_d.tenure_days, context.tenure_days)
+    assert context_d.unseen.keys() == context.unseen.keys() and context.unseen
+    for name, flags in context.unseen.items():
+        np.testing.assert_array_equal(context_d.unseen[name], flags)
+    pd.testing.assert_frame_equal(context_d.extra, context.extra, check_exact=True)
+    assert len(context.extra) == len(scored) and context.extra.notna().any().all()
+
+    # The scoring pipeline: the dask run reads the partitions (never the whole data) and lists the same.
+    reference = drift.reference_profile(split.test, model.columns, predicted["probability"].to_numpy(), "t")
+    model_dir = model.with_reference(reference.to_dict()).save(tmp_path / "model")
+    lists = {}
+    for kind in ("local", "dask"):
+        settings = [
+            f"engine.kind={kind}",
+            "engine.workers=2",
+            "engine.partitions=5",
+            "scoring.log_to_mlflow=false",
+        ]
+        run_config = _config(data_dir, tmp_path / kind, *settings)
+        if kind == "dask":
+            with monkeypatch.context() as patched:
+                patched.setattr(features, "load_data", _never)
+                lists[kind] = score.run(run_config, model_uri=str(model_dir))
+        else:
+            lists[kind] = score.run(run_config, model_uri=str(model_dir))
+    local_run, dask_run = lists["local"], lists["dask"]
+    pd.testing.assert_frame_equal(dask_run.risk_list, local_run.risk_list, check_exact=False, rtol=1e-6)
+    assert dask_run.summary["drift"] == local_run.summary["drift"]
+    assert len(list((dask_run.out_dir / score.PARTITIONED_DIR).glob("part-*.parquet"))) == 5
+
+
+def _never(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the data was loaded on the client")

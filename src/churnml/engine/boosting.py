@@ -1,43 +1,152 @@
 """Boosting on the cluster: ``xgboost.dask`` on the training rows split by customer partition.
 
-Each partition's rows are prepared (the model's input columns and dtypes) here, sent to one worker and
-become one partition of a Dask DataFrame; XGBoost's collective then builds each tree from the workers'
-histograms together. Same parameters, same rounds as the local fit; the distributed quantile sketch and
-the order in which gradients are summed differ from one process's, so the trees agree within float
-tolerance rather than bit for bit (``tests/code/test_engine.py`` measures it).
+Each partition's rows are prepared (the model's input columns and dtypes) on one worker and become one
+partition of a Dask DataFrame; XGBoost's collective then builds each tree from the workers' histograms
+together. Same parameters, same rounds as the local fit; the distributed quantile sketch and the order
+in which gradients are summed differ from one process's, so the trees agree within float tolerance
+rather than bit for bit (``tests/code/test_engine.py`` measures it).
+
+The rows come from the client (:func:`train_on_cluster`: a training set it holds) or stay where the
+workers built them (:func:`train_on_parts`: ``churnml.features.training_set.TrainingParts``). Either way
+the matrix is a ``DaskQuantileDMatrix``: each worker quantises its parts one at a time into the
+histogram index (a byte or so per value) instead of concatenating them into a float matrix first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from churnml.engine import concat_in_order
 from churnml.engine.cluster import DaskEngine
 from churnml.engine.partition import split_frame
 from churnml.training.model import ChurnModel
+
+DEFAULT_MAX_BIN = 256  # XGBoost's
 
 
 def train_on_cluster(
     engine: DaskEngine, untrained: ChurnModel, params: dict[str, Any], rounds: int, rows: pd.DataFrame
 ) -> xgb.Booster:
     """``rounds`` trees with ``params`` on ``rows`` (labeled training rows), trained by the workers."""
+    client = engine.client
+    inputs = []
+    partitions = engine.partitions(rows["customer_id"].nunique())
+    for k, part in enumerate(p for p in split_frame(rows, partitions) if len(p)):
+        worker = [engine.workers[k % len(engine.workers)]]
+        inputs.append(client.scatter([model_inputs(part, untrained)], workers=worker, hash=False)[0])
+    return _boost(engine, untrained, params, rounds, inputs)
+
+
+def keep_model_inputs(
+    engine: DaskEngine, untrained: ChurnModel, parts: Sequence[Any], cutoffs: Sequence[pd.Timestamp]
+) -> list[Any]:
+    """The model's inputs (:func:`model_inputs`) of the labeled rows at ``cutoffs`` of a training set the
+    workers hold (``parts``: futures of its partitions' rows), left where they are made: futures of
+    (features, labels), the partitions without such rows left out. Once they are made the caller may let
+    the parts go (the workers then hold the inputs alone while XGBoost trains)."""
+    wanted = [pd.Timestamp(c) for c in cutoffs]
+    inputs = engine.keep(model_inputs, parts, untrained, wanted, name="model-inputs")
+    sizes = engine.map(_rows_of, inputs, name="model-inputs-rows")
+    return [future for future, rows in zip(inputs, sizes, strict=True) if rows]
+
+
+def keep_rows(engine: DaskEngine, parts: Sequence[Any], cutoffs: Sequence[pd.Timestamp]) -> list[Any]:
+    """The labeled rows at ``cutoffs`` of a training set the workers hold (a test cutoff's, to predict
+    after training), kept where they are: futures, one per partition."""
+    wanted = [pd.Timestamp(c) for c in cutoffs]
+    return engine.keep(_labeled_at, parts, wanted, name="rows")
+
+
+def train_on_parts(
+    engine: DaskEngine, untrained: ChurnModel, params: dict[str, Any], rounds: int, inputs: Sequence[Any]
+) -> xgb.Booster:
+    """:func:`train_on_cluster` of inputs the workers hold (:func:`keep_model_inputs`); nothing but the
+    booster comes to the client."""
+    return _boost(engine, untrained, params, rounds, list(inputs))
+
+
+def _labeled_at(part: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    return part.loc[part["label"].notna() & part["cutoff"].isin(cutoffs)].reset_index(drop=True)
+
+
+def model_inputs(
+    part: pd.DataFrame, untrained: ChurnModel, cutoffs: Sequence[pd.Timestamp] | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The model's input columns (numbers as float32, what XGBoost stores) and labels of ``part``'s
+    labeled rows (at ``cutoffs`` when given)."""
+    keep = part["label"].notna()
+    if cutoffs is not None:
+        keep &= part["cutoff"].isin(cutoffs)
+    x, y = untrained.xy(part.loc[keep])
+    numbers = [column.name for column in untrained.columns if column.dtype != "category"]
+    return x.astype(dict.fromkeys(numbers, np.float32)), pd.Series(y, name="label", index=x.index)
+
+
+def _rows_of(inputs: tuple[pd.DataFrame, pd.Series]) -> int:
+    return len(inputs[1])
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
+
+
+def _second(pair: tuple[Any, Any]) -> Any:
+    return pair[1]
+
+
+def _head(pair: tuple[pd.DataFrame, pd.Series]) -> pd.DataFrame:
+    return pair[0].iloc[:0]
+
+
+def _boost(
+    engine: DaskEngine, untrained: ChurnModel, params: dict[str, Any], rounds: int, inputs: list[Any]
+) -> xgb.Booster:
+    """The booster from ``inputs``: futures of (features, labels) pairs, one per non-empty partition."""
     import dask.dataframe as dd
     from xgboost import dask as dxgb
 
     client = engine.client
-    x_parts, y_parts = [], []
-    partitions = engine.partitions(rows["customer_id"].nunique())
-    for k, part in enumerate(p for p in split_frame(rows, partitions) if len(p)):
-        x, y = untrained.xy(part)
-        worker = [engine.workers[k % len(engine.workers)]]
-        x_parts.append(client.scatter([x], workers=worker, hash=False)[0])
-        y_parts.append(client.scatter([pd.Series(y, name="label")], workers=worker, hash=False)[0])
-    meta_x, _ = untrained.xy(rows.iloc[:0])
+    x_parts = [client.submit(_first, f, pure=False) for f in inputs]
+    y_parts = [client.submit(_second, f, pure=False) for f in inputs]
+    meta_x = client.submit(_head, inputs[0], pure=False).result()  # columns and dtypes, no rows
     features = dd.from_delayed(x_parts, meta=meta_x, verify_meta=False)
     labels = dd.from_delayed(y_parts, meta=pd.Series(np.empty(0, np.int64), name="label"), verify_meta=False)
-    matrix = dxgb.DaskDMatrix(client, features, labels, enable_categorical=True, missing=np.nan)
+    matrix = dxgb.DaskQuantileDMatrix(
+        client,
+        features,
+        labels,
+        enable_categorical=True,
+        missing=np.nan,
+        max_bin=int(params.get("max_bin", DEFAULT_MAX_BIN)),
+    )
     settings = {key: value for key, value in params.items() if key != "nthread"}  # workers' own threads
     return dxgb.train(client, settings, matrix, num_boost_round=rounds, verbose_eval=False)["booster"]
+
+
+def predict_parts(
+    engine: DaskEngine,
+    model: ChurnModel,
+    parts: Sequence[Any],
+    cutoffs: Sequence[pd.Timestamp],
+    columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """customer_id, cutoff, label, ``columns`` and the model's calibrated ``probability`` of the labeled
+    rows at ``cutoffs`` of a training set the workers hold, in (cutoff, customer) order: the out-of-time
+    test of a model trained by :func:`train_on_parts`, with only these columns coming to the client."""
+    wanted = [pd.Timestamp(c) for c in cutoffs]
+    pieces = engine.map(_predicted, parts, model, wanted, list(columns), name="predict")
+    return concat_in_order(pieces, ["cutoff", "customer_id"])
+
+
+def _predicted(
+    part: pd.DataFrame, model: ChurnModel, cutoffs: list[pd.Timestamp], columns: list[str]
+) -> pd.DataFrame:
+    rows = part.loc[part["label"].notna() & part["cutoff"].isin(cutoffs)]
+    probability = model.predict_proba(rows) if len(rows) else np.empty(0)
+    keys = ["customer_id", "cutoff", "label", *columns]
+    return rows[keys].assign(probability=probability).reset_index(drop=True)

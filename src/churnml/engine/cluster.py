@@ -52,20 +52,11 @@ class DaskEngine:
         return iter_partitions(dataset, self.partitions(len(dataset.customers)))
 
     def map(self, step: Callable[..., T], parts: Iterable[Any], *shared: Any, name: str = "step") -> list[T]:
+        """``[step(part, *shared) for part in parts]`` on the workers; a part may be a result that
+        :meth:`keep` left on a worker, and the step then runs where it lies."""
         from distributed import as_completed
 
-        token = uuid.uuid4().hex[:8]
-        client = self.client
-        # Once to every worker, not once per task: a model or the specs are the same for every part.
-        common = [client.scatter([value], broadcast=True, hash=False)[0] for value in shared]
-        futures = []
-        for k, part in enumerate(parts):  # one part in memory here at a time when ``parts`` is lazy
-            worker = self.workers[k % len(self.workers)]
-            data = client.scatter([part], workers=[worker], hash=False)[0]
-            futures.append(
-                client.submit(step, data, *common, key=f"{name}-{k}-{token}", workers=[worker], pure=False)
-            )
-            del part, data
+        futures = self._submit(step, parts, shared, name)
         # Each result comes here as soon as it is done and is let go on the worker: a worker holds the
         # partitions it is working on, not every result it has made (40 training-set parts of 25,000
         # customers each pushed 3 GiB workers past their limit at 1M customers).
@@ -78,6 +69,44 @@ class DaskEngine:
                 update(done)
         del futures
         return results
+
+    def keep(
+        self, step: Callable[..., Any], parts: Iterable[Any], *shared: Any, name: str = "step"
+    ) -> list[Any]:
+        """:meth:`map`, but each result stays on the worker that made it: its future, in part order, for
+        later steps (``map``/``keep`` take them as parts), gone when the last reference to it is. What
+        leaves a training set out of core on the workers (``churnml.features.training_set``)."""
+        from distributed import as_completed
+
+        futures = self._submit(step, parts, shared, name)
+        with progress_bar(name, len(futures), self.config.progress) as update:
+            for done, future in enumerate(as_completed(futures), 1):
+                if future.status == "error":
+                    future.result()  # raises the step's own exception here
+                update(done)
+        return futures
+
+    def _submit(
+        self, step: Callable[..., Any], parts: Iterable[Any], shared: tuple[Any, ...], name: str
+    ) -> list[Any]:
+        from distributed import Future
+
+        token = uuid.uuid4().hex[:8]
+        client = self.client
+        # Once to every worker, not once per task: a model or the specs are the same for every part.
+        common = [client.scatter([value], broadcast=True, hash=False)[0] for value in shared]
+        futures = []
+        for k, part in enumerate(parts):  # one part in memory here at a time when ``parts`` is lazy
+            key = f"{name}-{k}-{token}"
+            if isinstance(part, Future):  # a kept result: run where it lies (no copy between workers)
+                where = list(client.who_has([part]).get(part.key, ())) or None
+                futures.append(client.submit(step, part, *common, key=key, workers=where, pure=False))
+                continue
+            worker = self.workers[k % len(self.workers)]
+            data = client.scatter([part], workers=[worker], hash=False)[0]
+            futures.append(client.submit(step, data, *common, key=key, workers=[worker], pure=False))
+            del part, data
+        return futures
 
     def row_parts(self, frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
         pieces = max(len(self.workers), math.ceil(len(frame) / max(rows, 1)))

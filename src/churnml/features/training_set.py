@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,82 @@ def build_training_set_on_workers(
         label_settings=label_settings(labels, cutoffs, held.end),
         fingerprint=held.fingerprint,
     )
+
+
+@dataclass(frozen=True)
+class TrainingParts:
+    """A training set left on the workers (out of core): one part per customer partition, each a future of
+    the part's rows with the features as float32 (what XGBoost reads; half the memory), on the worker that
+    built it. ``labels`` is the whole set's cutoff and label columns, gathered: enough to split it out of
+    time (``churnml.training.split``) without the features. ``written``: the partitioned Parquet copy."""
+
+    parts: list[Any]
+    specs: tuple[FeatureSpec, ...]
+    label_settings: dict[str, Any]
+    fingerprint: str
+    labels: pd.DataFrame
+    written: Path | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+
+def keep_training_set_on_workers(
+    held: Partitions,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    engine: Any,
+    out_dir: str | Path | None = None,
+) -> TrainingParts:
+    """:func:`build_training_set_on_workers`, but the rows stay on the workers (``engine.keep``): the
+    client holds the cutoff and label columns only. With ``out_dir`` each worker also writes its parts
+    as ``part-<k>.parquet`` (full precision, with the training set's metadata), swapped in as one
+    directory: the partitioned training set a cluster job reads back (``dd.read_parquet``)."""
+    cutoffs = cutoff_dates(held.stand_in, labels.cutoffs)
+    specs = tuple(feature_catalogue(held.stand_in, features, held.kinds))
+    settings = label_settings(labels, cutoffs, held.end)
+    metadata = {
+        "churnml_version": __version__,
+        "data_fingerprint": held.fingerprint,
+        "labels": settings,
+        "features": [spec.to_dict() for spec in specs],
+    }
+    with ExitStack() as stack:
+        folder = None if out_dir is None else stack.enter_context(io.atomic_dir(Path(out_dir)))
+        shared = (held, labels, features, cutoffs, specs, folder, metadata)
+        parts = engine.keep(kept_partition, held.parts, *shared, name="training-set")
+        columns = engine.map(_label_columns, parts, name="labels")
+    return TrainingParts(
+        parts=parts,
+        specs=specs,
+        label_settings=settings,
+        fingerprint=held.fingerprint,
+        labels=pd.concat(columns, ignore_index=True),
+        written=None if out_dir is None else Path(out_dir),
+    )
+
+
+def kept_partition(
+    k: int,
+    held: Partitions,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    cutoffs: list[pd.Timestamp],
+    specs: Sequence[FeatureSpec],
+    folder: Path | None,
+    metadata: dict[str, Any],
+) -> pd.DataFrame:
+    """Partition ``k``'s training rows, written to ``folder`` when given, with float32 features."""
+    frame = labeled_partition(k, held, labels, features, cutoffs, specs)
+    if folder is not None:
+        io.write_parquet(folder / f"part-{k:05d}.parquet", frame, metadata={**metadata, "rows": len(frame)})
+    numbers = [spec.name for spec in specs if spec.dtype == "float64"]
+    return frame.astype(dict.fromkeys(numbers, "float32"))
+
+
+def _label_columns(part: pd.DataFrame) -> pd.DataFrame:
+    return part[["cutoff", "label"]]
 
 
 def labeled_features(

@@ -66,7 +66,7 @@ def data_source(config: Config) -> dict[str, Any]:
     return {"dir": config.data.dir, "tables": tables}
 
 
-def _read_on_workers(
+def read_on_workers(
     config: Config, base_dir: Path | None, engine: Engine, stack: ExitStack
 ) -> sources.Partitions | None:
     """On a Dask engine, Parquet data read by the workers (out of core), split by partition in a staging
@@ -96,7 +96,7 @@ def run(
     with ExitStack() as stack:
         if engine is None:
             engine = stack.enter_context(open_engine(config.engine, config.model.nthread, announce))
-        held = _read_on_workers(config, base_dir, engine, stack)
+        held = read_on_workers(config, base_dir, engine, stack)
         if held is not None:
             training_set = build_training_set_on_workers(held, config.labels, config.features, engine)
         else:

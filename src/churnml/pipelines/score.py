@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,8 @@ from churnml.config import Config
 from churnml.data.dataset import Dataset
 from churnml.engine import open_engine
 from churnml.engine.partition import split_frame
+from churnml.engine.sources import Partitions
 from churnml.errors import ChurnmlError, ModelLoadError
-from churnml.features import build_features
 from churnml.pipelines import features
 from churnml.pipelines.archive import (
     ARCHIVE_DIR,
@@ -43,7 +43,13 @@ from churnml.pipelines.archive import (
 from churnml.pipelines.review import campaign_in_use
 from churnml.risk import drift, report
 from churnml.risk.drivers import drivers_and_groups
-from churnml.risk.population import active_customer_features, resolve_as_of, score_customers, tenure_days
+from churnml.risk.population import (
+    Context,
+    active_customer_features,
+    customer_context,
+    resolve_as_of,
+    score_customers,
+)
 from churnml.risk.report import Explained
 from churnml.risk.risk_list import (
     expected_saves,
@@ -103,26 +109,37 @@ def run(
     announce: Callable[[str], None] | None = None,
 ) -> ScoreResult:
     """Score every customer active at ``as_of`` (default: config, else the end of the data), on
-    ``config.engine`` (``announce`` hears where)."""
+    ``config.engine`` (``announce`` hears where). On a Dask engine with Parquet data and no ``dataset``
+    given, the workers read their own customers (``churnml.engine.sources``): the client never holds the
+    tables, only the scored customers' features."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    dataset = dataset or features.load_data(config, base_dir)
-    as_of = resolve_as_of(dataset, as_of if as_of is not None else config.scoring.as_of)
     playbook = load_playbook(config.risk.playbook)
     uri = model_uri or config.scoring.model_uri or default_model_uri(config)
     out_dir = score_dir(config)
     active = tracked(config, uri)
-    with active, open_engine(config.engine, config.scoring.nthread, announce) as engine:
+    with (
+        ExitStack() as stack,
+        active,
+        open_engine(config.engine, config.scoring.nthread, announce) as engine,
+    ):
+        data: Dataset | Partitions = (
+            dataset
+            or features.read_on_workers(config, base_dir, engine, stack)
+            or features.load_data(config, base_dir)
+        )
+        as_of = resolve_as_of(data, as_of if as_of is not None else config.scoring.as_of)
         model, version = load(uri, config)
         lift = load_uplift(config, mlflow_in_use=not isinstance(active, nullcontext))
         timings["load_s"] = _lap(clock)
-        frame, probability = score_customers(engine, dataset, model, as_of, config)
-        effects = None if lift is None else uplift_effects(lift.model, frame, dataset, as_of, config)
+        frame, probability = score_customers(engine, data, model, as_of, config)
+        extra = [] if lift is None else [s for s in lift.model.inputs.specs if s.name not in frame.columns]
+        context = customer_context(engine, data, frame, as_of, model.specs, extra, config.features)
+        effects = None if lift is None else uplift_effects(lift.model, frame, context)
         timings["features_s"] = _lap(clock, timings)
-        tenure = tenure_days(frame, dataset, as_of)
-        scored, value_basis = scored_frame(frame, probability, tenure, model.specs, config)
+        scored, value_basis = scored_frame(frame, probability, context.tenure_days, model.specs, config)
         timings["score_s"] = _lap(clock, timings)
-        reference, drifted = drift_against_training(model, frame, probability, dataset, as_of, config)
+        reference, drifted = drift_against_training(model, frame, probability, context, config)
         timings["drift_s"] = _lap(clock, timings)
         scored, explained, typical, stats = drivers_and_groups(scored, frame, model, playbook, config, engine)
         timings["explain_s"] = _lap(clock, timings)
@@ -160,7 +177,7 @@ def run(
         with io.atomic_dir(out_dir) as tmp:
             history = write_outputs(tmp, risk_list, groups, summary, typical, out_dir, drifted)
             if engine.kind != "local":
-                parts = engine.partitions(len(dataset.customers))
+                parts = data.count if isinstance(data, Partitions) else engine.partitions(len(data.customers))
                 write_partitioned(tmp / PARTITIONED_DIR, risk_list, parts)
             started = time.perf_counter()
             report.write_report(
@@ -183,17 +200,11 @@ def tracked(config: Config, uri: str) -> AbstractContextManager[Any]:
     return session(config)
 
 
-def uplift_effects(
-    model: UpliftModel, frame: pd.DataFrame, dataset: Dataset, as_of: pd.Timestamp, config: Config
-) -> pd.DataFrame:
+def uplift_effects(model: UpliftModel, frame: pd.DataFrame, context: Context) -> pd.DataFrame:
     """Every play's uplift for each scored customer, from the churn model's features where the uplift
-    model uses the same ones and its own specs' features built as of ``as_of`` for any others."""
-    missing = [spec for spec in model.inputs.specs if spec.name not in frame.columns]
-    if missing:
-        customers = pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "cutoff": as_of})
-        built = build_features(dataset, customers, config.features, specs=missing)
-        names = [spec.name for spec in missing]
-        frame = pd.concat([frame.reset_index(drop=True), built[names].reset_index(drop=True)], axis=1)
+    model uses the same ones and its own (``context.extra``, built as of the same date) for any others."""
+    if len(context.extra.columns):
+        frame = pd.concat([frame.reset_index(drop=True), context.extra], axis=1)
     return model.effects(frame)
 
 
@@ -223,20 +234,14 @@ def uplift_summary(
 
 
 def drift_against_training(
-    model: ChurnModel,
-    frame: pd.DataFrame,
-    probability: np.ndarray,
-    dataset: Dataset,
-    as_of: pd.Timestamp,
-    config: Config,
+    model: ChurnModel, frame: pd.DataFrame, probability: np.ndarray, context: Context, config: Config
 ) -> tuple[drift.Reference | None, pd.DataFrame | None]:
     """The model's training reference and this run's drift table against it (None, None for a model
     saved without a reference: the run goes on, and summary.json says so)."""
     reference = drift.Reference.from_dict(model.reference)
     if reference is None:
         return None, None
-    unseen = drift.unseen_shares(dataset, frame["customer_id"].to_numpy(), as_of, model.specs)
-    return reference, drift.compare(reference, frame, probability, config.drift, unseen)
+    return reference, drift.compare(reference, frame, probability, config.drift, context.unseen_shares())
 
 
 def _lap(start: float, timings: dict[str, float] | None = None) -> float:

@@ -257,10 +257,20 @@ def unseen_shares(
 ) -> dict[str, float]:
     """Per categorical feature: the share of ``customers`` whose rows before ``as_of`` (their customer
     record, any time) hold a value of a column the feature reads that is not a training category."""
+    return {
+        name: float(flags.mean()) for name, flags in unseen_flags(dataset, customers, as_of, specs).items()
+    }
+
+
+def unseen_flags(
+    dataset: Dataset, customers: np.ndarray, as_of: pd.Timestamp, specs: Sequence[FeatureSpec]
+) -> dict[str, np.ndarray]:
+    """:func:`unseen_shares` per customer of ``customers`` (distinct ids): whether it holds such a value;
+    what partitions compute for their own customers, the client then takes the shares of the whole."""
     from churnml.contract import TABLES
 
     scored = pd.Index(pd.unique(np.asarray(customers, dtype=object)))
-    out: dict[str, float] = {}
+    out: dict[str, np.ndarray] = {}
     for spec in specs:
         sources = raw_category_columns(spec)
         if not sources or not len(scored):
@@ -276,7 +286,7 @@ def unseen_shares(
             values = _text(rows[column].to_numpy())
             odd = values.notna().to_numpy() & ~values.isin(known).to_numpy()
             unseen |= set(rows["customer_id"].to_numpy()[odd])
-        out[spec.name] = float(scored.isin(list(unseen)).mean())
+        out[spec.name] = np.asarray(scored.isin(list(unseen)), dtype=bool)
     return out
 
 

@@ -7,6 +7,8 @@ the benchmarks reuse :func:`active_customer_features`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,15 +17,18 @@ import pandas as pd
 from churnml.config import Config, FeatureConfig, LabelConfig
 from churnml.data.dataset import Dataset
 from churnml.engine import Engine, concat_in_order
+from churnml.engine.partition import partition_of
+from churnml.engine.sources import Partitions
 from churnml.errors import ChurnmlError
-from churnml.features import build_features
+from churnml.features import FeatureSpec, build_features
 from churnml.features.labels import make_label_times
+from churnml.risk import drift
 from churnml.training.model import ChurnModel
 
 PROBABILITY = "churn_probability"  # the column scored_partition adds; popped before the frame goes on
 
 
-def resolve_as_of(dataset: Dataset, as_of: Any) -> pd.Timestamp:
+def resolve_as_of(dataset: Dataset | Partitions, as_of: Any) -> pd.Timestamp:
     """The as-of moment: the end of the data by default; never after it (nothing is known there)."""
     if as_of is None:
         return pd.Timestamp(dataset.end)
@@ -80,20 +85,29 @@ def scored_partition(
     return frame.assign(**{PROBABILITY: probability})
 
 
+def scored_held_partition(
+    k: int,
+    held: Partitions,
+    model: ChurnModel,
+    as_of: pd.Timestamp,
+    labels: LabelConfig,
+    features: FeatureConfig,
+) -> pd.DataFrame:
+    """:func:`scored_partition` of partition ``k`` of data the workers read themselves."""
+    return scored_partition(held.load(k), model, as_of, labels, features)
+
+
 def score_customers(
-    engine: Engine, dataset: Dataset, model: ChurnModel, as_of: pd.Timestamp, config: Config
+    engine: Engine, data: Dataset | Partitions, model: ChurnModel, as_of: pd.Timestamp, config: Config
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Features and calibrated probability of every customer active at ``as_of``, in customer order,
-    computed by ``engine`` on customer partitions (one for the local engine)."""
-    parts = engine.map(
-        scored_partition,
-        engine.split(dataset),
-        model,
-        as_of,
-        label_config(model, config),
-        config.features,
-        name="score",
-    )
+    computed by ``engine`` on customer partitions (one for the local engine): of a dataset here, or of
+    :class:`~churnml.engine.sources.Partitions` each worker reads for itself (out of core)."""
+    shared = (model, as_of, label_config(model, config), config.features)
+    if isinstance(data, Partitions):
+        parts = engine.map(scored_held_partition, data.parts, data, *shared, name="score")
+    else:
+        parts = engine.map(scored_partition, engine.split(data), *shared, name="score")
     frame = concat_in_order(parts, ["customer_id"])
     if frame.empty:
         raise ChurnmlError(f"no active customers at {as_of}: nothing to score")
@@ -105,3 +119,80 @@ def tenure_days(frame: pd.DataFrame, dataset: Dataset, as_of: pd.Timestamp) -> n
     """Days from each scored customer's signup to ``as_of``."""
     signup = frame["customer_id"].map(dataset.customers.set_index("customer_id")["signup_at"])
     return ((as_of - pd.to_datetime(signup)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What scoring reads from the data beside the model's features, per scored customer (in the scored
+    frame's order): tenure, whether each categorical feature's raw values hold one training never saw
+    (drift), and ``extra`` features (an uplift model's own, built as of the same date)."""
+
+    tenure_days: np.ndarray
+    unseen: dict[str, np.ndarray]
+    extra: pd.DataFrame
+
+    def unseen_shares(self) -> dict[str, float]:
+        return {name: float(flags.mean()) for name, flags in self.unseen.items()}
+
+
+UNSEEN = "unseen:"  # prefix of the unseen flags' columns in a context frame
+
+
+def context_frame(
+    dataset: Dataset,
+    customers: np.ndarray,
+    as_of: pd.Timestamp,
+    specs: Sequence[FeatureSpec],
+    extra: Sequence[FeatureSpec],
+    features: FeatureConfig,
+) -> pd.DataFrame:
+    """customer_id, tenure_days, an ``unseen:<feature>`` flag per categorical spec of ``specs`` and the
+    ``extra`` specs' features as of ``as_of``, of ``customers`` (distinct ids of ``dataset``)."""
+    frame = pd.DataFrame({"customer_id": np.asarray(customers, dtype=object)})
+    columns: dict[str, Any] = {"tenure_days": tenure_days(frame, dataset, as_of)}
+    flags = drift.unseen_flags(dataset, frame["customer_id"].to_numpy(), as_of, specs)
+    columns |= {UNSEEN + name: values for name, values in flags.items()}
+    frame = frame.assign(**columns)
+    if not extra:
+        return frame
+    built = build_features(dataset, frame[["customer_id"]].assign(cutoff=as_of), features, specs=list(extra))
+    return pd.concat([frame, built[[spec.name for spec in extra]].reset_index(drop=True)], axis=1)
+
+
+def held_context_frame(
+    part: tuple[int, np.ndarray],
+    held: Partitions,
+    as_of: pd.Timestamp,
+    specs: Sequence[FeatureSpec],
+    extra: Sequence[FeatureSpec],
+    features: FeatureConfig,
+) -> pd.DataFrame:
+    """:func:`context_frame` of partition ``k``'s scored customers, on the worker that reads it."""
+    k, customers = part
+    return context_frame(held.load(k), customers, as_of, specs, extra, features)
+
+
+def customer_context(
+    engine: Engine,
+    data: Dataset | Partitions,
+    frame: pd.DataFrame,
+    as_of: pd.Timestamp,
+    specs: Sequence[FeatureSpec],
+    extra: Sequence[FeatureSpec],
+    features: FeatureConfig,
+) -> Context:
+    """The :class:`Context` of the scored customers (``frame``'s), from the dataset here or from the
+    partitions the workers read (each its own customers)."""
+    customers = frame["customer_id"].to_numpy()
+    if isinstance(data, Partitions):
+        ids = pd.Series(customers, dtype=object)
+        mine = partition_of(ids, data.count)
+        parts = [(k, ids.to_numpy()[mine == k]) for k in data.parts]
+        pieces = engine.map(held_context_frame, parts, data, as_of, specs, extra, features, name="context")
+        whole = pd.concat(pieces, ignore_index=True).set_index("customer_id").reindex(ids)
+        whole = whole.reset_index()
+    else:
+        whole = context_frame(data, customers, as_of, specs, extra, features)
+    unseen = {c[len(UNSEEN) :]: whole[c].to_numpy(dtype=bool) for c in whole.columns if c.startswith(UNSEEN)}
+    names = [spec.name for spec in extra]
+    return Context(whole["tenure_days"].to_numpy(dtype=float), unseen, whole[names].reset_index(drop=True))
