@@ -55,10 +55,12 @@ def clean_leftovers(target: str | Path) -> None:
 
 
 @contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``target``; on success it is renamed over ``target``."""
+def atomic_path(target: str | Path, make_parent: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success it is renamed over ``target``. ``make_parent``
+    False: a missing parent folder is an error (FileNotFoundError), not made again."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        target.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(target)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -104,14 +106,17 @@ def write_json(target: str | Path, payload: Any) -> Path:
     return write_text(target, dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def write_parquet(target: str | Path, frame: pd.DataFrame, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``frame`` as Parquet (no index), optionally with JSON metadata under key ``churnml``."""
+def write_parquet(
+    target: str | Path, frame: pd.DataFrame, metadata: dict[str, Any] | None = None, make_parent: bool = True
+) -> Path:
+    """Write ``frame`` as Parquet (no index), optionally with JSON metadata under key ``churnml``
+    (``make_parent``: see :func:`atomic_path`)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     if metadata is not None:
         merged = dict(table.schema.metadata or {})
         merged[b"churnml"] = dumps(metadata, sort_keys=True).encode()
         table = table.replace_schema_metadata(merged)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, make_parent) as tmp:
         pq.write_table(table, tmp)
     return Path(target)
 

@@ -4,7 +4,10 @@ and the training set equals the local engine's (which loads every table here) bi
 from __future__ import annotations
 
 import logging
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,13 +27,16 @@ from churnml.engine.boosting import (
     train_on_parts,
 )
 from churnml.engine.cluster import DaskEngine
-from churnml.errors import DataValidationError
+from churnml.engine.partition import partition_of
+from churnml.errors import ChurnmlError, DataValidationError
+from churnml.features import FeatureSpec
 from churnml.features.training_set import keep_training_set_on_workers
 from churnml.pipelines import features, score
 from churnml.risk import drift
 from churnml.risk.population import customer_context, score_customers
 from churnml.training.model import ChurnModel
 from churnml.training.split import split_by_time
+from churnml.training.tune import fit_booster
 
 pytest.importorskip("distributed")
 
@@ -321,3 +327,101 @@ def test_a_training_set_left_on_the_workers_trains_and_scores_as_the_local_one(
 
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("the data was loaded on the client")
+
+
+def _small_model(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...]) -> ChurnModel:
+    import xgboost as xgb
+
+    untrained = ChurnModel.untrained(frame, specs)
+    x, y = untrained.xy(frame.loc[frame["label"].notna()])
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(x, y, enable_categorical=True), 5
+    )
+    return untrained.with_booster(booster, best_iteration=4)
+
+
+def test_customer_context_when_some_partitions_score_no_customer(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    """Partitions none of whose customers are scored (all churned before as_of, say) get an empty piece."""
+    config = _config(data_dir, tmp_path)
+    local = features.run(config, engine=None)
+    ts = local.training_set
+    paths = sources.table_paths(config.data, None)
+    held = sources.open_partitions(paths, config.data, engine)
+    assert held is not None
+    model = _small_model(ts.frame, ts.specs)
+    as_of = held.end.normalize()
+    scored, _ = score_customers(LocalEngine(), local.dataset, model, as_of, config)
+    # only the customers of partition 0 are scored
+    only = scored.loc[partition_of(scored["customer_id"], held.count) == 0].reset_index(drop=True)
+    extra = [s for s in ts.specs if s.dtype == "category"][:2] + list(ts.specs[:3])
+    expected = customer_context(LocalEngine(), local.dataset, only, as_of, ts.specs, extra, config.features)
+    got = customer_context(engine, held, only, as_of, ts.specs, extra, config.features)
+    np.testing.assert_array_equal(got.tenure_days, expected.tenure_days)
+    assert got.unseen.keys() == expected.unseen.keys()
+    pd.testing.assert_frame_equal(got.extra, expected.extra, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    ("extra", "atol"),
+    [
+        ({"max_bin": 4096, "max_cat_to_onehot": 1}, 1e-6),
+        ({"max_bin": 4096, "max_cat_to_onehot": 64}, 1e-6),
+        # model.params may set tree_method (booster_params: the config's overrides last); approx trained
+        # on dask before d19a427 (DaskDMatrix), its per-iteration sketch only close to the local one's
+        ({"max_bin": 4096, "tree_method": "approx"}, None),
+    ],
+)
+def test_train_on_cluster_honours_params_like_local(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path, extra: dict[str, Any], atol: float | None
+) -> None:
+    config = _config(data_dir, tmp_path)
+    ts = features.run(config, engine=None).training_set
+    rows = ts.frame.loc[ts.frame["label"].notna()].reset_index(drop=True)
+    untrained = ChurnModel.untrained(rows, ts.specs)
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1, "nthread": 1, "seed": 0, **extra}
+    local = fit_booster(untrained, params, 20, rows, 1)
+    dask = fit_booster(untrained, params, 20, rows, 1, engine)
+    p_dask, p_local = dask.predict_proba(rows), local.predict_proba(rows)
+    if atol is not None:
+        np.testing.assert_allclose(p_dask, p_local, rtol=0, atol=atol)
+    else:
+        assert np.corrcoef(p_dask, p_local)[0, 1] > 0.99
+
+
+def test_a_failed_kept_training_set_leaves_no_partial_folder_behind(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    """keep_training_set_on_workers(out_dir=...): one partition fails (its staged rows vanished); the
+    previous directory stays, and no half-written temp sibling is left once the other tasks end."""
+    config = _config(data_dir, tmp_path)
+    paths = sources.table_paths(config.data, None)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    held = sources.open_partitions(paths, config.data, engine, staging)
+    assert held is not None and held.staged is not None
+    out = tmp_path / "parts"
+    out.mkdir()
+    (out / "previous.txt").write_text("the previous training set")
+    shutil.rmtree(held.staged / "customers" / "part-00000")  # partition 0 now fails at once
+    with pytest.raises(AssertionError):
+        keep_training_set_on_workers(held, config.labels, config.features, engine, out)
+    time.sleep(10)  # a task already running on the other worker finishes (cancelled, its write refused)
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt"]
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".parts")]
+    assert left == [], (
+        f"temp siblings left behind: {left} {[list(tmp_path.joinpath(n).iterdir()) for n in left]}"
+    )
+
+
+@pytest.mark.parametrize("kind", ["local", "dask"])
+def test_an_as_of_after_the_data_creates_no_tracking_store(data_dir: Path, tmp_path: Path, kind: str) -> None:
+    """`churnml score --as-of <after the end>`: refused with the as-of message before anything is set up
+    (as before d19a427: the data and the as-of date were checked before the MLflow session opened)."""
+    settings = [f"engine.kind={kind}", "engine.workers=2", "engine.partitions=5"]
+    config = _config(data_dir, tmp_path / "out", *settings)
+    with pytest.raises(ChurnmlError, match="is after the end of the data"):
+        score.run(config, as_of="2030-01-01")
+    created = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert created == [], created

@@ -8,8 +8,9 @@ rather than bit for bit (``tests/code/test_engine.py`` measures it).
 
 The rows come from the client (:func:`train_on_cluster`: a training set it holds) or stay where the
 workers built them (:func:`train_on_parts`: ``churnml.features.training_set.TrainingParts``). Either way
-the matrix is a ``DaskQuantileDMatrix``: each worker quantises its parts one at a time into the
-histogram index (a byte or so per value) instead of concatenating them into a float matrix first.
+the matrix is a ``DaskQuantileDMatrix`` (for the ``hist`` method, the default): each worker quantises
+its parts one at a time into the histogram index (a byte or so per value) instead of concatenating them
+into a float matrix first.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import xgboost as xgb
 from churnml.engine import concat_in_order
 from churnml.engine.cluster import DaskEngine
 from churnml.engine.partition import split_frame
+from churnml.errors import ChurnmlError
 from churnml.training.model import ChurnModel
 
 DEFAULT_MAX_BIN = 256  # XGBoost's
@@ -110,20 +112,26 @@ def _boost(
     import dask.dataframe as dd
     from xgboost import dask as dxgb
 
+    if not inputs:
+        raise ChurnmlError("no labeled training rows to train on (every partition is empty)")
     client = engine.client
     x_parts = [client.submit(_first, f, pure=False) for f in inputs]
     y_parts = [client.submit(_second, f, pure=False) for f in inputs]
     meta_x = client.submit(_head, inputs[0], pure=False).result()  # columns and dtypes, no rows
     features = dd.from_delayed(x_parts, meta=meta_x, verify_meta=False)
     labels = dd.from_delayed(y_parts, meta=pd.Series(np.empty(0, np.int64), name="label"), verify_meta=False)
-    matrix = dxgb.DaskQuantileDMatrix(
-        client,
-        features,
-        labels,
-        enable_categorical=True,
-        missing=np.nan,
-        max_bin=int(params.get("max_bin", DEFAULT_MAX_BIN)),
-    )
+    matrix: dxgb.DaskDMatrix
+    if params.get("tree_method", "hist") == "hist":
+        matrix = dxgb.DaskQuantileDMatrix(
+            client,
+            features,
+            labels,
+            enable_categorical=True,
+            missing=np.nan,
+            max_bin=int(params.get("max_bin", DEFAULT_MAX_BIN)),
+        )
+    else:  # ``approx`` and ``exact`` sketch the float values themselves (model.params may choose them)
+        matrix = dxgb.DaskDMatrix(client, features, labels, enable_categorical=True, missing=np.nan)
     settings = {key: value for key, value in params.items() if key != "nthread"}  # workers' own threads
     return dxgb.train(client, settings, matrix, num_boost_round=rounds, verbose_eval=False)["booster"]
 

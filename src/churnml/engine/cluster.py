@@ -62,7 +62,10 @@ class DaskEngine:
         # customers each pushed 3 GiB workers past their limit at 1M customers).
         position = {future.key: k for k, future in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
-        with progress_bar(name, len(futures), self.config.progress) as update:
+        with (
+            self._cancelled_on_error(futures),
+            progress_bar(name, len(futures), self.config.progress) as update,
+        ):
             for done, future in enumerate(as_completed(futures), 1):
                 results[position[future.key]] = future.result()
                 future.release()
@@ -79,12 +82,25 @@ class DaskEngine:
         from distributed import as_completed
 
         futures = self._submit(step, parts, shared, name)
-        with progress_bar(name, len(futures), self.config.progress) as update:
+        with (
+            self._cancelled_on_error(futures),
+            progress_bar(name, len(futures), self.config.progress) as update,
+        ):
             for done, future in enumerate(as_completed(futures), 1):
                 if future.status == "error":
                     future.result()  # raises the step's own exception here
                 update(done)
         return futures
+
+    @contextmanager
+    def _cancelled_on_error(self, futures: list[Any]) -> Iterator[None]:
+        """When one task fails, the others are cancelled (those not started never run) before the error
+        goes on: a failed step does not keep the cluster busy, nor write after its caller gave up."""
+        try:
+            yield
+        except BaseException:
+            self.client.cancel(futures)
+            raise
 
     def _submit(
         self, step: Callable[..., Any], parts: Iterable[Any], shared: tuple[Any, ...], name: str

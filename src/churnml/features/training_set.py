@@ -172,7 +172,10 @@ def kept_partition(
     """Partition ``k``'s training rows, written to ``folder`` when given, with float32 features."""
     frame = labeled_partition(k, held, labels, features, cutoffs, specs)
     if folder is not None:
-        io.write_parquet(folder / f"part-{k:05d}.parquet", frame, metadata={**metadata, "rows": len(frame)})
+        # Into the client's temp folder only: once the run failed and removed it, a task still running
+        # (cancelled, but a running task finishes) gets an error rather than making the folder again.
+        target = folder / f"part-{k:05d}.parquet"
+        io.write_parquet(target, frame, metadata={**metadata, "rows": len(frame)}, make_parent=False)
     numbers = [spec.name for spec in specs if spec.dtype == "float64"]
     return frame.astype(dict.fromkeys(numbers, "float32"))
 

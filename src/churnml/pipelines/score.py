@@ -118,17 +118,17 @@ def run(
     uri = model_uri or config.scoring.model_uri or default_model_uri(config)
     out_dir = score_dir(config)
     active = tracked(config, uri)
-    with (
-        ExitStack() as stack,
-        active,
-        open_engine(config.engine, config.scoring.nthread, announce) as engine,
-    ):
+    with ExitStack() as stack:
+        # The data and the as-of date are checked before the MLflow session opens: a bad date or bad
+        # data is refused before anything (a tracking store) is created.
+        engine = stack.enter_context(open_engine(config.engine, config.scoring.nthread, announce))
         data: Dataset | Partitions = (
             dataset
             or features.read_on_workers(config, base_dir, engine, stack)
             or features.load_data(config, base_dir)
         )
         as_of = resolve_as_of(data, as_of if as_of is not None else config.scoring.as_of)
+        stack.enter_context(active)
         model, version = load(uri, config)
         lift = load_uplift(config, mlflow_in_use=not isinstance(active, nullcontext))
         timings["load_s"] = _lap(clock)
