@@ -21,7 +21,8 @@ files (``churnml.engine.sources``), as ``churnml features engine.kind=dask`` doe
 all three steps it stays on the workers (``keep_training_set_on_workers``, float32 features), the
 booster is trained there on the development cutoffs (``train_on_parts``), its test cutoff's
 probabilities come back (printed: the test AUC beside the recency baseline's), and the customers are
-scored from the partitions the workers read (``score_customers`` of ``Partitions``). The client's peak
+scored from the partitions the workers read (``score_with_context`` of ``Partitions``, as ``churnml
+score`` does). The client's peak
 (VmHWM, over the whole process) is then the figure to compare: run one size per invocation for it.
 ``--keep`` keeps the simulated business (and reuses one already there), to compare both ways on it:
 
@@ -62,7 +63,7 @@ from churnml.features.training_set import (
     build_training_set_on_workers,
     keep_training_set_on_workers,
 )
-from churnml.risk.population import score_customers
+from churnml.risk.population import score_customers, score_with_context
 from churnml.training.evaluate import NEVER_ACTIVE_DAYS
 from churnml.training.model import ChurnModel
 from churnml.training.split import split_by_time
@@ -252,7 +253,7 @@ def on_workers(
                 del test_rows
                 train_s = time.perf_counter() - started
                 started = time.perf_counter()
-                frame, _ = score_customers(engine, held, model, held.end, Config(labels=labels))
+                frame, _, _ = score_with_context(engine, held, model, held.end, Config(labels=labels))
                 score_s = time.perf_counter() - started
                 peaks = engine.worker_memory()
                 print(_line(n, workers, simulate_s, None, features_s, train_s, score_s, peaks), flush=True)

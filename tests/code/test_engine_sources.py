@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from churnml.config import Config, DataConfig
+from churnml.data.dataset import Dataset
 from churnml.data.load import load_dataset
 from churnml.data.simulate import simulate_chunks, write_simulation_chunks
 from churnml.engine import LocalEngine, sources
@@ -33,7 +34,7 @@ from churnml.features import FeatureSpec
 from churnml.features.training_set import keep_training_set_on_workers
 from churnml.pipelines import features, score
 from churnml.risk import drift
-from churnml.risk.population import customer_context, score_customers
+from churnml.risk.population import score_with_context
 from churnml.training.model import ChurnModel
 from churnml.training.split import split_by_time
 from churnml.training.tune import fit_booster
@@ -281,25 +282,11 @@ def test_a_training_set_left_on_the_workers_trains_and_scores_as_the_local_one(
     )
     np.testing.assert_allclose(predicted["probability"], expected, rtol=0, atol=1e-6)
 
+    # Scoring, and what it reads beside the features (tenure, unseen categories, an uplift model's own
+    # features): each partition read once on its worker, back in the scored order, as the client has it.
     as_of = held.end.normalize()
-    scored, probability = score_customers(LocalEngine(), local.dataset, model, as_of, config)
-    scored_d, probability_d = score_customers(engine, held, model, as_of, config)
-    pd.testing.assert_frame_equal(scored_d, scored, check_exact=True)
-    np.testing.assert_allclose(probability_d, probability, rtol=1e-6, atol=1e-7)
-
-    # What scoring reads beside the features (tenure, unseen categories, an uplift model's own features):
-    # each partition's customers on its worker, back in the scored order, as the client computes it.
     extra = [spec for spec in kept.specs if spec.dtype == "category"][:2] + list(kept.specs[:3])
-    context = customer_context(
-        LocalEngine(), local.dataset, scored, as_of, kept.specs, extra, config.features
-    )
-    context_d = customer_context(engine, held, scored, as_of, kept.specs, extra, config.features)
-    np.testing.assert_array_equal(context_d.tenure_days, context.tenure_days)
-    assert context_d.unseen.keys() == context.unseen.keys() and context.unseen
-    for name, flags in context.unseen.items():
-        np.testing.assert_array_equal(context_d.unseen[name], flags)
-    pd.testing.assert_frame_equal(context_d.extra, context.extra, check_exact=True)
-    assert len(context.extra) == len(scored) and context.extra.notna().any().all()
+    _same_scores_and_context(engine, held, local.dataset, model, as_of, config, extra)
 
     # The scoring pipeline: the dask run reads the partitions (never the whole data) and lists the same.
     reference = drift.reference_profile(split.test, model.columns, predicted["probability"].to_numpy(), "t")
@@ -340,27 +327,46 @@ def _small_model(frame: pd.DataFrame, specs: tuple[FeatureSpec, ...]) -> ChurnMo
     return untrained.with_booster(booster, best_iteration=4)
 
 
-def test_customer_context_when_some_partitions_score_no_customer(
+def _same_scores_and_context(
+    engine: DaskEngine,
+    held: sources.Partitions,
+    dataset: Dataset,
+    model: ChurnModel,
+    as_of: pd.Timestamp,
+    config: Config,
+    extra: list[FeatureSpec],
+) -> pd.DataFrame:
+    """score_with_context of the partitions equals the local one's; returns the scored frame."""
+    scored, probability, context = score_with_context(LocalEngine(), dataset, model, as_of, config, extra)
+    scored_d, probability_d, context_d = score_with_context(engine, held, model, as_of, config, extra)
+    pd.testing.assert_frame_equal(scored_d, scored, check_exact=True)
+    np.testing.assert_allclose(probability_d, probability, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(context_d.tenure_days, context.tenure_days)
+    assert context_d.unseen.keys() == context.unseen.keys() and context.unseen
+    for name, flags in context.unseen.items():
+        np.testing.assert_array_equal(context_d.unseen[name], flags)
+    pd.testing.assert_frame_equal(context_d.extra, context.extra, check_exact=True)
+    assert len(context.extra) == len(scored) and list(context.extra.columns) == [s.name for s in extra]
+    return scored
+
+
+def test_scoring_when_some_partitions_have_no_active_customer(
     data_dir: Path, engine: DaskEngine, tmp_path: Path
 ) -> None:
-    """Partitions none of whose customers are scored (all churned before as_of, say) get an empty piece."""
+    """Early in the business few customers are active: partitions without any give empty pieces."""
     config = _config(data_dir, tmp_path)
     local = features.run(config, engine=None)
+    assert local.dataset is not None
     ts = local.training_set
     paths = sources.table_paths(config.data, None)
+    assert paths is not None
     held = sources.open_partitions(paths, config.data, engine)
     assert held is not None
     model = _small_model(ts.frame, ts.specs)
-    as_of = held.end.normalize()
-    scored, _ = score_customers(LocalEngine(), local.dataset, model, as_of, config)
-    # only the customers of partition 0 are scored
-    only = scored.loc[partition_of(scored["customer_id"], held.count) == 0].reset_index(drop=True)
+    as_of = local.dataset.customers["signup_at"].sort_values().iloc[8].normalize() + pd.Timedelta(days=1)
     extra = [s for s in ts.specs if s.dtype == "category"][:2] + list(ts.specs[:3])
-    expected = customer_context(LocalEngine(), local.dataset, only, as_of, ts.specs, extra, config.features)
-    got = customer_context(engine, held, only, as_of, ts.specs, extra, config.features)
-    np.testing.assert_array_equal(got.tenure_days, expected.tenure_days)
-    assert got.unseen.keys() == expected.unseen.keys()
-    pd.testing.assert_frame_equal(got.extra, expected.extra, check_exact=True)
+    scored = _same_scores_and_context(engine, held, local.dataset, model, as_of, config, extra)
+    assert 0 < len(set(partition_of(scored["customer_id"], held.count))) < held.count
 
 
 @pytest.mark.parametrize(

@@ -46,9 +46,8 @@ from churnml.risk.drivers import drivers_and_groups
 from churnml.risk.population import (
     Context,
     active_customer_features,
-    customer_context,
     resolve_as_of,
-    score_customers,
+    score_with_context,
 )
 from churnml.risk.report import Explained
 from churnml.risk.risk_list import (
@@ -132,9 +131,9 @@ def run(
         model, version = load(uri, config)
         lift = load_uplift(config, mlflow_in_use=not isinstance(active, nullcontext))
         timings["load_s"] = _lap(clock)
-        frame, probability = score_customers(engine, data, model, as_of, config)
-        extra = [] if lift is None else [s for s in lift.model.inputs.specs if s.name not in frame.columns]
-        context = customer_context(engine, data, frame, as_of, model.specs, extra, config.features)
+        churn_inputs = {spec.name for spec in model.specs}
+        extra = [] if lift is None else [s for s in lift.model.inputs.specs if s.name not in churn_inputs]
+        frame, probability, context = score_with_context(engine, data, model, as_of, config, extra)
         effects = None if lift is None else uplift_effects(lift.model, frame, context)
         timings["features_s"] = _lap(clock, timings)
         scored, value_basis = scored_frame(frame, probability, context.tenure_days, model.specs, config)

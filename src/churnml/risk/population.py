@@ -17,7 +17,6 @@ import pandas as pd
 from churnml.config import Config, FeatureConfig, LabelConfig
 from churnml.data.dataset import Dataset
 from churnml.engine import Engine, concat_in_order
-from churnml.engine.partition import partition_of
 from churnml.engine.sources import Partitions
 from churnml.errors import ChurnmlError
 from churnml.features import FeatureSpec, build_features
@@ -85,30 +84,17 @@ def scored_partition(
     return frame.assign(**{PROBABILITY: probability})
 
 
-def scored_held_partition(
-    k: int,
-    held: Partitions,
-    model: ChurnModel,
-    as_of: pd.Timestamp,
-    labels: LabelConfig,
-    features: FeatureConfig,
-) -> pd.DataFrame:
-    """:func:`scored_partition` of partition ``k`` of data the workers read themselves."""
-    return scored_partition(held.load(k), model, as_of, labels, features)
-
-
 def score_customers(
-    engine: Engine, data: Dataset | Partitions, model: ChurnModel, as_of: pd.Timestamp, config: Config
+    engine: Engine, dataset: Dataset, model: ChurnModel, as_of: pd.Timestamp, config: Config
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Features and calibrated probability of every customer active at ``as_of``, in customer order,
-    computed by ``engine`` on customer partitions (one for the local engine): of a dataset here, or of
-    :class:`~churnml.engine.sources.Partitions` each worker reads for itself (out of core)."""
+    computed by ``engine`` on customer partitions (one for the local engine)."""
     shared = (model, as_of, label_config(model, config), config.features)
-    if isinstance(data, Partitions):
-        parts = engine.map(scored_held_partition, data.parts, data, *shared, name="score")
-    else:
-        parts = engine.map(scored_partition, engine.split(data), *shared, name="score")
-    frame = concat_in_order(parts, ["customer_id"])
+    parts = engine.map(scored_partition, engine.split(dataset), *shared, name="score")
+    return _with_probability(concat_in_order(parts, ["customer_id"]), as_of)
+
+
+def _with_probability(frame: pd.DataFrame, as_of: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
     if frame.empty:
         raise ChurnmlError(f"no active customers at {as_of}: nothing to score")
     probability = frame.pop(PROBABILITY).to_numpy(np.float64)
@@ -159,40 +145,59 @@ def context_frame(
     return pd.concat([frame, built[[spec.name for spec in extra]].reset_index(drop=True)], axis=1)
 
 
-def held_context_frame(
-    part: tuple[int, np.ndarray],
-    held: Partitions,
-    as_of: pd.Timestamp,
-    specs: Sequence[FeatureSpec],
-    extra: Sequence[FeatureSpec],
-    features: FeatureConfig,
-) -> pd.DataFrame:
-    """:func:`context_frame` of partition ``k``'s scored customers, on the worker that reads it."""
-    k, customers = part
-    return context_frame(held.load(k), customers, as_of, specs, extra, features)
-
-
 def customer_context(
-    engine: Engine,
-    data: Dataset | Partitions,
+    dataset: Dataset,
     frame: pd.DataFrame,
     as_of: pd.Timestamp,
     specs: Sequence[FeatureSpec],
     extra: Sequence[FeatureSpec],
     features: FeatureConfig,
 ) -> Context:
-    """The :class:`Context` of the scored customers (``frame``'s), from the dataset here or from the
-    partitions the workers read (each its own customers)."""
-    customers = frame["customer_id"].to_numpy()
-    if isinstance(data, Partitions):
-        ids = pd.Series(customers, dtype=object)
-        mine = partition_of(ids, data.count)
-        parts = [(k, ids.to_numpy()[mine == k]) for k in data.parts]
-        pieces = engine.map(held_context_frame, parts, data, as_of, specs, extra, features, name="context")
-        whole = pd.concat(pieces, ignore_index=True).set_index("customer_id").reindex(ids)
-        whole = whole.reset_index()
-    else:
-        whole = context_frame(data, customers, as_of, specs, extra, features)
+    """The :class:`Context` of the scored customers (``frame``'s)."""
+    whole = context_frame(dataset, frame["customer_id"].to_numpy(), as_of, specs, extra, features)
+    return _context(whole, extra)
+
+
+def _context(whole: pd.DataFrame, extra: Sequence[FeatureSpec]) -> Context:
     unseen = {c[len(UNSEEN) :]: whole[c].to_numpy(dtype=bool) for c in whole.columns if c.startswith(UNSEEN)}
     names = [spec.name for spec in extra]
     return Context(whole["tenure_days"].to_numpy(dtype=float), unseen, whole[names].reset_index(drop=True))
+
+
+def scored_held_partition(
+    k: int,
+    held: Partitions,
+    model: ChurnModel,
+    as_of: pd.Timestamp,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    extra: Sequence[FeatureSpec],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`scored_partition` and the scored customers' :func:`context_frame` of partition ``k``, read
+    once by the worker that runs it."""
+    dataset = held.load(k)
+    scored = scored_partition(dataset, model, as_of, labels, features)
+    customers = scored["customer_id"].to_numpy()
+    return scored, context_frame(dataset, customers, as_of, model.specs, extra, features)
+
+
+def score_with_context(
+    engine: Engine,
+    data: Dataset | Partitions,
+    model: ChurnModel,
+    as_of: pd.Timestamp,
+    config: Config,
+    extra: Sequence[FeatureSpec] = (),
+) -> tuple[pd.DataFrame, np.ndarray, Context]:
+    """:func:`score_customers` and the scored customers' :class:`Context` (``extra``: an uplift model's
+    own features). Of :class:`~churnml.engine.sources.Partitions` (out of core), each worker reads its
+    partition once for both, and only the scored customers' rows come back."""
+    if not isinstance(data, Partitions):
+        frame, probability = score_customers(engine, data, model, as_of, config)
+        return frame, probability, customer_context(data, frame, as_of, model.specs, extra, config.features)
+    shared = (model, as_of, label_config(model, config), config.features, list(extra))
+    pieces = engine.map(scored_held_partition, data.parts, data, *shared, name="score")
+    frame, probability = _with_probability(concat_in_order([p[0] for p in pieces], ["customer_id"]), as_of)
+    contexts = pd.concat([p[1] for p in pieces], ignore_index=True).set_index("customer_id")
+    whole = contexts.reindex(pd.Index(frame["customer_id"].to_numpy(), name="customer_id")).reset_index()
+    return frame, probability, _context(whole, extra)
