@@ -46,16 +46,23 @@ class TrainingSet:
         return self.frame.loc[self.frame["label"].notna()]
 
     def metadata(self) -> dict[str, Any]:
-        return {
-            "churnml_version": __version__,
-            "data_fingerprint": self.fingerprint,
-            "labels": self.label_settings,
-            "features": [spec.to_dict() for spec in self.specs],
-            "rows": len(self.frame),
-        }
+        return _metadata(self.fingerprint, self.label_settings, self.specs, len(self.frame))
 
     def summary(self) -> pd.DataFrame:
         return LabelTimes(self.frame[["customer_id", "cutoff", "label"]], self.label_settings).summary()
+
+
+def _metadata(
+    fingerprint: str, settings: dict[str, Any], specs: Sequence[FeatureSpec], rows: int | None
+) -> dict[str, Any]:
+    """What a training set file carries about itself (``read_training_set`` reads it back)."""
+    return {
+        "churnml_version": __version__,
+        "data_fingerprint": fingerprint,
+        "labels": settings,
+        "features": [spec.to_dict() for spec in specs],
+        "rows": rows,
+    }
 
 
 def build_training_set(
@@ -138,12 +145,7 @@ def keep_training_set_on_workers(
     cutoffs = cutoff_dates(held.stand_in, labels.cutoffs)
     specs = tuple(feature_catalogue(held.stand_in, features, held.kinds))
     settings = label_settings(labels, cutoffs, held.end)
-    metadata = {
-        "churnml_version": __version__,
-        "data_fingerprint": held.fingerprint,
-        "labels": settings,
-        "features": [spec.to_dict() for spec in specs],
-    }
+    metadata = _metadata(held.fingerprint, settings, specs, rows=None)  # each part says its own rows
     with ExitStack() as stack:
         folder = None if out_dir is None else stack.enter_context(io.atomic_dir(Path(out_dir)))
         shared = (held, labels, features, cutoffs, specs, folder, metadata)
@@ -175,7 +177,7 @@ def kept_partition(
         # Into the client's temp folder only: once the run failed and removed it, a task still running
         # (cancelled, but a running task finishes) gets an error rather than making the folder again.
         target = folder / f"part-{k:05d}.parquet"
-        io.write_parquet(target, frame, metadata={**metadata, "rows": len(frame)}, make_parent=False)
+        io.write_parquet(target, frame, metadata=metadata | {"rows": len(frame)}, make_parent=False)
     numbers = [spec.name for spec in specs if spec.dtype == "float64"]
     return frame.astype(dict.fromkeys(numbers, "float32"))
 
