@@ -431,3 +431,26 @@ def test_an_as_of_after_the_data_creates_no_tracking_store(data_dir: Path, tmp_p
         score.run(config, as_of="2030-01-01")
     created = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert created == [], created
+
+
+def test_an_uplift_feature_named_tenure_days_does_not_clash_with_the_context_tenure(
+    data_dir: Path, engine: DaskEngine, tmp_path: Path
+) -> None:
+    """The churn model leaves tenure_days out, the uplift model uses it (extra = [tenure_days]): the
+    context's own tenure and the extra feature stay two things, on both paths."""
+    config = _config(data_dir, tmp_path)
+    local = features.run(config, engine=None)
+    ts = local.training_set
+    specs = tuple(s for s in ts.specs if s.name != "tenure_days")
+    model = _small_model(ts.frame.drop(columns=["tenure_days"]), specs)
+    extra = [s for s in ts.specs if s.name == "tenure_days"]
+    paths = sources.table_paths(config.data, None)
+    assert paths is not None and local.dataset is not None and extra
+    held = sources.open_partitions(paths, config.data, engine)
+    assert held is not None
+    as_of = held.end.normalize()
+    for data, on in ((local.dataset, LocalEngine()), (held, engine)):
+        frame, _, context = score_with_context(on, data, model, as_of, config, extra)
+        assert context.tenure_days.shape == (len(frame),)
+        assert list(context.extra.columns) == ["tenure_days"]
+        np.testing.assert_allclose(context.extra["tenure_days"], context.tenure_days, rtol=0, atol=1.0)

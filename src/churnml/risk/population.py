@@ -122,6 +122,7 @@ class Context:
 
 
 UNSEEN = "unseen:"  # prefix of the unseen flags' columns in a context frame
+TENURE = "context:tenure_days"  # not a feature's name: an uplift model may use the tenure_days feature
 
 
 def context_frame(
@@ -132,10 +133,10 @@ def context_frame(
     extra: Sequence[FeatureSpec],
     features: FeatureConfig,
 ) -> pd.DataFrame:
-    """customer_id, tenure_days, an ``unseen:<feature>`` flag per categorical spec of ``specs`` and the
+    """customer_id, :data:`TENURE`, an ``unseen:<feature>`` flag per categorical spec of ``specs`` and the
     ``extra`` specs' features as of ``as_of``, of ``customers`` (distinct ids of ``dataset``)."""
     frame = pd.DataFrame({"customer_id": np.asarray(customers, dtype=object)})
-    columns: dict[str, Any] = {"tenure_days": tenure_days(frame, dataset, as_of)}
+    columns: dict[str, Any] = {TENURE: tenure_days(frame, dataset, as_of)}
     flags = drift.unseen_flags(dataset, frame["customer_id"].to_numpy(), as_of, specs)
     columns |= {UNSEEN + name: values for name, values in flags.items()}
     frame = frame.assign(**columns)
@@ -161,7 +162,7 @@ def customer_context(
 def _context(whole: pd.DataFrame, extra: Sequence[FeatureSpec]) -> Context:
     unseen = {c[len(UNSEEN) :]: whole[c].to_numpy(dtype=bool) for c in whole.columns if c.startswith(UNSEEN)}
     names = [spec.name for spec in extra]
-    return Context(whole["tenure_days"].to_numpy(dtype=float), unseen, whole[names].reset_index(drop=True))
+    return Context(whole[TENURE].to_numpy(dtype=float), unseen, whole[names].reset_index(drop=True))
 
 
 def scored_held_partition(
