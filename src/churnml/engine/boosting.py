@@ -72,8 +72,12 @@ def train_on_parts(
     return _boost(engine, untrained, params, rounds, list(inputs))
 
 
-def _labeled_at(part: pd.DataFrame, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
-    return part.loc[part["label"].notna() & part["cutoff"].isin(cutoffs)].reset_index(drop=True)
+def _labeled_at(part: pd.DataFrame, cutoffs: Sequence[pd.Timestamp] | None) -> pd.DataFrame:
+    """``part``'s labeled rows (at ``cutoffs`` when given), numbered from 0."""
+    keep = part["label"].notna()
+    if cutoffs is not None:
+        keep &= part["cutoff"].isin(cutoffs)
+    return part.loc[keep].reset_index(drop=True)
 
 
 def model_inputs(
@@ -81,10 +85,7 @@ def model_inputs(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """The model's input columns (numbers as float32, what XGBoost stores) and labels of ``part``'s
     labeled rows (at ``cutoffs`` when given)."""
-    keep = part["label"].notna()
-    if cutoffs is not None:
-        keep &= part["cutoff"].isin(cutoffs)
-    x, y = untrained.xy(part.loc[keep])
+    x, y = untrained.xy(_labeled_at(part, cutoffs))
     numbers = [column.name for column in untrained.columns if column.dtype != "category"]
     return x.astype(dict.fromkeys(numbers, np.float32)), pd.Series(y, name="label", index=x.index)
 
@@ -154,7 +155,6 @@ def predict_parts(
 def _predicted(
     part: pd.DataFrame, model: ChurnModel, cutoffs: list[pd.Timestamp], columns: list[str]
 ) -> pd.DataFrame:
-    rows = part.loc[part["label"].notna() & part["cutoff"].isin(cutoffs)]
+    rows = _labeled_at(part, cutoffs)
     probability = model.predict_proba(rows) if len(rows) else np.empty(0)
-    keys = ["customer_id", "cutoff", "label", *columns]
-    return rows[keys].assign(probability=probability).reset_index(drop=True)
+    return rows[["customer_id", "cutoff", "label", *columns]].assign(probability=probability)

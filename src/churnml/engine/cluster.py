@@ -54,22 +54,15 @@ class DaskEngine:
     def map(self, step: Callable[..., T], parts: Iterable[Any], *shared: Any, name: str = "step") -> list[T]:
         """``[step(part, *shared) for part in parts]`` on the workers; a part may be a result that
         :meth:`keep` left on a worker, and the step then runs where it lies."""
-        from distributed import as_completed
-
         futures = self._submit(step, parts, shared, name)
         # Each result comes here as soon as it is done and is let go on the worker: a worker holds the
         # partitions it is working on, not every result it has made (40 training-set parts of 25,000
         # customers each pushed 3 GiB workers past their limit at 1M customers).
         position = {future.key: k for k, future in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
-        with (
-            self._cancelled_on_error(futures),
-            progress_bar(name, len(futures), self.config.progress) as update,
-        ):
-            for done, future in enumerate(as_completed(futures), 1):
-                results[position[future.key]] = future.result()
-                future.release()
-                update(done)
+        for future in self._finished(futures, name):
+            results[position[future.key]] = future.result()
+            future.release()
         del futures
         return results
 
@@ -79,28 +72,27 @@ class DaskEngine:
         """:meth:`map`, but each result stays on the worker that made it: its future, in part order, for
         later steps (``map``/``keep`` take them as parts), gone when the last reference to it is. What
         leaves a training set out of core on the workers (``churnml.features.training_set``)."""
-        from distributed import as_completed
-
         futures = self._submit(step, parts, shared, name)
-        with (
-            self._cancelled_on_error(futures),
-            progress_bar(name, len(futures), self.config.progress) as update,
-        ):
-            for done, future in enumerate(as_completed(futures), 1):
-                if future.status == "error":
-                    future.result()  # raises the step's own exception here
-                update(done)
+        for _ in self._finished(futures, name):
+            pass
         return futures
 
-    @contextmanager
-    def _cancelled_on_error(self, futures: list[Any]) -> Iterator[None]:
-        """When one task fails, the others are cancelled (those not started never run) before the error
-        goes on: a failed step does not keep the cluster busy, nor write after its caller gave up."""
-        try:
-            yield
-        except BaseException:
-            self.client.cancel(futures)
-            raise
+    def _finished(self, futures: list[Any], name: str) -> Iterator[Any]:
+        """Each future as it finishes, with a progress bar. The first that failed raises its step's error
+        here, after the others are cancelled (those not started never run): a failed step does not keep
+        the cluster busy, nor write after its caller gave up."""
+        from distributed import as_completed
+
+        with progress_bar(name, len(futures), self.config.progress) as update:
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    if future.status == "error":
+                        future.result()
+                    yield future
+                    update(done)
+            except BaseException:
+                self.client.cancel(futures)
+                raise
 
     def _submit(
         self, step: Callable[..., Any], parts: Iterable[Any], shared: tuple[Any, ...], name: str

@@ -146,19 +146,6 @@ def context_frame(
     return pd.concat([frame, built[[spec.name for spec in extra]].reset_index(drop=True)], axis=1)
 
 
-def customer_context(
-    dataset: Dataset,
-    frame: pd.DataFrame,
-    as_of: pd.Timestamp,
-    specs: Sequence[FeatureSpec],
-    extra: Sequence[FeatureSpec],
-    features: FeatureConfig,
-) -> Context:
-    """The :class:`Context` of the scored customers (``frame``'s)."""
-    whole = context_frame(dataset, frame["customer_id"].to_numpy(), as_of, specs, extra, features)
-    return _context(whole, extra)
-
-
 def _context(whole: pd.DataFrame, extra: Sequence[FeatureSpec]) -> Context:
     unseen = {c[len(UNSEEN) :]: whole[c].to_numpy(dtype=bool) for c in whole.columns if c.startswith(UNSEEN)}
     names = [spec.name for spec in extra]
@@ -195,7 +182,9 @@ def score_with_context(
     partition once for both, and only the scored customers' rows come back."""
     if not isinstance(data, Partitions):
         frame, probability = score_customers(engine, data, model, as_of, config)
-        return frame, probability, customer_context(data, frame, as_of, model.specs, extra, config.features)
+        customers = frame["customer_id"].to_numpy()
+        whole = context_frame(data, customers, as_of, model.specs, extra, config.features)
+        return frame, probability, _context(whole, extra)
     shared = (model, as_of, label_config(model, config), config.features, list(extra))
     pieces = engine.map(scored_held_partition, data.parts, data, *shared, name="score")
     frame, probability = _with_probability(concat_in_order([p[0] for p in pieces], ["customer_id"]), as_of)
