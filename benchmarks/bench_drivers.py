@@ -15,6 +15,12 @@ before the renewal), so beside it the benchmark prints the cause *forecast* at t
 everything the simulation knows then, hidden state included (``churn_forecast``: the most common cause
 over ``--futures`` simulated futures): how often even that names the true cause (the ceiling for any
 risk list), and how often the risk groups match it.
+
+And a **features ceiling**, a diagnostic no real business can run: a multiclass booster of the churn
+model's features fitted to the simulator's true causes (as groups) of the riskiest customers at the
+earlier cutoffs whose decisions are known, judged on the same at-risk list, plain and with each cause
+weighted by the inverse of its frequency (every cause counts alike). It shows how much of the true cause
+the features carry when the answers are known, which no grouping of SHAP contributions is told.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from churnml.config import load_config
 from churnml.data.simulate import churn_forecast, simulate
@@ -31,7 +39,9 @@ from churnml.features.training_set import build_training_set
 from churnml.pipelines import score, train
 from churnml.risk.explain import Explainer
 from churnml.risk.report import signal_importance
-from churnml.risk.risk_list import cause_confusion, load_playbook, true_causes
+from churnml.risk.risk_list import Playbook, cause_confusion, load_playbook, true_causes
+from churnml.training.model import ChurnModel
+from churnml.uplift.rows import scoring_rows
 
 TARGET_OVERALL = 0.75  # share of at-risk customers whose group names their true cause
 TARGET_PER_CAUSE = 0.50  # recall of every cause ...
@@ -63,7 +73,8 @@ def main() -> None:
     )
     sim = simulate(args.customers, args.months, args.seed, config.simulate.start)
     dataset = sim.to_dataset()
-    trained = train.run(config, training_set=build_training_set(dataset, config.labels, config.features))
+    training_set = build_training_set(dataset, config.labels, config.features)
+    trained = train.run(config, training_set=training_set)
     as_of = sim.end - pd.DateOffset(months=1)
     result = score.run(config, as_of=as_of, dataset=dataset)
 
@@ -114,9 +125,84 @@ def main() -> None:
         f"the forecast cause names the true cause for {ceiling:.1%} of these customers; the groups match the"
         f" forecast cause for {(on_forecast['risk_group'] == on_forecast['forecast']).mean():.1%}"
     )
+    at_risk = result.risk_list.loc[result.risk_list["at_risk"], ["customer_id", "risk_group"]]
+    judged = at_risk.merge(causes, on="customer_id")
+    expected = judged["true_cause"].map(playbook.cause_groups()).to_numpy()
+    share = float(result.risk_list["at_risk"].mean())
+    x = model.prepare(
+        scoring_rows(dataset, config.features, model.specs, judged[["customer_id"]].assign(cutoff=as_of))
+    )
+    print(
+        f"\nfeatures ceiling (a classifier of the model's features fitted to the true causes of the riskiest"
+        f" {2 * share:.0%} at each earlier cutoff; the {len(judged):,} at-risk customers above):"
+    )
+    for balanced in (False, True):
+        classes, booster = fit_cause_classifier(
+            training_set.frame,
+            model,
+            sim.truth,
+            as_of,
+            config.labels.horizon_days,
+            2 * share,
+            playbook,
+            args.seed,
+            balanced,
+            config.model.nthread,
+        )
+        named = np.asarray(classes, dtype=object)[
+            booster.predict(xgb.DMatrix(x, enable_categorical=True)).argmax(1)
+        ]
+        hits = pd.Series(named == expected).groupby(expected).agg(["mean", "size"])
+        print(
+            f"  {'causes weighted alike' if balanced else 'plain'}: {np.mean(named == expected):.1%} overall; "
+            + ", ".join(f"{group} {row['mean']:.0%} of {int(row['size'])}" for group, row in hits.iterrows())
+        )
     importance = signal_importance(result.explained, Explainer.of(trained.model, {}), playbook)
     print("\ntop global drivers (random sample of all scored customers):")
     print(importance.head(10)[["signal", "risk_group", "mean_abs_shap"]].to_string(index=False))
+
+
+def fit_cause_classifier(
+    frame: pd.DataFrame,
+    model: ChurnModel,
+    truth: pd.DataFrame,
+    as_of: pd.Timestamp,
+    horizon_days: int,
+    share: float,
+    playbook: Playbook,
+    seed: int,
+    balanced: bool,
+    nthread: int,
+) -> tuple[list[str], xgb.Booster]:
+    """A booster of ``model``'s features fitted to the true cause's group of the riskiest ``share`` (by
+    ``model``) at each cutoff of the training-set ``frame`` whose horizon ends by ``as_of``.
+    ``balanced``: each cause weighted by the inverse of its rows, so every cause counts alike."""
+    frame = frame.loc[frame["cutoff"] + pd.Timedelta(days=horizon_days) <= as_of].reset_index(drop=True)
+    frame = frame.assign(p=model.predict_proba(frame))
+    parts = []
+    for cutoff, rows in frame.groupby("cutoff"):
+        riskiest = rows.loc[rows["p"] >= rows["p"].quantile(1 - share)]
+        cause = true_causes(truth, cutoff, horizon_days).set_index("customer_id")["true_cause"]
+        parts.append(riskiest.assign(group=riskiest["customer_id"].map(cause).map(playbook.cause_groups())))
+    rows = pd.concat(parts, ignore_index=True).dropna(subset=["group"])
+    classes = sorted(rows["group"].unique())
+    label = rows["group"].map({name: k for k, name in enumerate(classes)}).to_numpy()
+    counts = rows["group"].map(rows["group"].value_counts()).to_numpy(dtype=float)
+    weight = len(rows) / (len(classes) * counts) if balanced else None  # mean 1: min_child_weight as is
+    params = {
+        "objective": "multi:softprob",
+        "num_class": len(classes),
+        "max_depth": 4,
+        "learning_rate": 0.05,
+        "min_child_weight": 5,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "tree_method": "hist",
+        "seed": seed,
+        "nthread": nthread,
+    }
+    data = xgb.DMatrix(model.prepare(rows), label=label, weight=weight, enable_categorical=True)
+    return classes, xgb.train(params, data, num_boost_round=300)
 
 
 def _recall(groups: pd.Series, expected: pd.Series) -> pd.DataFrame:
