@@ -56,8 +56,13 @@ def _print_version(requested: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that run as one process in the foreground: they reuse freed memory (churnml.allocation).
+LONG_RUNNING = frozenset({"serve"})
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
     version: Annotated[
         bool,
@@ -69,6 +74,12 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if ctx.invoked_subcommand not in LONG_RUNNING:
+        from churnml.allocation import reuse_freed_blocks
+
+        changed = reuse_freed_blocks()
+        if changed:
+            logging.getLogger("churnml.allocation").info("batch process: %s", ", ".join(changed))
 
 
 @app.command("config")
