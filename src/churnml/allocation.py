@@ -102,5 +102,5 @@ def _glibc() -> bool:
     """Whether this process runs on glibc (mallopt's parameters are glibc's; musl has none)."""
     try:
         return bool(os.confstr("CS_GNU_LIBC_VERSION"))
-    except (ValueError, OSError):  # the name is unknown off glibc
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or the name unknown off glibc
         return False
