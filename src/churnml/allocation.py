@@ -14,9 +14,9 @@ Values never change; only where the memory comes from. An explicit ``NUMPY_MADVI
 :func:`reuse_freed_blocks` is a third setting, for the ``churnml`` command's batch steps only (not on
 import, not for Dask workers or the service): glibc hands blocks above its mmap threshold (32 MiB at
 most, by default) back to the kernel when they are freed, so the next array of that size faults every
-page in again, zeroed. On bench_features' dense business (7 M events) that was 1.1-1.4 s of the
-command's 2.8-3.3 s; reusing freed blocks up to 64 MiB made it 2.5-2.7 s. docs/features.md has the
-figures, at 100,000 customers too.
+page in again, zeroed. On bench_features' dense business (7 M events) the command took 2.90-3.21 s
+with glibc's defaults and 2.59-2.95 s reusing freed blocks up to 64 MiB (six runs each, alternated).
+docs/features.md has the figures, at 100,000 customers too.
 """
 
 from __future__ import annotations
@@ -81,20 +81,22 @@ def reuse_freed_blocks(
     instead of returning them to the kernel, and at most ``trim_threshold`` free bytes at its top.
 
     For one batch process that builds and drops many arrays of tens of MB (7 M events of 8 bytes):
-    each fresh one otherwise faults in and zeroes every page. Not set on import and not put in the
+    each fresh one otherwise faults in and zeroes every page. Called by the ``churnml`` command in its
+    own process (``cli.run``), not where ``app`` is embedded; not set on import and not put in the
     environment: a Dask worker's freed memory should go back to the kernel (its nanny lowers the trim
     threshold for that reason), and so should a long-running service's. Only on glibc; left alone
     where the user set glibc's own variables. Returns the settings changed."""
     if any(name in os.environ for name in MALLOC_ENVIRONMENT) or not _glibc():
         return []
     libc = ctypes.CDLL(None)
-    changed = []
-    for name, parameter, value in (
-        ("mmap_threshold", M_MMAP_THRESHOLD, mmap_threshold),
-        ("trim_threshold", M_TRIM_THRESHOLD, trim_threshold),
-    ):
-        if libc.mallopt(parameter, value) == 1:  # mallopt returns 1 on success
-            changed.append(f"malloc {name}={value}")
+    # The mmap threshold first: older glibc refuses one above HEAP_MAX_SIZE / 2 (32 MiB), and a trim
+    # threshold set alone would switch off its dynamic mmap threshold, leaving it at 128 KiB (every
+    # array above that faulted in afresh: worse than the default). So nothing without the first.
+    if libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) != 1:  # mallopt returns 1 on success
+        return []
+    changed = [f"malloc mmap_threshold={mmap_threshold}"]
+    if libc.mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1:
+        changed.append(f"malloc trim_threshold={trim_threshold}")
     return changed
 
 

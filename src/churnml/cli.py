@@ -56,8 +56,9 @@ def _print_version(requested: bool) -> None:
         raise typer.Exit()
 
 
-# Commands that run as one process in the foreground: they reuse freed memory (churnml.allocation).
+# Commands that keep a process running (the service): they leave glibc's memory settings alone.
 LONG_RUNNING = frozenset({"serve"})
+OWN_PROCESS = "own_process"  # in the context's obj when the churnml command runs (``run``), not an embedding
 
 
 @app.callback()
@@ -74,7 +75,10 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if ctx.invoked_subcommand not in LONG_RUNNING:
+    own_process = isinstance(ctx.obj, dict) and ctx.obj.get(OWN_PROCESS, False)
+    if own_process and ctx.invoked_subcommand not in LONG_RUNNING:
+        # A batch step in a process of its own: reuse freed blocks (churnml.allocation). Not where
+        # ``app`` is embedded (a test's CliRunner, a notebook), whose process is the caller's.
         from churnml.allocation import reuse_freed_blocks
 
         changed = reuse_freed_blocks()
@@ -740,5 +744,10 @@ def demo(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
     )
 
 
+def run() -> None:
+    """The ``churnml`` command (the console script): ``app`` in a process of its own."""
+    app(obj={OWN_PROCESS: True})
+
+
 if __name__ == "__main__":
-    app()
+    run()
