@@ -736,22 +736,37 @@ def compute(
     for spec in specs:
         if spec.aggregate not in AGGREGATES:
             raise ValueError(f"feature {spec.name!r}: unknown aggregate {spec.aggregate!r}")
-    ctx = _Context(dataset, ids, codes[order], t_ns[order], types)
+    sorted_codes, sorted_t = codes[order], t_ns[order]
+    clock = _clock(dataset, sorted_t, len(ids) + 1)
     out: dict[str, np.ndarray] = {}
-    for start in range(0, max(len(order), 1), batch_size):
-        rows = slice(start, start + batch_size)
-        batch = ctx.batch(rows)
-        for spec in specs:
-            found = (
-                AGGREGATES[spec.aggregate](batch, spec)
-                if _available(batch, spec)
-                else _missing(spec, len(batch.t))
-            )
-            if spec.name not in out:
-                out[spec.name] = np.empty(len(order), dtype=found.dtype)
-            out[spec.name][order[rows] if not in_order else rows] = found
-        del batch
+    for table_specs in _by_table(dataset, specs):
+        # What is cached of one table's data lives while its specs are computed, then goes: the largest
+        # table first, while few outputs are written (the peak is its caches plus the outputs so far).
+        ctx = _Context(dataset, ids, sorted_codes, sorted_t, types, clock)
+        for start in range(0, max(len(order), 1), batch_size):
+            rows = slice(start, start + batch_size)
+            batch = ctx.batch(rows)
+            for spec in table_specs:
+                found = (
+                    AGGREGATES[spec.aggregate](batch, spec)
+                    if _available(batch, spec)
+                    else _missing(spec, len(batch.t))
+                )
+                if spec.name not in out:
+                    out[spec.name] = np.empty(len(order), dtype=found.dtype)
+                out[spec.name][order[rows] if not in_order else rows] = found
+            del batch
+        del ctx
     return out
+
+
+def _by_table(dataset: Dataset, specs: Sequence[FeatureSpec]) -> list[list[FeatureSpec]]:
+    """Specs grouped by their table, the table with the most rows first (spec order kept within)."""
+    groups: dict[str, list[FeatureSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.table, []).append(spec)
+    size = {name: len(frame) for name, frame in dataset.tables.items()}
+    return [groups[t] for t in sorted(groups, key=lambda t: -size.get(t, 0))]  # stable: ties keep order
 
 
 def _cutoff_columns(cutoffs: pd.DataFrame) -> tuple[pd.Series, np.ndarray]:
