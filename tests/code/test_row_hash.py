@@ -60,3 +60,20 @@ def test_non_native_byte_order_hashes_as_pandas():
         {"amount": np.array([np.nan, -0.0, 1.5], dtype=">f8"), "n": np.array([1, -2, 3], ">i8")}
     )
     assert np.array_equal(row_hashes(frame), pd.util.hash_pandas_object(frame, index=False).to_numpy())
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 1000, 1 << 20])
+def test_fingerprint_hashed_in_chunks_is_the_sum_of_every_rows_hash(rows_per_chunk):
+    """The fingerprint hashes a table a chunk of rows at a time (bounded memory beside the feature
+    build): any chunk size gives the sum of pandas' hash of every row, as recorded fingerprints have."""
+    from churnml.data.dataset import Dataset, combine_fingerprints
+
+    frame = _every_kind(1000)
+    dataset = Dataset(tables={"events": frame}, end=pd.Timestamp("2026-01-01"))
+    columns, rows, total = dataset.fingerprint_parts(rows_per_chunk)["events"]
+    expected = pd.util.hash_pandas_object(frame, index=False).to_numpy().sum(dtype=np.uint64)
+    assert (columns, rows, total) == (",".join(frame.columns), 1000, int(expected))
+    assert (
+        combine_fingerprints(dataset.end, [dataset.fingerprint_parts(rows_per_chunk)])
+        == dataset.fingerprint()
+    )

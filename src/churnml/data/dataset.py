@@ -6,10 +6,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from churnml.data.row_hash import row_hashes
 from churnml.errors import DataWarning
+
+FINGERPRINT_CHUNK_ROWS = 1 << 20  # rows hashed at a time: temporaries of about 8 MB per array
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,25 @@ class Dataset:
         """Content hash of all tables and the end date: identical data gives an identical string."""
         return combine_fingerprints(self.end, [self.fingerprint_parts()])
 
-    def fingerprint_parts(self) -> dict[str, tuple[str, int, int]]:
+    def fingerprint_parts(
+        self, rows_per_chunk: int = FINGERPRINT_CHUNK_ROWS
+    ) -> dict[str, tuple[str, int, int]]:
         """Per table: its columns, its rows and the sum (modulo 2**64) of its rows' hashes. Sums of
         customer partitions add up to the whole data's, so workers that each hold one partition give
         the fingerprint of the whole (:func:`combine_fingerprints`) without it being in one place. A
-        table's rows are in a canonical order (customer, time), so a sum loses nothing that matters."""
+        table's rows are in a canonical order (customer, time), so a sum loses nothing that matters.
+
+        Hashed ``rows_per_chunk`` rows at a time (a row's hash is its own, the sum the same): the
+        hashes' temporaries of 23 M events were 1.1 GB, held beside the feature build the fingerprint
+        runs next to."""
         parts = {}
         for name, frame in self.tables.items():
-            hashes = row_hashes(frame)  # pandas' hash_pandas_object(frame, index=False), in place
-            parts[name] = (",".join(map(str, frame.columns)), len(frame), int(hashes.sum(dtype="uint64")))
+            total = 0
+            for start in range(0, len(frame), rows_per_chunk):
+                chunk = frame.iloc[start : start + rows_per_chunk]
+                chunk_sum = int(row_hashes(chunk).sum(dtype=np.uint64))  # pandas' hash_pandas_object
+                total = (total + chunk_sum) % 2**64
+            parts[name] = (",".join(map(str, frame.columns)), len(frame), total)
         return parts
 
     def subset(self, customer_ids) -> Dataset:
