@@ -99,8 +99,7 @@ def build_training_set_on_workers(
     """:func:`build_training_set` of the data the workers read themselves (``churnml.engine.sources``):
     the schedule and the catalogue come from the partitions' merged summaries, the same as from the
     whole data, and only the training rows come back."""
-    cutoffs = cutoff_dates(held.stand_in, labels.cutoffs)
-    specs = tuple(feature_catalogue(held.stand_in, features, held.kinds))
+    cutoffs, specs = _held_plan(held, labels, features)
     parts = engine.map(
         labeled_partition, held.parts, held, labels, features, cutoffs, specs, name="training-set"
     )
@@ -109,6 +108,16 @@ def build_training_set_on_workers(
         specs=specs,
         label_settings=label_settings(labels, cutoffs, held.end),
         fingerprint=held.fingerprint,
+    )
+
+
+def _held_plan(
+    held: Partitions, labels: LabelConfig, features: FeatureConfig
+) -> tuple[list[pd.Timestamp], tuple[FeatureSpec, ...]]:
+    """The cutoff schedule and the catalogue of data the workers hold, from the partitions' merged
+    summaries (the same as from the whole data)."""
+    return cutoff_dates(held.stand_in, labels.cutoffs), tuple(
+        feature_catalogue(held.stand_in, features, held.kinds)
     )
 
 
@@ -142,8 +151,7 @@ def keep_training_set_on_workers(
     client holds the cutoff and label columns only. With ``out_dir`` each worker also writes its parts
     as ``part-<k>.parquet`` (full precision, with the training set's metadata), swapped in as one
     directory: the partitioned training set a cluster job reads back (``dd.read_parquet``)."""
-    cutoffs = cutoff_dates(held.stand_in, labels.cutoffs)
-    specs = tuple(feature_catalogue(held.stand_in, features, held.kinds))
+    cutoffs, specs = _held_plan(held, labels, features)
     settings = label_settings(labels, cutoffs, held.end)
     metadata = _metadata(held.fingerprint, settings, specs, rows=None)  # each part says its own rows
     with ExitStack() as stack:

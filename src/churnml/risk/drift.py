@@ -257,9 +257,12 @@ def unseen_shares(
 ) -> dict[str, float]:
     """Per categorical feature: the share of ``customers`` whose rows before ``as_of`` (their customer
     record, any time) hold a value of a column the feature reads that is not a training category."""
-    return {
-        name: float(flags.mean()) for name, flags in unseen_flags(dataset, customers, as_of, specs).items()
-    }
+    return flagged_shares(unseen_flags(dataset, customers, as_of, specs))
+
+
+def flagged_shares(flags: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Per feature, the share of customers flagged (:func:`unseen_flags`, or a scoring run's gathered)."""
+    return {name: float(values.mean()) for name, values in flags.items()}
 
 
 def unseen_flags(

@@ -118,7 +118,7 @@ class Context:
     extra: pd.DataFrame
 
     def unseen_shares(self) -> dict[str, float]:
-        return {name: float(flags.mean()) for name, flags in self.unseen.items()}
+        return drift.flagged_shares(self.unseen)
 
 
 UNSEEN = "unseen:"  # prefix of the unseen flags' columns in a context frame
