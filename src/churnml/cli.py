@@ -254,6 +254,12 @@ def print_train_summary(result, config: Config, elapsed: float) -> None:
         f"({b['validation_rows']:,} rows, {b['validation_churners']:,} churners)   "
         f"test {b['test_cutoff']} ({b['test_rows']:,} rows)"
     )
+    if "cross_validation" in b and b["cross_validation"]["share"] < 1:
+        sample = b["cross_validation"]
+        console.print(
+            f"cross-validated on a sample of {sample['customers']:,} customers ({sample['rows']:,} rows, "
+            f"split.cv_customers); boosters fitted on every row, tested on every customer"
+        )
     if result.study is not None:
         trials = result.study.trials
         console.print(

@@ -284,6 +284,16 @@ class SplitConfig(_Model):
     train_cutoffs: int | None = Field(
         None, ge=1, description="Train on only this many most recent eligible cutoffs; None = all."
     )
+    cv_customers: int | None = Field(
+        None,
+        ge=20,
+        description="Cross-validate on a seeded sample of about this many customers (every row of each): "
+        "the search, the candidates' comparison, the calibrator's out-of-fold margins, the logistic "
+        "regression and the evaluation's baselines use their rows, while the boosters are fitted on every "
+        "row and tested on every customer of the test cutoff. On a Dask engine reading Parquet data the "
+        "workers then write the training set into output.dir and the client never holds it (out of "
+        "core). None = every customer.",
+    )
 
 
 class TuneConfig(_Model):

@@ -119,6 +119,12 @@ def test_engine_is_configured_like_any_other_setting() -> None:
         assert isinstance(local, LocalEngine)
 
 
+def test_the_workers_peak_memory_is_told_against_their_limits(engine: DaskEngine) -> None:
+    line = engine.describe_memory()
+    peaks = [float(p.split(" of ")[0]) for p in line.split(": ", 1)[1].split(", ")]
+    assert line.count(" of 2.00") == 2 and len(peaks) == 2 and all(0.05 < p < 2.0 for p in peaks)
+
+
 @pytest.fixture(scope="module")
 def model_dir(business: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real booster trained on the business's training set, saved as a model directory."""

@@ -454,3 +454,73 @@ def test_an_uplift_feature_named_tenure_days_does_not_clash_with_the_context_ten
         assert context.tenure_days.shape == (len(frame),)
         assert list(context.extra.columns) == ["tenure_days"]
         np.testing.assert_allclose(context.extra["tenure_days"], context.tenure_days, rtol=0, atol=1.0)
+
+
+def test_training_on_a_customer_sample_leaves_the_training_set_on_the_workers(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``churnml train`` with ``split.cv_customers`` on a Dask engine reading Parquet never gathers the
+    training set: the workers keep it (and write it per partition), the client cross-validates the
+    sampled customers' rows and tests every customer of the test cutoff, and the boosters are fitted on
+    every row by the workers. Same split, same cross-validation and, within float tolerance, the same
+    models and test figures as the local engine, which holds every row."""
+    from churnml.features.training_set import read_training_set
+    from churnml.pipelines import train
+
+    settings = [
+        "split.cv_customers=250",
+        "model.candidates=[xgboost_robust]",  # the regression is fitted on the sample alone
+        # no row or column sampling (the workers draw their own) and fine bins (the sketch is distributed)
+        "model.params={subsample: 1.0, colsample_bytree: 1.0, max_bin: 4096}",
+        "tracking.register_model=false",
+    ]
+    results = {}
+    for kind in ("local", "dask"):
+        run_config = _config(
+            data_dir,
+            tmp_path / kind,
+            f"engine.kind={kind}",
+            "engine.workers=2",
+            "engine.partitions=5",
+            *settings,
+        )
+        with monkeypatch.context() as patched:
+            if kind == "dask":
+                # no training set built in, or gathered to, the client
+                patched.setattr(features, "run", _never)
+                patched.setattr(features, "load_data", _never)
+            results[kind] = train.run(run_config)
+    local, dask = results["local"], results["dask"]
+    bounds = dask.split.boundaries
+    assert bounds == local.split.boundaries
+    assert 150 <= bounds["cross_validation"]["customers"] <= 350 < 600
+    assert len(dask.split.test) == bounds["test_rows"] and dask.split.test["customer_id"].is_unique
+    pd.testing.assert_frame_equal(dask.split.out_of_fold, local.split.out_of_fold, check_exact=True)
+    pd.testing.assert_frame_equal(dask.split.test, local.split.test, check_exact=True)
+    for mine, theirs in zip(dask.candidates, local.candidates, strict=True):
+        assert mine.name == theirs.name
+        np.testing.assert_array_equal(mine.margin, theirs.margin)  # the same rows, the same folds
+    for name, figures in local.candidate_tests.items():
+        assert dask.candidate_tests[name] == pytest.approx(figures, abs=1e-5)
+    assert dask.model.info["candidate"] == local.model.info["candidate"]
+    np.testing.assert_allclose(
+        dask.evaluation.model.probability, local.evaluation.model.probability, rtol=0, atol=1e-5
+    )
+    test = local.split.test
+    np.testing.assert_allclose(
+        dask.model.predict_proba(test), local.model.predict_proba(test), rtol=0, atol=1e-5
+    )
+    for name in ("logreg", "recency"):  # the baselines, fitted on the sample's rows
+        mine, theirs = dask.evaluation.reports[name].metrics, local.evaluation.reports[name].metrics
+        assert mine == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+    assert dask.candidate_tests["xgboost_robust"]["roc_auc"] > 0.6
+    # The booster saw every row: the evaluated one every development row, the shipped one every labeled.
+    assert dask.model.info["candidate"] == "xgboost_robust"
+    assert dask.evaluated.info["fit_rows"] == bounds["train_rows"]
+    assert dask.model.info["fit_rows"] == bounds["labeled_rows"] > bounds["cross_validation"]["rows"]
+    assert local.model.info["fit_rows"] == bounds["labeled_rows"]
+    # The training set the workers wrote is the local one, row for row.
+    written = read_training_set(features.training_set_dir(_config(data_dir, tmp_path / "dask")))
+    expected = read_training_set(features.training_set_dir(_config(data_dir, tmp_path / "local")))
+    pd.testing.assert_frame_equal(written.frame, expected.frame, check_exact=True)
+    assert written.specs == expected.specs and written.fingerprint == expected.fingerprint

@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from churnml.config import SplitConfig
 from churnml.errors import ChurnmlError
-from churnml.training.split import customer_fraction, fully_labeled_cutoffs, label_window_days, split_by_time
+from churnml.training.split import (
+    cross_validation_rows,
+    customer_fraction,
+    fully_labeled_cutoffs,
+    in_sample,
+    label_window_days,
+    sample_share,
+    sampled_split,
+    split_by_time,
+)
 
 SUBSCRIPTION = {"definition": "subscription", "horizon_days": 30, "grace_days": 7}
 
@@ -156,3 +165,55 @@ def test_no_label_window_crosses_a_boundary(
         assert (fold.train["cutoff"] + window <= validation).all()
     assert (split.development["cutoff"] + window <= test_cutoff).all()
     assert split.out_of_fold["cutoff"].isin(split.development["cutoff"]).all()
+
+
+def test_a_sampled_split_cross_validates_some_customers_and_tests_them_all() -> None:
+    """split.cv_customers: the folds, development and labeled rows are the sampled customers' (each with
+    every row of theirs), the test is every customer, the boundaries are the whole set's; and any part of
+    the data (a worker's partition) draws the same customers without seeing the rest."""
+    frame = frame_for(MONTHLY, customers=400, seed=3)
+    config = SplitConfig(folds=2)
+    full = split_by_time(frame, SUBSCRIPTION, config)
+    share = sample_share(frame["customer_id"].nunique(), 100)
+    assert share == 0.25 and sample_share(400, 400) == 1.0 and sample_share(400, None) == 1.0
+    test_cutoff = pd.Timestamp(full.boundaries["test_cutoff"])
+    rows = cross_validation_rows(frame, share, seed=7, test_cutoff=test_cutoff)
+    halves = [frame.iloc[: len(frame) // 2], frame.iloc[len(frame) // 2 :]]
+    by_part = pd.concat([cross_validation_rows(h, share, 7, test_cutoff) for h in halves], ignore_index=True)
+    pd.testing.assert_frame_equal(by_part, rows)
+
+    split = sampled_split(rows, full.boundaries, SUBSCRIPTION, config, share, seed=7)
+    sampled = set(rows.loc[rows["cutoff"] != test_cutoff, "customer_id"])
+    assert 70 <= len(sampled) <= 130  # about 100 of 400
+    for part in [split.development, split.labeled, *(f.train for f in split.folds), split.out_of_fold]:
+        assert set(part["customer_id"]) <= sampled
+        per_customer = part.groupby("customer_id")["cutoff"].nunique()
+        assert (per_customer == part["cutoff"].nunique()).all()  # every row of a sampled customer
+    pd.testing.assert_frame_equal(split.test, full.test)
+    assert split.boundaries == {
+        **full.boundaries,
+        "validation_rows": len(split.out_of_fold),
+        "validation_churners": int(split.out_of_fold["label"].sum()),
+        "cross_validation": {"share": 0.25, "customers": len(sampled), "rows": len(split.labeled)},
+    }
+    assert set(split.labeled["cutoff"]) == set(full.labeled["cutoff"])
+    chosen = full.development["customer_id"].isin(sampled)
+    pd.testing.assert_frame_equal(split.development, full.development.loc[chosen].reset_index(drop=True))
+    others = [customer_fraction(frame["customer_id"], s) < share for s in (7, 8)]  # seed, seed + 1 draws
+    mine = in_sample(frame["customer_id"], share, 7)
+    assert all((mine != other).any() for other in others)
+    # A sample that misses a cutoff the whole set's folds use is refused, not silently re-split.
+    gap = rows.loc[rows["cutoff"] != pd.Timestamp(full.boundaries["validation_cutoffs"][0])]
+    with pytest.raises(ChurnmlError, match=r"split\.cv_customers=100\) is too small"):
+        sampled_split(
+            gap, full.boundaries, SUBSCRIPTION, config.model_copy(update={"cv_customers": 100}), share, 7
+        )
+    other = sampled_split(
+        cross_validation_rows(frame, share, 8, test_cutoff),
+        full.boundaries,
+        SUBSCRIPTION,
+        config,
+        share,
+        seed=8,
+    )
+    assert set(other.labeled["customer_id"]) != sampled  # the seed draws them

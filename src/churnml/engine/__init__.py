@@ -99,3 +99,8 @@ def open_engine(
     with dask_engine(config) as dask:
         (announce or log.info)(dask.describe())
         yield dask
+        if log.isEnabledFor(logging.INFO):
+            try:
+                log.info(dask.describe_memory())
+            except Exception as exc:
+                log.info("workers' peak memory not known: %s", exc)

@@ -16,10 +16,13 @@ into a float matrix first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import xgboost as xgb
 
 from churnml.engine import concat_in_order
@@ -27,6 +30,7 @@ from churnml.engine.cluster import DaskEngine
 from churnml.engine.partition import split_frame
 from churnml.errors import ChurnmlError
 from churnml.training.model import ChurnModel
+from churnml.training.tune import fitted
 
 DEFAULT_MAX_BIN = 256  # XGBoost's
 
@@ -45,14 +49,19 @@ def train_on_cluster(
 
 
 def keep_model_inputs(
-    engine: DaskEngine, untrained: ChurnModel, parts: Sequence[Any], cutoffs: Sequence[pd.Timestamp]
+    engine: DaskEngine,
+    untrained: ChurnModel,
+    parts: Sequence[Any],
+    cutoffs: Sequence[pd.Timestamp],
+    read: bool = False,
 ) -> list[Any]:
     """The model's inputs (:func:`model_inputs`) of the labeled rows at ``cutoffs`` of a training set the
-    workers hold (``parts``: futures of its partitions' rows), left where they are made: futures of
-    (features, labels), the partitions without such rows left out. Once they are made the caller may let
-    the parts go (the workers then hold the inputs alone while XGBoost trains)."""
+    workers hold (``parts``: futures of its partitions' rows; with ``read``, the paths of the part files
+    they wrote), left where they are made: futures of (features, labels), the partitions without such
+    rows left out. Once they are made the caller may let the parts go (the workers then hold the inputs
+    alone while XGBoost trains)."""
     wanted = [pd.Timestamp(c) for c in cutoffs]
-    inputs = engine.keep(model_inputs, parts, untrained, wanted, name="model-inputs")
+    inputs = engine.keep(file_inputs if read else model_inputs, parts, untrained, wanted, name="model-inputs")
     sizes = engine.map(_rows_of, inputs, name="model-inputs-rows")
     return [future for future, rows in zip(inputs, sizes, strict=True) if rows]
 
@@ -70,6 +79,41 @@ def train_on_parts(
     """:func:`train_on_cluster` of inputs the workers hold (:func:`keep_model_inputs`); nothing but the
     booster comes to the client."""
     return _boost(engine, untrained, params, rounds, list(inputs))
+
+
+@dataclass(frozen=True)
+class PartFiles:
+    """Every labeled row at ``cutoffs`` of a training set the workers wrote per partition (``files``,
+    ``part-<k>.parquet``), to fit boosters on when the client cross-validated a sample of its customers
+    (``churnml.training.tune.BoosterRows``); ``rows``: how many there are. Each fit reads the files
+    again where it runs, so that between fits the workers hold nothing of the training set."""
+
+    engine: DaskEngine
+    files: tuple[Path, ...]
+    cutoffs: tuple[pd.Timestamp, ...]
+    rows: int
+
+    def fit(self, untrained: ChurnModel, params: dict[str, Any], rounds: int, nthread: int) -> ChurnModel:
+        """The inputs read and made on the workers, the booster trained there, the inputs let go."""
+        inputs = keep_model_inputs(self.engine, untrained, self.files, self.cutoffs, read=True)
+        read = sum(self.engine.map(_rows_of, inputs, name="model-inputs-rows"))
+        if read != self.rows:
+            raise ChurnmlError(
+                f"the training set's part files hold {read:,} labeled rows at {len(self.cutoffs)} cutoffs where "
+                f"its labels counted {self.rows:,}: was its folder changed during the run?"
+            )
+        booster = train_on_parts(self.engine, untrained, params, rounds, inputs)
+        del inputs  # the last reference: the workers let them go
+        return fitted(untrained, booster, rounds, params, nthread)
+
+
+def file_inputs(
+    path: Path, untrained: ChurnModel, cutoffs: Sequence[pd.Timestamp]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """:func:`model_inputs` of a part file's rows at ``cutoffs``, reading only the model's columns."""
+    columns = ["cutoff", "label", *untrained.feature_names]
+    table = pq.read_table(path, columns=columns, filters=[("cutoff", "in", list(cutoffs))])
+    return model_inputs(table.to_pandas(), untrained, cutoffs)
 
 
 def _labeled_at(part: pd.DataFrame, cutoffs: Sequence[pd.Timestamp] | None) -> pd.DataFrame:

@@ -127,6 +127,16 @@ class DaskEngine:
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         return {address: (peaks[address], info[address].get("memory_limit") or None) for address in peaks}
 
+    def describe_memory(self) -> str:
+        """The workers' peak memory against their limits, one line (``churnml -v`` logs it after a run):
+        how close a run came to the limit, and so what the next size needs."""
+        gib = 2.0**30
+        peaks = [
+            f"{peak / gib:.2f}" + (f" of {limit / gib:.2f}" if limit else "")
+            for peak, limit in sorted(self.worker_memory().values(), key=lambda pair: pair[0])
+        ]
+        return f"workers' peak memory (GiB, since each worker started): {', '.join(peaks)}"
+
     def describe(self) -> str:
         where = self.config.scheduler or "LocalCluster"
         parts = self.config.partitions or (

@@ -20,6 +20,7 @@ from churnml.config import FeatureConfig, LabelConfig
 from churnml.data.dataset import Dataset
 from churnml.engine import Engine, LocalEngine, concat_in_order
 from churnml.engine.sources import Partitions
+from churnml.errors import ChurnmlError
 from churnml.features import FeatureSpec, build_features, feature_catalogue
 from churnml.features.labels import LabelTimes, cutoff_dates, label_settings, make_label_times
 
@@ -121,6 +122,16 @@ def _held_plan(
     )
 
 
+def _parts_plan(
+    held: Partitions, labels: LabelConfig, features: FeatureConfig
+) -> tuple[list[pd.Timestamp], tuple[FeatureSpec, ...], dict[str, Any], dict[str, Any]]:
+    """:func:`_held_plan`, the label settings and the metadata of each part file (which says its own
+    rows)."""
+    cutoffs, specs = _held_plan(held, labels, features)
+    settings = label_settings(labels, cutoffs, held.end)
+    return cutoffs, specs, settings, _metadata(held.fingerprint, settings, specs, rows=None)
+
+
 @dataclass(frozen=True)
 class TrainingParts:
     """A training set left on the workers (out of core): one part per customer partition, each a future of
@@ -151,9 +162,7 @@ def keep_training_set_on_workers(
     client holds the cutoff and label columns only. With ``out_dir`` each worker also writes its parts
     as ``part-<k>.parquet`` (full precision, with the training set's metadata), swapped in as one
     directory: the partitioned training set a cluster job reads back (``dd.read_parquet``)."""
-    cutoffs, specs = _held_plan(held, labels, features)
-    settings = label_settings(labels, cutoffs, held.end)
-    metadata = _metadata(held.fingerprint, settings, specs, rows=None)  # each part says its own rows
+    cutoffs, specs, settings, metadata = _parts_plan(held, labels, features)
     with ExitStack() as stack:
         folder = None if out_dir is None else stack.enter_context(io.atomic_dir(Path(out_dir)))
         shared = (held, labels, features, cutoffs, specs, folder, metadata)
@@ -182,12 +191,81 @@ def kept_partition(
     """Partition ``k``'s training rows, written to ``folder`` when given, with float32 features."""
     frame = labeled_partition(k, held, labels, features, cutoffs, specs)
     if folder is not None:
-        # Into the client's temp folder only: once the run failed and removed it, a task still running
-        # (cancelled, but a running task finishes) gets an error rather than making the folder again.
-        target = folder / f"part-{k:05d}.parquet"
-        io.write_parquet(target, frame, metadata=metadata | {"rows": len(frame)}, make_parent=False)
+        _write_part(folder, k, frame, metadata)
     numbers = [spec.name for spec in specs if spec.dtype == "float64"]
     return frame.astype(dict.fromkeys(numbers, "float32"))
+
+
+@dataclass(frozen=True)
+class WrittenParts:
+    """A training set the workers built and wrote per partition and keep nothing of (out of core):
+    ``files`` (``part-<k>.parquet``, full precision, rows in (cutoff, customer) order, partitions without
+    rows left out), the whole set's cutoff and label columns (``labels``, gathered: enough to split it
+    out of time) and how many customers it has."""
+
+    files: tuple[Path, ...]
+    specs: tuple[FeatureSpec, ...]
+    label_settings: dict[str, Any]
+    fingerprint: str
+    labels: pd.DataFrame
+    customers: int
+
+
+def write_training_set_on_workers(
+    held: Partitions, labels: LabelConfig, features: FeatureConfig, engine: Any, out_dir: str | Path
+) -> WrittenParts:
+    """:func:`build_training_set_on_workers`, but each worker writes its parts to ``out_dir`` (swapped in
+    as one directory, which the workers must reach: a LocalCluster's, or shared storage) and lets them
+    go; only each part's cutoff and label columns and customer count come back. What
+    ``churnml train`` reads again, part by part, when the client cannot hold the set."""
+    cutoffs, specs, settings, metadata = _parts_plan(held, labels, features)
+    out_dir = Path(out_dir)
+    with io.atomic_dir(out_dir) as folder:
+        shared = (held, labels, features, cutoffs, specs, folder, metadata)
+        summaries = engine.map(written_partition, held.parts, *shared, name="training-set")
+    return WrittenParts(
+        files=tuple(
+            out_dir / f"part-{k:05d}.parquet" for k, (_, customers) in enumerate(summaries) if customers
+        ),
+        specs=specs,
+        label_settings=settings,
+        fingerprint=held.fingerprint,
+        labels=pd.concat([columns for columns, _ in summaries], ignore_index=True),
+        customers=sum(customers for _, customers in summaries),
+    )
+
+
+def written_partition(
+    k: int,
+    held: Partitions,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    cutoffs: list[pd.Timestamp],
+    specs: Sequence[FeatureSpec],
+    folder: Path,
+    metadata: dict[str, Any],
+) -> tuple[pd.DataFrame, int]:
+    """Partition ``k``'s training rows written to ``folder`` (none when it has no rows): its cutoff and
+    label columns and customer count."""
+    frame = labeled_partition(k, held, labels, features, cutoffs, specs)
+    if len(frame):
+        _write_part(folder, k, frame, metadata)
+    return frame[["cutoff", "label"]], int(frame["customer_id"].nunique())
+
+
+def _write_part(folder: Path, k: int, frame: pd.DataFrame, metadata: dict[str, Any]) -> None:
+    """Into the client's temp folder only: once the run failed and removed it, a task still running
+    (cancelled, but a running task finishes) gets an error rather than making the folder again; a
+    worker that cannot reach the folder at all is told so."""
+    target = folder / f"part-{k:05d}.parquet"
+    try:
+        io.write_parquet(target, frame, metadata=metadata | {"rows": len(frame)}, make_parent=False)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise ChurnmlError(
+            f"a worker cannot write the training set to {folder.parent} ({exc}): the workers write it "
+            "where the client's output.dir is, so on a remote cluster output.dir must be on storage they "
+            "share"
+        ) from None
 
 
 def _label_columns(part: pd.DataFrame) -> pd.DataFrame:
@@ -244,13 +322,19 @@ def write_training_set(training_set: TrainingSet, out_dir: str | Path) -> Path:
 
 
 def read_training_set(path: str | Path) -> TrainingSet:
-    """Read a training set written by :func:`write_training_set` (a file or its directory)."""
+    """Read a training set written by :func:`write_training_set` (a file or its directory), or the
+    partitioned one the workers write (:func:`keep_training_set_on_workers`: its rows in the same
+    order)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / TRAINING_SET_FILE
-    metadata = io.read_parquet_metadata(path)
+    parts = sorted(path.glob("part-*.parquet")) if path.is_dir() else []
+    if path.is_dir() and not (path / TRAINING_SET_FILE).exists() and parts:
+        metadata = io.read_parquet_metadata(parts[0])
+        frame = concat_in_order([pd.read_parquet(part) for part in parts], ["cutoff", "customer_id"])
+    else:
+        path = path / TRAINING_SET_FILE if path.is_dir() else path
+        metadata = io.read_parquet_metadata(path)
+        frame = pd.read_parquet(path)
     specs = tuple(FeatureSpec.from_dict(spec) for spec in metadata["features"])
-    frame = pd.read_parquet(path)
     return TrainingSet(
         frame=frame, specs=specs, label_settings=metadata["labels"], fingerprint=metadata["data_fingerprint"]
     )

@@ -89,14 +89,16 @@ def run(
     base_dir: Path | None = None,
     announce: Callable[[str], None] | None = None,
     engine: Engine | None = None,
+    on_workers: bool = True,
 ) -> FeaturesResult:
     """Load, build and write the training set: on ``engine`` when a caller holds one open, else on
-    ``config.engine`` opened for this run (``announce`` hears where)."""
+    ``config.engine`` opened for this run (``announce`` hears where). ``on_workers=False``: load the
+    data here even where the workers could read it (a caller whose attempt came back empty)."""
     dataset = None
     with ExitStack() as stack:
         if engine is None:
             engine = stack.enter_context(open_engine(config.engine, config.model.nthread, announce))
-        held = read_on_workers(config, base_dir, engine, stack)
+        held = read_on_workers(config, base_dir, engine, stack) if on_workers else None
         if held is not None:
             training_set = build_training_set_on_workers(held, config.labels, config.features, engine)
         else:

@@ -13,7 +13,9 @@ carries the test cutoff's reference profile, what scoring measures drift against
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,10 @@ import pandas as pd
 
 from churnml import __version__, io, ownership
 from churnml.config import Config
-from churnml.engine import Engine, open_engine
-from churnml.features.training_set import TrainingSet
+from churnml.engine import Engine, concat_in_order, open_engine
+from churnml.engine.boosting import PartFiles
+from churnml.engine.cluster import DaskEngine
+from churnml.features.training_set import TrainingSet, write_training_set_on_workers
 from churnml.pipelines import features, review
 from churnml.risk import drift
 from churnml.training.calibrate import Calibrator, fit_calibrator
@@ -42,11 +46,20 @@ from churnml.training.mlflow_model import log_model
 from churnml.training.model import ChurnModel
 from churnml.training.refit import comparable_model, labels_end, labels_end_of, refit_calibration_set
 from churnml.training.registry import Decision, register_and_decide
-from churnml.training.split import Split, split_by_time
+from churnml.training.split import (
+    Split,
+    cross_validation_part,
+    cross_validation_rows,
+    sample_share,
+    sampled_split,
+    split_by_time,
+)
 from churnml.training.tracking import TrialLogger, log_inputs, log_study, session
-from churnml.training.tune import CVData, booster_params, study_name, tune
+from churnml.training.tune import BoosterRows, CVData, FrameRows, booster_params, study_name, tune
 
 __all__ = ["TrainResult", "labels_end_of", "run", "train_dir"]
+
+log = logging.getLogger(__name__)
 
 HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_top10", "best_profit", "best_fraction")
 
@@ -82,13 +95,53 @@ def run(
     the candidates' final boosters are trained by them (``xgboost.dask``); the best trial's
     cross-validation, the other candidates and calibration stay in this process. One engine serves
     both the training set and the boosters (a second LocalCluster would cost its start-up again)."""
-    with open_engine(config.engine, config.model.nthread, announce) as engine:
-        training_set = training_set or features.run(config, base_dir, engine=engine).training_set
+    with open_engine(config.engine, config.model.nthread, announce) as engine, ExitStack() as stack:
+        on_workers = True
+        if training_set is None and config.split.cv_customers is not None:
+            held = features.read_on_workers(config, base_dir, engine, stack)
+            if held is not None:  # out of core: the workers write the training set and keep nothing
+                assert isinstance(engine, DaskEngine)
+                labels, plan = _out_of_core(config, held, engine)
+                return _train(config, labels, engine, plan)
+            on_workers = False  # tried already: the data is loaded here
+        if training_set is None:
+            training_set = features.run(config, base_dir, engine=engine, on_workers=on_workers).training_set
         return _train(config, training_set, engine)
 
 
-def _train(config: Config, training_set: TrainingSet, engine: Engine) -> TrainResult:
-    split = split_by_time(training_set.frame, training_set.label_settings, config.split)
+# The out-of-time split, and where the boosters' rows are when cross-validation sees a sample of the
+# customers (split.cv_customers): the development and the labeled rows of every customer.
+Plan = tuple[Split, BoosterRows | None, BoosterRows | None]
+
+
+def _out_of_core(config: Config, held: Any, engine: DaskEngine) -> tuple[TrainingSet, Plan]:
+    """The training set built and written per partition by the workers, which keep nothing of it; the
+    client gathers its cutoff and label columns and the rows cross-validation reads (the sampled
+    customers' and the test cutoff's, from the files, at full precision), and the boosters read the
+    files again (``engine.boosting.PartFiles``). Returns the set's labels (as its frame) and the plan."""
+    directory = features.training_set_dir(config)
+    written = write_training_set_on_workers(held, config.labels, config.features, engine, directory)
+    settings = written.label_settings
+    bounds = split_by_time(written.labels, settings, config.split).boundaries
+    share = sample_share(written.customers, config.split.cv_customers)
+    test_cutoff = pd.Timestamp(bounds["test_cutoff"])
+    pieces = engine.map(cross_validation_part, written.files, share, config.seed, test_cutoff, name="cv-rows")
+    rows = concat_in_order(pieces, ["cutoff", "customer_id"])
+    split = sampled_split(rows, bounds, settings, config.split, share, config.seed)
+    del pieces, rows  # the split holds its own rows
+    files = written.files
+    development = PartFiles(engine, files, _cutoffs(bounds["train_cutoffs"]), bounds["train_rows"])
+    labeled = PartFiles(engine, files, _cutoffs(bounds["labeled_cutoffs"]), bounds["labeled_rows"])
+    labels = TrainingSet(written.labels, written.specs, settings, written.fingerprint)
+    return labels, (split, development, labeled)
+
+
+def _train(
+    config: Config, training_set: TrainingSet, engine: Engine, plan: Plan | None = None
+) -> TrainResult:
+    """The job on ``training_set`` (with a ``plan`` made out of core, its frame holds only the cutoff and
+    label columns)."""
+    split, development, labeled = plan or _split(config, training_set, engine)
     specs = training_set.specs
     data = CVData.of(specs, split, config.model.nthread, config.tune.search_negatives, config.seed)
     name = study_name(config, training_set.fingerprint, split.boundaries)
@@ -118,12 +171,20 @@ def _train(config: Config, training_set: TrainingSet, engine: Engine) -> TrainRe
             "cross_validation": {c.name: c.cv for c in candidates},
         }
         evaluated = {
-            c.name: c.fit(specs, split.development, data, config, engine)
+            c.name: c.fit(specs, split.development, data, config, engine, development)
             .with_calibrator(_calibrator(c.margin, oof, config, log_as="evaluated"))
             .with_info(**info, labels_end=labels_end(split.development, split))
             for c in candidates
         }
         model = evaluated[chosen.name]
+        sample = split.boundaries.get("cross_validation")
+        if sample is not None and sample["share"] < 1 and chosen.rounds is None:
+            log.warning(
+                "the chosen candidate is the logistic regression, fitted on the %s sampled customers' rows "
+                "only (split.cv_customers); model.select_rule=best, or model.candidates without logreg, "
+                "ships a booster fitted on every row",
+                f"{sample['customers']:,}",
+            )
         tests = {n: _test_figures(m, split.test, config) for n, m in evaluated.items()}
         campaign, success_source = review.campaign_in_use(config)
         mlflow.log_params(
@@ -135,7 +196,7 @@ def _train(config: Config, training_set: TrainingSet, engine: Engine) -> TrainRe
         evaluation = evaluate(
             model, split.development, split.test, config.evaluation, campaign, config.customer_value
         )
-        shipped = _refit(config, chosen, model, specs, split, data, engine).with_info(**info)
+        shipped = _refit(config, chosen, model, specs, split, data, engine, labeled).with_info(**info)
         shipped = shipped.with_reference(_reference(shipped, split.test, evaluation.model.probability))
         _log_candidates(candidates, tests, chosen)
         mlflow.log_params(
@@ -163,6 +224,24 @@ def _train(config: Config, training_set: TrainingSet, engine: Engine) -> TrainRe
         decision,
         out_dir,
     )
+
+
+def _split(config: Config, training_set: TrainingSet, engine: Engine) -> Plan:
+    """The out-of-time split of the training set this process holds; with ``split.cv_customers`` the
+    sampled customers' (``training.split.sampled_split``), the boosters fitted on every development and
+    labeled row of the frame."""
+    full = split_by_time(training_set.frame, training_set.label_settings, config.split)
+    if config.split.cv_customers is None:
+        return full, None, None
+    bounds, frame = full.boundaries, training_set.frame
+    share = sample_share(frame["customer_id"].nunique(), config.split.cv_customers)
+    rows = cross_validation_rows(frame, share, config.seed, pd.Timestamp(bounds["test_cutoff"]))
+    split = sampled_split(rows, bounds, training_set.label_settings, config.split, share, config.seed)
+    return split, FrameRows(full.development, engine), FrameRows(full.labeled, engine)
+
+
+def _cutoffs(dates: Sequence[str]) -> tuple[pd.Timestamp, ...]:
+    return tuple(pd.Timestamp(d) for d in dates)
 
 
 def _candidates(
@@ -220,13 +299,15 @@ def _refit(
     split: Split,
     data: CVData,
     engine: Engine | None = None,
+    labeled: BoosterRows | None = None,
 ) -> ChurnModel:
-    """The shipped model: the chosen candidate on every labeled cutoff, calibrated on the folds' and the
-    test cutoff's out-of-time margins; or, with ``refit_on: development``, the evaluated model itself."""
+    """The shipped model: the chosen candidate on every labeled cutoff (``labeled``: where their rows are,
+    when cross-validation saw a sample), calibrated on the folds' and the test cutoff's out-of-time
+    margins; or, with ``refit_on: development``, the evaluated model itself."""
     if config.model.refit_on == "development":
         return evaluated
     margin, rows = refit_calibration_set(chosen.margin, evaluated, split)
-    refit = chosen.fit(specs, split.labeled, data, config, engine)
+    refit = chosen.fit(specs, split.labeled, data, config, engine, labeled)
     calibrator = _calibrator(margin, rows, config, log_as="shipped")
     return refit.with_calibrator(calibrator).with_info(labels_end=labels_end(split.labeled, split))
 

@@ -33,6 +33,7 @@ from churnml.training.registry import LOWER_IS_BETTER
 from churnml.training.split import Split
 from churnml.training.tune import (
     MAXIMIZE,
+    BoosterRows,
     CVData,
     CVResult,
     booster_params,
@@ -70,9 +71,15 @@ class Candidate:
         data: CVData,
         config: Config,
         engine: Engine | None = None,
+        every: BoosterRows | None = None,
     ) -> ChurnModel:
         """This candidate fitted on ``rows`` (its inputs, categories included, taken from those rows);
-        boosting rounds scaled from the folds' size to the rows'; boosters on ``engine``'s workers."""
+        boosting rounds scaled from the folds' size to the rows'; boosters on ``engine``'s workers.
+
+        With ``every`` (cross-validation on a sample, ``split.cv_customers``: ``rows`` are the sample's)
+        a booster is fitted on every row instead, with the rounds the sample's rows support: more rows
+        under the same trees cannot overfit more. The regression stays on the sample's rows, whose
+        thousands of customers settle its coefficients."""
         untrained = ChurnModel.untrained(rows, specs)
         info = {"candidate": self.name, "fit_rows": len(rows)}
         if self.rounds is None:
@@ -81,9 +88,12 @@ class Candidate:
             linear = LinearModel.fit(x, y, categorical, float(self.params["C"]))
             return untrained.with_linear(linear, **info)
         rounds = scaled_rounds(self.rounds - 1, data.train_rows, len(rows), config.model.max_rounds)
-        return fit_booster(untrained, self.params, rounds, rows, config.model.nthread, engine).with_info(
-            **info
-        )
+        nthread = config.model.nthread
+        if every is not None:
+            return every.fit(untrained, self.params, rounds, nthread).with_info(
+                **info | {"fit_rows": every.rows}
+            )
+        return fit_booster(untrained, self.params, rounds, rows, nthread, engine).with_info(**info)
 
 
 def robust_params(churners: int) -> dict[str, Any]:

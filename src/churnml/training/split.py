@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,3 +220,78 @@ def split_by_time(frame: pd.DataFrame, label_settings: dict[str, Any], config: S
     return Split(
         folds=fold_rows, development=development_rows, test=test, labeled=labeled_rows, boundaries=boundaries
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cross-validation on a sample of customers (``split.cv_customers``).
+
+CV_SAMPLE_SEED = 2  # added to the seed: seed itself and seed + 1 already draw other customer samples
+
+
+def sample_share(customers: int, wanted: int | None) -> float:
+    """The share of customers to cross-validate on: about ``wanted`` of ``customers`` (None: all)."""
+    if wanted is None or customers <= wanted:
+        return 1.0
+    return wanted / customers
+
+
+def in_sample(customer_ids: pd.Series, share: float, seed: int) -> np.ndarray:
+    """Whether each row's customer is in the cross-validation sample: a hash of the id and seed, so any
+    part of the data (a worker's partition) draws the same customers without seeing the others."""
+    if share >= 1.0:
+        return np.ones(len(customer_ids), dtype=bool)
+    return customer_fraction(customer_ids, seed + CV_SAMPLE_SEED) < share
+
+
+def cross_validation_rows(
+    frame: pd.DataFrame, share: float, seed: int, test_cutoff: pd.Timestamp
+) -> pd.DataFrame:
+    """``frame``'s rows of the sampled customers, and every row of the test cutoff (the test is never
+    sampled): what the client holds when the boosters' rows stay elsewhere."""
+    keep = in_sample(frame["customer_id"], share, seed) | (frame["cutoff"] == test_cutoff).to_numpy()
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def cross_validation_part(path: Path, share: float, seed: int, test_cutoff: pd.Timestamp) -> pd.DataFrame:
+    """:func:`cross_validation_rows` of a training-set part file, read where it runs (a worker)."""
+    return cross_validation_rows(pd.read_parquet(path), share, seed, test_cutoff)
+
+
+def sampled_split(
+    frame: pd.DataFrame,
+    full: dict[str, Any],
+    label_settings: dict[str, Any],
+    config: SplitConfig,
+    share: float,
+    seed: int,
+) -> Split:
+    """The split of ``frame`` (:func:`cross_validation_rows` of the training set) whose folds,
+    development and labeled rows are the sampled customers' and whose test is every customer of the
+    test cutoff; ``full`` are the whole training set's boundaries, which it keeps beside the sample's
+    own validation counts and size. The sample must reach every cutoff the whole set's split uses."""
+    test_cutoff = pd.Timestamp(full["test_cutoff"])
+    hint = f"the cross-validation sample (split.cv_customers={config.cv_customers}) is too small"
+    try:
+        split = split_by_time(
+            frame, label_settings, config.model_copy(update={"test_cutoff": test_cutoff.date()})
+        )
+    except ChurnmlError as exc:
+        raise ChurnmlError(f"{hint}: {exc}") from None
+    mine = split.boundaries
+    for key in ("train_cutoffs", "validation_cutoffs", "folds", "labeled_cutoffs"):
+        if mine[key] != full[key]:
+            raise ChurnmlError(
+                f"{hint}: its {key.replace('_', ' ')} are {mine[key]}, the whole training set's {full[key]}"
+            )
+    labeled = split.labeled.loc[in_sample(split.labeled["customer_id"], share, seed)].reset_index(drop=True)
+    boundaries = {
+        **full,
+        "validation_rows": mine["validation_rows"],
+        "validation_churners": mine["validation_churners"],
+        "cross_validation": {
+            "share": round(share, 6),
+            "customers": int(labeled["customer_id"].nunique()),
+            "rows": len(labeled),
+        },
+    }
+    return Split(split.folds, split.development, split.test, labeled, boundaries)

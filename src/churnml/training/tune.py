@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
@@ -597,6 +597,39 @@ def fit_booster(
         x, y = untrained.xy(rows)
         matrix = xgb.DMatrix(x, label=y, enable_categorical=True, missing=np.nan, nthread=nthread)
         booster = xgb.train(params, matrix, num_boost_round=rounds)
+    return fitted(untrained, booster, rounds, params, nthread)
+
+
+def fitted(
+    untrained: ChurnModel, booster: xgb.Booster, rounds: int, params: dict[str, Any], nthread: int
+) -> ChurnModel:
+    """The model of a booster just trained with ``rounds`` trees of ``params``."""
     # Predict on CPU unless told otherwise: the same trees give the same numbers on either device.
     booster.set_param({"nthread": nthread, "device": "cpu"})
     return untrained.with_booster(booster, best_iteration=rounds - 1, params=params)
+
+
+class BoosterRows(Protocol):
+    """Every row a booster is fitted on, wherever they are held, when cross-validation saw a sample of
+    the customers (``split.cv_customers``): the client's frame (:class:`FrameRows`) or a training set
+    written by the workers (``churnml.engine.boosting.PartFiles``)."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def fit(self, untrained: ChurnModel, params: dict[str, Any], rounds: int, nthread: int) -> ChurnModel: ...
+
+
+@dataclass(frozen=True)
+class FrameRows:
+    """:class:`BoosterRows` of a frame this process holds (trained on a Dask ``engine`` if given)."""
+
+    frame: pd.DataFrame
+    engine: Engine | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def fit(self, untrained: ChurnModel, params: dict[str, Any], rounds: int, nthread: int) -> ChurnModel:
+        return fit_booster(untrained, params, rounds, self.frame, nthread, self.engine)
