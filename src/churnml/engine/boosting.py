@@ -60,10 +60,21 @@ def keep_model_inputs(
     they wrote), left where they are made: futures of (features, labels), the partitions without such
     rows left out. Once they are made the caller may let the parts go (the workers then hold the inputs
     alone while XGBoost trains)."""
+    return _counted_inputs(engine, untrained, parts, cutoffs, read)[0]
+
+
+def _counted_inputs(
+    engine: DaskEngine,
+    untrained: ChurnModel,
+    parts: Sequence[Any],
+    cutoffs: Sequence[pd.Timestamp],
+    read: bool,
+) -> tuple[list[Any], int]:
+    """:func:`keep_model_inputs`, and how many rows they hold."""
     wanted = [pd.Timestamp(c) for c in cutoffs]
     inputs = engine.keep(file_inputs if read else model_inputs, parts, untrained, wanted, name="model-inputs")
     sizes = engine.map(_rows_of, inputs, name="model-inputs-rows")
-    return [future for future, rows in zip(inputs, sizes, strict=True) if rows]
+    return [future for future, rows in zip(inputs, sizes, strict=True) if rows], sum(sizes)
 
 
 def keep_rows(engine: DaskEngine, parts: Sequence[Any], cutoffs: Sequence[pd.Timestamp]) -> list[Any]:
@@ -95,8 +106,7 @@ class PartFiles:
 
     def fit(self, untrained: ChurnModel, params: dict[str, Any], rounds: int, nthread: int) -> ChurnModel:
         """The inputs read and made on the workers, the booster trained there, the inputs let go."""
-        inputs = keep_model_inputs(self.engine, untrained, self.files, self.cutoffs, read=True)
-        read = sum(self.engine.map(_rows_of, inputs, name="model-inputs-rows"))
+        inputs, read = _counted_inputs(self.engine, untrained, self.files, self.cutoffs, read=True)
         if read != self.rows:
             raise ChurnmlError(
                 f"the training set's part files hold {read:,} labeled rows at {len(self.cutoffs)} cutoffs where "
