@@ -6,6 +6,7 @@ fingerprint), so a model trained from it can validate inputs and explain itself 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -122,14 +123,32 @@ def _held_plan(
     )
 
 
-def _parts_plan(
-    held: Partitions, labels: LabelConfig, features: FeatureConfig
-) -> tuple[list[pd.Timestamp], tuple[FeatureSpec, ...], dict[str, Any], dict[str, Any]]:
-    """:func:`_held_plan`, the label settings and the metadata of each part file (which says its own
-    rows)."""
-    cutoffs, specs = _held_plan(held, labels, features)
-    settings = label_settings(labels, cutoffs, held.end)
-    return cutoffs, specs, settings, _metadata(held.fingerprint, settings, specs, rows=None)
+@dataclass(frozen=True)
+class _PartPlan:
+    """What each partition's step needs to build its training rows (the schedule and catalogue of the
+    data the workers hold) and to write them as ``part-<k>.parquet`` into ``folder``."""
+
+    held: Partitions
+    labels: LabelConfig
+    features: FeatureConfig
+    cutoffs: list[pd.Timestamp]
+    specs: tuple[FeatureSpec, ...]
+    settings: dict[str, Any]
+    folder: Path | None = None
+
+    @classmethod
+    def of(cls, held: Partitions, labels: LabelConfig, features: FeatureConfig) -> _PartPlan:
+        cutoffs, specs = _held_plan(held, labels, features)
+        return cls(held, labels, features, cutoffs, specs, label_settings(labels, cutoffs, held.end))
+
+    def rows(self, k: int) -> pd.DataFrame:
+        """Partition ``k``'s training rows, written when the plan has a folder."""
+        frame = labeled_partition(k, self.held, self.labels, self.features, self.cutoffs, self.specs)
+        if self.folder is not None:
+            _write_part(
+                self.folder, k, frame, _metadata(self.held.fingerprint, self.settings, self.specs, None)
+            )
+        return frame
 
 
 @dataclass(frozen=True)
@@ -162,38 +181,26 @@ def keep_training_set_on_workers(
     client holds the cutoff and label columns only. With ``out_dir`` each worker also writes its parts
     as ``part-<k>.parquet`` (full precision, with the training set's metadata), swapped in as one
     directory: the partitioned training set a cluster job reads back (``dd.read_parquet``)."""
-    cutoffs, specs, settings, metadata = _parts_plan(held, labels, features)
+    plan = _PartPlan.of(held, labels, features)
     with ExitStack() as stack:
-        folder = None if out_dir is None else stack.enter_context(io.atomic_dir(Path(out_dir)))
-        shared = (held, labels, features, cutoffs, specs, folder, metadata)
-        parts = engine.keep(kept_partition, held.parts, *shared, name="training-set")
+        if out_dir is not None:
+            plan = dataclasses.replace(plan, folder=stack.enter_context(io.atomic_dir(Path(out_dir))))
+        parts = engine.keep(kept_partition, held.parts, plan, name="training-set")
         columns = engine.map(_label_columns, parts, name="labels")
     return TrainingParts(
         parts=parts,
-        specs=specs,
-        label_settings=settings,
+        specs=plan.specs,
+        label_settings=plan.settings,
         fingerprint=held.fingerprint,
         labels=pd.concat(columns, ignore_index=True),
         written=None if out_dir is None else Path(out_dir),
     )
 
 
-def kept_partition(
-    k: int,
-    held: Partitions,
-    labels: LabelConfig,
-    features: FeatureConfig,
-    cutoffs: list[pd.Timestamp],
-    specs: Sequence[FeatureSpec],
-    folder: Path | None,
-    metadata: dict[str, Any],
-) -> pd.DataFrame:
-    """Partition ``k``'s training rows, written to ``folder`` when given, with float32 features."""
-    frame = labeled_partition(k, held, labels, features, cutoffs, specs)
-    if folder is not None:
-        _write_part(folder, k, frame, metadata)
-    numbers = [spec.name for spec in specs if spec.dtype == "float64"]
-    return frame.astype(dict.fromkeys(numbers, "float32"))
+def kept_partition(k: int, plan: _PartPlan) -> pd.DataFrame:
+    """Partition ``k``'s training rows (written when the plan has a folder), with float32 features."""
+    numbers = [spec.name for spec in plan.specs if spec.dtype == "float64"]
+    return plan.rows(k).astype(dict.fromkeys(numbers, "float32"))
 
 
 @dataclass(frozen=True)
@@ -218,38 +225,28 @@ def write_training_set_on_workers(
     as one directory, which the workers must reach: a LocalCluster's, or shared storage) and lets them
     go; only each part's cutoff and label columns and customer count come back. What
     ``churnml train`` reads again, part by part, when the client cannot hold the set."""
-    cutoffs, specs, settings, metadata = _parts_plan(held, labels, features)
+    plan = _PartPlan.of(held, labels, features)
     out_dir = Path(out_dir)
     with io.atomic_dir(out_dir) as folder:
-        shared = (held, labels, features, cutoffs, specs, folder, metadata)
-        summaries = engine.map(written_partition, held.parts, *shared, name="training-set")
+        summaries = engine.map(
+            written_partition, held.parts, dataclasses.replace(plan, folder=folder), name="training-set"
+        )
     return WrittenParts(
         files=tuple(
             out_dir / f"part-{k:05d}.parquet" for k, (_, customers) in enumerate(summaries) if customers
         ),
-        specs=specs,
-        label_settings=settings,
+        specs=plan.specs,
+        label_settings=plan.settings,
         fingerprint=held.fingerprint,
         labels=pd.concat([columns for columns, _ in summaries], ignore_index=True),
         customers=sum(customers for _, customers in summaries),
     )
 
 
-def written_partition(
-    k: int,
-    held: Partitions,
-    labels: LabelConfig,
-    features: FeatureConfig,
-    cutoffs: list[pd.Timestamp],
-    specs: Sequence[FeatureSpec],
-    folder: Path,
-    metadata: dict[str, Any],
-) -> tuple[pd.DataFrame, int]:
-    """Partition ``k``'s training rows written to ``folder`` (none when it has no rows): its cutoff and
-    label columns and customer count."""
-    frame = labeled_partition(k, held, labels, features, cutoffs, specs)
-    if len(frame):
-        _write_part(folder, k, frame, metadata)
+def written_partition(k: int, plan: _PartPlan) -> tuple[pd.DataFrame, int]:
+    """Partition ``k``'s training rows written to the plan's folder: its cutoff and label columns and
+    customer count (a part without customers is left out of ``WrittenParts.files``)."""
+    frame = plan.rows(k)
     return frame[["cutoff", "label"]], int(frame["customer_id"].nunique())
 
 
