@@ -53,7 +53,7 @@ from churnml.features.training_set import build_training_set
 from churnml.features.value import customer_value
 from churnml.pipelines import train, uplift
 from churnml.training.candidates import robust_params
-from churnml.uplift.evaluate import compare_policies, gain_curve, qini_coefficient, save_qini_plot
+from churnml.uplift.evaluate import compare_policies, gain_curve, qini_coefficient, save_qini_plot, top
 from churnml.uplift.rows import build_uplift_rows, scoring_rows
 
 TARGET_SAVES, TARGET_QINI = 1.3, 0.8
@@ -89,7 +89,7 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> pd.DataFrame:
     truth = sim.uplift_truth
     costs = dict(zip(PLAYS, PLAY_COSTS, strict=True))
     ceiling = fit_ceiling(full, config, model, truth, pd.Timestamp(args.train_end), seed)
-    rows, curves = [], {}
+    rows, curves, plays = [], {}, []
     for as_of in args.lists:
         stamp = pd.Timestamp(as_of)
         people, frame = listed(full, config, churn.specs, truth, stamp)
@@ -109,6 +109,7 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> pd.DataFrame:
         budget = round(args.budget * len(people))
         table = compare_policies(scores, budget, effect, value, cost, people["sleeping_dog"].to_numpy(bool))
         rows.append(table.assign(list=as_of, customers=len(people)))
+        plays.append(by_play(scores, budget, people))
         if not curves:
             curves = {name: gain_curve(effect, score) for name, score in scores.items()}
     per_list = pd.concat(rows, ignore_index=True)
@@ -124,6 +125,9 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> pd.DataFrame:
         f"budget {args.budget:.0%} of each ({int(totals.loc['risk', 'contacted']):,} contacts per policy)"
     )
     print(totals.round(3).to_string())
+    per_play = pd.concat(plays).groupby(["play", "policy"], sort=False).sum().unstack("policy")
+    print("  contacts and true saves per play (sums over the lists):")
+    print(per_play.round(1).to_string())
     observed = observed_qini(full, config, model, sim, args)
     print(
         f"  observed Qini on the explored (randomised) customers of {', '.join(observed.pop('lists'))}: "
@@ -138,6 +142,17 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> pd.DataFrame:
         print(f"  gain curves: {path}")
     summary = totals.reset_index().assign(seed=seed)
     return summary
+
+
+def by_play(scores: dict[str, np.ndarray], budget: int, people: pd.DataFrame) -> pd.DataFrame:
+    """Per play, how many customers each ranking contacts at the budget and their true saves: where
+    a ranking spends its contacts, beside the ceiling's and the oracle's choice."""
+    out = []
+    for name in ("risk", "uplift", "ceiling", "oracle"):
+        chosen = people.loc[top(scores[name], budget), ["play", "effect"]]
+        grouped = chosen.groupby("play")["effect"].agg(contacts="size", saved="sum")
+        out.append(grouped.assign(policy=name).reset_index())
+    return pd.concat(out, ignore_index=True)
 
 
 def listed(

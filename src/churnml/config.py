@@ -504,7 +504,8 @@ class UpliftConfig(_Model):
         100,
         ge=1,
         description="Fewest held-out customers (labeled) for a play to get its own uplift model; below either "
-        "minimum the play falls back to its measured average effect (holdout vs contacted churn).",
+        "minimum the play falls back to its measured average effect (holdout vs contacted churn; with "
+        "controls: all, as the odds ratio it implies on each customer's own risk).",
     )
     test_lists: int = Field(
         2,

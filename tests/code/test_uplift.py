@@ -4,6 +4,7 @@ point-in-time rows built from a contacts table."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -28,7 +29,14 @@ from churnml.uplift.evaluate import (
     true_qini,
     uplift_at_budget,
 )
-from churnml.uplift.learner import AVERAGE, UpliftModel, feature_matrix, fit_uplift, offset_shift
+from churnml.uplift.learner import (
+    AVERAGE,
+    MODEL_FILE,
+    UpliftModel,
+    feature_matrix,
+    fit_uplift,
+    offset_shift,
+)
 from churnml.uplift.rows import build_uplift_rows, contact_lists, split_by_list
 
 CONFIG = load_config(None, [])
@@ -201,6 +209,74 @@ def test_too_few_customers_fall_back_to_the_measured_average_effect(caplog: pyte
     np.testing.assert_allclose(predicted, expected[0])
     # A play the model never saw has no uplift, rather than a made-up one.
     assert np.isnan(model.effect(tiny.head(2), ["Unknown play", "Call"])[0])
+
+
+def _biased_controls(n: int, seed: int) -> pd.DataFrame:
+    """Customers on no list whose churn runs 15 points above a play's customers with the same features:
+    a no-contact model fitted mostly on them is off for the play's customers."""
+    controls = _synthetic(n, 0.0, seed=seed, play="none", treated_share=0.0)
+    rng = np.random.default_rng(seed + 100)
+    more = rng.random(n) < 0.15 / 0.7
+    controls["label"] = pd.array((controls["label"].astype(int) | more).astype(int), dtype="Int8")
+    return controls.drop(columns=["play", "treated"]).assign(customer_id=[f"n{i}" for i in range(n)])
+
+
+def test_the_shared_no_contact_model_is_levelled_on_each_plays_own_holdouts() -> None:
+    """With ``controls: all`` the no-contact model learns mostly from customers on no list. Where they
+    churn more than a play's customers who look alike, the play's randomised holdouts set its level
+    (``baseline``): a contact that does nothing gets an uplift near 0, not the 13-point gap between the
+    populations."""
+    rows, fresh = _synthetic(4000, 0.0, seed=11), _synthetic(3000, 0.0, seed=12)
+    model = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1, controls=_biased_controls(20000, 13))
+    offer = model.plays["Offer"]
+    assert offer.method == "offset" and offer.baseline < -0.4
+    assert model.effect(fresh, fresh["play"]).mean() == pytest.approx(0.0, abs=0.04)
+    # The churn risk without a contact is the play's own level too: its held out churn at 30% here.
+    assert model.churn_without(fresh, fresh["play"]).mean() == pytest.approx(0.30, abs=0.03)
+
+
+def test_with_a_shared_no_contact_model_the_fallback_is_an_odds_ratio_on_each_customers_risk(
+    tmp_path,
+) -> None:
+    """A play too small for a model keeps its measured average effect, as the odds ratio it implies on
+    each customer's own risk: the larger the risk, the larger the uplift, and never more than the
+    customer's churn probability (the same number of points for everyone would be, for low-risk ones)."""
+    big = _synthetic(3000, 0.08, seed=3, play="Offer")
+    tiny = _synthetic(60, 0.0, seed=4, play="Call")
+    tiny["treated"] = [True] * 40 + [False] * 20
+    tiny["label"] = pd.array([1] * 4 + [0] * 36 + [1] * 6 + [0] * 14, dtype="Int8")  # 10% vs 30%
+    tiny["customer_id"] = [f"t{i}" for i in range(60)]
+    controls = _synthetic(6000, 0.0, seed=5, play="none", treated_share=0.0).drop(columns=["play", "treated"])
+    controls["customer_id"] = [f"n{i}" for i in range(6000)]
+    rows = pd.concat([big, tiny], ignore_index=True)
+    model = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1, controls=controls)
+    call = model.plays["Call"]
+    assert call.method == AVERAGE and call.scale == "log-odds"
+    assert call.average_effect == pytest.approx(0.20)
+    assert call.shift < 0  # the contacted churned less: a positive uplift
+    fresh = _synthetic(2000, 0.0, seed=6, play="Call")
+    uplift, risk = model.effect(fresh, fresh["play"]), model.churn_without(fresh, fresh["play"])
+    assert (uplift > 0).all() and (uplift < risk).all()
+    assert np.corrcoef(uplift, risk)[0, 1] > 0.99  # one odds ratio: the uplift follows the risk
+    # The normal prior keeps a few customers' odds ratio modest: the average uplift is positive but
+    # below the raw 20 points measured on 60 customers.
+    assert 0.02 < uplift.mean() < 0.20
+    model.save(tmp_path / "uplift")
+    loaded = UpliftModel.load(tmp_path / "uplift")
+    np.testing.assert_allclose(loaded.effect(fresh, fresh["play"]), uplift)
+    # A model saved before the odds-ratio fallback (no ``scale``) keeps the constant effect it had.
+    document = json.loads((tmp_path / "uplift" / MODEL_FILE).read_text())
+    for entry in document["plays"]:
+        entry.pop("scale"), entry.pop("baseline")
+    (tmp_path / "uplift" / MODEL_FILE).write_text(json.dumps(document))
+    old = UpliftModel.load(tmp_path / "uplift")
+    np.testing.assert_allclose(old.effect(fresh, fresh["play"]), call.average_effect)
+
+
+def test_the_map_shift_stays_finite_when_an_arm_has_no_churner() -> None:
+    offset = np.full(10, -1.0)
+    assert offset_shift(offset, np.zeros(10)) < -10  # maximum likelihood runs away
+    assert -2.0 < offset_shift(offset, np.zeros(10), prior_sd=1.0) < 0
 
 
 def test_model_round_trips_through_json(tmp_path) -> None:

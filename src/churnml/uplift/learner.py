@@ -1,14 +1,17 @@
-"""Uplift models per play: X- and T-learners on XGBoost, or the play's measured average effect.
+"""Uplift models per play: an offset, X- or T-learner on XGBoost, or the play's measured average effect.
 
 Why meta-learners on churnml's own booster code rather than causalml: causalml 0.18 pulls black,
 lightgbm, graphviz, pathos, forestci, statsmodels and seaborn in at run time, and its models are
 pickled; a meta-learner is a few boosters whose outputs are combined, and here every booster is fitted,
 cast (categoricals with the training categories) and saved as JSON exactly like the churn model's.
 
+- **Offset learner** (the default): a churn model without contact (``mu0``, shared by every play with
+  ``uplift.controls: all``), set to the level of the play's own randomised holdouts (``baseline``), then
+  how a contact moves the log-odds: the play's average shift plus trees.
 - **T-learner**: a churn model for the contacted and one for the held out; uplift = the difference.
   Simple, but each model spends its trees on the risk both arms share, so the difference is noisy.
-- **X-learner** (Kunzel, Sekhon, Bickel & Yu, PNAS 2019; the default): from those two models, impute
-  each customer's own effect (a contacted customer: the held-out model's churn minus what happened; a
+- **X-learner** (Kunzel, Sekhon, Bickel & Yu, PNAS 2019): from those two models, impute each
+  customer's own effect (a contacted customer: the held-out model's churn minus what happened; a
   held-out one: what happened minus the contacted model's churn), fit a regression of the imputed
   effects per arm, and weight the two by the share contacted. It was designed for arms of very
   different sizes, which a 20% holdout is: the small arm's effect model leans on the large arm's churn
@@ -19,7 +22,7 @@ customer; negative, a "sleeping dog" whom the contact pushes out. With fewer tha
 contacted or ``min_held_out`` held-out customers a play gets no model: a warning names the play and its
 counts, and every customer gets the play's measured average effect (holdout minus contacted churn, with
 Newcombe's interval, ``churnml.risk.review.difference_interval``, the same figure ``churnml review``
-reports).
+reports); with a shared no-contact model, as the odds ratio it implies on each customer's own risk.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "uplift_model.json"
 FORMAT_VERSION = 1
 LEARNERS = ("x", "t", "offset")
-AVERAGE = "average"  # a play without a model: its measured average effect for everyone
+AVERAGE = "average"  # a play without a model: its measured average effect
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,27 @@ class PlayModel:
     effect_high: float
     propensity: float  # share contacted: the X-learner's weight of the held-out arm's effect model
     shift: float = 0.0  # offset learner: the play's average change in log-odds, the trees add to it
+    baseline: float = 0.0  # offset learner: the play's held out's log-odds beside the shared mu0's
+    # A play without a model: its average effect as one difference in churn for everyone ("probability",
+    # models saved before 2026-12-06) or, with a shared no-contact model, as the odds ratio ``shift`` on
+    # each customer's own risk ("log-odds").
+    scale: str = "probability"
     boosters: dict[str, xgb.Booster] = field(default_factory=dict)
 
     def effect(self, x: pd.DataFrame | xgb.DMatrix) -> np.ndarray:
         """Reduction in churn probability from a contact with this play, per row of prepared features
         (or their :func:`feature_matrix`, which every play can share)."""
-        if self.method == AVERAGE:
+        if self.method == AVERAGE and self.scale != "log-odds":
             value = self.average_effect if math.isfinite(self.average_effect) else 0.0
             return np.full(x.num_row() if isinstance(x, xgb.DMatrix) else len(x), value)
         matrix = x if isinstance(x, xgb.DMatrix) else feature_matrix(x)
+        if self.method == AVERAGE:
+            base = _predict(self.boosters["mu0"], matrix, margin=True) + self.baseline
+            return _sigmoid(base) - _sigmoid(base + self.shift)
         if self.method == "t":
             return _predict(self.boosters["mu0"], matrix) - _predict(self.boosters["mu1"], matrix)
         if self.method == "offset":
-            base = _predict(self.boosters["mu0"], matrix, margin=True)
+            base = _predict(self.boosters["mu0"], matrix, margin=True) + self.baseline
             shift = self.shift + _predict(self.boosters["shift"], matrix, margin=True)
             return _sigmoid(base) - _sigmoid(base + shift)
         g = self.propensity
@@ -92,6 +103,8 @@ class PlayModel:
         """Churn probability if not contacted (the held-out arm's model; NaN for an average play)."""
         if "mu0" not in self.boosters:
             return np.full(len(x), np.nan)
+        if self.baseline:
+            return _sigmoid(_predict(self.boosters["mu0"], feature_matrix(x), margin=True) + self.baseline)
         return _predict(self.boosters["mu0"], feature_matrix(x))
 
     def summary(self) -> dict[str, Any]:
@@ -107,6 +120,8 @@ class PlayModel:
             "effect_high": self.effect_high,
             "propensity": self.propensity,
             "shift": self.shift,
+            "baseline": self.baseline,
+            "scale": self.scale,
             "rounds": {name: b.num_boosted_rounds() for name, b in self.boosters.items()},
         }
 
@@ -337,13 +352,28 @@ def fit_uplift(
             )
             log.warning("uplift: %s", note)
             notes.append(note)
-            # The shared no-contact model still gives these customers a churn risk.
+            if shared is None:
+                plays[play] = PlayModel(method=AVERAGE, **measured)
+                continue
+            # The shared no-contact model gives these customers a churn risk, and the measured effect
+            # becomes the odds ratio it implies on each one's risk: the same average over the play's
+            # customers, but never more than a low-risk customer's own churn probability.
+            baseline, shift = average_odds(shared, x, y, treated)
             plays[play] = PlayModel(
-                method=AVERAGE, boosters={} if shared is None else {"mu0": shared}, **measured
+                method=AVERAGE,
+                boosters={"mu0": shared},
+                shift=shift,
+                baseline=baseline,
+                scale="log-odds",
+                **measured,
             )
             continue
-        boosters, shift = fit_learner(x, y, treated, valid, config, seed, nthread, shared, tuned.get(play))
-        plays[play] = PlayModel(method=config.learner, boosters=boosters, shift=shift, **measured)
+        boosters, shift, baseline = fit_learner(
+            x, y, treated, valid, config, seed, nthread, shared, tuned.get(play)
+        )
+        plays[play] = PlayModel(
+            method=config.learner, boosters=boosters, shift=shift, baseline=baseline, **measured
+        )
     info = {
         "learner": config.learner,
         "rows": len(rows),
@@ -403,49 +433,72 @@ def fit_learner(
     nthread: int,
     shared: xgb.Booster | None = None,
     tuned: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, xgb.Booster], float]:
+) -> tuple[dict[str, xgb.Booster], float, float]:
     """The play's boosters (``shared``: the no-contact model fitted on more than this play's holdouts)
     and, for the offset learner, the play's average shift in log-odds (0 for the others). ``tuned``:
     XGBoost settings over the robust ones for the play's own boosters."""
     classify = {**_classifier_params(int(y.sum()), seed, nthread), **(tuned or {})}
+    baseline = 0.0
     if shared is None:
         shared = _fit_booster(x.loc[~treated], y[~treated], valid[~treated], classify, config, nthread)
+    elif config.learner == "offset":
+        # A model shared by every play can be off for one play's customers (it learnt mostly from
+        # customers on no list); the play's own randomised holdouts set its level, so the shift below is
+        # the contacted arm against them, not against the shared model's bias.
+        baseline = offset_shift(_margin(shared, x.loc[~treated]), y[~treated])
     boosters = {"mu0": shared}
     treated_x = x.loc[treated]
     if config.learner == "offset":
         # The contacted customers' churn with the no-contact log-odds as a fixed offset: the trees learn
         # only how the contact moves the log-odds (base_score 0.5 = a margin of 0 beside the offset).
-        offset = _predict(
-            shared, xgb.DMatrix(treated_x, enable_categorical=True, missing=np.nan), margin=True
-        )
+        offset = baseline + _margin(shared, treated_x)
         average = offset_shift(offset, y[treated])
         params = {**classify, "base_score": 0.5}
         boosters["shift"] = _fit_booster(
             treated_x, y[treated], valid[treated], params, config, nthread, offset + average
         )
-        return boosters, average
+        return boosters, average, baseline
     boosters["mu1"] = _fit_booster(treated_x, y[treated], valid[treated], classify, config, nthread)
     if config.learner == "t":
-        return boosters, 0.0
+        return boosters, 0.0, 0.0
     regress = {**classify, "objective": "reg:squarederror", "eval_metric": "rmse"}
     everyone = xgb.DMatrix(x, enable_categorical=True, missing=np.nan)
     mu0, mu1 = _predict(boosters["mu0"], everyone), _predict(boosters["mu1"], everyone)
     imputed = np.where(treated, mu0 - y, y - mu1)  # each customer's own effect, the missing arm imputed
     for name, arm in (("tau0", ~treated), ("tau1", treated)):
         boosters[name] = _fit_booster(x.loc[arm], imputed[arm], valid[arm], regress, config, nthread)
-    return boosters, 0.0
+    return boosters, 0.0, 0.0
 
 
-def offset_shift(offset: np.ndarray, y: np.ndarray, steps: int = 25) -> float:
+def average_odds(
+    shared: xgb.Booster, x: pd.DataFrame, y: np.ndarray, treated: np.ndarray
+) -> tuple[float, float]:
+    """A play's measured average effect as log-odds beside the shared no-contact model: the level of its
+    held out (``baseline``) and the contacted arm's shift from it. Both with a standard normal prior, so
+    that a handful of customers, or an arm without a churner, gives a finite and modest odds ratio
+    rather than the infinite one maximum likelihood would."""
+    held = _margin(shared, x.loc[~treated])
+    baseline = offset_shift(held, y[~treated], prior_sd=1.0)
+    shift = offset_shift(baseline + _margin(shared, x.loc[treated]), y[treated], prior_sd=1.0)
+    return baseline, shift
+
+
+def _margin(booster: xgb.Booster, x: pd.DataFrame) -> np.ndarray:
+    return _predict(booster, xgb.DMatrix(x, enable_categorical=True, missing=np.nan), margin=True)
+
+
+def offset_shift(offset: np.ndarray, y: np.ndarray, steps: int = 25, prior_sd: float | None = None) -> float:
     """The one log-odds shift that best explains ``y`` beside a fixed ``offset`` per row (maximum
-    likelihood by Newton's method): the play's average effect on the log-odds scale."""
+    likelihood by Newton's method, or the posterior mode under a normal prior of ``prior_sd`` around
+    no shift): the play's average effect on the log-odds scale."""
     shift = 0.0
+    precision = 0.0 if prior_sd is None else 1.0 / prior_sd**2
     for _ in range(steps):
         p = _sigmoid(offset + shift)
-        hessian = float((p * (1 - p)).sum())
+        hessian = float((p * (1 - p)).sum()) + precision
         if hessian <= 0:
             break
-        step = float((y - p).sum()) / hessian
+        step = (float((y - p).sum()) - precision * shift) / hessian
         shift += float(np.clip(step, -1.0, 1.0))
         if abs(step) < 1e-8:
             break

@@ -140,7 +140,9 @@ def _tune_play(
     churners = int(y.sum())
 
     def loss(params: dict[str, Any]) -> float:
-        boosters, shift = fit_learner(x, y, treated, stopping, config, seed, nthread, shared, params)
+        boosters, shift, baseline = fit_learner(
+            x, y, treated, stopping, config, seed, nthread, shared, params
+        )
         # Only what predicting needs: the measured figures play no part in the loss.
         nan = float("nan")
         model = PlayModel(
@@ -155,6 +157,7 @@ def _tune_play(
             effect_high=nan,
             propensity=float(treated.mean()),
             shift=shift,
+            baseline=baseline,
             boosters=boosters,
         )
         return factual_log_loss(model, x_valid, y_valid, checked)
