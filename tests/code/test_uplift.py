@@ -266,11 +266,54 @@ def test_with_a_shared_no_contact_model_the_fallback_is_an_odds_ratio_on_each_cu
     np.testing.assert_allclose(loaded.effect(fresh, fresh["play"]), uplift)
     # A model saved before the odds-ratio fallback (no ``scale``) keeps the constant effect it had.
     document = json.loads((tmp_path / "uplift" / MODEL_FILE).read_text())
+    document["format_version"] = 1
     for entry in document["plays"]:
         entry.pop("scale"), entry.pop("baseline")
     (tmp_path / "uplift" / MODEL_FILE).write_text(json.dumps(document))
     old = UpliftModel.load(tmp_path / "uplift")
     np.testing.assert_allclose(old.effect(fresh, fresh["play"]), call.average_effect)
+
+
+def test_a_held_out_arm_without_a_churner_sets_a_finite_level() -> None:
+    """A low-churn play can clear ``min_held_out`` with no churner among its holdouts: maximum likelihood
+    would put its level at minus infinity (every customer a sleeping dog); the prior keeps it finite."""
+    rows = _synthetic(600, 0.0, seed=21)
+    rows["treated"] = np.arange(600) >= 110
+    rows["label"] = pd.array(
+        np.where(rows["treated"], (np.arange(600) % 25 == 0), 0).astype(int), dtype="Int8"
+    )
+    controls = _synthetic(6000, 0.0, seed=22, play="none", treated_share=0.0).drop(
+        columns=["play", "treated"]
+    )
+    controls["customer_id"] = [f"n{i}" for i in range(6000)]
+    config = CONFIG.uplift.model_copy(update={"min_held_out": 100})
+    model = fit_uplift(rows, _specs(), config, seed=7, nthread=1, controls=controls)
+    offer = model.plays["Offer"]
+    assert offer.method == "offset" and -3.0 < offer.baseline < 0 and abs(offer.shift) < 3.0
+    assert model.churn_without(rows, rows["play"]).mean() > 0.01
+
+
+def test_a_fallback_play_without_holdouts_gets_no_effect() -> None:
+    """With no held-out customer there is no measured effect to turn into an odds ratio: the play's
+    uplift is 0 (as before), not the contacted arm's distance from the shared model."""
+    big = _synthetic(3000, 0.08, seed=3, play="Offer")
+    tiny = _synthetic(80, 0.0, seed=4, play="Call", treated_share=1.0)
+    tiny["label"] = pd.array([1] * 30 + [0] * 50, dtype="Int8")  # far above the shared model's risk
+    tiny["customer_id"] = [f"t{i}" for i in range(80)]
+    controls = _synthetic(6000, 0.0, seed=5, play="none", treated_share=0.0).drop(columns=["play", "treated"])
+    controls["customer_id"] = [f"n{i}" for i in range(6000)]
+    model = fit_uplift(
+        pd.concat([big, tiny], ignore_index=True),
+        _specs(),
+        CONFIG.uplift,
+        seed=7,
+        nthread=1,
+        controls=controls,
+    )
+    call = model.plays["Call"]
+    assert call.method == AVERAGE and call.held_out == 0 and call.scale == "probability"
+    np.testing.assert_array_equal(model.effect(tiny, tiny["play"]), 0.0)
+    assert "odds ratio" not in model.notes[0]
 
 
 def test_the_map_shift_stays_finite_when_an_arm_has_no_churner() -> None:

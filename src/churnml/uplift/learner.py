@@ -52,7 +52,8 @@ from churnml.training.split import customer_fraction
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "uplift_model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a play's ``baseline`` and ``scale`` (2026-12-06); version 1 loads as before
+FORMATS = (1, 2)
 LEARNERS = ("x", "t", "offset")
 AVERAGE = "average"  # a play without a model: its measured average effect
 
@@ -63,7 +64,7 @@ class PlayModel:
     or, for ``method == "average"``, only its measured average effect."""
 
     play: str
-    method: str  # "x", "t" or "average"
+    method: str  # "offset", "x", "t" or "average"
     treated: int
     held_out: int
     churn_treated: float
@@ -100,7 +101,8 @@ class PlayModel:
         return g * _predict(self.boosters["tau0"], matrix) + (1 - g) * _predict(self.boosters["tau1"], matrix)
 
     def churn_without(self, x: pd.DataFrame) -> np.ndarray:
-        """Churn probability if not contacted (the held-out arm's model; NaN for an average play)."""
+        """Churn probability if not contacted (the held-out arm's model; NaN for an average play without
+        a shared no-contact model)."""
         if "mu0" not in self.boosters:
             return np.full(len(x), np.nan)
         if self.baseline:
@@ -260,7 +262,7 @@ class UpliftModel:
     def load(cls, directory: str | Path) -> UpliftModel:
         directory = Path(directory)
         document = json.loads((directory / MODEL_FILE).read_text())
-        if document.get("format_version") != FORMAT_VERSION:
+        if document.get("format_version") not in FORMATS:
             raise ValueError(
                 f"{directory}: unsupported uplift model format {document.get('format_version')!r}"
             )
@@ -350,14 +352,19 @@ def fit_uplift(
                 f"{config.min_treated} and {config.min_held_out}); every customer gets the play's measured "
                 f"average effect, {_pp(effect)} (95% CI {_pp(low)} to {_pp(high)})"
             )
+            if shared is not None and n_t and n_h:
+                note += ", as the odds ratio it implies on each customer's own churn risk"
             log.warning("uplift: %s", note)
             notes.append(note)
-            if shared is None:
-                plays[play] = PlayModel(method=AVERAGE, **measured)
+            if shared is None or not (n_t and n_h):
+                # Without both arms there is no measured effect to turn into an odds ratio (it is 0).
+                plays[play] = PlayModel(
+                    method=AVERAGE, boosters={} if shared is None else {"mu0": shared}, **measured
+                )
                 continue
             # The shared no-contact model gives these customers a churn risk, and the measured effect
-            # becomes the odds ratio it implies on each one's risk: the same average over the play's
-            # customers, but never more than a low-risk customer's own churn probability.
+            # becomes the odds ratio it implies on each one's risk (shrunk by the prior): never more than
+            # a low-risk customer's own churn probability.
             baseline, shift = average_odds(shared, x, y, treated)
             plays[play] = PlayModel(
                 method=AVERAGE,
@@ -372,7 +379,12 @@ def fit_uplift(
             x, y, treated, valid, config, seed, nthread, shared, tuned.get(play)
         )
         plays[play] = PlayModel(
-            method=config.learner, boosters=boosters, shift=shift, baseline=baseline, **measured
+            method=config.learner,
+            boosters=boosters,
+            shift=shift,
+            baseline=baseline,
+            scale="log-odds" if config.learner == "offset" else "probability",
+            **measured,
         )
     info = {
         "learner": config.learner,
@@ -438,21 +450,23 @@ def fit_learner(
     and, for the offset learner, the play's average shift in log-odds (0 for the others). ``tuned``:
     XGBoost settings over the robust ones for the play's own boosters."""
     classify = {**_classifier_params(int(y.sum()), seed, nthread), **(tuned or {})}
-    baseline = 0.0
-    if shared is None:
-        shared = _fit_booster(x.loc[~treated], y[~treated], valid[~treated], classify, config, nthread)
-    elif config.learner == "offset":
-        # A model shared by every play can be off for one play's customers (it learnt mostly from
-        # customers on no list); the play's own randomised holdouts set its level, so the shift below is
-        # the contacted arm against them, not against the shared model's bias.
-        baseline = offset_shift(_margin(shared, x.loc[~treated]), y[~treated])
-    boosters = {"mu0": shared}
+    own = shared is None
+    mu0 = (
+        _fit_booster(x.loc[~treated], y[~treated], valid[~treated], classify, config, nthread)
+        if shared is None
+        else shared
+    )
+    boosters = {"mu0": mu0}
     treated_x = x.loc[treated]
     if config.learner == "offset":
+        # A model shared by every play can be off for one play's customers (it learnt mostly from
+        # customers on no list): the play's own randomised holdouts set its level (``baseline``), so the
+        # shift is the contacted arm against them, not against the shared model's bias. The play's own
+        # no-contact model is fitted on those holdouts already.
+        baseline, average = average_odds(mu0, x, y, treated, level=not own)
         # The contacted customers' churn with the no-contact log-odds as a fixed offset: the trees learn
         # only how the contact moves the log-odds (base_score 0.5 = a margin of 0 beside the offset).
-        offset = baseline + _margin(shared, treated_x)
-        average = offset_shift(offset, y[treated])
+        offset = baseline + _margin(mu0, treated_x)
         params = {**classify, "base_score": 0.5}
         boosters["shift"] = _fit_booster(
             treated_x, y[treated], valid[treated], params, config, nthread, offset + average
@@ -463,23 +477,23 @@ def fit_learner(
         return boosters, 0.0, 0.0
     regress = {**classify, "objective": "reg:squarederror", "eval_metric": "rmse"}
     everyone = xgb.DMatrix(x, enable_categorical=True, missing=np.nan)
-    mu0, mu1 = _predict(boosters["mu0"], everyone), _predict(boosters["mu1"], everyone)
-    imputed = np.where(treated, mu0 - y, y - mu1)  # each customer's own effect, the missing arm imputed
+    p0, p1 = _predict(boosters["mu0"], everyone), _predict(boosters["mu1"], everyone)
+    imputed = np.where(treated, p0 - y, y - p1)  # each customer's own effect, the missing arm imputed
     for name, arm in (("tau0", ~treated), ("tau1", treated)):
         boosters[name] = _fit_booster(x.loc[arm], imputed[arm], valid[arm], regress, config, nthread)
     return boosters, 0.0, 0.0
 
 
 def average_odds(
-    shared: xgb.Booster, x: pd.DataFrame, y: np.ndarray, treated: np.ndarray
+    mu0: xgb.Booster, x: pd.DataFrame, y: np.ndarray, treated: np.ndarray, level: bool = True
 ) -> tuple[float, float]:
-    """A play's measured average effect as log-odds beside the shared no-contact model: the level of its
-    held out (``baseline``) and the contacted arm's shift from it. Both with a standard normal prior, so
-    that a handful of customers, or an arm without a churner, gives a finite and modest odds ratio
-    rather than the infinite one maximum likelihood would."""
-    held = _margin(shared, x.loc[~treated])
-    baseline = offset_shift(held, y[~treated], prior_sd=1.0)
-    shift = offset_shift(baseline + _margin(shared, x.loc[treated]), y[treated], prior_sd=1.0)
+    """A play's average effect as log-odds beside a no-contact model: the level of its held out
+    (``baseline``; 0 without ``level``) and the contacted arm's shift from it. Both with a standard
+    normal prior, so that a handful of customers, or an arm without a churner, gives a finite and
+    modest odds ratio rather than the infinite one maximum likelihood would; with hundreds of customers
+    the prior hardly moves it."""
+    baseline = offset_shift(_margin(mu0, x.loc[~treated]), y[~treated], prior_sd=1.0) if level else 0.0
+    shift = offset_shift(baseline + _margin(mu0, x.loc[treated]), y[treated], prior_sd=1.0)
     return baseline, shift
 
 
