@@ -262,8 +262,20 @@ def test_with_a_shared_no_contact_model_the_fallback_is_an_odds_ratio_on_each_cu
     # below the raw 20 points measured on 60 customers.
     assert 0.02 < uplift.mean() < 0.20
     model.save(tmp_path / "uplift")
+    # The shared no-contact model is written once and loaded once, for both plays.
+    assert sorted(
+        p.relative_to(tmp_path / "uplift").as_posix() for p in (tmp_path / "uplift").rglob("*.json")
+    ) == [
+        "_shared/mu0.json",
+        "offer/shift.json",
+        "uplift_model.json",
+    ]
     loaded = UpliftModel.load(tmp_path / "uplift")
+    assert loaded.plays["Call"].boosters["mu0"] is loaded.plays["Offer"].boosters["mu0"]
     np.testing.assert_allclose(loaded.effect(fresh, fresh["play"]), uplift)
+    both = loaded.effects(fresh)  # the shared margins computed once for every play
+    np.testing.assert_allclose(both["Call"], uplift)
+    np.testing.assert_allclose(both["Offer"], model.effect(fresh, ["Offer"] * len(fresh)))
     # A model saved before the odds-ratio fallback (no ``scale``) keeps the constant effect it had.
     document = json.loads((tmp_path / "uplift" / MODEL_FILE).read_text())
     document["format_version"] = 1

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,9 @@ from churnml.training.split import customer_fraction
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "uplift_model.json"
-FORMAT_VERSION = 2  # 2: a play's ``baseline`` and ``scale`` (2026-12-06); version 1 loads as before
+FORMAT_VERSION = 2  # 2: a play's ``baseline`` and ``scale``, shared boosters once (2026-12-06); 1 loads
 FORMATS = (1, 2)
+SHARED = "_shared"  # boosters several plays share; a play's slug never starts with "_"
 LEARNERS = ("x", "t", "offset")
 AVERAGE = "average"  # a play without a model: its measured average effect
 
@@ -81,24 +83,35 @@ class PlayModel:
     scale: str = "probability"
     boosters: dict[str, xgb.Booster] = field(default_factory=dict)
 
-    def effect(self, x: pd.DataFrame | xgb.DMatrix) -> np.ndarray:
+    def effect(
+        self, x: pd.DataFrame | xgb.DMatrix, margins: dict[int, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Reduction in churn probability from a contact with this play, per row of prepared features
-        (or their :func:`feature_matrix`, which every play can share)."""
+        (or their :func:`feature_matrix`, which every play can share). ``margins``: the no-contact
+        margins of that matrix already computed, by booster, for plays that share the model."""
         if self.method == AVERAGE and self.scale != "log-odds":
             value = self.average_effect if math.isfinite(self.average_effect) else 0.0
             return np.full(x.num_row() if isinstance(x, xgb.DMatrix) else len(x), value)
         matrix = x if isinstance(x, xgb.DMatrix) else feature_matrix(x)
         if self.method == AVERAGE:
-            base = _predict(self.boosters["mu0"], matrix, margin=True) + self.baseline
+            base = self._no_contact_margin(matrix, margins) + self.baseline
             return _sigmoid(base) - _sigmoid(base + self.shift)
         if self.method == "t":
             return _predict(self.boosters["mu0"], matrix) - _predict(self.boosters["mu1"], matrix)
         if self.method == "offset":
-            base = _predict(self.boosters["mu0"], matrix, margin=True) + self.baseline
+            base = self._no_contact_margin(matrix, margins) + self.baseline
             shift = self.shift + _predict(self.boosters["shift"], matrix, margin=True)
             return _sigmoid(base) - _sigmoid(base + shift)
         g = self.propensity
         return g * _predict(self.boosters["tau0"], matrix) + (1 - g) * _predict(self.boosters["tau1"], matrix)
+
+    def _no_contact_margin(self, matrix: xgb.DMatrix, margins: dict[int, np.ndarray] | None) -> np.ndarray:
+        booster = self.boosters["mu0"]
+        if margins is None:
+            return _predict(booster, matrix, margin=True)
+        if id(booster) not in margins:
+            margins[id(booster)] = _predict(booster, matrix, margin=True)
+        return margins[id(booster)]
 
     def churn_without(self, x: pd.DataFrame) -> np.ndarray:
         """Churn probability if not contacted (the held-out arm's model; NaN for an average play without
@@ -217,19 +230,22 @@ class UpliftModel:
     def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Every play's uplift for every row: one column per play (one feature matrix for them all)."""
         x = feature_matrix(self.inputs.prepare(frame))
-        return pd.DataFrame({play: m.effect(x) for play, m in self.plays.items()}, index=frame.index)
+        margins: dict[int, np.ndarray] = {}  # the shared no-contact model, predicted once for every play
+        return pd.DataFrame({play: m.effect(x, margins) for play, m in self.plays.items()}, index=frame.index)
 
     def effects_of_encoded(self, data: np.ndarray) -> pd.DataFrame:
         """:meth:`effects` of rows already encoded as :func:`feature_matrix` encodes them (float32, the
         model's columns in order, categories as training codes): the service's fast path has them."""
         x = _dmatrix(np.asarray(data, dtype=np.float32), self.inputs.columns)
-        return pd.DataFrame({play: m.effect(x) for play, m in self.plays.items()})
+        margins: dict[int, np.ndarray] = {}
+        return pd.DataFrame({play: m.effect(x, margins) for play, m in self.plays.items()})
 
     def summary(self) -> pd.DataFrame:
         return pd.DataFrame([m.summary() for m in self.plays.values()])
 
     def save(self, directory: str | Path) -> Path:
-        """Each booster as JSON under ``<play slug>/``, the rest in ``uplift_model.json``: nothing pickled."""
+        """Each booster as JSON under ``<play slug>/`` (one that several plays share, the no-contact model
+        of ``controls: all``, once under ``_shared/``), the rest in ``uplift_model.json``: nothing pickled."""
         directory = Path(directory)
         plays = []
         slugs = [slug(play) for play in self.plays]
@@ -238,12 +254,16 @@ class UpliftModel:
             raise DataValidationError(
                 "contacts", "play", f"plays {clash} differ only in case or punctuation; name them apart"
             )
+        uses = Counter(id(b) for m in self.plays.values() for b in m.boosters.values())
+        written: dict[int, str] = {}
         for play, model in self.plays.items():
             files = {}
             for name, booster in model.boosters.items():
-                relative = f"{slug(play)}/{name}.json"
-                _write_booster(directory / relative, booster)
-                files[name] = relative
+                if id(booster) not in written:
+                    folder = SHARED if uses[id(booster)] > 1 else slug(play)
+                    written[id(booster)] = f"{folder}/{name}.json"
+                    _write_booster(directory / written[id(booster)], booster)
+                files[name] = written[id(booster)]
             plays.append({**{k: v for k, v in model.summary().items() if k != "rounds"}, "boosters": files})
         document = {
             "format_version": FORMAT_VERSION,
@@ -272,12 +292,14 @@ class UpliftModel:
         )
         specs = tuple(FeatureSpec.from_dict(s) for s in document["features"])
         plays = {}
+        loaded: dict[str, xgb.Booster] = {}  # a file several plays name is one booster again
         for entry in document["plays"]:
             boosters = {}
             for name, relative in entry.pop("boosters").items():
-                booster = xgb.Booster()
-                booster.load_model(bytearray((directory / relative).read_bytes()))
-                boosters[name] = booster
+                if relative not in loaded:
+                    loaded[relative] = xgb.Booster()
+                    loaded[relative].load_model(bytearray((directory / relative).read_bytes()))
+                boosters[name] = loaded[relative]
             plays[entry["play"]] = PlayModel(**{k: _number(v) for k, v in entry.items()}, boosters=boosters)
         inputs = ChurnModel(booster=None, columns=columns, specs=specs)
         return cls(inputs, plays, document.get("info", {}), tuple(document.get("notes", ())))
