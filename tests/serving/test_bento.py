@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from conftest import Trained
+    from servers import Trained
 
-from conftest import bento_example_answer, build_bento
+from servers import bento_example_answer, build_bento
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 BIN = Path(sys.executable).parent

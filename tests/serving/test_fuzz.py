@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from churnml.serving.schemas import category_columns
 
 if TYPE_CHECKING:
-    from conftest import Live
+    from servers import Live
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 

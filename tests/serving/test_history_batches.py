@@ -19,7 +19,7 @@ from churnml.serving.schemas import history_model
 from churnml.serving.scorer import ClientError, HistoryRequest, Scorer
 
 if TYPE_CHECKING:
-    from conftest import Live, Trained
+    from servers import Live, Trained
 
 pytestmark = pytest.mark.xdist_group("serving")  # the trained model and server of the serving tests
 

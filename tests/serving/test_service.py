@@ -26,7 +26,7 @@ from churnml.serving.http import summarize_errors
 from churnml.serving.schemas import Prediction, category_columns
 
 if TYPE_CHECKING:
-    from conftest import Live, Trained
+    from servers import Live, Trained
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
 

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 import requests
 import yaml
-from conftest import (
+from helpers import feature_records
+from servers import (
     API_KEY,
     MAX_RECORDS,
     SERVE,
@@ -28,7 +29,6 @@ from conftest import (
     build_bento,
     running_server,
 )
-from helpers import feature_records
 
 from churnml.config import load_config
 from churnml.data.simulate import simulate
