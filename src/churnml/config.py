@@ -491,6 +491,12 @@ class UpliftConfig(_Model):
         "moves its log-odds (an average shift plus trees); x = Kunzel et al.'s X-learner (imputed effects); "
         "t = a churn model per arm, uplift their difference (docs/uplift.md).",
     )
+    shift_trees: bool = Field(
+        True,
+        description="Offset learner: trees that learn where a play's shift in log-odds is larger or smaller; "
+        "false = one odds ratio per play on each customer's no-contact risk (docs/uplift.md: on the benchmark "
+        "about as good at 9 months of contacts).",
+    )
     controls: Literal["holdouts", "all"] = Field(
         "all",
         description="Rows of the churn-without-contact model: holdouts = the held-out arms only (randomised); "

@@ -328,6 +328,26 @@ def test_a_fallback_play_without_holdouts_gets_no_effect() -> None:
     assert "odds ratio" not in model.notes[0]
 
 
+def test_without_shift_trees_a_play_is_one_odds_ratio_on_each_customers_risk(tmp_path) -> None:
+    """``uplift.shift_trees: false``: the offset learner keeps its average shift and no trees, so every
+    customer of the play gets the same odds ratio on their own no-contact risk; it saves and loads so."""
+    rows, fresh = _synthetic(6000, 0.08, seed=1), _synthetic(2000, 0.08, seed=2)
+    controls = _synthetic(6000, 0.0, seed=5, play="none", treated_share=0.0).drop(columns=["play", "treated"])
+    controls["customer_id"] = [f"n{i}" for i in range(6000)]
+    config = CONFIG.uplift.model_copy(update={"shift_trees": False})
+    model = fit_uplift(rows, _specs(), config, seed=7, nthread=1, controls=controls)
+    offer = model.plays["Offer"]
+    assert offer.method == "offset" and set(offer.boosters) == {"mu0"} and offer.shift < 0
+    risk, uplift = model.churn_without(fresh, fresh["play"]), model.effect(fresh, fresh["play"])
+    odds = lambda p: np.log(p / (1 - p))  # noqa: E731
+    np.testing.assert_allclose(odds(risk - uplift) - odds(risk), offer.shift, atol=1e-5)
+    assert uplift.mean() == pytest.approx(0.08, abs=0.03)
+    with_trees = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1, controls=controls)
+    assert "shift" in with_trees.plays["Offer"].boosters
+    model.save(tmp_path / "uplift")
+    np.testing.assert_allclose(UpliftModel.load(tmp_path / "uplift").effect(fresh, fresh["play"]), uplift)
+
+
 def test_the_map_shift_stays_finite_when_an_arm_has_no_churner() -> None:
     offset = np.full(10, -1.0)
     assert offset_shift(offset, np.zeros(10)) < -10  # maximum likelihood runs away

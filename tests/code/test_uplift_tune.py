@@ -102,3 +102,13 @@ def test_no_trials_means_the_robust_settings() -> None:
     config = CONFIG.uplift.model_copy(update={"tune": CONFIG.uplift.tune.model_copy(update={"n_trials": 0})})
     tuned = tune_uplift(_lists(), _specs(), {}, config, seed=7, window_days=WINDOW, nthread=1)
     assert all(t.study is None and t.params == {} for t in tuned.values())
+
+
+def test_without_shift_trees_and_with_a_shared_no_contact_model_there_is_nothing_to_tune() -> None:
+    """The shared no-contact model keeps the robust settings, and a play without shift trees has no
+    booster of its own: no study runs, and the note says why."""
+    config = CONFIG.uplift.model_copy(update={"shift_trees": False})
+    lists = _lists()
+    controls = lists.loc[~lists["treated"].to_numpy(bool)].drop(columns=["play", "treated"]).head(50)
+    tuned = tune_uplift(lists, _specs(), {}, config, seed=7, window_days=WINDOW, nthread=1, controls=controls)
+    assert all(t.study is None and t.params == {} and "shift_trees" in t.note for t in tuned.values())

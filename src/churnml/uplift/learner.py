@@ -100,7 +100,9 @@ class PlayModel:
             return _predict(self.boosters["mu0"], matrix) - _predict(self.boosters["mu1"], matrix)
         if self.method == "offset":
             base = self._no_contact_margin(matrix, margins) + self.baseline
-            shift = self.shift + _predict(self.boosters["shift"], matrix, margin=True)
+            shift = self.shift + (
+                _predict(self.boosters["shift"], matrix, margin=True) if "shift" in self.boosters else 0.0
+            )
             return _sigmoid(base) - _sigmoid(base + shift)
         g = self.propensity
         return g * _predict(self.boosters["tau0"], matrix) + (1 - g) * _predict(self.boosters["tau1"], matrix)
@@ -488,11 +490,12 @@ def fit_learner(
         baseline, average = average_odds(mu0, x, y, treated, level=not own)
         # The contacted customers' churn with the no-contact log-odds as a fixed offset: the trees learn
         # only how the contact moves the log-odds (base_score 0.5 = a margin of 0 beside the offset).
-        offset = baseline + _margin(mu0, treated_x)
-        params = {**classify, "base_score": 0.5}
-        boosters["shift"] = _fit_booster(
-            treated_x, y[treated], valid[treated], params, config, nthread, offset + average
-        )
+        if config.shift_trees:  # without them: one odds ratio for the play (uplift.shift_trees)
+            offset = baseline + _margin(mu0, treated_x)
+            params = {**classify, "base_score": 0.5}
+            boosters["shift"] = _fit_booster(
+                treated_x, y[treated], valid[treated], params, config, nthread, offset + average
+            )
         return boosters, average, baseline
     boosters["mu1"] = _fit_booster(treated_x, y[treated], valid[treated], classify, config, nthread)
     if config.learner == "t":

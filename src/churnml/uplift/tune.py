@@ -87,6 +87,9 @@ def tune_uplift(
     plays = sorted(rows["play"].dropna().astype(str).unique())
     if settings.n_trials == 0:
         return {p: PlayTuning(p, {}, note="uplift.tune.n_trials=0: robust settings") for p in plays}
+    if config.learner == "offset" and not config.shift_trees and controls is not None:
+        # Nothing of the play's own is a booster: the shared no-contact model keeps the robust settings.
+        return {p: PlayTuning(p, {}, note="uplift.shift_trees=false: no trees to tune") for p in plays}
     try:
         fit_rows, valid_rows = split_by_list(
             UpliftRows(rows, tuple(specs), label_settings), settings.validation_lists, window_days
