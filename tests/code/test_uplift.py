@@ -4,6 +4,7 @@ point-in-time rows built from a contacts table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -346,6 +347,51 @@ def test_without_shift_trees_a_play_is_one_odds_ratio_on_each_customers_risk(tmp
     assert "shift" in with_trees.plays["Offer"].boosters
     model.save(tmp_path / "uplift")
     np.testing.assert_allclose(UpliftModel.load(tmp_path / "uplift").effect(fresh, fresh["play"]), uplift)
+
+
+def test_plays_with_their_own_no_contact_models_keep_them_in_every_path(tmp_path) -> None:
+    """``controls: holdouts``: each play's no-contact model is its own. ``effects`` (one matrix for every
+    play, margins computed once per booster) equals each play's own effect; the files are per play; and
+    two shared boosters of one name, as a model merged from two fits would have, get two files."""
+    rows = pd.concat(
+        [_synthetic(3000, 0.08, seed=31, play="Offer"), _synthetic(3000, 0.02, seed=32, play="Call")],
+        ignore_index=True,
+    )
+    rows["customer_id"] = [f"c{i}" for i in range(len(rows))]
+    model = fit_uplift(rows, _specs(), CONFIG.uplift, seed=7, nthread=1)
+    fresh = _synthetic(1000, 0.0, seed=33)
+    both = model.effects(fresh)
+    for play in ("Offer", "Call"):
+        np.testing.assert_allclose(both[play], model.effect(fresh, [play] * len(fresh)))
+    assert not np.allclose(both["Offer"], both["Call"])
+    model.save(tmp_path / "own")
+    names = sorted(p.relative_to(tmp_path / "own").as_posix() for p in (tmp_path / "own").rglob("*.json"))
+    assert names == [
+        "call/mu0.json",
+        "call/shift.json",
+        "offer/mu0.json",
+        "offer/shift.json",
+        "uplift_model.json",
+    ]
+    # Two models' plays in one: each pair shares its own mu0, both would be "_shared/mu0.json".
+    a, b = (m.plays for m in (model, fit_uplift(rows, _specs(), CONFIG.uplift, seed=8, nthread=1)))
+    merged = UpliftModel(
+        model.inputs,
+        {
+            "A": dataclasses.replace(a["Offer"], play="A"),
+            "B": dataclasses.replace(
+                a["Call"], play="B", boosters={**a["Call"].boosters, "mu0": a["Offer"].boosters["mu0"]}
+            ),
+            "C": dataclasses.replace(b["Offer"], play="C"),
+            "D": dataclasses.replace(
+                b["Call"], play="D", boosters={**b["Call"].boosters, "mu0": b["Offer"].boosters["mu0"]}
+            ),
+        },
+    )
+    merged.save(tmp_path / "merged")
+    assert sorted(p.name for p in (tmp_path / "merged" / "_shared").iterdir()) == ["mu0-2.json", "mu0.json"]
+    loaded = UpliftModel.load(tmp_path / "merged")
+    np.testing.assert_allclose(loaded.effects(fresh).to_numpy(), merged.effects(fresh).to_numpy())
 
 
 def test_the_map_shift_stays_finite_when_an_arm_has_no_churner() -> None:

@@ -84,7 +84,7 @@ class PlayModel:
     boosters: dict[str, xgb.Booster] = field(default_factory=dict)
 
     def effect(
-        self, x: pd.DataFrame | xgb.DMatrix, margins: dict[int, np.ndarray] | None = None
+        self, x: pd.DataFrame | xgb.DMatrix, margins: dict[tuple[int, int], np.ndarray] | None = None
     ) -> np.ndarray:
         """Reduction in churn probability from a contact with this play, per row of prepared features
         (or their :func:`feature_matrix`, which every play can share). ``margins``: the no-contact
@@ -107,13 +107,16 @@ class PlayModel:
         g = self.propensity
         return g * _predict(self.boosters["tau0"], matrix) + (1 - g) * _predict(self.boosters["tau1"], matrix)
 
-    def _no_contact_margin(self, matrix: xgb.DMatrix, margins: dict[int, np.ndarray] | None) -> np.ndarray:
+    def _no_contact_margin(
+        self, matrix: xgb.DMatrix, margins: dict[tuple[int, int], np.ndarray] | None
+    ) -> np.ndarray:
         booster = self.boosters["mu0"]
         if margins is None:
             return _predict(booster, matrix, margin=True)
-        if id(booster) not in margins:
-            margins[id(booster)] = _predict(booster, matrix, margin=True)
-        return margins[id(booster)]
+        key = (id(booster), id(matrix))  # both alive for the whole call that owns ``margins``
+        if key not in margins:
+            margins[key] = _predict(booster, matrix, margin=True)
+        return margins[key]
 
     def churn_without(self, x: pd.DataFrame) -> np.ndarray:
         """Churn probability if not contacted (the held-out arm's model; NaN for an average play without
@@ -232,14 +235,16 @@ class UpliftModel:
     def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Every play's uplift for every row: one column per play (one feature matrix for them all)."""
         x = feature_matrix(self.inputs.prepare(frame))
-        margins: dict[int, np.ndarray] = {}  # the shared no-contact model, predicted once for every play
+        margins: dict[
+            tuple[int, int], np.ndarray
+        ] = {}  # the shared no-contact model, predicted once for every play
         return pd.DataFrame({play: m.effect(x, margins) for play, m in self.plays.items()}, index=frame.index)
 
     def effects_of_encoded(self, data: np.ndarray) -> pd.DataFrame:
         """:meth:`effects` of rows already encoded as :func:`feature_matrix` encodes them (float32, the
         model's columns in order, categories as training codes): the service's fast path has them."""
         x = _dmatrix(np.asarray(data, dtype=np.float32), self.inputs.columns)
-        margins: dict[int, np.ndarray] = {}
+        margins: dict[tuple[int, int], np.ndarray] = {}
         return pd.DataFrame({play: m.effect(x, margins) for play, m in self.plays.items()})
 
     def summary(self) -> pd.DataFrame:
@@ -263,7 +268,11 @@ class UpliftModel:
             for name, booster in model.boosters.items():
                 if id(booster) not in written:
                     folder = SHARED if uses[id(booster)] > 1 else slug(play)
-                    written[id(booster)] = f"{folder}/{name}.json"
+                    relative, k = f"{folder}/{name}.json", 1
+                    while relative in written.values():  # two shared boosters of one name
+                        k += 1
+                        relative = f"{folder}/{name}-{k}.json"
+                    written[id(booster)] = relative
                     _write_booster(directory / written[id(booster)], booster)
                 files[name] = written[id(booster)]
             plays.append({**{k: v for k, v in model.summary().items() if k != "rounds"}, "boosters": files})
@@ -412,6 +421,7 @@ def fit_uplift(
         )
     info = {
         "learner": config.learner,
+        "shift_trees": config.shift_trees if config.learner == "offset" else None,
         "rows": len(rows),
         "controls": 0 if controls is None else int(controls["label"].notna().sum()),
         "seed": seed,
