@@ -27,7 +27,8 @@ customers saved = the sum of their true effects, revenue saved = effect x value,
 - contact costs (the playbook's), sleeping dogs contacted. The true Qini coefficient of each ranking
 (area of its cumulative true effect above a random ranking's) is compared with the oracle's. On the
 explored (randomised) customers of the lists whose outcomes are in the data, the observed Qini
-coefficient is printed too: what a team without the truth would see.
+coefficient is printed too: what a team without the truth would see. Per play, the contacts and true
+saves of the risk, uplift, ceiling and oracle rankings show where each spends its budget.
 
 Targets (issue 13): uplift saves >= 1.3x what risk targeting saves; uplift's Qini >= 0.8x the oracle's
 (the ceiling's share is printed beside it);
