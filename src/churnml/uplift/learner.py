@@ -235,9 +235,8 @@ class UpliftModel:
     def effects(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Every play's uplift for every row: one column per play (one feature matrix for them all)."""
         x = feature_matrix(self.inputs.prepare(frame))
-        margins: dict[
-            tuple[int, int], np.ndarray
-        ] = {}  # the shared no-contact model, predicted once for every play
+        # The shared no-contact model, predicted once for every play.
+        margins: dict[tuple[int, int], np.ndarray] = {}
         return pd.DataFrame({play: m.effect(x, margins) for play, m in self.plays.items()}, index=frame.index)
 
     def effects_of_encoded(self, data: np.ndarray) -> pd.DataFrame:
@@ -398,7 +397,7 @@ def fit_uplift(
             # The shared no-contact model gives these customers a churn risk, and the measured effect
             # becomes the odds ratio it implies on each one's risk (shrunk by the prior): never more than
             # a low-risk customer's own churn probability.
-            baseline, shift = average_odds(shared, x, y, treated)
+            baseline, shift = average_odds(_margin(shared, x), y, treated)
             plays[play] = PlayModel(
                 method=AVERAGE,
                 boosters={"mu0": shared},
@@ -497,11 +496,12 @@ def fit_learner(
         # customers on no list): the play's own randomised holdouts set its level (``baseline``), so the
         # shift is the contacted arm against them, not against the shared model's bias. The play's own
         # no-contact model is fitted on those holdouts already.
-        baseline, average = average_odds(mu0, x, y, treated, level=not own)
+        margin = _margin(mu0, x)  # once, for the level, the average shift and the trees' offset
+        baseline, average = average_odds(margin, y, treated, level=not own)
         # The contacted customers' churn with the no-contact log-odds as a fixed offset: the trees learn
         # only how the contact moves the log-odds (base_score 0.5 = a margin of 0 beside the offset).
         if config.shift_trees:  # without them: one odds ratio for the play (uplift.shift_trees)
-            offset = baseline + _margin(mu0, treated_x)
+            offset = baseline + margin[treated]
             params = {**classify, "base_score": 0.5}
             boosters["shift"] = _fit_booster(
                 treated_x, y[treated], valid[treated], params, config, nthread, offset + average
@@ -520,15 +520,15 @@ def fit_learner(
 
 
 def average_odds(
-    mu0: xgb.Booster, x: pd.DataFrame, y: np.ndarray, treated: np.ndarray, level: bool = True
+    margin: np.ndarray, y: np.ndarray, treated: np.ndarray, level: bool = True
 ) -> tuple[float, float]:
-    """A play's average effect as log-odds beside a no-contact model: the level of its held out
-    (``baseline``; 0 without ``level``) and the contacted arm's shift from it. Both with a standard
-    normal prior, so that a handful of customers, or an arm without a churner, gives a finite and
-    modest odds ratio rather than the infinite one maximum likelihood would; with hundreds of customers
-    the prior hardly moves it."""
-    baseline = offset_shift(_margin(mu0, x.loc[~treated]), y[~treated], prior_sd=1.0) if level else 0.0
-    shift = offset_shift(baseline + _margin(mu0, x.loc[treated]), y[treated], prior_sd=1.0)
+    """A play's average effect as log-odds beside a no-contact model's ``margin`` per row: the level of
+    its held out (``baseline``; 0 without ``level``) and the contacted arm's shift from it. Both with a
+    standard normal prior, so that a handful of customers, or an arm without a churner, gives a finite
+    and modest odds ratio rather than the infinite one maximum likelihood would; with hundreds of
+    customers the prior hardly moves it."""
+    baseline = offset_shift(margin[~treated], y[~treated], prior_sd=1.0) if level else 0.0
+    shift = offset_shift(baseline + margin[treated], y[treated], prior_sd=1.0)
     return baseline, shift
 
 
