@@ -32,7 +32,7 @@ from churnml.data.load import dataset_from_frames
 from churnml.data.simulate import simulate
 from churnml.features.training_set import build_training_set
 from churnml.pipelines import review, score, train
-from churnml.risk.review import TREATMENT, observed_by, pooled_effects, public_plays
+from churnml.risk.review import TREATMENT, contact_window, observed_by, pooled_effects, public_plays
 
 TARGET_COVERAGE = 0.90
 
@@ -46,15 +46,19 @@ def auc_se(auc: float, positives: int, negatives: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
-def true_effects(reviewed: pd.DataFrame, truth: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-    """Per reviewed customer with an arm: the true effect of the contact on churn within the horizon."""
-    rows = reviewed.loc[reviewed["arm"].isin([TREATMENT, "holdout"]) & reviewed["churned"].notna()]
+def true_effects(
+    reviewed: pd.DataFrame, truth: pd.DataFrame, horizon_days: int, next_list: pd.Timestamp | None
+) -> pd.DataFrame:
+    """Per reviewed customer the review compares (an arm, an outcome, randomised): the true effect of
+    the contact on churn within the horizon, from the contact rows the review read (``contact_window``)."""
+    rows = reviewed.loc[
+        reviewed["arm"].isin([TREATMENT, "holdout"]) & reviewed["churned"].notna() & reviewed["randomised"]
+    ]
     as_of = pd.Timestamp(rows["as_of"].iloc[0]) if len(rows) else None
     if as_of is None:
         return rows.assign(true_effect=np.nan)
-    window = truth.loc[
-        (truth["contacted_at"] >= as_of) & (truth["contacted_at"] < as_of + pd.Timedelta(days=horizon_days))
-    ]
+    start, end = contact_window(as_of, as_of + pd.Timedelta(days=horizon_days), next_list)
+    window = truth.loc[(truth["contacted_at"] >= start) & (truth["contacted_at"] < end)]
     first = window.sort_values("contacted_at").drop_duplicates("customer_id").set_index("customer_id")
     in_horizon = first["renewal_at"] < as_of + pd.Timedelta(days=horizon_days)
     effect = first["effect"].where(in_horizon, 0.0).fillna(0.0)
@@ -89,10 +93,11 @@ def run_seed(seed: int, args: argparse.Namespace, out: Path) -> dict:
     # The review's pooled figure adds up (list, play) strata weighted by their contacted customers; the
     # truth is weighted the same way, stratum by stratum.
     plays = public_plays(pooled_effects([r.plays for r in result.reviews], config.campaign.success_rate))
+    dates = [r.as_of for r in result.reviews]
     truth = pd.concat(
         [
-            true_effects(r.customers, sim.contact_truth, horizon).assign(list=str(r.as_of.date()))
-            for r in result.reviews
+            true_effects(r.customers, sim.contact_truth, horizon, nxt).assign(list=str(r.as_of.date()))
+            for r, nxt in zip(result.reviews, [*dates[1:], None], strict=True)
         ],
         ignore_index=True,
     )

@@ -584,9 +584,12 @@ def print_review_summary(result, config: Config) -> None:
             f"[bold]{m['success_rate']:.0%}[/] (95% CI {m['success_rate_low']:.0%} to {m['success_rate_high']:.0%}); "
             f"campaign.success_rate assumes {config.campaign.success_rate:.0%}. "
             + (
-                "Use it: campaign.effect=measured"
-                if usable
-                else "Not a usable rate: the contacts did not keep customers"
+                "Not a usable rate: the contacts did not keep customers"
+                if not usable
+                else "Use it: campaign.effect=measured"
+                if result.measured_file is not None
+                else "This list only: a review of every list (without --as-of) saves the rate that "
+                "campaign.effect=measured uses"
             ),
             highlight=False,
         )
@@ -640,14 +643,14 @@ def uplift(config: ConfigOption = None, overrides: OverridesArg = None) -> None:
         "uplift at budget",
         title=(f"uplift on the test lists {', '.join(result.test_lists)} (held out of training)"),
     )
-    for row in result.evaluation.itertuples():
+    for row in result.evaluation.to_dict(orient="records"):
         table.add_row(
-            str(row.play),
-            str(row.ranking),
-            f"{row.customers:,}",
-            f"{row.qini:.4f}",
-            f"{row.auuc:.4f}",
-            f"{row.uplift_at_budget:+.3f}",
+            str(row["play"]),
+            str(row["ranking"]),
+            f"{row['customers']:,}",
+            _num(row["qini"], ".4f"),
+            _num(row["auuc"], ".4f"),
+            _num(row["uplift_at_budget"], "+.3f"),
         )
     console.print(table)
     if result.model_version:

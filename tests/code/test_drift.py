@@ -188,6 +188,16 @@ def test_the_reference_round_trips_through_json() -> None:
     assert drift.compare(again, frame, np.linspace(0, 1, 500), SETTINGS).equals(table)
 
 
+def test_a_category_never_seen_in_training_round_trips() -> None:
+    """A categorical input all missing in training has no categories and no value shares; its profile
+    must still load (``to_dict`` leaves empty fields out), or scoring and serving fail on the reference."""
+    profile = drift.categorical_profile(pd.Series([None] * 20, dtype=object), [])
+    assert profile.shares == () and profile.missing == 1.0
+    again = drift.Profile.from_dict(json.loads(io.dumps(profile.to_dict())))
+    assert again == profile
+    assert again.actual(["gold", None]).tolist() == [0.5, 0.5]  # unseen, missing
+
+
 def test_the_score_window_keeps_the_last_scores_and_their_psi() -> None:
     profile = drift.numeric_profile(np.random.default_rng(0).beta(1, 9, 5000))
     window = drift.ScoreWindow(profile, size=1000)

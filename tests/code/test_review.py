@@ -208,8 +208,9 @@ def test_arms_by_the_plan_with_a_contacts_table_is_intention_to_treat() -> None:
     assert assigned["contact_cost"].tolist() == [10.0, 40.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def test_review_of_a_small_business_by_hand() -> None:
-    """Six customers; c0 and c2 end their subscription in the horizon, c5 only after it."""
+def _small_business(end: pd.Timestamp | None = None):
+    """Six customers; c0 and c2 end their subscription in June, c5 on 07-15; c0..c2 on Billing outreach
+    (c2 held out), contacted on 06-01."""
     customers = pd.DataFrame(
         {"customer_id": [f"c{i}" for i in range(6)], "signup_at": pd.Timestamp("2025-01-01"), "mrr": 10.0}
     )
@@ -236,9 +237,15 @@ def test_review_of_a_small_business_by_hand() -> None:
     events = pd.DataFrame(
         {"customer_id": ["c3"], "timestamp": [pd.Timestamp("2025-08-01")], "event_type": ["login"]}
     )
-    dataset = dataset_from_frames(
-        {"customers": customers, "subscriptions": subscriptions, "contacts": contacts, "events": events}
+    return dataset_from_frames(
+        {"customers": customers, "subscriptions": subscriptions, "contacts": contacts, "events": events},
+        end=end,
     )
+
+
+def test_review_of_a_small_business_by_hand() -> None:
+    """Six customers; c0 and c2 end their subscription in the horizon, c5 only after it."""
+    dataset = _small_business()
     assert observed_by(AS_OF, CONFIG) <= dataset.end
     result = review_list(_list(), dataset, CONFIG, AS_OF)
     assert result.source == "contacts"
@@ -310,3 +317,290 @@ def test_the_service_takes_contacts_only_for_a_model_that_reads_them() -> None:
     reads = SimpleNamespace(specs=[SimpleNamespace(table="events"), SimpleNamespace(table="contacts")])
     assert history_table_names(plain) == ACTIVITY_TABLES  # type: ignore[arg-type]
     assert history_table_names(reads) == (*ACTIVITY_TABLES, "contacts")  # type: ignore[arg-type]
+
+
+def test_the_next_lists_contacts_are_not_this_lists_and_a_list_scored_mid_day_keeps_its_days_contacts() -> (
+    None
+):
+    """A list's contact rows run from its day to its horizon or the next list's day, whichever is first:
+    with a 30-day horizon, the March list's contacts on 03-01 and 03-02 are not February's."""
+    from churnml.risk.review import contact_window
+
+    feb, mar = pd.Timestamp("2025-02-01 14:30"), pd.Timestamp("2025-03-01 09:00")
+    start, end = contact_window(feb, feb + pd.Timedelta(days=30), mar)
+    assert (start, end) == (pd.Timestamp("2025-02-01"), pd.Timestamp("2025-03-01"))
+    assert contact_window(feb, feb + pd.Timedelta(days=30), None)[1] == feb + pd.Timedelta(days=30)
+    listed = _list().assign(as_of=feb)
+    contacts = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c2", "c3", "c4"],
+            "contacted_at": pd.to_datetime(["2025-02-01", "2025-02-01", "2025-03-01", "2025-03-02"]),
+            "play": "Offer",
+            "arm": ["treatment", "holdout", "treatment", "holdout"],
+        }
+    )
+    assigned, _ = arms(listed, contacts, start, end, 10.0)
+    # c0 and c2 were recorded by date on the (mid-day) list's day; c3 and c4 belong to the March list.
+    assert assigned["arm"].tolist() == ["treatment", "none", "holdout", "none", "none", "none"]
+
+
+def test_a_plays_own_cost_in_the_playbook_comes_before_the_campaign_default() -> None:
+    from churnml.risk.risk_list import Playbook, load_playbook
+
+    default = load_playbook(None)
+    groups = {
+        name: group.model_copy(update={"cost": 40.0}) if group.play == "Billing outreach" else group
+        for name, group in default.groups.items()
+    }
+    playbook = Playbook.model_validate({**default.model_dump(), "groups": groups})
+    assigned, _ = arms(_list(), None, AS_OF, AS_OF + pd.Timedelta(days=30), 10.0, playbook=playbook)
+    assert assigned["contact_cost"].tolist() == [40.0, 40.0, 0.0, 0.0, 0.0, 0.0]
+    contacts = pd.DataFrame(  # a cost recorded on the contact row still comes first
+        {
+            "customer_id": ["c0"],
+            "contacted_at": AS_OF,
+            "play": "Billing outreach",
+            "arm": "treatment",
+            "cost": 3.0,
+        }
+    )
+    assigned, _ = arms(_list(), contacts, AS_OF, AS_OF + pd.Timedelta(days=30), 10.0, "list", playbook)
+    assert assigned["contact_cost"].tolist() == [3.0, 40.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_predicted_and_realised_churn_of_a_breakdown_are_of_the_same_customers() -> None:
+    from churnml.risk.review import breakdown
+
+    reviewed = pd.DataFrame(
+        {
+            "risk_band": "high",
+            "churn_probability": [0.9, 0.9, 0.1, 0.1],
+            "churned": pd.array([pd.NA, pd.NA, 0, 0], dtype="Int8"),  # the first two have no outcome
+        }
+    )
+    row = breakdown(reviewed, "risk_band").iloc[0]
+    assert (row["customers"], row["labeled"]) == (4, 2)
+    assert row["predicted"] == pytest.approx(0.1) and row["realised"] == 0.0
+
+
+def test_the_measured_success_rate_counts_only_lists_with_enough_customers_in_both_arms() -> None:
+    """review.min_arm applies to each (list, play): two lists with 3 and 8 holdouts do not add up to a
+    measured success rate of 11 holdouts."""
+    from types import SimpleNamespace
+
+    from churnml.pipelines.review import _measured
+
+    def plays(contacted: int, churned_c: int, held: int, churned_h: int) -> pd.DataFrame:
+        reviewed = pd.DataFrame(
+            {
+                "churned": pd.array(
+                    [1] * churned_c
+                    + [0] * (contacted - churned_c)
+                    + [1] * churned_h
+                    + [0] * (held - churned_h),
+                    dtype="Int8",
+                ),
+                "arm": ["treatment"] * contacted + ["holdout"] * held,
+                "play_run": "Offer",
+                "customer_value": 100.0,
+                "contact_cost": [10.0] * contacted + [0.0] * held,
+            }
+        )
+        return play_effects(reviewed, 0.25, min_arm=10)
+
+    few = [
+        SimpleNamespace(plays=plays(50, 5, 3, 2), as_of=AS_OF),
+        SimpleNamespace(plays=plays(50, 5, 8, 4), as_of=AS_OF),
+    ]
+    assert _measured(few, CONFIG) is None  # type: ignore[arg-type]
+    enough = [*few, SimpleNamespace(plays=plays(50, 5, 20, 8), as_of=AS_OF)]
+    measured = _measured(enough, CONFIG)  # type: ignore[arg-type]
+    assert measured is not None and (measured["contacted"], measured["held_out"]) == (50, 20)
+    assert measured["success_rate"] == pytest.approx((8 / 20 - 5 / 50) / (8 / 20))
+
+
+def test_contacted_customers_held_out_on_the_list_before_are_left_out_of_the_comparison() -> None:
+    """The holdout draw cannot pick last list's holdouts again, so they all land among the contacted:
+    compared with the holdout they would bias the effect (here they churn more and the play does nothing)."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    held_before = rng.random(n) < 0.1
+    action = np.where(~held_before & (rng.random(n) < 0.2), "holdout", "contact")
+    churned = rng.random(n) < np.where(held_before, 0.40, 0.25)
+    listed = pd.DataFrame(
+        {
+            "rank": range(1, n + 1),
+            "customer_id": [f"c{i}" for i in range(n)],
+            "churn_probability": 0.3,
+            "risk_band": "high",
+            "risk_group": "failed_payments",
+            "segment": "active",
+            "action": action,
+            "play": "Billing outreach",
+            "customer_value": 100.0,
+            "as_of": AS_OF,
+        }
+    )
+    ids = listed["customer_id"]
+    dataset = dataset_from_frames(
+        {
+            "customers": pd.DataFrame(
+                {"customer_id": ids, "signup_at": pd.Timestamp("2025-01-01"), "mrr": 10.0}
+            ),
+            "subscriptions": pd.DataFrame(
+                {
+                    "customer_id": ids,
+                    "start_at": pd.Timestamp("2025-01-01"),
+                    "end_at": np.where(churned, pd.Timestamp("2025-06-10"), pd.NaT),
+                }
+            ),
+            "events": pd.DataFrame(
+                {"customer_id": ["c0"], "timestamp": [pd.Timestamp("2025-05-20")], "event_type": ["login"]}
+            ),
+        },
+        end=pd.Timestamp("2025-08-01"),
+    )
+    naive = review_list(listed, dataset, CONFIG, AS_OF)
+    fair = review_list(listed, dataset, CONFIG, AS_OF, held_before=set(ids[held_before]))
+    assert fair.customers["churned"].astype(bool).tolist() == churned.tolist()
+    effect = lambda r: r.plays.set_index("play").loc["Billing outreach"]  # noqa: E731
+    kept = int((held_before & (action == "contact")).sum())
+    assert effect(fair)["contacted"] == effect(naive)["contacted"] - kept
+    truth_effect = (
+        churned[~held_before & (action == "holdout")].mean()
+        - churned[~held_before & (action == "contact")].mean()
+    )
+    assert effect(fair)["effect"] == pytest.approx(truth_effect)
+    assert effect(naive)["effect"] < effect(fair)["effect"] - 0.01  # the bias the rule had put in
+    assert any("held out on the list before" in note for note in fair.notes)
+    assert not fair.customers.loc[held_before, "randomised"].any()
+
+
+def test_the_review_judges_a_list_by_its_own_label_and_its_draws_own_rule(tmp_path) -> None:
+    """The pipeline reads from each archived list's summary the label it was scored with (a model trained
+    on 60 days is judged on 60 days, whatever labels.horizon_days says today) and the list it drew its
+    holdouts against (whose holdouts it could not hold out again)."""
+    from churnml.pipelines import review
+
+    config = _review_config(tmp_path)
+    may = AS_OF - pd.DateOffset(months=1)
+    before = _list().assign(as_of=may, action=["contact", "holdout", "contact", None, None, None])
+    summaries = {
+        may: {"as_of": may.isoformat(), "previous_as_of": None},
+        AS_OF: {
+            "as_of": AS_OF.isoformat(),
+            "previous_as_of": may.isoformat(),
+            "holdout_repeat": False,
+            "labels": {"definition": "subscription", "horizon_days": 60, "grace_days": 7, "active_days": 30},
+        },
+    }
+    for stamp, listed in ((may, before), (AS_OF, _list())):
+        _archive(config, stamp, listed, summaries[stamp])
+    result = review.run(config, dataset=_small_business(end=pd.Timestamp("2025-09-01")))
+    june = next(r for r in result.reviews if r.as_of == AS_OF)
+    assert june.horizon_end == AS_OF + pd.Timedelta(days=60)
+    assert june.customers["churned"].tolist() == [1, 0, 1, 0, 0, 1]  # c5 left on 07-15, within 60 days
+    assert "horizon_days 60 (the config says 30)" in june.notes[0]
+    # c1, held out in May, is contacted in June: not part of the comparison (c0 against c2 only).
+    assert june.customers["randomised"].tolist() == [True, False, True, True, True, True]
+    billing = june.plays.set_index("play").loc["Billing outreach"]
+    assert (billing["contacted"], billing["held_out"], billing["effect"]) == (1, 1, 0.0)
+    may_review = next(r for r in result.reviews if r.as_of == may)
+    assert may_review.horizon_end == may + pd.Timedelta(days=30)  # no label recorded: the config's
+    # June's contacts (06-01) belong to the June list, not to May's horizon (05-01 to 05-31).
+    assert (may_review.customers["arm"] == "none").all()
+
+
+def _review_config(tmp_path):
+    return load_config(
+        None, [f"output.dir={tmp_path}", "scoring.log_to_mlflow=false", "campaign.cost_per_contact=10"]
+    )
+
+
+def _archive(config, stamp: pd.Timestamp, listed: pd.DataFrame, summary: dict | None = None):
+    """An archived list as `churnml score` leaves it (history/<date>/ with its summary.json)."""
+    from churnml import io
+    from churnml.pipelines.archive import ARCHIVE_DIR, RISK_LIST, SUMMARY_FILE, score_dir
+
+    folder = score_dir(config) / ARCHIVE_DIR / stamp.strftime("%Y-%m-%d")
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_parquet(folder / f"{RISK_LIST}.parquet", listed)
+    io.write_json(folder / SUMMARY_FILE, summary or {"as_of": stamp.isoformat()})
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("damage", "column", "shown"),
+    [
+        (lambda d: d.drop(columns="action"), "action", "missing column"),
+        (lambda d: d.drop(columns="customer_id"), "customer_id", "missing column"),
+        (
+            lambda d: d.assign(churn_probability=d["churn_probability"].astype(str)),
+            "churn_probability",
+            "0.6",
+        ),
+        (lambda d: d.assign(churn_probability=d["churn_probability"] * 10), "churn_probability", "6.0"),
+        (lambda d: pd.concat([d, d.head(2)]), "customer_id", "c1"),
+        (lambda d: d.assign(as_of=pd.Timestamp("2025-06-15")), "as_of", "2025-06-15"),
+        (lambda d: d.assign(customer_value="lots"), "customer_value", "lots"),
+    ],
+)
+def test_a_hand_edited_archived_list_is_a_named_error_not_a_traceback(
+    tmp_path, damage, column, shown
+) -> None:
+    from churnml.errors import DataValidationError
+    from churnml.pipelines import review
+
+    config = _review_config(tmp_path)
+    folder = _archive(config, AS_OF, damage(_list()))
+    with pytest.raises(DataValidationError) as info:
+        review.run(config, dataset=_small_business())
+    assert info.value.column == column and str(folder) in info.value.table
+    assert shown in str(info.value)
+
+
+def test_a_damaged_archive_stops_the_review_before_it_touches_the_earlier_reviews(tmp_path) -> None:
+    """A list file cut short is a named error; a summary.json that cannot be read falls back on the
+    list's own as_of (with a warning) instead of dropping the list and its earlier review in silence."""
+    from churnml.errors import ChurnmlError
+    from churnml.pipelines import review
+    from churnml.pipelines.archive import RISK_LIST, SUMMARY_FILE
+
+    config = _review_config(tmp_path)
+    folder = _archive(config, AS_OF, _list())
+    dataset = _small_business()
+    first = review.run(config, dataset=dataset)
+    page = first.pages[0]
+    assert page.exists()
+    with pytest.raises(ChurnmlError, match="not a date"):
+        review.run(config, as_of="", dataset=dataset)
+    summary = (folder / SUMMARY_FILE).read_text()
+    (folder / SUMMARY_FILE).write_text("{not json")
+    again = review.run(config, dataset=dataset)
+    assert [r.as_of for r in again.reviews] == [AS_OF] and page.exists()
+    (folder / SUMMARY_FILE).write_text(summary)
+    data = (folder / f"{RISK_LIST}.parquet").read_bytes()
+    (folder / f"{RISK_LIST}.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ChurnmlError, match="cannot be read"):
+        review.run(config, dataset=dataset)
+    (folder / SUMMARY_FILE).write_text("{not json")
+    with pytest.raises(ChurnmlError, match="neither a readable summary"):
+        review.run(config, dataset=dataset)
+    assert page.exists()  # the earlier review is still there
+
+
+def test_scoring_skips_a_damaged_previous_list_with_a_warning(tmp_path, caplog) -> None:
+    from churnml.pipelines.archive import read_previous, score_dir
+
+    config = _review_config(tmp_path)
+    listed = _list().assign(at_risk=[True] * 3 + [False] * 3, as_of=AS_OF)
+    _archive(config, AS_OF, pd.concat([listed, listed.head(1)]))
+    later = AS_OF + pd.DateOffset(months=1)
+    assert read_previous(score_dir(config), later) is None
+    assert "a customer listed twice" in caplog.text
+    _archive(config, AS_OF, listed.assign(at_risk=np.where(listed["at_risk"], "yes", "no")))
+    assert read_previous(score_dir(config), later) is None
+    assert "not true/false" in caplog.text
+    _archive(config, AS_OF, listed.drop(columns="action"))
+    previous = read_previous(score_dir(config), later)
+    assert previous is not None and "no action column" in caplog.text

@@ -453,6 +453,21 @@ def programme_rows():
     return sim, dataset, build_uplift_rows(dataset, CONFIG.labels, CONFIG.features)
 
 
+def test_contacts_without_a_play_that_has_both_arms_are_refused(programme_rows) -> None:
+    """Every contact held out (or every one contacted) measures nothing: a named error, not an all-zero
+    model registered as the champion."""
+    from churnml.data.load import dataset_from_frames
+
+    sim, dataset, _ = programme_rows
+    for arm in ("holdout", "treatment"):
+        tables = {**sim.tables, "contacts": sim.tables["contacts"].assign(arm=arm)}
+        one_arm = dataset_from_frames(tables, end=dataset.end)
+        with pytest.raises(DataValidationError) as info:
+            build_uplift_rows(one_arm, CONFIG.labels, CONFIG.features)
+        assert info.value.table == "contacts" and info.value.column == "arm"
+        assert "no play has both" in str(info.value)
+
+
 def test_contact_lists_take_the_first_row_of_a_day() -> None:
     contacts = pd.DataFrame(
         {

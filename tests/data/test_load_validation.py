@@ -519,6 +519,10 @@ def test_separator_decimal_and_encoding_options(tmp_path, tables, write_tables):
     )
     assert dataset.tables["transactions"]["amount"].tolist() == [20.5, 1.5]
     assert dataset.tables["transactions"]["status"].tolist() == ["payé", "paid"]
+    source["read"].pop("encoding")  # read as UTF-8, the default: an error that says which key to set
+    with pytest.raises(DataValidationError) as info:
+        load_dataset(DataConfig.model_validate({"dir": str(directory), "tables": {"transactions": source}}))
+    assert "set data.tables.transactions.read.encoding" in str(info.value)
 
 
 def test_unreadable_file_names_the_table_and_path(tables, write_tables):
@@ -724,6 +728,22 @@ def test_an_empty_play_and_a_negative_cost_are_errors(tables):
     with pytest.raises(DataValidationError) as info:
         dataset_from_frames({**tables, "contacts": _contacts(cost=[5.0, -1.0, 0.0])})
     assert_reported(info.value, "contacts", "cost", "-1")
+
+
+def test_one_customer_contacted_and_held_out_at_the_same_moment_is_an_error(tables):
+    """Which arm happened has no answer when the rows tie; the same arm twice (a duplicate) is fine."""
+    tied = _contacts(
+        customer_id=["c1", "c1", "c3"],
+        contacted_at=["2024-03-01 10:00:00", "2024-03-01 10:00:00", "2024-03-01 10:10:00"],
+    )
+    with pytest.raises(DataValidationError) as info:
+        dataset_from_frames({**tables, "contacts": tied})
+    assert_reported(info.value, "contacts", "arm", "c1")
+    assert "both contacted and held out" in str(info.value) and info.value.count == 2
+    same_arm = tied.assign(arm=["treatment", "treatment", "holdout"])
+    assert len(dataset_from_frames({**tables, "contacts": same_arm}).tables["contacts"]) == 3
+    later = tied.assign(contacted_at=["2024-03-01 10:00:00", "2024-03-02 10:00:00", "2024-03-01 10:10:00"])
+    assert len(dataset_from_frames({**tables, "contacts": later}).tables["contacts"]) == 3
 
 
 def test_contacts_are_not_customer_activity(tables):

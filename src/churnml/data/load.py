@@ -167,7 +167,14 @@ def read_table(name: str, path: Path, source: TableSource) -> pd.DataFrame:
         pa.ArrowException,
     ) as exc:
         # pyarrow's errors derive from these; the message says what the reader found.
-        raise DataValidationError(name, None, f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+        hint = (
+            f"; the file is not {source.read.encoding}: set data.tables.{name}.read.encoding (e.g. cp1252)"
+            if isinstance(exc, UnicodeError)
+            else ""
+        )
+        raise DataValidationError(
+            name, None, f"cannot read {path}: {type(exc).__name__}: {exc}{hint}"
+        ) from exc
 
 
 def read_database_table(
@@ -663,6 +670,22 @@ def _normalise_table(
         )
     if name == "contacts":
         table["arm"] = _arms(raw, table["arm"])
+        # One customer both contacted and held out at the same moment: which one happened has no answer
+        # (the first row of a day or window is the assignment, and these tie).
+        tied = table.duplicated(["customer_id", "contacted_at"], keep=False).to_numpy()
+        if tied.any():
+            arms = table.loc[tied].groupby(["customer_id", "contacted_at"], sort=False)["arm"]
+            both = np.zeros(len(table), dtype=bool)
+            both[np.flatnonzero(tied)] = (arms.transform("nunique") > 1).to_numpy()
+            _fail(
+                name,
+                "arm",
+                "one customer both contacted and held out at the same contacted_at; keep the arm the "
+                "customer was assigned",
+                raw,
+                both,
+                also=("contacted_at",),
+            )
         _fail(
             name,
             "play",

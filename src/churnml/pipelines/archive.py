@@ -14,10 +14,13 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from churnml.config import Config
+from churnml.data.load import canonical_id
+from churnml.errors import ChurnmlError, DataValidationError, example_rows
 
 log = logging.getLogger(__name__)
 
@@ -86,32 +89,155 @@ def read_previous(out_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
 
 
 def _archived_as_of(folder: Path) -> pd.Timestamp | None:
+    """The as-of moment of an archived run: its summary's, else (a damaged summary.json) the list's own
+    ``as_of`` column, with a warning; None for a folder that is not an archived run of ours."""
     try:
-        return pd.Timestamp(json.loads((folder / SUMMARY_FILE).read_text())["as_of"])
-    except Exception:  # not an archive folder of ours, or damaged: skipped
+        return _stamp(json.loads((folder / SUMMARY_FILE).read_text())["as_of"])
+    except Exception as exc:
+        problem = exc
+    try:
+        stamps = (
+            pd.read_parquet(folder / f"{RISK_LIST}.parquet", columns=["as_of"])["as_of"].dropna().unique()
+        )
+    except Exception:
         return None
+    if len(stamps) != 1:
+        return None
+    log.warning("%s unreadable (%r): the list's own as_of is used", folder / SUMMARY_FILE, problem)
+    return _stamp(stamps[0])
+
+
+def _stamp(value: object) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    if pd.isna(stamp):
+        raise ValueError("no as_of")
+    return stamp
 
 
 def _read_list(path: Path) -> pd.DataFrame | None:
+    """The previous list, as far as the trend and the holdout draw need it; a damaged one is skipped
+    with a warning (an old file must not stop today's list)."""
     try:
         wanted = ["customer_id", "churn_probability", "at_risk", "action", "as_of"]
         previous = pd.read_parquet(path, columns=[c for c in wanted if c in _parquet_columns(path)])
-    except Exception as exc:  # an unreadable old file must not stop today's list
-        log.warning("previous risk list %s unreadable (%s): skipped", path, exc)
+        problem = _list_problem(previous, ("customer_id", "churn_probability", "at_risk"))
+    except Exception as exc:
+        problem = str(exc)
+    if problem is not None:
+        log.warning("previous risk list %s skipped: %s", path, problem)
         return None
+    if "action" not in previous:
+        log.warning(
+            "previous risk list %s has no action column: its holdouts cannot be kept out of this "
+            "list's holdout (risk.holdout_repeat)",
+            path,
+        )
     previous.attrs["as_of"] = str(previous["as_of"].iloc[0]) if len(previous) else None
     return previous
+
+
+def _list_problem(frame: pd.DataFrame, required: tuple[str, ...]) -> str | None:
+    """What makes a list unusable (a missing column, one customer twice, a probability that is not one,
+    an at-risk flag that is not true/false), or None."""
+    missing = [c for c in required if c not in frame]
+    if missing:
+        return f"missing column(s) {', '.join(missing)}"
+    if frame["customer_id"].astype(str).map(canonical_id).duplicated().any():
+        return "a customer listed twice"
+    if "churn_probability" in required and not _probabilities(frame["churn_probability"]).all():
+        return "churn_probability values that are not probabilities"
+    if "at_risk" in required and not pd.api.types.is_bool_dtype(frame["at_risk"]):
+        return f"at_risk of type {frame['at_risk'].dtype}, not true/false"
+    return None
+
+
+def _probabilities(values: pd.Series) -> np.ndarray:
+    """Per value: a number in [0, 1]."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return np.zeros(len(values), dtype=bool)
+    numbers = values.to_numpy(dtype=float, na_value=np.nan)
+    return (numbers >= 0) & (numbers <= 1)
+
+
+REVIEWED_COLUMNS = ("customer_id", "churn_probability", "risk_band", "action", "play", "customer_value")
+
+
+def read_archived_list(folder: Path, as_of: pd.Timestamp) -> pd.DataFrame:
+    """An archived list as the review reads it, checked: a damaged or hand-edited list is an error that
+    names the file, the column and example rows, never a traceback or a silently wrong review."""
+    path = folder / f"{RISK_LIST}.parquet"
+    table = f"archived risk list {path}"
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:
+        raise ChurnmlError(
+            f"{table} cannot be read ({exc}): restore it, or move its folder out of {folder.parent} to "
+            "review the other lists"
+        ) from None
+    missing = [c for c in REVIEWED_COLUMNS if c not in frame]
+    if missing:
+        raise DataValidationError(
+            table, missing[0], f"missing column(s) {', '.join(missing)}: not a list as churnml wrote it"
+        )
+    bad = ~_probabilities(frame["churn_probability"])
+    if bad.any():
+        raise DataValidationError(
+            table,
+            "churn_probability",
+            "values that are not probabilities in [0, 1]",
+            example_rows(frame, bad),
+            int(bad.sum()),
+        )
+    if not pd.api.types.is_numeric_dtype(frame["customer_value"]):
+        raise DataValidationError(
+            table,
+            "customer_value",
+            f"values of type {frame['customer_value'].dtype}, not numbers",
+            example_rows(frame),
+            len(frame),
+        )
+    twice = frame["customer_id"].astype(str).map(canonical_id).duplicated(keep=False).to_numpy()
+    if twice.any():
+        raise DataValidationError(
+            table,
+            "customer_id",
+            "customers listed more than once",
+            example_rows(frame, twice),
+            int(twice.sum()),
+        )
+    if "as_of" in frame:
+        stamps = pd.to_datetime(frame["as_of"], errors="coerce")
+        other = (stamps != pd.Timestamp(as_of)).to_numpy()
+        if other.any():
+            raise DataValidationError(
+                table,
+                "as_of",
+                f"rows of another date than the list's summary.json ({pd.Timestamp(as_of)})",
+                example_rows(frame[["customer_id", "as_of"]], other),
+                int(other.sum()),
+            )
+    return frame
 
 
 def _parquet_columns(path: Path) -> set[str]:
     return set(pq.read_schema(path).names)
 
 
-def archived_lists(out_dir: Path) -> list[tuple[pd.Timestamp, Path]]:
-    """(as of, folder) of every readable archived run under ``<out_dir>/history/``, oldest first."""
-    found = [
-        (stamp, folder)
-        for folder in sorted((out_dir / ARCHIVE_DIR).glob("*"))
-        if (stamp := _archived_as_of(folder)) is not None and (folder / f"{RISK_LIST}.parquet").exists()
-    ]
+def archived_lists(out_dir: Path, strict: bool = False) -> list[tuple[pd.Timestamp, Path]]:
+    """(as of, folder) of every readable archived run under ``<out_dir>/history/``, oldest first; other
+    files and folders are passed over. ``strict`` (the review, which rewrites every list's review): a
+    folder with a list whose date cannot be read is an error rather than passed over, since its review
+    would silently disappear."""
+    found = []
+    for folder in sorted((out_dir / ARCHIVE_DIR).glob("*")):
+        if not (folder / f"{RISK_LIST}.parquet").exists():
+            continue
+        stamp = _archived_as_of(folder)
+        if stamp is not None:
+            found.append((stamp, folder))
+        elif strict:
+            raise ChurnmlError(
+                f"archived list {folder} has neither a readable {SUMMARY_FILE} nor an as_of in its list: "
+                f"restore it, or move the folder out of {folder.parent} to review the other lists"
+            )
     return sorted(found, key=lambda item: item[0])

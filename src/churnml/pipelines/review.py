@@ -31,10 +31,12 @@ from churnml.pipelines.archive import (
     SUMMARY_FILE,
     archive_key,
     archived_lists,
+    read_archived_list,
     review_dir,
     score_dir,
 )
 from churnml.risk import review_report
+from churnml.risk.population import LIST_LABEL_KEYS, with_list_labels
 from churnml.risk.review import (
     Review,
     json_ready,
@@ -44,6 +46,7 @@ from churnml.risk.review import (
     public_plays,
     review_list,
 )
+from churnml.risk.risk_list import load_playbook
 from churnml.training.tracking import session
 
 __all__ = ["MEASURED_FILE", "ReviewResult", "campaign_in_use", "measured_effect", "review_dir", "run"]
@@ -65,6 +68,7 @@ class ReviewResult:
     out_dir: Path
     run_ids: list[str]
     pages: list[Path]  # review.html of each reviewed list
+    measured_file: Path | None = None  # where ``measured`` was saved (not by a review of one list)
 
 
 def run(
@@ -76,33 +80,46 @@ def run(
     """Review the archived lists whose outcomes are observed (or only the one of ``as_of``, a date or a
     moment). With none due, nothing is written: the earlier reviews stay as they are."""
     scores = score_dir(config)
-    lists = archived_lists(scores)
+    lists = archived_lists(scores, strict=True)
     if not lists:
         raise ChurnmlError(
             f"no archived risk list in {scores / ARCHIVE_DIR}: run `churnml score` first; a list can be "
             f"reviewed once its horizon ({config.labels.horizon_days} days) is in the data"
         )
+    archive = lists
     if as_of is not None:
         lists = _the_list_of(as_of, lists)
     dataset = dataset or features.load_data(config, base_dir)
-    due = [(stamp, folder) for stamp, folder in lists if observed_by(stamp, config) <= dataset.end]
-    waiting = [
-        (stamp, observed_by(stamp, config)) for stamp, _ in lists if observed_by(stamp, config) > dataset.end
-    ]
+    settings = {stamp: _list_config(folder, config) for stamp, folder in lists}
+    ready = {stamp: observed_by(stamp, settings[stamp]) for stamp, _ in lists}
+    due = [(stamp, folder) for stamp, folder in lists if ready[stamp] <= dataset.end]
+    waiting = [(stamp, ready[stamp]) for stamp, _ in lists if ready[stamp] > dataset.end]
     out_dir = review_dir(config)
     if not due:
         if as_of is not None:
-            stamp, ready = waiting[0]
+            stamp, observed = waiting[0]
             raise ChurnmlError(
                 f"the list of {stamp.date()} cannot be reviewed yet: its outcomes are observed from "
-                f"{ready.date()} (horizon + grace), and the data ends {dataset.end.date()}"
+                f"{observed.date()} (horizon + grace), and the data ends {dataset.end.date()}"
             )
         return ReviewResult([], waiting, None, out_dir, [], [])
     source = features.data_source(config)
+    playbook = load_playbook(config.risk.playbook)
     reviews = []
     for stamp, folder in due:
-        review = review_list(pd.read_parquet(folder / f"{RISK_LIST}.parquet"), dataset, config, stamp)
-        scored_on = _scored_on(folder)
+        summary = _summary_of(folder)
+        review = review_list(
+            read_archived_list(folder, stamp),
+            dataset,
+            settings[stamp],
+            stamp,
+            next_list=next((later for later, _ in archive if later > stamp), None),
+            held_before=_held_out_before(summary, archive, config),
+            playbook=playbook,
+        )
+        if settings[stamp].labels != config.labels:
+            review.notes.insert(0, _label_note(settings[stamp], config))
+        scored_on = summary.get("data_source")
         if scored_on is not None and scored_on != source:
             review.notes.insert(
                 0,
@@ -124,7 +141,8 @@ def run(
         if as_of is None and measured is not None:
             io.write_json(tmp / MEASURED_FILE, measured)
     pages = [(target if as_of is not None else out_dir / archive_key(r.as_of)) / REPORT_FILE for r in reviews]
-    return ReviewResult(reviews, waiting, measured, out_dir, run_ids, pages)
+    saved = out_dir / MEASURED_FILE if as_of is None and measured is not None else None
+    return ReviewResult(reviews, waiting, measured, out_dir, run_ids, pages, saved)
 
 
 def _the_list_of(as_of: Any, lists: list[tuple[pd.Timestamp, Path]]) -> list[tuple[pd.Timestamp, Path]]:
@@ -132,6 +150,8 @@ def _the_list_of(as_of: Any, lists: list[tuple[pd.Timestamp, Path]]) -> list[tup
     midnight); a clear error for text that is not a date, or a date with no list or several."""
     try:
         wanted = pd.Timestamp(as_of)
+        if pd.isna(wanted):  # "" and "NaT" parse to NaT
+            raise ValueError(as_of)
     except (ValueError, TypeError):
         raise ChurnmlError(f"--as-of {as_of!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)") from None
     found = [(stamp, folder) for stamp, folder in lists if stamp == wanted]
@@ -145,11 +165,52 @@ def _the_list_of(as_of: Any, lists: list[tuple[pd.Timestamp, Path]]) -> list[tup
     return found
 
 
-def _scored_on(folder: Path) -> dict[str, Any] | None:
+def _summary_of(folder: Path) -> dict[str, Any]:
+    """An archived list's summary.json ({} when it cannot be read)."""
     try:
-        return json.loads((folder / SUMMARY_FILE).read_text()).get("data_source")
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _list_config(folder: Path, config: Config) -> Config:
+    """``config`` with the label the list was scored with (its model's: horizon, grace...), so that a
+    list is judged on the outcome it predicted whatever ``labels`` says today (lists archived before the
+    summary recorded it: the config's)."""
+    given = _summary_of(folder).get("labels")
+    if not isinstance(given, dict):
+        return config
+    return config.model_copy(update={"labels": with_list_labels(config.labels, given)})
+
+
+def _label_note(used: Config, config: Config) -> str:
+    differ = [
+        f"{key} {getattr(used.labels, key)} (the config says {getattr(config.labels, key)})"
+        for key in LIST_LABEL_KEYS
+        if getattr(used.labels, key) != getattr(config.labels, key)
+    ]
+    return f"outcomes by the label this list was scored with: {', '.join(differ)}"
+
+
+def _held_out_before(
+    summary: dict[str, Any], archive: list[tuple[pd.Timestamp, Path]], config: Config
+) -> set[str]:
+    """Customers held out on the list the scoring compared with (``previous_as_of``), whom its holdout
+    draw had to leave out, unless it ran with ``risk.holdout_repeat`` (the config's for older lists)."""
+    repeat = summary.get("holdout_repeat", config.risk.holdout_repeat)
+    previous = summary.get("previous_as_of")
+    if repeat or not previous:
+        return set()
+    folder = next((f for stamp, f in archive if stamp == pd.Timestamp(previous)), None)
+    if folder is None:
+        return set()
+    try:
+        earlier = pd.read_parquet(folder / f"{RISK_LIST}.parquet", columns=["customer_id", "action"])
+    except (OSError, ValueError, KeyError) as exc:  # the scoring skipped such a list too (with a warning)
+        log.warning("list %s unreadable for its holdouts (%s): none assumed", folder, exc)
+        return set()
+    return set(earlier.loc[earlier["action"] == "holdout", "customer_id"].astype(str))
 
 
 def _describe(source: dict[str, Any]) -> str:
@@ -158,8 +219,10 @@ def _describe(source: dict[str, Any]) -> str:
 
 def _measured(reviews: list[Review], config: Config) -> dict[str, Any] | None:
     """The success rate over every reviewed list: each (list, play) a stratum (``pooled_effects``), only
-    plays with enough customers in both arms (``review.min_arm``) counting."""
-    plays = pooled_effects([r.plays for r in reviews], config.campaign.success_rate, config.review.min_arm)
+    those with enough customers in both arms (``review.min_arm``) counting: a few holdouts on each of
+    several lists add up to a number that no list measured."""
+    judged = [r.plays.loc[r.plays["enough_data"]] for r in reviews if len(r.plays)]
+    plays = pooled_effects(judged, config.campaign.success_rate, config.review.min_arm)
     overall = measured_success_rate(plays)
     if overall is None:
         return None

@@ -44,8 +44,10 @@ from churnml.pipelines.review import campaign_in_use
 from churnml.risk import drift, report
 from churnml.risk.drivers import drivers_and_groups
 from churnml.risk.population import (
+    LIST_LABEL_KEYS,
     Context,
     active_customer_features,
+    label_config,
     resolve_as_of,
     score_with_context,
 )
@@ -160,6 +162,10 @@ def run(
             "value_basis": value_basis,
             "typical_values_source": typical["source"],
             "data_source": features.data_source(config),
+            # What the review needs to judge this list as it was made: its outcome (the model's label)
+            # and whether last list's holdouts could be held out again.
+            "labels": label_config(model, config).model_dump(include=set(LIST_LABEL_KEYS)),
+            "holdout_repeat": config.risk.holdout_repeat,
         }
         campaign, success_source = campaign_in_use(config)
         summary = run_summary(risk_list, config, provenance, stats)

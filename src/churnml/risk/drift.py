@@ -69,7 +69,7 @@ class Profile:
     kind: Literal["numeric", "categorical"]
     rows: int
     missing: float
-    shares: tuple[float, ...]
+    shares: tuple[float, ...] = ()  # empty: a categorical seen only missing in training
     edges: tuple[float, ...] = ()
     categories: tuple[str, ...] = ()
     grid: tuple[float, ...] = ()  # numeric: the CDF's points (unique percentiles)

@@ -7,7 +7,7 @@ the benchmarks reuse :func:`active_customer_features`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +45,20 @@ def resolve_as_of(dataset: Dataset | Partitions, as_of: Any) -> pd.Timestamp:
     return moment
 
 
+LIST_LABEL_KEYS = ("definition", "horizon_days", "grace_days", "active_days")  # what a list's label is
+
+
 def label_config(model: ChurnModel, config: Config) -> LabelConfig:
     """Eligibility as the model was trained: its label definition, else the config's."""
-    trained = model.info.get("labels") or {}
-    settings = config.labels.model_dump()
-    for key in ("definition", "horizon_days", "grace_days", "active_days"):
-        if trained.get(key) is not None:
-            settings[key] = trained[key]
+    return with_list_labels(config.labels, model.info.get("labels") or {})
+
+
+def with_list_labels(labels: LabelConfig, given: Mapping[str, Any]) -> LabelConfig:
+    """``labels`` with the ``LIST_LABEL_KEYS`` that ``given`` (a model's, or a scored list's) sets."""
+    settings = labels.model_dump()
+    for key in LIST_LABEL_KEYS:
+        if given.get(key) is not None:
+            settings[key] = given[key]
     return LabelConfig.model_validate(settings)
 
 

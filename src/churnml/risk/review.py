@@ -14,9 +14,9 @@ Outcomes use the training label (``churnml.features.labels``): churn in ``[as_of
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from churnml.data.dataset import Dataset
 from churnml.data.load import canonical_id
 from churnml.features.labels import cutoff_dates, make_label_times
 from churnml.training.evaluate import expected_calibration_error
+
+if TYPE_CHECKING:  # risk_list imports the uplift learner, which imports this module's intervals
+    from churnml.risk.risk_list import Playbook
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 TREATMENT, HOLDOUT, NOT_CONTACTED = "treatment", "holdout", "none"
@@ -141,6 +144,16 @@ def outcomes(risk_list: pd.DataFrame, dataset: Dataset, config: Config, as_of: p
     )
 
 
+def contact_window(
+    as_of: pd.Timestamp, horizon: pd.Timestamp, next_list: pd.Timestamp | None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The contact rows that belong to a list: from its day (a list scored at 14:30 and its contacts
+    recorded by date are the same day's) to the end of its horizon or the next list's day, whichever
+    comes first, so that the next list's contacts never count as this one's arms."""
+    end = horizon if next_list is None else min(horizon, pd.Timestamp(next_list).normalize())
+    return pd.Timestamp(as_of).normalize(), end
+
+
 def arms(
     risk_list: pd.DataFrame,
     contacts: pd.DataFrame | None,
@@ -148,14 +161,16 @@ def arms(
     until: pd.Timestamp,
     cost_per_contact: float,
     mode: Literal["auto", "contacts", "list"] = "auto",
+    playbook: Playbook | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """Per listed customer: ``arm`` (treatment, holdout or none), ``play_run`` and ``contact_cost``.
 
     ``contacts`` (``auto`` with a contacts table): the arm of the customer's first contact row in
-    ``[as_of, until)``, as recorded when the customer was assigned; a planned contact without a row is
-    ``none``. ``list`` (``auto`` without one): the list's own ``action`` (intention to treat: a planned
-    contact counts as contacted whether or not it happened), with the play and cost of a contact row
-    where there is one. Cost: the row's, else ``cost_per_contact`` for a contacted customer.
+    ``[as_of, until)`` (``contact_window``), as recorded when the customer was assigned; a planned
+    contact without a row is ``none``. ``list`` (``auto`` without one): the list's own ``action``
+    (intention to treat: a planned contact counts as contacted whether or not it happened), with the play
+    and cost of a contact row where there is one. Cost: the row's, else the play's cost in ``playbook``,
+    else ``cost_per_contact``, for a contacted customer.
     """
     source = mode if mode != "auto" else ("contacts" if contacts is not None else "list")
     ids = risk_list["customer_id"].astype(str).map(canonical_id)
@@ -165,16 +180,20 @@ def arms(
         first = window.sort_values("contacted_at", kind="stable").drop_duplicates("customer_id")
         first = first.set_index(first["customer_id"].map(canonical_id))
     if source == "contacts":
-        arm = ids.map(first["arm"]).fillna(NOT_CONTACTED).astype(str).to_numpy()
+        arm = ids.map(first["arm"]).astype(object).fillna(NOT_CONTACTED).astype(str).to_numpy()
         play = ids.map(first["play"])
     else:
         action = risk_list["action"].astype(str)
         arm = np.select([action == "contact", action == "holdout"], [TREATMENT, HOLDOUT], NOT_CONTACTED)
         play = ids.map(first["play"]).astype(object).fillna(risk_list["play"]).where(arm != NOT_CONTACTED)
     recorded = ids.map(first["cost"]) if "cost" in first else pd.Series(np.nan, index=risk_list.index)
+    names = play_names(play)
+    if playbook is not None:
+        played = sorted({str(p) for p in names.dropna()})
+        recorded = recorded.fillna(names.map(playbook.play_costs(played, cost_per_contact)))
     cost = np.where(arm == TREATMENT, recorded.fillna(cost_per_contact).to_numpy(float), 0.0)
     frame = pd.DataFrame(
-        {"arm": arm, "play_run": play_names(play).to_numpy(), "contact_cost": cost}, index=risk_list.index
+        {"arm": arm, "play_run": names.to_numpy(), "contact_cost": cost}, index=risk_list.index
     )
     return frame, source
 
@@ -248,12 +267,13 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
 
 def breakdown(reviewed: pd.DataFrame, by: str, order: Sequence[str] = ()) -> pd.DataFrame:
     """Customers, labeled, churners, realised and predicted churn rate per value of ``by`` (values in
-    ``order`` first, in that order: the bands from low to high; the others by name)."""
+    ``order`` first, in that order: the bands from low to high; the others by name). Both rates are of
+    the labeled customers, so that they compare the same people."""
     labeled = reviewed["churned"].notna()
     frame = reviewed.assign(
         _labeled=labeled,
         _churned=reviewed["churned"].astype(float).fillna(0.0),
-        _p=reviewed["churn_probability"],
+        _p=reviewed["churn_probability"].where(labeled),
     )
     table = frame.groupby(frame[by].astype(str).fillna("–"), sort=True).agg(
         customers=("_labeled", "size"),
@@ -279,9 +299,13 @@ def play_effects(reviewed: pd.DataFrame, assumed_success_rate: float, min_arm: i
     customers' value; ``roi`` = revenue saved / cost (at least 1: the play paid for itself);
     ``success_rate`` = effect / churn among held out (share of would-be churners kept: the quantity
     ``campaign.success_rate`` assumes). A play without both arms has no effect (NaN). The "all plays"
-    row adds up the plays that have both arms (``combine``).
+    row adds up the plays that have both arms (``combine``). Contacted customers who could not have been
+    held out (``randomised`` false: held out on the list before) are left out: they are not comparable.
     """
-    labeled = reviewed.loc[reviewed["churned"].notna() & reviewed["arm"].isin([TREATMENT, HOLDOUT])]
+    randomised = reviewed.get("randomised", True)
+    labeled = reviewed.loc[
+        reviewed["churned"].notna() & reviewed["arm"].isin([TREATMENT, HOLDOUT]) & randomised
+    ]
     rows = [
         _play_row(str(play), group, assumed_success_rate, min_arm)
         for play, group in labeled.groupby(labeled["play_run"].astype(str), sort=True)
@@ -405,14 +429,38 @@ def public_plays(plays: pd.DataFrame) -> pd.DataFrame:
 # The whole review.
 
 
-def review_list(risk_list: pd.DataFrame, dataset: Dataset, config: Config, as_of: pd.Timestamp) -> Review:
-    """Review one archived list against the data (its horizon must be observed: see ``observed_by``)."""
+def review_list(
+    risk_list: pd.DataFrame,
+    dataset: Dataset,
+    config: Config,
+    as_of: pd.Timestamp,
+    next_list: pd.Timestamp | None = None,
+    held_before: Collection[str] = (),
+    playbook: Playbook | None = None,
+) -> Review:
+    """Review one archived list against the data (its horizon must be observed: see ``observed_by``).
+
+    ``next_list``: the as-of date of the list after it, where its contacts begin (``contact_window``).
+    ``held_before``: customers held out on the list before it, whom the holdout draw could not pick
+    again (``risk.holdout_repeat`` off): if contacted, they are no part of the randomised comparison.
+    ``playbook``: the plays' own contact costs (``arms``).
+    """
     as_of = pd.Timestamp(as_of)
     until = horizon_end(as_of, config)
+    start, end = contact_window(as_of, until, next_list)
     assigned, source = arms(
-        risk_list, dataset.get("contacts"), as_of, until, config.campaign.cost_per_contact, config.review.arms
+        risk_list,
+        dataset.get("contacts"),
+        start,
+        end,
+        config.campaign.cost_per_contact,
+        config.review.arms,
+        playbook,
     )
     reviewed = pd.concat([risk_list, assigned], axis=1)
+    ids = risk_list["customer_id"].astype(str).map(canonical_id)
+    held = {canonical_id(str(c)) for c in held_before}
+    reviewed["randomised"] = ~(reviewed["arm"].eq(TREATMENT) & ids.isin(held)).to_numpy()
     reviewed["churned"] = outcomes(risk_list, dataset, config, as_of)
     model, calibration = model_holdup(reviewed, list(config.risk.bands), config.evaluation.ece_bins)
     plays = play_effects(reviewed, config.campaign.success_rate, config.review.min_arm)
@@ -424,6 +472,12 @@ def review_list(risk_list: pd.DataFrame, dataset: Dataset, config: Config, as_of
 
 def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str, min_arm: int) -> list[str]:
     notes = []
+    kept_out = int((~reviewed["randomised"]).sum())
+    if kept_out:
+        notes.append(
+            f"{kept_out:,} contacted customers had been held out on the list before, so this list could not "
+            "hold them out again (risk.holdout_repeat); they are left out of the plays' comparison"
+        )
     missing = int(reviewed["churned"].isna().sum())
     if missing:
         notes.append(

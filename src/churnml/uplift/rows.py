@@ -19,7 +19,7 @@ import pandas as pd
 from churnml.config import FeatureConfig, LabelConfig
 from churnml.contract import ARMS
 from churnml.data.dataset import Dataset
-from churnml.errors import DataValidationError
+from churnml.errors import DataValidationError, example_rows
 from churnml.features import FeatureSpec, build_features, feature_catalogue
 from churnml.features.labels import make_label_times
 from churnml.risk.review import play_names
@@ -88,6 +88,19 @@ def _lists_of(dataset: Dataset) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
             "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
         )
     lists = contact_lists(contacts)
+    arms = lists.groupby("play")["treated"].agg(["sum", "size"])
+    if not ((arms["sum"] > 0) & (arms["sum"] < arms["size"])).any():
+        counts = ", ".join(
+            f"{play}: {int(row['sum'])} contacted, {int(row['size'] - row['sum'])} held out"
+            for play, row in arms.iterrows()
+        )
+        raise DataValidationError(
+            "contacts",
+            "arm",
+            "uplift needs a play with both contacted (treatment) and held-out (holdout) customers to "
+            f"measure what a contact changes; no play has both ({counts})",
+            example_rows(contacts),
+        )
     return lists, sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
 
 
