@@ -450,7 +450,7 @@ class ReviewConfig(_Model):
     arms: Literal["auto", "contacts", "list"] = Field(
         "auto",
         description="Who counts as contacted or held out. contacts: the arm of each customer's first row of "
-        "the contacts table in the list's horizon (write each row when the customer is assigned, holdouts "
+        "the contacts table from the list's day to the end of its horizon or the next list's day (write each row when the customer is assigned, holdouts "
         "too); list: the list's own action, contact or holdout (intention to treat: a planned contact counts "
         "as contacted whether or not it happened); auto: contacts when the data has a contacts table, else list.",
     )

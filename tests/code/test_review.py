@@ -505,10 +505,86 @@ def test_the_review_judges_a_list_by_its_own_label_and_its_draws_own_rule(tmp_pa
     assert june.customers["randomised"].tolist() == [True, False, True, True, True, True]
     billing = june.plays.set_index("play").loc["Billing outreach"]
     assert (billing["contacted"], billing["held_out"], billing["effect"]) == (1, 1, 0.0)
+    page = next(p for p in result.pages if "2025-06-01" in str(p)).read_text()
+    assert "60 days later" in page  # the page says which horizon it judged
     may_review = next(r for r in result.reviews if r.as_of == may)
     assert may_review.horizon_end == may + pd.Timedelta(days=30)  # no label recorded: the config's
-    # June's contacts (06-01) belong to the June list, not to May's horizon (05-01 to 05-31).
+    assert not any("label this list was scored with" in note for note in may_review.notes)
+
+
+def test_in_the_pipeline_a_lists_contacts_end_where_the_next_lists_begin(tmp_path) -> None:
+    """May's list, recorded with a 60-day label, has a horizon to 06-30; June's contacts of 06-01 are the
+    June list's, not May's. Only the label settings its definition reads are compared in the note."""
+    from churnml.pipelines import review
+
+    config = _review_config(tmp_path)
+    may = AS_OF - pd.DateOffset(months=1)
+    labels = {"definition": "subscription", "horizon_days": 60, "grace_days": 7, "active_days": 45}
+    _archive(config, may, _list().assign(as_of=may), {"as_of": may.isoformat(), "labels": labels})
+    dataset = _small_business(end=pd.Timestamp("2025-09-01"))
+    alone = review.run(config, dataset=dataset)  # no June list yet: the 06-01 contacts fall in May's
+    assert (alone.reviews[0].customers["arm"] != "none").sum() == 3
+    assert (
+        alone.reviews[0].notes[0]
+        == "outcomes by the label this list was scored with: horizon_days 60 (the config says 30)"
+    )
+    _archive(config, AS_OF, _list(), {"as_of": AS_OF.isoformat(), "previous_as_of": may.isoformat()})
+    both = review.run(config, dataset=dataset)
+    may_review = next(r for r in both.reviews if r.as_of == may)
+    assert may_review.horizon_end == may + pd.Timedelta(days=60)
     assert (may_review.customers["arm"] == "none").all()
+    june = next(r for r in both.reviews if r.as_of == AS_OF)
+    assert (june.customers["arm"] != "none").sum() == 3
+
+
+def test_last_lists_holdouts_are_left_out_of_either_arm_unless_the_draw_could_repeat_them(tmp_path) -> None:
+    """A team's own contact rows may hold a customer out twice in a row: then they leave the holdout arm
+    too. With risk.holdout_repeat recorded for the list, nobody is left out."""
+    from churnml.pipelines import review
+
+    config = _review_config(tmp_path)
+    may = AS_OF - pd.DateOffset(months=1)
+    before = _list().assign(as_of=may, action=["contact", "holdout", "holdout", None, None, None])
+    _archive(config, may, before, {"as_of": may.isoformat()})
+    june = {"as_of": AS_OF.isoformat(), "previous_as_of": may.isoformat(), "holdout_repeat": False}
+    _archive(config, AS_OF, _list(), june)
+    dataset = _small_business(end=pd.Timestamp("2025-09-01"))
+    reviewed = next(r for r in review.run(config, dataset=dataset).reviews if r.as_of == AS_OF)
+    # c1 contacted and c2 held out in June were both held out in May.
+    assert reviewed.customers["randomised"].tolist() == [True, False, False, True, True, True]
+    assert any("2 customers with an arm had been held out" in note for note in reviewed.notes)
+    _archive(config, AS_OF, _list(), {**june, "holdout_repeat": True})
+    reviewed = next(r for r in review.run(config, dataset=dataset).reviews if r.as_of == AS_OF)
+    assert reviewed.customers["randomised"].all()
+
+
+@pytest.mark.parametrize(
+    ("summary", "message"),
+    [
+        ({"labels": {"horizon_days": -5}}, "its labels are not a label's settings"),
+        ({"labels": {"definition": "churny"}}, "its labels are not a label's settings"),
+        ({"previous_as_of": "yesterday"}, "previous_as_of 'yesterday' is not a date"),
+    ],
+)
+def test_a_hand_edited_summary_is_a_named_error(tmp_path, summary, message) -> None:
+    from churnml.errors import ChurnmlError
+    from churnml.pipelines import review
+
+    config = _review_config(tmp_path)
+    folder = _archive(config, AS_OF, _list(), {"as_of": AS_OF.isoformat(), **summary})
+    with pytest.raises(ChurnmlError) as info:
+        review.run(config, dataset=_small_business(end=pd.Timestamp("2025-09-01")))
+    assert message in str(info.value) and str(folder) in str(info.value)
+
+
+def test_two_lists_on_one_day_split_its_contacts_at_the_second_ones_moment() -> None:
+    from churnml.risk.review import contact_window
+
+    morning, afternoon = pd.Timestamp("2025-06-01 09:00"), pd.Timestamp("2025-06-01 14:30")
+    assert contact_window(morning, morning + pd.Timedelta(days=30), afternoon) == (
+        pd.Timestamp("2025-06-01"),
+        afternoon,
+    )
 
 
 def _review_config(tmp_path):
@@ -601,6 +677,9 @@ def test_scoring_skips_a_damaged_previous_list_with_a_warning(tmp_path, caplog) 
     _archive(config, AS_OF, listed.assign(at_risk=np.where(listed["at_risk"], "yes", "no")))
     assert read_previous(score_dir(config), later) is None
     assert "not true/false" in caplog.text
+    _archive(config, AS_OF, listed.drop(columns="as_of"))
+    assert read_previous(score_dir(config), later) is None
+    assert "missing column(s) as_of" in caplog.text
     _archive(config, AS_OF, listed.drop(columns="action"))
     previous = read_previous(score_dir(config), later)
     assert previous is not None and "no action column" in caplog.text

@@ -120,7 +120,7 @@ def _read_list(path: Path) -> pd.DataFrame | None:
     try:
         wanted = ["customer_id", "churn_probability", "at_risk", "action", "as_of"]
         previous = pd.read_parquet(path, columns=[c for c in wanted if c in _parquet_columns(path)])
-        problem = _list_problem(previous, ("customer_id", "churn_probability", "at_risk"))
+        problem = _list_problem(previous, ("customer_id", "churn_probability", "at_risk", "as_of"))
     except Exception as exc:
         problem = str(exc)
     if problem is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from churnml import io, ownership
 from churnml.config import CampaignConfig, Config
@@ -90,7 +91,8 @@ def run(
     if as_of is not None:
         lists = _the_list_of(as_of, lists)
     dataset = dataset or features.load_data(config, base_dir)
-    settings = {stamp: _list_config(folder, config) for stamp, folder in lists}
+    summaries = {stamp: _summary_of(folder) for stamp, folder in lists}
+    settings = {stamp: _list_config(summaries[stamp], folder, config) for stamp, folder in lists}
     ready = {stamp: observed_by(stamp, settings[stamp]) for stamp, _ in lists}
     due = [(stamp, folder) for stamp, folder in lists if ready[stamp] <= dataset.end]
     waiting = [(stamp, ready[stamp]) for stamp, _ in lists if ready[stamp] > dataset.end]
@@ -107,18 +109,19 @@ def run(
     playbook = load_playbook(config.risk.playbook)
     reviews = []
     for stamp, folder in due:
-        summary = _summary_of(folder)
+        summary = summaries[stamp]
         review = review_list(
             read_archived_list(folder, stamp),
             dataset,
             settings[stamp],
             stamp,
             next_list=next((later for later, _ in archive if later > stamp), None),
-            held_before=_held_out_before(summary, archive, config),
+            held_before=_held_out_before(summary, folder, archive, config),
             playbook=playbook,
         )
-        if settings[stamp].labels != config.labels:
-            review.notes.insert(0, _label_note(settings[stamp], config))
+        label_note = _label_note(settings[stamp], config)
+        if label_note:
+            review.notes.insert(0, label_note)
         scored_on = summary.get("data_source")
         if scored_on is not None and scored_on != source:
             review.notes.insert(
@@ -135,9 +138,9 @@ def run(
     with session(config) if logging_on else nullcontext(), io.atomic_dir(target) as tmp:
         for review in reviews:
             folder = tmp if as_of is not None else tmp / archive_key(review.as_of)
-            write_review(folder, review, config)
+            write_review(folder, review, settings[review.as_of])
             if logging_on:
-                run_ids.append(log_run(folder, review, config))
+                run_ids.append(log_run(folder, review, settings[review.as_of]))
         if as_of is None and measured is not None:
             io.write_json(tmp / MEASURED_FILE, measured)
     pages = [(target if as_of is not None else out_dir / archive_key(r.as_of)) / REPORT_FILE for r in reviews]
@@ -174,27 +177,36 @@ def _summary_of(folder: Path) -> dict[str, Any]:
     return summary if isinstance(summary, dict) else {}
 
 
-def _list_config(folder: Path, config: Config) -> Config:
+def _list_config(summary: dict[str, Any], folder: Path, config: Config) -> Config:
     """``config`` with the label the list was scored with (its model's: horizon, grace...), so that a
     list is judged on the outcome it predicted whatever ``labels`` says today (lists archived before the
     summary recorded it: the config's)."""
-    given = _summary_of(folder).get("labels")
+    given = summary.get("labels")
     if not isinstance(given, dict):
         return config
-    return config.model_copy(update={"labels": with_list_labels(config.labels, given)})
+    try:
+        labels = with_list_labels(config.labels, given)
+    except ValidationError as exc:
+        raise ChurnmlError(
+            f"{folder / SUMMARY_FILE}: its labels are not a label's settings ({exc})"
+        ) from None
+    return config.model_copy(update={"labels": labels})
 
 
-def _label_note(used: Config, config: Config) -> str:
+def _label_note(used: Config, config: Config) -> str | None:
+    """What differs between the label a list was scored with and the config's, among the settings its
+    definition reads (a subscription label has no active_days, an inactivity label no grace)."""
+    unused = "active_days" if used.labels.definition == "subscription" else "grace_days"
     differ = [
         f"{key} {getattr(used.labels, key)} (the config says {getattr(config.labels, key)})"
         for key in LIST_LABEL_KEYS
-        if getattr(used.labels, key) != getattr(config.labels, key)
+        if key != unused and getattr(used.labels, key) != getattr(config.labels, key)
     ]
-    return f"outcomes by the label this list was scored with: {', '.join(differ)}"
+    return f"outcomes by the label this list was scored with: {', '.join(differ)}" if differ else None
 
 
 def _held_out_before(
-    summary: dict[str, Any], archive: list[tuple[pd.Timestamp, Path]], config: Config
+    summary: dict[str, Any], folder: Path, archive: list[tuple[pd.Timestamp, Path]], config: Config
 ) -> set[str]:
     """Customers held out on the list the scoring compared with (``previous_as_of``), whom its holdout
     draw had to leave out, unless it ran with ``risk.holdout_repeat`` (the config's for older lists)."""
@@ -202,13 +214,17 @@ def _held_out_before(
     previous = summary.get("previous_as_of")
     if repeat or not previous:
         return set()
-    folder = next((f for stamp, f in archive if stamp == pd.Timestamp(previous)), None)
-    if folder is None:
+    try:
+        stamp_before = pd.Timestamp(previous)
+    except (ValueError, TypeError):
+        raise ChurnmlError(f"{folder / SUMMARY_FILE}: previous_as_of {previous!r} is not a date") from None
+    before = next((f for stamp, f in archive if stamp == stamp_before), None)
+    if before is None:
         return set()
     try:
-        earlier = pd.read_parquet(folder / f"{RISK_LIST}.parquet", columns=["customer_id", "action"])
+        earlier = pd.read_parquet(before / f"{RISK_LIST}.parquet", columns=["customer_id", "action"])
     except (OSError, ValueError, KeyError) as exc:  # the scoring skipped such a list too (with a warning)
-        log.warning("list %s unreadable for its holdouts (%s): none assumed", folder, exc)
+        log.warning("list %s unreadable for its holdouts (%s): none assumed", before, exc)
         return set()
     return set(earlier.loc[earlier["action"] == "holdout", "customer_id"].astype(str))
 
@@ -221,14 +237,19 @@ def _measured(reviews: list[Review], config: Config) -> dict[str, Any] | None:
     """The success rate over every reviewed list: each (list, play) a stratum (``pooled_effects``), only
     those with enough customers in both arms (``review.min_arm``) counting: a few holdouts on each of
     several lists add up to a number that no list measured."""
-    judged = [r.plays.loc[r.plays["enough_data"]] for r in reviews if len(r.plays)]
-    plays = pooled_effects(judged, config.campaign.success_rate, config.review.min_arm)
+    judged = {}
+    for review in reviews:
+        table = review.plays
+        strata = table.loc[table["enough_data"] & (table["play"] != "all plays")] if len(table) else table
+        if len(strata):
+            judged[review.as_of] = strata
+    plays = pooled_effects(list(judged.values()), config.campaign.success_rate, config.review.min_arm)
     overall = measured_success_rate(plays)
     if overall is None:
         return None
     return {
         **overall,
-        "lists": [r.as_of.isoformat() for r in reviews],
+        "lists": [stamp.isoformat() for stamp in judged],  # those with a play judged
         "assumed_success_rate": config.campaign.success_rate,
         "plays": [json_ready(row) for row in public_plays(plays).to_dict(orient="records")],
     }

@@ -150,8 +150,13 @@ def contact_window(
     """The contact rows that belong to a list: from its day (a list scored at 14:30 and its contacts
     recorded by date are the same day's) to the end of its horizon or the next list's day, whichever
     comes first, so that the next list's contacts never count as this one's arms."""
-    end = horizon if next_list is None else min(horizon, pd.Timestamp(next_list).normalize())
-    return pd.Timestamp(as_of).normalize(), end
+    start = pd.Timestamp(as_of).normalize()
+    if next_list is None:
+        return start, horizon
+    following = pd.Timestamp(next_list)
+    # A second list the same day: this one's contacts end when it was scored, not before they began.
+    boundary = following if following.normalize() == start else following.normalize()
+    return start, min(horizon, boundary)
 
 
 def arms(
@@ -442,7 +447,8 @@ def review_list(
 
     ``next_list``: the as-of date of the list after it, where its contacts begin (``contact_window``).
     ``held_before``: customers held out on the list before it, whom the holdout draw could not pick
-    again (``risk.holdout_repeat`` off): if contacted, they are no part of the randomised comparison.
+    again (``risk.holdout_repeat`` off): they are no part of the randomised comparison, in either arm (a
+    team's own contact rows may hold one out again).
     ``playbook``: the plays' own contact costs (``arms``).
     """
     as_of = pd.Timestamp(as_of)
@@ -460,7 +466,7 @@ def review_list(
     reviewed = pd.concat([risk_list, assigned], axis=1)
     ids = risk_list["customer_id"].astype(str).map(canonical_id)
     held = {canonical_id(str(c)) for c in held_before}
-    reviewed["randomised"] = ~(reviewed["arm"].eq(TREATMENT) & ids.isin(held)).to_numpy()
+    reviewed["randomised"] = ~(reviewed["arm"].isin([TREATMENT, HOLDOUT]) & ids.isin(held)).to_numpy()
     reviewed["churned"] = outcomes(risk_list, dataset, config, as_of)
     model, calibration = model_holdup(reviewed, list(config.risk.bands), config.evaluation.ece_bins)
     plays = play_effects(reviewed, config.campaign.success_rate, config.review.min_arm)
@@ -475,8 +481,8 @@ def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str, min_arm: in
     kept_out = int((~reviewed["randomised"]).sum())
     if kept_out:
         notes.append(
-            f"{kept_out:,} contacted customers had been held out on the list before, so this list could not "
-            "hold them out again (risk.holdout_repeat); they are left out of the plays' comparison"
+            f"{kept_out:,} customers with an arm had been held out on the list before, whom this list's draw "
+            "could not hold out again (risk.holdout_repeat); they are left out of the plays' comparison"
         )
     missing = int(reviewed["churned"].isna().sum())
     if missing:
@@ -488,7 +494,7 @@ def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str, min_arm: in
         skipped = int((planned & reviewed["arm"].eq(NOT_CONTACTED)).sum())
         if skipped:
             notes.append(
-                f"{skipped:,} customers the list said to contact have no contact row in the horizon; they are "
+                f"{skipped:,} customers the list said to contact have no contact row for the list; they are "
                 "left out (if they were assigned but not reached, review.arms: list compares by the plan)"
             )
     else:
