@@ -203,7 +203,9 @@ def ceiling_effect(boosters: dict, model, people: pd.DataFrame, frame: pd.DataFr
 def observed_qini(full, config, model, sim, args: argparse.Namespace) -> dict:
     """Observed Qini coefficient of the uplift ranking, the no-contact churn risk and the true effect, on
     the explored customers of the scored lists whose outcomes are in the data (labels from the data)."""
-    rows = build_uplift_rows(full, config.labels, config.features, model.inputs.specs).labeled
+    rows = build_uplift_rows(
+        full, config.labels, config.features, model.inputs.specs, config.uplift.list_days
+    ).labeled
     truth = sim.uplift_truth.rename(columns={"listed_at": "cutoff"})
     rows = rows.merge(
         truth[["customer_id", "cutoff", "listed", "effect"]], on=["customer_id", "cutoff"], how="left"

@@ -518,6 +518,12 @@ class UpliftConfig(_Model):
         ge=1,
         description="The latest fully labeled list dates kept out of training to evaluate on (out of time).",
     )
+    list_days: int = Field(
+        7,
+        ge=1,
+        description="Contacts within this many days of a list's first contact day are that list (a campaign "
+        "sent over a week is one list, dated its first day); 1 = each contact day is a list.",
+    )
     max_rounds: int = Field(500, ge=1, le=10_000, description="Most boosting rounds per booster.")
     early_stopping_rounds: int = Field(
         30, ge=1, description="Rounds without improvement on the validation customers before stopping."

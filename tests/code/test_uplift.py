@@ -468,6 +468,31 @@ def test_contacts_without_a_play_that_has_both_arms_are_refused(programme_rows) 
         assert "no play has both" in str(info.value)
 
 
+def test_a_campaign_sent_over_a_week_is_one_list(programme_rows) -> None:
+    """Contacts spread over the days after each list date (a team working through its list) make the
+    same lists, dated their first day, as contacts all sent that day; with uplift.list_days 1 each day
+    would be a list of its own (the red-team run evaluated 32 customers instead of 263)."""
+    from churnml.data.load import dataset_from_frames
+
+    sim, dataset, rows = programme_rows
+    contacts = sim.tables["contacts"]
+    delay = pd.to_timedelta(np.random.default_rng(0).integers(0, 6, len(contacts)), unit="D")
+    spread = dataset_from_frames(
+        {**sim.tables, "contacts": contacts.assign(contacted_at=contacts["contacted_at"] + delay)},
+        end=dataset.end,
+    )
+    weekly = build_uplift_rows(spread, CONFIG.labels, CONFIG.features, rows.specs, CONFIG.uplift.list_days)
+    assert CONFIG.uplift.list_days == 7
+    assert sorted(weekly.frame["cutoff"].unique()) == sorted(rows.frame["cutoff"].unique())
+    lists = contact_lists(contacts.assign(contacted_at=contacts["contacted_at"] + delay), list_days=7)
+    same_day = contact_lists(contacts, list_days=7)
+    assert sorted(lists["cutoff"].unique()) == sorted(same_day["cutoff"].unique())
+    assert len(lists) == len(same_day)
+    assert contact_lists(contacts, list_days=1)["cutoff"].nunique() == same_day["cutoff"].nunique()
+    daily = contact_lists(contacts.assign(contacted_at=contacts["contacted_at"] + delay), list_days=1)
+    assert daily["cutoff"].nunique() > 3 * same_day["cutoff"].nunique()
+
+
 def test_contact_lists_take_the_first_row_of_a_day() -> None:
     contacts = pd.DataFrame(
         {

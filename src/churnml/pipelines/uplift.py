@@ -59,9 +59,9 @@ def run(config: Config, dataset: Dataset | None = None, base_dir: Path | None = 
     """Fit, evaluate out of time, refit and record the uplift model of every play in the contacts table."""
     dataset = dataset or features.load_data(config, base_dir)
     settings = config.uplift
-    rows = build_uplift_rows(dataset, config.labels, config.features)
+    rows = build_uplift_rows(dataset, config.labels, config.features, list_days=settings.list_days)
     controls = (
-        control_rows(dataset, config.labels, config.features, rows.specs)
+        control_rows(dataset, config.labels, config.features, rows.specs, settings.list_days)
         if settings.controls == "all"
         else None
     )

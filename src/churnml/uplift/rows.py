@@ -45,11 +45,13 @@ class UpliftRows:
         return [spec.name for spec in self.specs]
 
 
-def contact_lists(contacts: pd.DataFrame) -> pd.DataFrame:
-    """One row per customer and list date (the contact's day): the first row of that day, its play and
-    whether the customer was contacted (arm ``treatment``) or held out."""
-    frame = contacts.sort_values(["customer_id", "contacted_at"], kind="stable").assign(
-        cutoff=contacts["contacted_at"].dt.floor("D")
+def contact_lists(contacts: pd.DataFrame, list_days: int = 1) -> pd.DataFrame:
+    """One row per customer and list: the customer's first row of the list, its play and whether the
+    customer was contacted (arm ``treatment``) or held out. A list is the contacts within ``list_days``
+    of its first contact day, and that day is its date (``list_dates``)."""
+    day = contacts["contacted_at"].dt.floor("D")
+    frame = contacts.assign(cutoff=day.map(list_dates(day, list_days))).sort_values(
+        ["customer_id", "contacted_at"], kind="stable"
     )
     first = frame.drop_duplicates(["customer_id", "cutoff"]).reset_index(drop=True)
     return pd.DataFrame(
@@ -62,15 +64,29 @@ def contact_lists(contacts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def list_dates(days: pd.Series, list_days: int) -> dict[pd.Timestamp, pd.Timestamp]:
+    """Each contact day's list date: the first day of a run of days within ``list_days`` of it, so that
+    a campaign sent over a week is one list and its customers' features and labels start the same day
+    (each day as its own list would split it into lists of a few customers each)."""
+    dates: dict[pd.Timestamp, pd.Timestamp] = {}
+    start = None
+    for day in sorted(pd.Timestamp(d) for d in days.dropna().unique()):
+        if start is None or day - start >= pd.Timedelta(days=list_days):
+            start = day
+        dates[day] = start
+    return dates
+
+
 def build_uplift_rows(
     dataset: Dataset,
     labels: LabelConfig,
     features: FeatureConfig,
     specs: Sequence[FeatureSpec] | None = None,
+    list_days: int = 1,
 ) -> UpliftRows:
     """Rows for every (customer, list date) of the ``contacts`` table that the label counts as a
-    customer at that date, with the churn label and the features as of the date."""
-    lists, cutoffs = _lists_of(dataset)
+    customer at that date, with the churn label and the features as of the date (``contact_lists``)."""
+    lists, cutoffs = _lists_of(dataset, list_days)
     label_times = make_label_times(dataset, labels, cutoffs)
     rows = lists.merge(label_times.frame, on=["customer_id", "cutoff"], how="inner")
     rows = rows.sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True)
@@ -80,14 +96,14 @@ def build_uplift_rows(
     return UpliftRows(frame=frame, specs=specs, label_settings=label_times.settings)
 
 
-def _lists_of(dataset: Dataset) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
+def _lists_of(dataset: Dataset, list_days: int) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
     """The contacts table's lists (``contact_lists``) and their dates; without contacts, a named error."""
     contacts = dataset.get("contacts")
     if contacts is None or contacts.empty:
         raise DataValidationError(
             "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
         )
-    lists = contact_lists(contacts)
+    lists = contact_lists(contacts, list_days)
     arms = lists.groupby("play")["treated"].agg(["sum", "size"])
     if not ((arms["sum"] > 0) & (arms["sum"] < arms["size"])).any():
         counts = ", ".join(
@@ -105,15 +121,19 @@ def _lists_of(dataset: Dataset) -> tuple[pd.DataFrame, list[pd.Timestamp]]:
 
 
 def control_rows(
-    dataset: Dataset, labels: LabelConfig, features: FeatureConfig, specs: Sequence[FeatureSpec]
+    dataset: Dataset,
+    labels: LabelConfig,
+    features: FeatureConfig,
+    specs: Sequence[FeatureSpec],
+    list_days: int = 1,
 ) -> pd.DataFrame:
-    """Customers of the list dates who had no contact row that day (neither contacted nor held out),
+    """Customers of the list dates who had no contact row in that list (neither contacted nor held out),
     with the churn label and features as of the date: more rows for the churn-without-contact model.
 
     Valid controls only where the list chose customers by what the features show (a risk rule or
     churnml's own list): then, among customers who look alike, being left off the list is as good as
     random. Rows on no list carry no play (``play`` is missing)."""
-    lists, cutoffs = _lists_of(dataset)
+    lists, cutoffs = _lists_of(dataset, list_days)
     everyone = make_label_times(dataset, labels, cutoffs).frame
     listed = pd.MultiIndex.from_frame(lists[["customer_id", "cutoff"]])
     keys = pd.MultiIndex.from_frame(everyone[["customer_id", "cutoff"]])
