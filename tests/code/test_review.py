@@ -683,3 +683,22 @@ def test_scoring_skips_a_damaged_previous_list_with_a_warning(tmp_path, caplog) 
     _archive(config, AS_OF, listed.drop(columns="action"))
     previous = read_previous(score_dir(config), later)
     assert previous is not None and "no action column" in caplog.text
+
+
+def test_the_measured_success_rate_interval_is_katzs_for_one_large_play() -> None:
+    """1 - RR with RR = 0.1 / 0.3: Katz's log interval is exp(log RR +- 1.96 x sqrt(1/200 - 1/2000 +
+    1/600 - 1/2000)), 0.6137 to 0.7125. Dividing the effect's interval by the held-out churn gave 0.586
+    to 0.746 (too wide: 99.6-100% coverage in a review's simulation)."""
+    reviewed = _reviewed(
+        "Offer", ["treatment"] * 2000 + ["holdout"] * 2000, [1] * 200 + [0] * 1800 + [1] * 600 + [0] * 1400
+    )
+    measured = measured_success_rate(play_effects(reviewed, 0.25))
+    assert measured is not None and measured["success_rate"] == pytest.approx(2 / 3)
+    se = math.sqrt(1 / 200 - 1 / 2000 + 1 / 600 - 1 / 2000)
+    katz = (1 - math.exp(math.log(1 / 3) + 1.96 * se), 1 - math.exp(math.log(1 / 3) - 1.96 * se))
+    assert (measured["success_rate_low"], measured["success_rate_high"]) == pytest.approx(katz, abs=0.002)
+    # No churner among the contacted: a rate of 100%, an interval up to 1 and not beyond.
+    none_left = _reviewed("Offer", ["treatment"] * 40 + ["holdout"] * 20, [0] * 40 + [1] * 6 + [0] * 14)
+    measured = measured_success_rate(play_effects(none_left, 0.25))
+    assert measured is not None and measured["success_rate"] == 1.0 and measured["success_rate_high"] == 1.0
+    assert 0 < measured["success_rate_low"] < 1

@@ -244,7 +244,7 @@ def _measured(reviews: list[Review], config: Config) -> dict[str, Any] | None:
         if len(strata):
             judged[review.as_of] = strata
     plays = pooled_effects(list(judged.values()), config.campaign.success_rate, config.review.min_arm)
-    overall = measured_success_rate(plays)
+    overall = measured_success_rate(pd.concat(judged.values(), ignore_index=True)) if judged else None
     if overall is None:
         return None
     return {
