@@ -519,10 +519,11 @@ class UpliftConfig(_Model):
         description="The latest fully labeled list dates kept out of training to evaluate on (out of time).",
     )
     list_days: int = Field(
-        7,
+        1,
         ge=1,
-        description="Contacts within this many days of a list's first contact day are that list (a campaign "
-        "sent over a week is one list, dated its first day); 1 = each contact day is a list.",
+        description="1 = each contact day is a list. N > 1, for lists worked through over several days: "
+        "contacts within N days of a list's first contact day are that list, dated that day (lists or plays "
+        "less than N days apart merge, a customer on both keeping their first row).",
     )
     max_rounds: int = Field(500, ge=1, le=10_000, description="Most boosting rounds per booster.")
     early_stopping_rounds: int = Field(

@@ -702,3 +702,20 @@ def test_the_measured_success_rate_interval_is_katzs_for_one_large_play() -> Non
     measured = measured_success_rate(play_effects(none_left, 0.25))
     assert measured is not None and measured["success_rate"] == 1.0 and measured["success_rate_high"] == 1.0
     assert 0 < measured["success_rate_low"] < 1
+
+
+@pytest.mark.parametrize(("contacted", "held", "held_churners"), [(40, 20, 6), (10, 10, 1), (200, 30, 6)])
+def test_fewer_contacted_churners_never_lower_the_success_rates_bounds(
+    contacted, held, held_churners
+) -> None:
+    def bounds(churners: int) -> tuple[float, float]:
+        arms = ["treatment"] * contacted + ["holdout"] * held
+        churned = (
+            [1] * churners + [0] * (contacted - churners) + [1] * held_churners + [0] * (held - held_churners)
+        )
+        measured = measured_success_rate(play_effects(_reviewed("Offer", arms, churned), 0.25, min_arm=1))
+        assert measured is not None
+        return measured["success_rate_low"], measured["success_rate_high"]
+
+    (low0, high0), (low1, high1), (low2, high2) = bounds(0), bounds(1), bounds(2)
+    assert low0 >= low1 >= low2 and high0 >= high1 >= high2

@@ -468,29 +468,47 @@ def test_contacts_without_a_play_that_has_both_arms_are_refused(programme_rows) 
         assert "no play has both" in str(info.value)
 
 
-def test_a_campaign_sent_over_a_week_is_one_list(programme_rows) -> None:
-    """Contacts spread over the days after each list date (a team working through its list) make the
-    same lists, dated their first day, as contacts all sent that day; with uplift.list_days 1 each day
-    would be a list of its own (the red-team run evaluated 32 customers instead of 263)."""
+def test_a_list_worked_through_over_a_week_is_one_list_with_list_days(programme_rows, caplog) -> None:
+    """Contacts spread over the days after each list date (a team working through its list) make, with
+    uplift.list_days 7, the same lists and rows as contacts all sent that day, with the same arms and
+    plays. With the default (1), each day is a list of its own, and the run says so (the red-team run had
+    evaluated 32 customers instead of 263 without a word)."""
     from churnml.data.load import dataset_from_frames
 
     sim, dataset, rows = programme_rows
     contacts = sim.tables["contacts"]
     delay = pd.to_timedelta(np.random.default_rng(0).integers(0, 6, len(contacts)), unit="D")
-    spread = dataset_from_frames(
-        {**sim.tables, "contacts": contacts.assign(contacted_at=contacts["contacted_at"] + delay)},
-        end=dataset.end,
-    )
-    weekly = build_uplift_rows(spread, CONFIG.labels, CONFIG.features, rows.specs, CONFIG.uplift.list_days)
-    assert CONFIG.uplift.list_days == 7
-    assert sorted(weekly.frame["cutoff"].unique()) == sorted(rows.frame["cutoff"].unique())
-    lists = contact_lists(contacts.assign(contacted_at=contacts["contacted_at"] + delay), list_days=7)
-    same_day = contact_lists(contacts, list_days=7)
-    assert sorted(lists["cutoff"].unique()) == sorted(same_day["cutoff"].unique())
-    assert len(lists) == len(same_day)
-    assert contact_lists(contacts, list_days=1)["cutoff"].nunique() == same_day["cutoff"].nunique()
-    daily = contact_lists(contacts.assign(contacted_at=contacts["contacted_at"] + delay), list_days=1)
-    assert daily["cutoff"].nunique() > 3 * same_day["cutoff"].nunique()
+    moved = contacts.assign(contacted_at=contacts["contacted_at"] + delay)
+    spread = dataset_from_frames({**sim.tables, "contacts": moved}, end=dataset.end)
+    weekly = build_uplift_rows(spread, CONFIG.labels, CONFIG.features, rows.specs, list_days=7)
+    keys = ["customer_id", "cutoff", "play", "treated", "label"]
+    same = rows.frame[keys].sort_values(keys[:2]).reset_index(drop=True)
+    inside = same["customer_id"].isin(spread.tables["contacts"]["customer_id"])  # not moved past the end
+    got = weekly.frame[keys].sort_values(keys[:2]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, same.loc[inside].reset_index(drop=True), check_dtype=False)
+    assert CONFIG.uplift.list_days == 1
+    with caplog.at_level(logging.WARNING, logger="churnml.uplift.rows"):
+        daily = contact_lists(spread.tables["contacts"])
+        build_uplift_rows(spread, CONFIG.labels, CONFIG.features, rows.specs)
+    assert daily["cutoff"].nunique() > 3 * rows.frame["cutoff"].nunique()
+    assert "set uplift.list_days" in caplog.text
+
+
+def test_list_dates_start_a_new_list_once_list_days_have_passed() -> None:
+    from churnml.uplift.rows import list_dates
+
+    days = pd.Series(pd.to_datetime(["2025-03-01", "2025-03-06", "2025-03-08", "2025-03-11", "2025-03-12"]))
+    dates = list_dates(days, 7)
+    assert [str(dates[d].date()) for d in days] == [
+        "2025-03-01",
+        "2025-03-01",
+        "2025-03-08",
+        "2025-03-08",
+        "2025-03-08",
+    ]
+    assert {str(k.date()): str(v.date()) for k, v in list_dates(days, 1).items()} == {
+        str(d.date()): str(d.date()) for d in days
+    }
 
 
 def test_contact_lists_take_the_first_row_of_a_day() -> None:

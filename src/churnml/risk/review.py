@@ -514,8 +514,8 @@ def _notes(reviewed: pd.DataFrame, plays: pd.DataFrame, source: str, min_arm: in
 
 
 def measured_success_rate(strata: pd.DataFrame) -> dict[str, Any] | None:
-    """The success rate of the strata (rows of ``play_effects``: one list's plays, or several lists')
-    with enough customers in both arms (``review.min_arm``) added up, with its interval, for
+    """The success rate of the strata (rows of ``play_effects`` as it made them, whose rates times
+    customers are the counts: one list's plays, or several lists'; not ``pooled_effects``' rows) with enough customers in both arms (``review.min_arm``) added up, with its interval, for
     ``campaign.effect: measured``; None when none qualifies.
 
     The rate is 1 - (churn among the contacted) / (churn among the held out), both weighted by each
@@ -561,11 +561,12 @@ def ratio_interval(
     numerator: tuple[float, float, float], denominator: tuple[float, float, float]
 ) -> tuple[float, float]:
     """95% interval of a / b from the estimates and intervals of two independent rates a and b: the
-    MOVER for log a - log b. ``b`` must be positive; a = 0 gives 0 to a's upper bound over b's lower."""
+    MOVER for log a - log b. ``b`` must be positive; a = 0 gives 0 to the limit of the upper bound,
+    a's upper bound over b."""
     a, a_low, a_high = numerator
     b, b_low, b_high = denominator
-    if a <= 0:
-        return 0.0, a_high / b_low if b_low > 0 else math.inf
+    if a <= 0:  # the log-scale bound's limit as a -> 0
+        return 0.0, a_high / b
     centre = math.log(a) - math.log(b)
     below = math.log(a) - math.log(a_low) if a_low > 0 else math.inf
     above_b = math.log(b_high) - math.log(b)

@@ -1,14 +1,16 @@
 """Uplift rows: every past contact or holdout as a (customer, list date) row with point-in-time features.
 
 Why the list date is the cutoff: a retention list is drawn up before its contacts go out, so what the
-model may know about a customer is what was known that morning. The cutoff is the contact's day at
-midnight; features see only rows strictly before it, so neither the contact itself nor anything that
+model may know about a customer is what was known that morning. The cutoff is the list's day at
+midnight (the contact's day, or with ``uplift.list_days`` the first day of a list worked through over
+several days); features see only rows strictly before it, so neither the contact itself nor anything that
 happened after it (the outcome it is meant to change) leaks into the features. The outcome is the churn
 model's own label at that cutoff (``churnml.features.labels``): churn within the horizon.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,8 @@ from churnml.features.labels import make_label_times
 from churnml.risk.review import play_names
 
 TREATMENT, HOLDOUT = ARMS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ def build_uplift_rows(
     lists, cutoffs = _lists_of(dataset, list_days)
     label_times = make_label_times(dataset, labels, cutoffs)
     rows = lists.merge(label_times.frame, on=["customer_id", "cutoff"], how="inner")
+    if len(rows) < len(lists):
+        log.warning(
+            "uplift: %d of %d contact rows are of customers the label does not count at their list date "
+            "(not signed up before it, or no longer a customer): left out",
+            len(lists) - len(rows),
+            len(lists),
+        )
     rows = rows.sort_values(["cutoff", "customer_id"], kind="stable").reset_index(drop=True)
     specs = tuple(feature_catalogue(dataset, features) if specs is None else specs)
     built = build_features(dataset, rows[["customer_id", "cutoff"]], features, specs)
@@ -104,6 +115,14 @@ def _lists_of(dataset: Dataset, list_days: int) -> tuple[pd.DataFrame, list[pd.T
             "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
         )
     lists = contact_lists(contacts, list_days)
+    days = pd.Series(sorted(lists["cutoff"].unique()))
+    if list_days == 1 and len(days) >= 3 and (days.diff().dt.days.dropna() <= 3).mean() >= 0.5:
+        log.warning(
+            "uplift: contacts fall on %d days, most of them within 3 days of the one before: each day is "
+            "a list of its own (uplift.test_lists holds out the latest days). If a list is worked through "
+            "over several days, set uplift.list_days (e.g. 7)",
+            len(days),
+        )
     arms = lists.groupby("play")["treated"].agg(["sum", "size"])
     if not ((arms["sum"] > 0) & (arms["sum"] < arms["size"])).any():
         counts = ", ".join(
