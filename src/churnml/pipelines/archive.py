@@ -80,7 +80,7 @@ def read_previous(out_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame | None:
     latest = out_dir / f"{RISK_LIST}.parquet"
     candidates = sorted(archived) or ([(pd.Timestamp.min, latest)] if latest.exists() else [])
     for _, path in reversed(candidates):
-        previous = _read_list(path)
+        previous = read_list(path)
         if previous is not None and (
             previous.attrs["as_of"] is None or pd.Timestamp(previous.attrs["as_of"]) < as_of
         ):
@@ -114,13 +114,14 @@ def _stamp(value: object) -> pd.Timestamp:
     return stamp
 
 
-def _read_list(path: Path) -> pd.DataFrame | None:
-    """The previous list, as far as the trend and the holdout draw need it; a damaged one is skipped
-    with a warning (an old file must not stop today's list)."""
+def read_list(path: Path) -> pd.DataFrame | None:
+    """A previous list, as far as the trend and the holdout draw need it; a damaged one is skipped with
+    a warning (an old file must not stop today's list)."""
     try:
         wanted = ["customer_id", "churn_probability", "at_risk", "action", "as_of"]
         previous = pd.read_parquet(path, columns=[c for c in wanted if c in _parquet_columns(path)])
-        problem = _list_problem(previous, ("customer_id", "churn_probability", "at_risk", "as_of"))
+        found = list_problem(previous, ("customer_id", "churn_probability", "at_risk", "as_of"))
+        problem = None if found is None else f"{found[0]}: {found[1]}"
     except Exception as exc:
         problem = str(exc)
     if problem is not None:
@@ -136,27 +137,29 @@ def _read_list(path: Path) -> pd.DataFrame | None:
     return previous
 
 
-def _list_problem(frame: pd.DataFrame, required: tuple[str, ...]) -> str | None:
-    """What makes a list unusable (a missing column, one customer twice, a probability that is not one,
-    an at-risk flag that is not true/false), or None."""
+def list_problem(frame: pd.DataFrame, required: tuple[str, ...]) -> tuple[str, str, np.ndarray] | None:
+    """The first thing that makes a list unusable, as (column, problem, rows): a missing column, a
+    customer listed twice, a probability that is not one, an at-risk flag that is not true/false."""
+    everyone = np.ones(len(frame), dtype=bool)
     missing = [c for c in required if c not in frame]
     if missing:
-        return f"missing column(s) {', '.join(missing)}"
-    if frame["customer_id"].astype(str).map(canonical_id).duplicated().any():
-        return "a customer listed twice"
-    if "churn_probability" in required and not _probabilities(frame["churn_probability"]).all():
-        return "churn_probability values that are not probabilities"
+        return missing[0], f"missing column(s) {', '.join(missing)}", everyone
+    twice = frame["customer_id"].astype(str).map(canonical_id).duplicated(keep=False).to_numpy()
+    if twice.any():
+        return "customer_id", "a customer listed twice or more", twice
+    if "churn_probability" in required:
+        values = frame["churn_probability"]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            return "churn_probability", "values that are not probabilities in [0, 1]", everyone
+        numbers = values.to_numpy(dtype=float, na_value=np.nan)
+        outside = ~((numbers >= 0) & (numbers <= 1))
+        if outside.any():
+            return "churn_probability", "values that are not probabilities in [0, 1]", outside
     if "at_risk" in required and not pd.api.types.is_bool_dtype(frame["at_risk"]):
-        return f"at_risk of type {frame['at_risk'].dtype}, not true/false"
+        return "at_risk", f"at_risk of type {frame['at_risk'].dtype}, not true/false", everyone
+    if "customer_value" in required and not pd.api.types.is_numeric_dtype(frame["customer_value"]):
+        return "customer_value", f"values of type {frame['customer_value'].dtype}, not numbers", everyone
     return None
-
-
-def _probabilities(values: pd.Series) -> np.ndarray:
-    """Per value: a number in [0, 1]."""
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return np.zeros(len(values), dtype=bool)
-    numbers = values.to_numpy(dtype=float, na_value=np.nan)
-    return (numbers >= 0) & (numbers <= 1)
 
 
 REVIEWED_COLUMNS = ("customer_id", "churn_probability", "risk_band", "action", "play", "customer_value")
@@ -174,48 +177,18 @@ def read_archived_list(folder: Path, as_of: pd.Timestamp) -> pd.DataFrame:
             f"{table} cannot be read ({exc}): restore it, or move its folder out of {folder.parent} to "
             "review the other lists"
         ) from None
-    missing = [c for c in REVIEWED_COLUMNS if c not in frame]
-    if missing:
-        raise DataValidationError(
-            table, missing[0], f"missing column(s) {', '.join(missing)}: not a list as churnml wrote it"
-        )
-    bad = ~_probabilities(frame["churn_probability"])
-    if bad.any():
-        raise DataValidationError(
-            table,
-            "churn_probability",
-            "values that are not probabilities in [0, 1]",
-            example_rows(frame, bad),
-            int(bad.sum()),
-        )
-    if not pd.api.types.is_numeric_dtype(frame["customer_value"]):
-        raise DataValidationError(
-            table,
-            "customer_value",
-            f"values of type {frame['customer_value'].dtype}, not numbers",
-            example_rows(frame),
-            len(frame),
-        )
-    twice = frame["customer_id"].astype(str).map(canonical_id).duplicated(keep=False).to_numpy()
-    if twice.any():
-        raise DataValidationError(
-            table,
-            "customer_id",
-            "customers listed more than once",
-            example_rows(frame, twice),
-            int(twice.sum()),
-        )
-    if "as_of" in frame:
-        stamps = pd.to_datetime(frame["as_of"], errors="coerce")
-        other = (stamps != pd.Timestamp(as_of)).to_numpy()
+    found = list_problem(frame, REVIEWED_COLUMNS)
+    if found is None and "as_of" in frame:
+        other = (pd.to_datetime(frame["as_of"], errors="coerce") != pd.Timestamp(as_of)).to_numpy()
         if other.any():
-            raise DataValidationError(
-                table,
-                "as_of",
-                f"rows of another date than the list's summary.json ({pd.Timestamp(as_of)})",
-                example_rows(frame[["customer_id", "as_of"]], other),
-                int(other.sum()),
-            )
+            problem = f"rows of another date than the list's summary.json ({pd.Timestamp(as_of)})"
+            found = ("as_of", problem, other)
+    if found is not None:
+        column, problem, rows = found
+        if problem.startswith("missing"):
+            raise DataValidationError(table, column, f"{problem}: not a list as churnml wrote it")
+        shown = frame[["customer_id", column]] if column == "as_of" else frame
+        raise DataValidationError(table, column, problem, example_rows(shown, rows), int(rows.sum()))
     return frame
 
 

@@ -115,7 +115,8 @@ def _lists_of(dataset: Dataset, list_days: int) -> tuple[pd.DataFrame, list[pd.T
             "contacts", None, "uplift needs a contacts table with treatment and holdout rows; there is none"
         )
     lists = contact_lists(contacts, list_days)
-    days = pd.Series(sorted(lists["cutoff"].unique()))
+    cutoffs = sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
+    days = pd.Series(cutoffs)
     if list_days == 1 and len(days) >= 3 and (days.diff().dt.days.dropna() <= 3).mean() >= 0.5:
         log.warning(
             "uplift: contacts fall on %d days, most of them within 3 days of the one before: each day is "
@@ -136,7 +137,7 @@ def _lists_of(dataset: Dataset, list_days: int) -> tuple[pd.DataFrame, list[pd.T
             f"measure what a contact changes; no play has both ({counts})",
             example_rows(contacts),
         )
-    return lists, sorted(pd.Timestamp(c) for c in lists["cutoff"].unique())
+    return lists, cutoffs
 
 
 def control_rows(
